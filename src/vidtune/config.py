@@ -1,0 +1,313 @@
+"""Run configuration: one frozen dataclass per stage plus `RunConfig`, loaded from TOML.
+
+Every default is written out (the seed paper's where it gives one). Unknown keys and wrong
+types are rejected at load time with the key's name and the fix; `--set section.key=value`
+overrides any field; the resolved config is saved into the run folder as TOML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from vidtune.errors import VidtuneError
+
+
+def _choice(*values: str) -> dict[str, Any]:
+    return {"choices": values}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which weights to load. `path` is a hub id, a local diffusers folder or a cached id."""
+
+    path: str = "CompVis/stable-diffusion-v1-4"
+    adapter: str = "TencentARC/t2iadapter_openpose_sd14v1"  # "" = `<path>/adapter`
+    sam: str = ""  # "" = no SAM: the weight-free GrabCut segmenter runs instead
+    allow_pickle: bool = False  # load .bin/.ckpt weights (pickle) only when asked
+    device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda", "mps"))
+    dtype: str = field(default="auto", metadata=_choice("auto", "fp32", "fp16", "bf16"))
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """What to generate: the pose sequence, the prompt (or prompt schedule) and the frame size."""
+
+    poses: str = ""  # folder of *_keypoints.json, folder of pose images, or a pose video
+    prompt: str = ""  # one prompt for the whole video
+    prompts: dict[str, str] = field(default_factory=dict)  # {first_frame: prompt} ranges
+    clip_prompts: list[str] = field(default_factory=list)  # one prompt per stage-4 clip
+    negative_prompt: str = ""
+    frames: int = 0  # 0 = every frame of the pose source; else resample to this count
+    fps: float = 0.0  # 0 = the pose source's fps (8 when it has none)
+    height: int = 512
+    width: int = 512
+    framing: str = field(default="fit", metadata=_choice("fit", "person"))
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """SD v1-4's own training schedule and the sampler (design §3: DDIM 50 steps, eta 0, CFG 7.5)."""
+
+    scheduler: str = field(default="ddim", metadata=_choice("ddim", "ddpm", "euler", "dpmpp"))
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = field(default="scaled_linear", metadata=_choice("scaled_linear", "linear"))
+    num_train_timesteps: int = 1000
+    steps: int = 50
+    eta: float = 0.0
+    guidance: float = 7.5
+    adapter_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class SeparateConfig:
+    """Stage 1: per-frame generation; keep z_t at `fusion_step` (fraction of the schedule)."""
+
+    seed: int = 0  # frame i uses seed + i
+    fusion_step: float = 0.5
+    segmenter: str = field(default="auto", metadata=_choice("auto", "sam", "grabcut"))
+    batch_frames: int = 4
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Stage 2: average fusion of backgrounds at the fusion step (design §3, eq. 10-11)."""
+
+    space: str = field(default="x0", metadata=_choice("x0", "latent"))
+    num_samples: int = 0  # K; 0 = every frame
+    seed: int = 0
+    w_f: float = 1.0
+    w_b: float = 1.0
+    learn: bool = False
+    learn_per_channel: bool = False
+    learn_steps: int = 50
+    learn_lr: float = 0.05
+    fidelity: float = 1.0
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """Stage 3: combined tuning of the UNet on the fused frames (design §3, eq. 6, 15, 16, 20)."""
+
+    trainable: str = field(default="full", metadata=_choice("full", "lora", "attention"))
+    lora_rank: int = 4
+    lr: float = 5e-6
+    steps: int = 300
+    batch_size: int = 1
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    l_n: float = 1.0
+    l_f: float = 1.0
+    l_b: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 100
+    mixed_precision: str = field(default="auto", metadata=_choice("auto", "no", "fp16", "bf16"))
+    gradient_checkpointing: bool = True
+
+
+@dataclass(frozen=True)
+class CodenoiseConfig:
+    """Stage 4: temporal co-denoising over overlapping clips (Gen-L-Video) with cross-frame attention."""
+
+    clip_length: int = 16  # M
+    stride: int = 8  # S
+    shrink_clip: bool = False  # N < M: use M := N instead of failing
+    weighting: str = field(default="uniform", metadata=_choice("uniform", "triangular", "gaussian"))
+    fg_gain: float = 0.0  # extra pixel-wise weight on the foreground (0 = off)
+    attention: str = field(default="middle", metadata=_choice("none", "first", "sparse-causal", "middle", "global"))
+    init: str = field(default="noise", metadata=_choice("noise", "fused"))
+    noise_mode: str = field(default="independent", metadata=_choice("independent", "shared"))
+    strength: float = 0.8  # `fused` init: how far the stage-2 frames are noised (SDEdit)
+    seed: int = 0
+    max_batch_frames: int = 16
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: one section per concern, in stage order."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    inputs: InputConfig = field(default_factory=InputConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    separate: SeparateConfig = field(default_factory=SeparateConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    codenoise: CodenoiseConfig = field(default_factory=CodenoiseConfig)
+
+
+SECTIONS: dict[str, type] = typing.get_type_hints(RunConfig)
+
+# Which config sections each stage depends on (its own and everything before it).
+STAGE_SECTIONS: dict[int, tuple[str, ...]] = {
+    1: ("model", "inputs", "sampling", "separate"),
+    2: ("fusion",),
+    3: ("tuning",),
+    4: ("codenoise",),
+}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    return getattr(origin or tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check (and minimally convert) one TOML value against its field type."""
+    origin = typing.get_origin(tp)
+    bad = VidtuneError(f"{source}: {key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise bad
+        return {str(k): v for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad
+        return list(value)
+    raise bad
+
+
+def _build_section(name: str, values: dict[str, Any], source: str) -> Any:
+    cls = SECTIONS[name]
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise VidtuneError(f"{source}: unknown key {name}.{key}; valid keys in [{name}]: {', '.join(valid)}")
+        kwargs[key] = _coerce(value, hints[key], f"{name}.{key}", source)
+    section = cls(**kwargs)
+    for f in fields(cls):
+        choices = f.metadata.get("choices")
+        if choices and getattr(section, f.name) not in choices:
+            raise VidtuneError(
+                f"{source}: {name}.{f.name} = {getattr(section, f.name)!r} is not one of {', '.join(choices)}"
+            )
+    return section
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Build a RunConfig from nested dicts, rejecting unknown sections/keys and wrong types."""
+    sections = {}
+    for name, values in data.items():
+        if name not in SECTIONS:
+            raise VidtuneError(f"{source}: unknown section [{name}]; valid sections: {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise VidtuneError(f"{source}: [{name}] must be a table of keys, got {values!r}")
+        sections[name] = _build_section(name, values, source)
+    return RunConfig(**sections)
+
+
+def to_dict(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """The config as nested plain dicts (every field written out)."""
+    return dataclasses.asdict(cfg)
+
+
+def load(path: str | Path) -> RunConfig:
+    """Load a TOML config file; missing fields take their defaults."""
+    p = Path(path)
+    if not p.is_file():
+        raise VidtuneError(f"{p}: config file not found; pass an existing .toml file or omit it and use flags")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise VidtuneError(f"{p}: not valid TOML ({exc}); fix the syntax") from None
+    cfg = from_dict(data, source=str(p))
+    return resolve_paths(cfg, p.parent)
+
+
+def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
+    """Make relative local paths in the config relative to the config file's folder."""
+    def fix(value: str) -> str:
+        if not value or Path(value).is_absolute():
+            return value
+        candidate = base / value
+        return str(candidate.resolve()) if candidate.exists() else value
+
+    return replace(
+        cfg,
+        inputs=replace(cfg.inputs, poses=fix(cfg.inputs.poses)),
+        model=replace(cfg.model, path=fix(cfg.model.path), adapter=fix(cfg.model.adapter), sam=fix(cfg.model.sam)),
+    )
+
+
+def _parse_override_value(raw: str, tp: Any) -> Any:
+    if tp is str:
+        if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+            return raw[1:-1]
+        return raw
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # let the type check produce the message
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply `section.key=value` overrides (values parsed as TOML literals, strings may be bare)."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise VidtuneError(f"--set {item!r}: expected section.key=value, e.g. --set sampling.steps=20")
+        key, raw = item.split("=", 1)
+        section, name = key.strip().split(".", 1)
+        if section not in SECTIONS:
+            raise VidtuneError(f"--set {item!r}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
+        hints = typing.get_type_hints(SECTIONS[section])
+        if name not in hints:
+            valid = ", ".join(hints)
+            raise VidtuneError(f"--set {item!r}: unknown key {section}.{name}; valid keys in [{section}]: {valid}")
+        data[section][name] = _parse_override_value(raw.strip(), hints[name])
+    return from_dict(data, source="--set")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """The resolved config as TOML text (every field written out)."""
+    lines = ["# vidtune resolved run config (every default written out)"]
+    for section, values in to_dict(cfg).items():
+        lines.append(f"\n[{section}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def stage_hash(cfg: RunConfig, stage: int) -> str:
+    """Hash of the config fields stage `stage` depends on (its sections and every earlier stage's)."""
+    data = to_dict(cfg)
+    relevant = {s: data[s] for k in range(1, stage + 1) for s in STAGE_SECTIONS[k]}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

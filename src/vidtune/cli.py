@@ -1,0 +1,221 @@
+"""The `vidtune` command: run, plan, demo, evaluate, ablate, poses, models, train-demo.
+
+User errors (VidtuneError) print one line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from vidtune.errors import VidtuneError
+
+
+def _stages(text: str) -> list[int]:
+    try:
+        stages = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--stages expects numbers like 1,2,3,4, got {text!r}") from None
+    if not stages or any(s not in (1, 2, 3, 4) for s in stages):
+        raise argparse.ArgumentTypeError(f"--stages expects numbers among 1,2,3,4, got {text!r}")
+    return stages
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="TOML run config (optional: flags suffice)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config field, e.g. --set sampling.steps=20 (repeatable)")
+    p.add_argument("--model", help="model folder or hub id (model.path)")
+    p.add_argument("--adapter", help="T2I-Adapter folder or hub id (model.adapter)")
+    p.add_argument("--sam", help="SAM folder or hub id (model.sam); default: weight-free GrabCut masks")
+    p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.ckpt (pickle) weights")
+    p.add_argument("--poses", help="OpenPose JSON folder, pose-image folder or pose video (inputs.poses)")
+    p.add_argument("--prompt", help="text prompt (inputs.prompt)")
+    p.add_argument("--frames", type=int, help="resample the poses to N frames (inputs.frames)")
+    p.add_argument("--steps", type=int, help="sampling steps (sampling.steps)")
+    p.add_argument("--seed", type=int, help="seed of every stage")
+    p.add_argument("--height", type=int)
+    p.add_argument("--width", type=int)
+
+
+def build_config(args: argparse.Namespace):
+    """Config file (or defaults) + flags + --set overrides, in that order."""
+    from vidtune import config as C
+
+    cfg = C.load(args.config) if args.config else C.RunConfig()
+    flags = []
+    for flag, key in [("model", "model.path"), ("adapter", "model.adapter"), ("sam", "model.sam"),
+                      ("poses", "inputs.poses"), ("prompt", "inputs.prompt"), ("frames", "inputs.frames"),
+                      ("steps", "sampling.steps"), ("height", "inputs.height"), ("width", "inputs.width")]:
+        value = getattr(args, flag, None)
+        if value is not None:
+            flags.append(f"{key}={value}" if not isinstance(value, str) else f"{key}={value}")
+    if getattr(args, "allow_pickle", False):
+        flags.append("model.allow_pickle=true")
+    if getattr(args, "seed", None) is not None:
+        flags += [f"{s}.seed={args.seed}" for s in ("separate", "fusion", "tuning", "codenoise")]
+    cfg = C.apply_overrides(cfg, flags + list(args.overrides))
+    if args.model and not args.adapter and Path(args.model, "adapter").is_dir():
+        cfg = replace(cfg, model=replace(cfg.model, adapter=""))
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from vidtune import pipeline
+
+    cfg = build_config(args)
+    out = Path(args.out or Path("runs") / (Path(args.config).stem if args.config else "run"))
+    summary = pipeline.run(cfg, out, stages=args.stages, progress=not args.quiet)
+    print(summary.line())
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from vidtune.plan import plan_report
+
+    print(plan_report(build_config(args)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vidtune.demo import run_demo
+
+    run_demo(out=args.out, frames=args.frames, motion=args.motion, prompt=args.prompt, seed=args.seed,
+             steps=args.steps, overrides=args.overrides, progress=not args.quiet)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from vidtune import atomic
+    from vidtune.evaluate import evaluate_video, format_table
+
+    result = evaluate_video(args.video, masks=args.masks, prompt=args.prompt, clip=args.clip, dino=args.dino,
+                            reference=args.reference, bucket=args.bucket)
+    print(format_table(result))
+    if args.json:
+        atomic.write_json(args.json, result)
+        print(f"vidtune: metrics written to {args.json}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from vidtune.ablate import run_ablation
+
+    run_ablation(args.config, out=args.out, overrides=args.overrides, progress=not args.quiet)
+    return 0
+
+
+def cmd_poses_render(args: argparse.Namespace) -> int:
+    from vidtune.poses import render_to_folder
+
+    print(render_to_folder(args.src, args.out, height=args.height, width=args.width, num_frames=args.frames,
+                           fps=args.fps, framing=args.framing))
+    return 0
+
+
+def cmd_models_make_tiny(args: argparse.Namespace) -> int:
+    from vidtune.models import make_tiny
+
+    path = make_tiny(args.dir, seed=args.seed)
+    print(f"vidtune: tiny random components written to {path}")
+    return 0
+
+
+def cmd_train_demo(args: argparse.Namespace) -> int:
+    from vidtune.demo_train import train_demo
+
+    train_demo(args.out, vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes, resume=not args.fresh,
+               seed=args.seed)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidtune", description="Long, temporally consistent, pose-guided video "
+                                     "generation: separate tuning, average fusion, combined tuning, co-denoising.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the four stages (resumes a run folder)")
+    _add_run_flags(p)
+    p.add_argument("--out", help="run folder (default runs/<config name>)")
+    p.add_argument("--stages", type=_stages, default=[1, 2, 3, 4], help="comma list, e.g. 1,2 (default 1,2,3,4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plan", help="print stage 4's clips, prompts, merge weights and cost (loads no model)")
+    _add_run_flags(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("demo", help="the whole method on the embedded demo model and a synthetic pose sequence")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--motion", default="walk")
+    p.add_argument("--prompt", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate", help="consistency metrics of a video or frame folder")
+    p.add_argument("video")
+    p.add_argument("--masks", help="folder of foreground masks (png, white = foreground)")
+    p.add_argument("--prompt")
+    p.add_argument("--reference", help="pose video/folder (or ground truth) for motion_epe")
+    p.add_argument("--clip", help="local CLIP folder for CLIP metrics")
+    p.add_argument("--dino", help="local DINO folder for subject consistency")
+    p.add_argument("--bucket", type=int, default=16, help="frames per time bucket")
+    p.add_argument("--json", help="write the metrics as JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ablate", help="run the baselines and ablations and write a report")
+    p.add_argument("config", nargs="?", help="TOML ablation config (default: the demo sequences)")
+    p.add_argument("--out", default="runs/ablation")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_ablate)
+
+    poses = sub.add_parser("poses", help="pose utilities").add_subparsers(dest="poses_command", required=True)
+    p = poses.add_parser("render", help="render a pose source to OpenPose-style skeleton PNGs")
+    p.add_argument("src")
+    p.add_argument("out")
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--fps", type=float, default=None)
+    p.add_argument("--framing", choices=["fit", "person"], default="fit")
+    p.set_defaults(func=cmd_poses_render)
+
+    models = sub.add_parser("models", help="model utilities").add_subparsers(dest="models_command", required=True)
+    p = models.add_parser("make-tiny", help="write tiny random components in the diffusers folder layout")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_models_make_tiny)
+
+    p = sub.add_parser("train-demo", help="train the embedded demo model on the synthetic world")
+    p.add_argument("--out", required=True)
+    p.add_argument("--vae-minutes", type=float, default=12.0)
+    p.add_argument("--unet-minutes", type=float, default=58.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out")
+    p.set_defaults(func=cmd_train_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VidtuneError as exc:
+        print(f"vidtune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidtune: interrupted; finished stages are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Helpers shared by the stages: scheduler from the config, conditioning, frame/video output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vidtune.config import SamplingConfig
+from vidtune.sampling import FeatureBank, PromptBank, adapter_features, decode, make_prompt_bank
+
+
+def build_scheduler(base_scheduler, cfg: SamplingConfig):
+    """The configured sampler on the configured training schedule (SD v1-4's by default)."""
+    from vidtune.models import make_scheduler
+
+    config = dict(base_scheduler.config)
+    config.update(beta_start=cfg.beta_start, beta_end=cfg.beta_end, beta_schedule=cfg.beta_schedule,
+                  num_train_timesteps=cfg.num_train_timesteps)
+    return make_scheduler(cfg.scheduler, config)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Per-frame conditioning computed once: prompt embeddings and adapter features."""
+
+    prompts: PromptBank
+    features: FeatureBank
+
+
+def conditioning(components, pose_images: np.ndarray, prompts: list[str], negative_prompt: str,
+                 adapter_scale: float, storage: torch.device | None = None) -> Conditioning:
+    """Encode the frames' prompts and run the adapter once on every pose image."""
+    bank = make_prompt_bank(components.tokenizer, components.text_encoder, prompts, negative_prompt)
+    feats = adapter_features(components.adapter, pose_images, adapter_scale, storage=storage)
+    return Conditioning(prompts=bank, features=feats)
+
+
+def decode_to_disk(vae, latents: torch.Tensor, frames_dir: Path, video_path: Path | None, fps: float,
+                   batch: int = 4, progress: bool = True, desc: str = "decoding") -> int:
+    """Decode in chunks straight to PNG frames and (optionally) a streaming mp4; returns the count."""
+    from vidtune import atomic
+    from vidtune.video import VideoWriter, write_frames_png
+
+    count = 0
+    bar = tqdm(total=latents.shape[0], desc=desc, disable=not progress, leave=False, unit="frame")
+    with atomic.atomic_dir(frames_dir) as tmp_dir:
+        writer = VideoWriter(video_path, fps=fps) if video_path is not None else None
+        try:
+            for chunk in decode(vae, latents, batch=batch):
+                write_frames_png(chunk, tmp_dir, start_index=count)
+                if writer is not None:
+                    for frame in chunk:
+                        writer.write(frame)
+                count += len(chunk)
+                bar.update(len(chunk))
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        if writer is not None:
+            writer.close()
+    bar.close()
+    return count

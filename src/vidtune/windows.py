@@ -1,0 +1,541 @@
+"""Stage 4 math (design §3, stage 4): clip windows, merge weights, prompt-to-clip assignment.
+
+Temporal co-denoising (Gen-L-Video) splits a video of N frames into overlapping clips of M
+frames with stride S, predicts the noise of every clip, and merges the predictions per frame:
+
+    eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f)                      (design §3, stage 4)
+
+then takes ONE scheduler step on the whole video. Everything here is pure: numbers and tensors
+in, numbers and tensors out, no modules and no I/O.
+
+Layouts: a window is a half-open frame range ``(start, end)``; frame weights are
+``(clips, frames)``; pixel weights ``(clips, frames, 1, height, width)``; a clip's prediction
+``(clip_frames, channels, height, width)``; the merged video ``(frames, channels, height, width)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+
+from vidtune.errors import VidtuneError
+
+Window = tuple[int, int]
+PromptSchedule = str | Sequence[str] | Mapping[int | str, str]
+
+__all__ = [
+    "MERGE_WEIGHTS",
+    "MergeAccumulator",
+    "assign_prompts",
+    "clip_position_weights",
+    "clip_windows",
+    "frame_merge_weights",
+    "frame_prompts",
+    "merge_predictions",
+    "pixel_merge_weights",
+    "plan_text",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise VidtuneError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def clip_windows(num_frames: int, length: int, stride: int, shrink_clip: bool = False) -> list[Window]:
+    """Overlapping clips ``[kS, kS + M)`` for k = 0, 1, ... while kS + M <= N, plus ``[N - M, N)``.
+
+    Gen-L-Video's windows stop at the last full stride and leave the tail frames uncovered; here a
+    last clip ending at frame N is added whenever the regular ones do not end there, so every
+    frame is covered by at least one clip. Consecutive clips overlap by M - S frames (they touch
+    when S = M); the added last clip overlaps its neighbour by more.
+
+    Args:
+        num_frames: N >= 1.
+        length: M, the clip length (``codenoise.clip_length``) >= 1.
+        stride: S, 1 <= S <= M (``codenoise.stride``); S > M would leave gaps.
+        shrink_clip: when N < M, use M := N (one clip, the whole video) instead of failing
+            (``codenoise.shrink_clip``). The caller should tell the user it happened.
+
+    Returns:
+        Half-open ``(start, end)`` frame ranges, starts strictly increasing, every one M long.
+    """
+    num_frames = _positive_int(num_frames, "num_frames")
+    length = _positive_int(length, "codenoise.clip_length")
+    stride = _positive_int(stride, "codenoise.stride")
+    if stride > length:
+        raise VidtuneError(
+            f"codenoise.stride = {stride} is larger than codenoise.clip_length = {length}: frames between "
+            f"clips would never be denoised; use a stride <= the clip length"
+        )
+    if num_frames < length:
+        if not shrink_clip:
+            raise VidtuneError(
+                f"the video has {num_frames} frames, fewer than codenoise.clip_length = {length}; "
+                f"set codenoise.clip_length <= {num_frames} or codenoise.shrink_clip = true"
+            )
+        length = num_frames
+    windows = [(start, start + length) for start in range(0, num_frames - length + 1, stride)]
+    if windows[-1][1] != num_frames:
+        windows.append((num_frames - length, num_frames))
+    return windows
+
+
+def _check_windows(windows: Sequence[Window], num_frames: int) -> None:
+    if len(windows) == 0:
+        raise ValueError("windows: need at least one clip window")
+    for k, (start, end) in enumerate(windows):
+        if not (0 <= start < end <= num_frames):
+            raise ValueError(f"windows[{k}] = ({start}, {end}) is not a non-empty range inside 0..{num_frames}")
+
+
+def _ranges_text(frames: Sequence[int]) -> str:
+    """``[0, 1, 2, 7]`` -> ``"0-2, 7"``."""
+    parts: list[str] = []
+    run_start = prev = None
+    for f in list(frames) + [None]:
+        if run_start is not None and (f is None or f != prev + 1):
+            parts.append(f"{run_start}" if run_start == prev else f"{run_start}-{prev}")
+            run_start = None
+        if f is not None and run_start is None:
+            run_start = f
+        prev = f
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Merge weights over a clip's frame positions
+
+
+def _uniform(length: int, sigma: float) -> torch.Tensor:
+    """Gen-L-Video: every frame of a clip counts the same."""
+    return torch.ones(length, dtype=torch.float64)
+
+
+def _triangular(length: int, sigma: float) -> torch.Tensor:
+    """w(p) = 1 - |p - c| / (c + 1), c = (M - 1) / 2: peak 1 in the middle, 1 / (c + 1) > 0 at the ends."""
+    c = (length - 1) / 2
+    p = torch.arange(length, dtype=torch.float64)
+    return 1.0 - (p - c).abs() / (c + 1.0)
+
+
+def _gaussian(length: int, sigma: float) -> torch.Tensor:
+    """w(p) = exp(-(p - c)^2 / (2 (sigma M)^2)): sigma is a fraction of the clip length."""
+    c = (length - 1) / 2
+    p = torch.arange(length, dtype=torch.float64)
+    return torch.exp(-0.5 * ((p - c) / (sigma * length)) ** 2)
+
+
+# One signature for every weighting: (clip length, sigma) -> (length,) float64, all entries > 0.
+MERGE_WEIGHTS: dict[str, Callable[[int, float], torch.Tensor]] = {
+    "uniform": _uniform,
+    "triangular": _triangular,
+    "gaussian": _gaussian,
+}
+
+
+def clip_position_weights(length: int, kind: str, sigma: float = 0.25) -> torch.Tensor:
+    """Weight of each frame position inside one clip, ``(length,)`` float64, every entry > 0.
+
+    ``uniform`` (Gen-L-Video), ``triangular`` (peak in the middle, 1 / (c + 1) at the ends) or
+    ``gaussian`` (std ``sigma * length``; the ends get exp(-1 / (8 sigma^2)), 0.135 at the default).
+    Down-weighting the clip's ends smooths the seams between clips; the ends stay strictly
+    positive so that a frame covered by a single clip still has weight.
+    """
+    length = _positive_int(length, "length")
+    if kind not in MERGE_WEIGHTS:
+        raise VidtuneError(f"codenoise.weighting = {kind!r} is unknown; choose one of {', '.join(MERGE_WEIGHTS)}")
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive number (a fraction of the clip length), got {sigma!r}")
+    return MERGE_WEIGHTS[kind](length, float(sigma))
+
+
+def frame_merge_weights(
+    num_frames: int,
+    windows: Sequence[Window],
+    kind: str = "uniform",
+    sigma: float = 0.25,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Normalised merge weights w_k(f), ``(clips, frames)``; every column sums to 1.
+
+    Entry (k, f) is clip k's weight for frame f: the clip's position weight of f (see
+    `clip_position_weights`) divided by the sum over the clips covering f, and 0 where f is not
+    in clip k. With ``uniform`` it is 1 / (number of clips covering f).
+
+    Raises:
+        ValueError: when a frame is covered by no window.
+    """
+    num_frames = _positive_int(num_frames, "num_frames")
+    _check_windows(windows, num_frames)
+    weights = torch.zeros(len(windows), num_frames, dtype=torch.float64)
+    for k, (start, end) in enumerate(windows):
+        weights[k, start:end] = clip_position_weights(end - start, kind, sigma)
+    total = weights.sum(dim=0)
+    uncovered = (total == 0).nonzero().flatten().tolist()
+    if uncovered:
+        raise ValueError(f"windows: frames {_ranges_text(uncovered)} are covered by no clip")
+    return (weights / total).to(dtype)
+
+
+def _centre_distance(windows: Sequence[Window], num_frames: int) -> torch.Tensor:
+    """d_k(f) = |f - c_k| / h_k in [0, 1] (c_k the clip's centre, h_k its half-length), ``(K, N)``."""
+    f = torch.arange(num_frames, dtype=torch.float64)
+    rows = []
+    for start, end in windows:
+        half = (end - start - 1) / 2
+        rows.append(((f - (start + half)).abs() / half).clamp(max=1.0) if half > 0 else torch.zeros_like(f))
+    return torch.stack(rows)
+
+
+def pixel_merge_weights(
+    frame_weights: torch.Tensor,
+    windows: Sequence[Window],
+    fg: torch.Tensor,
+    fg_gain: float,
+) -> torch.Tensor:
+    """Per-pixel merge weights that prefer, in the foreground, the clips centred near the frame.
+
+        w_k(f, p) = w_k(f) * exp(-fg_gain * m_f(p) * d_k(f)^2) / sum_j (same for clip j)
+
+    m_f(p) in [0, 1] is frame f's soft foreground mask, d_k(f) = |f - c_k| / h_k in [0, 1] the
+    distance of f from clip k's centre in half-lengths.
+
+    Why: a per-pixel factor that depends only on the frame cancels in the normalisation, so the
+    factor must depend on the clip. In the static background, averaging many clips is what makes
+    frames agree, so the background keeps the plain weights w_k(f) (m = 0). The figure moves:
+    predictions of clips with different temporal context disagree about where a limb is, and
+    their average ghosts it. A frame near a clip's centre has context on both sides inside that
+    clip, so that clip's prediction is the most reliable one; in the foreground the weight is
+    therefore sharpened towards such clips. fg_gain = 0 returns the plain weights; as fg_gain
+    grows, foreground pixels follow the most central clip(s) alone. The weights stay positive
+    wherever w_k(f) > 0, so every covered pixel keeps weight (computed as a softmax in log space:
+    no underflow for large gains).
+
+    Args:
+        frame_weights: w_k(f) >= 0, ``(clips, frames)``, e.g. from `frame_merge_weights`
+            (normalised or not); every frame needs a positive weight somewhere.
+        windows: the K clip windows the rows belong to.
+        fg: soft foreground masks at latent resolution, ``(frames, 1, height, width)`` in [0, 1].
+        fg_gain: >= 0 (``codenoise.fg_gain``).
+
+    Returns:
+        ``(clips, frames, 1, height, width)``, summing to 1 over clips at every frame and pixel,
+        dtype and device of ``fg``.
+    """
+    if frame_weights.ndim != 2 or frame_weights.shape[0] != len(windows):
+        raise ValueError(
+            f"frame_weights must be (clips={len(windows)}, frames), got {tuple(frame_weights.shape)}"
+        )
+    num_frames = frame_weights.shape[1]
+    _check_windows(windows, num_frames)
+    if fg.ndim != 4 or fg.shape[0] != num_frames or fg.shape[1] != 1:
+        raise ValueError(f"fg must be (frames={num_frames}, 1, height, width), got {tuple(fg.shape)}")
+    if not (isinstance(fg_gain, (int, float)) and math.isfinite(fg_gain) and fg_gain >= 0):
+        raise VidtuneError(f"codenoise.fg_gain must be a number >= 0, got {fg_gain!r}")
+    if (frame_weights < 0).any() or (frame_weights.sum(dim=0) <= 0).any():
+        raise ValueError("frame_weights must be >= 0 with a positive weight for every frame")
+    dtype = fg.dtype if fg.dtype.is_floating_point else torch.float32
+    w = frame_weights.to(device=fg.device, dtype=torch.float64)
+    d2 = _centre_distance(windows, num_frames).to(fg.device) ** 2  # (K, N)
+    # log w_k(f) - g m_f(p) d_k(f)^2, with log 0 = -inf for frames outside the clip
+    logits = w.log()[:, :, None, None, None] - fg_gain * fg.to(torch.float64)[None] * d2[:, :, None, None, None]
+    return torch.softmax(logits, dim=0).to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging predictions
+
+
+class MergeAccumulator:
+    """Accumulates ``sum_k w_k(f) eps_k(f)`` and ``sum_k w_k(f)`` over clips added one batch at a time.
+
+    ``result()`` returns eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) (design §3, stage 4), so
+    the weights need not be normalised. Storage is allocated on the first `add`, with its
+    device; sums are kept in the prediction's dtype, or float32 for 16-bit predictions (the
+    result is cast back to the prediction's dtype).
+
+    Usage::
+
+        acc = MergeAccumulator(num_frames)
+        for (start, end), eps_k in zip(windows, predictions):
+            acc.add((start, end), eps_k, weights[k, start:end])
+        eps = acc.result()
+        acc.reset()   # next step
+    """
+
+    def __init__(self, num_frames: int) -> None:
+        self.num_frames = _positive_int(num_frames, "num_frames")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every added clip (storage is freed and reallocated on the next `add`)."""
+        self._sum: torch.Tensor | None = None  # (N, C, H, W): sum_k w_k(f) eps_k(f)
+        self._weight: torch.Tensor | None = None  # (N, 1, H, W): sum_k w_k(f)
+        self._out_dtype: torch.dtype | None = None
+        self.num_added = 0
+
+    def add(self, window: Window, pred: torch.Tensor, weights: torch.Tensor) -> None:
+        """Add clip ``window = (start, end)``'s prediction.
+
+        Args:
+            window: half-open frame range of the clip.
+            pred: eps_k, ``(end - start, channels, height, width)``.
+            weights: w_k(f) >= 0 for the clip's frames, ``(end - start,)`` (per frame) or
+                ``(end - start, 1, height, width)`` (per pixel).
+        """
+        start, end = window
+        if not (0 <= start < end <= self.num_frames):
+            raise ValueError(f"window ({start}, {end}) is not a non-empty range inside 0..{self.num_frames}")
+        frames = end - start
+        if pred.ndim != 4 or pred.shape[0] != frames:
+            raise ValueError(f"pred must be (clip frames={frames}, channels, height, width), got {tuple(pred.shape)}")
+        if self._sum is None:
+            acc_dtype = torch.float32 if pred.dtype in (torch.float16, torch.bfloat16) else pred.dtype
+            self._sum = pred.new_zeros((self.num_frames, *pred.shape[1:]), dtype=acc_dtype)
+            self._weight = pred.new_zeros((self.num_frames, 1, *pred.shape[2:]), dtype=acc_dtype)
+            self._out_dtype = pred.dtype
+        assert self._weight is not None
+        if pred.shape[1:] != self._sum.shape[1:]:
+            raise ValueError(f"pred frames must be {tuple(self._sum.shape[1:])} like the first clip, got {tuple(pred.shape[1:])}")
+        if weights.ndim == 1:
+            weights = weights[:, None, None, None]
+        if weights.shape[0] != frames or weights.ndim != 4 or weights.shape[1] != 1:
+            raise ValueError(
+                f"weights must be (clip frames={frames},) or ({frames}, 1, height, width), got {tuple(weights.shape)}"
+            )
+        w = weights.to(device=self._sum.device, dtype=self._sum.dtype)
+        self._sum[start:end] += w * pred.to(self._sum.dtype)
+        self._weight[start:end] += w.expand(frames, 1, *self._weight.shape[2:])
+        self.num_added += 1
+
+    def result(self) -> torch.Tensor:
+        """The merged prediction, ``(frames, channels, height, width)``.
+
+        Raises:
+            ValueError: when nothing was added or some frame (pixel) has no weight.
+        """
+        if self._sum is None or self._weight is None or self._out_dtype is None:
+            raise ValueError("MergeAccumulator.result(): no clip was added")
+        empty = (self._weight.flatten(1) <= 0).any(dim=1).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"frames {_ranges_text(empty)} got no merge weight: no clip covered them")
+        return (self._sum / self._weight).to(self._out_dtype)
+
+
+def merge_predictions(
+    preds: Sequence[torch.Tensor],
+    windows: Sequence[Window],
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) (design §3, stage 4), one shot.
+
+    Args:
+        preds: eps_k per clip, each ``(end_k - start_k, channels, height, width)``.
+        windows: the clips' ``(start, end)`` frame ranges.
+        weights: ``(clips, frames)`` or per pixel ``(clips, frames, 1, height, width)``, >= 0.
+
+    Returns:
+        ``(frames, channels, height, width)`` in the predictions' dtype and device.
+    """
+    if not (len(preds) == len(windows) == weights.shape[0]):
+        raise ValueError(
+            f"need one prediction and one weight row per window: {len(preds)} predictions, "
+            f"{len(windows)} windows, {weights.shape[0]} weight rows"
+        )
+    if weights.ndim not in (2, 5):
+        raise ValueError(f"weights must be (clips, frames) or (clips, frames, 1, height, width), got {tuple(weights.shape)}")
+    acc = MergeAccumulator(weights.shape[1])
+    for k, (window, pred) in enumerate(zip(windows, preds)):
+        acc.add(window, pred, weights[k, window[0] : window[1]])
+    return acc.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt schedules
+
+
+def _segments(schedule: Mapping[int | str, str], num_frames: int) -> list[tuple[int, int, str]]:
+    """{start_frame: prompt} -> sorted ``(start, end, prompt)`` ranges covering 0..num_frames."""
+    if len(schedule) == 0:
+        raise VidtuneError("prompt: the {start_frame: prompt} schedule is empty; give at least {0: prompt}")
+    starts: dict[int, str] = {}
+    for key, prompt in schedule.items():
+        if isinstance(key, str) and key.strip().isdigit():
+            start = int(key.strip())
+        elif isinstance(key, int) and not isinstance(key, bool):
+            start = key
+        else:
+            raise VidtuneError(f"prompt: schedule key {key!r} is not a frame number (an integer >= 0)")
+        if not isinstance(prompt, str):
+            raise VidtuneError(f"prompt: schedule entry {key!r} must be a string, got {prompt!r}")
+        if start < 0:
+            raise VidtuneError(f"prompt: schedule key {key!r} is negative; frames count from 0")
+        if start in starts:
+            raise VidtuneError(f"prompt: frame {start} starts two schedule entries")
+        if start >= num_frames:
+            raise VidtuneError(
+                f"prompt: schedule entry {key!r} starts at frame {start} but the video has only "
+                f"{num_frames} frames (0-{num_frames - 1}); remove it or lower its frame"
+            )
+        starts[start] = prompt
+    ordered = sorted(starts)
+    if ordered[0] != 0:
+        raise VidtuneError(
+            f"prompt: the schedule starts at frame {ordered[0]}, so frames 0-{ordered[0] - 1} have no prompt; "
+            f"add an entry for frame 0"
+        )
+    ends = ordered[1:] + [num_frames]
+    return [(s, e, starts[s]) for s, e in zip(ordered, ends)]
+
+
+def assign_prompts(windows: Sequence[Window], schedule: PromptSchedule) -> list[str]:
+    """One prompt per clip.
+
+    ``schedule`` is one prompt (every clip), a list with one prompt per clip (its length must equal
+    the number of clips) or a ``{start_frame: prompt}`` dict of frame ranges, each running until
+    the next key and the first starting at frame 0 (keys may be digit strings, as TOML writes
+    them). With ranges, each clip takes the prompt that holds most of its frames; ties go to the
+    earlier range.
+    """
+    if len(windows) == 0:
+        raise ValueError("windows: need at least one clip window")
+    num_frames = max(end for _, end in windows)
+    _check_windows(windows, num_frames)
+    if isinstance(schedule, str):
+        return [schedule] * len(windows)
+    if isinstance(schedule, Mapping):
+        segments = _segments(schedule, num_frames)
+        prompts = []
+        for start, end in windows:
+            overlaps = [max(0, min(end, e) - max(start, s)) for s, e, _ in segments]
+            best = max(range(len(segments)), key=lambda i: (overlaps[i], -i))  # ties -> earlier
+            prompts.append(segments[best][2])
+        return prompts
+    if isinstance(schedule, Sequence):
+        if not all(isinstance(p, str) for p in schedule):
+            raise VidtuneError("prompt: a per-clip prompt list must hold strings only")
+        if len(schedule) != len(windows):
+            raise VidtuneError(
+                f"prompt: the per-clip prompt list has {len(schedule)} prompts but the video has "
+                f"{len(windows)} clips; give exactly {len(windows)} (or a {{start_frame: prompt}} schedule)"
+            )
+        return list(schedule)
+    raise VidtuneError(f"prompt: expected a string, a list of strings or a {{start_frame: prompt}} dict, got {type(schedule).__name__}")
+
+
+def frame_prompts(num_frames: int, schedule: str | Mapping[int | str, str]) -> list[str]:
+    """One prompt per frame, for the per-frame stages (1-3): a single prompt or ``{start_frame: prompt}`` ranges.
+
+    A per-clip list is not valid here: clips exist only in stage 4.
+    """
+    num_frames = _positive_int(num_frames, "num_frames")
+    if isinstance(schedule, str):
+        return [schedule] * num_frames
+    if isinstance(schedule, Mapping):
+        prompts: list[str] = []
+        for start, end, prompt in _segments(schedule, num_frames):
+            prompts += [prompt] * (end - start)
+        return prompts
+    if isinstance(schedule, Sequence):
+        raise VidtuneError(
+            "prompt: a per-clip prompt list only applies to stage 4's clips; the per-frame stages need "
+            "one prompt or a {start_frame: prompt} schedule (inputs.prompt / inputs.prompts)"
+        )
+    raise VidtuneError(f"prompt: expected a string or a {{start_frame: prompt}} dict, got {type(schedule).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# A readable plan
+
+_LEVELS = ".:-=+*#%@"  # weight in (0, 1], low -> high; a blank means the frame is not in the clip
+
+
+def _level(w: float) -> str:
+    if w <= 0:
+        return " "
+    return _LEVELS[min(len(_LEVELS) - 1, int(w * len(_LEVELS)))]
+
+
+def plan_text(
+    num_frames: int,
+    windows: Sequence[Window],
+    weights: torch.Tensor,
+    prompts: Sequence[str],
+    *,
+    guidance: bool = True,
+    num_steps: int | None = None,
+    width: int = 100,
+) -> str:
+    """A readable plan of stage 4: clips, prompts, a text plot of merge weights, UNet evaluations.
+
+    Args:
+        num_frames: N.
+        windows: the clips.
+        weights: ``(clips, frames)`` merge weights (normalised per frame; per-pixel weights:
+            pass the per-frame ones they were built from).
+        prompts: one prompt per clip.
+        guidance: classifier-free guidance doubles the UNet evaluations.
+        num_steps: denoising steps, for the totals (None: per step only).
+        width: frames per block of the weight plot.
+    """
+    num_frames = _positive_int(num_frames, "num_frames")
+    width = _positive_int(width, "width")
+    _check_windows(windows, num_frames)
+    if tuple(weights.shape) != (len(windows), num_frames):
+        raise ValueError(f"weights must be (clips={len(windows)}, frames={num_frames}), got {tuple(weights.shape)}")
+    if len(prompts) != len(windows):
+        raise ValueError(f"prompts: need one per clip ({len(windows)}), got {len(prompts)}")
+    w = weights.detach().to("cpu", torch.float64)
+    lengths = sorted({end - start for start, end in windows})
+    stride_set = sorted({b[0] - a[0] for a, b in zip(windows, windows[1:])})
+    lines = [
+        f"Temporal co-denoising plan: {num_frames} frames, {len(windows)} clips of "
+        f"{'/'.join(map(str, lengths))} frames"
+        + (f", clip starts {'/'.join(map(str, stride_set))} frames apart" if stride_set else ""),
+        "",
+        "  clip  frames       prompt",
+    ]
+    kw = len(str(len(windows) - 1))
+    for k, ((start, end), prompt) in enumerate(zip(windows, prompts)):
+        shown = prompt if len(prompt) <= 70 else prompt[:67] + "..."
+        lines.append(f"  {k:>{max(kw, 4)}}  {f'{start}-{end - 1}':<11}  {shown!r}")
+
+    coverage = (w > 0).sum(dim=0).tolist()
+    lines += ["", f"Merge weights per frame (rows: clips; '{_LEVELS}' = low..high share of the frame, blank = not in the clip):"]
+    label_w = max(6, 5 + kw)
+    for block_start in range(0, num_frames, width):
+        block_end = min(num_frames, block_start + width)
+        cols = range(block_start, block_end)
+        ruler = [" "] * len(cols)
+        for f in cols:
+            if f % 10 == 0:
+                text = str(f)[: len(cols) - (f - block_start)]
+                ruler[f - block_start : f - block_start + len(text)] = text
+        lines += ["", f"{'frame':<{label_w}} {''.join(ruler)}"]
+        for k, (start, end) in enumerate(windows):
+            if end <= block_start or start >= block_end:
+                continue
+            lines.append(f"{f'clip {k}':<{label_w}} " + "".join(_level(float(w[k, f])) for f in cols))
+        lines.append(f"{'cover':<{label_w}} " + "".join(str(c) if c < 10 else "+" for c in coverage[block_start:block_end]))
+
+    per_step = sum(end - start for start, end in windows) * (2 if guidance else 1)
+    cfg_text = " x 2 (CFG)" if guidance else ""
+    lines += [
+        "",
+        f"UNet frame evaluations per step: {sum(end - start for start, end in windows)} clip frames{cfg_text} = "
+        f"{per_step} ({per_step / num_frames:.2f} per video frame)",
+    ]
+    if num_steps is not None:
+        lines.append(
+            f"Over {num_steps} steps: {per_step * num_steps} frame evaluations "
+            f"({per_step * num_steps / num_frames:.1f} per video frame)"
+        )
+    return "\n".join(lines) + "\n"

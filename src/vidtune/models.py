@@ -1,0 +1,603 @@
+"""Load Stable Diffusion 1.x components, the T2I-Adapter and SAM; build tiny random ones for tests.
+
+Folder layout (diffusers-compatible; `StableDiffusionPipeline.from_pretrained` reads it too):
+
+    model_index.json   StableDiffusionPipeline-style index
+    unet/ vae/ text_encoder/ tokenizer/ scheduler/
+    adapter/           optional T2IAdapter (config.json + diffusion_pytorch_model.safetensors)
+    sam/               optional transformers SamModel + SamProcessor files
+
+Real SD v1-4 has no adapter/ or sam/: those come from their own hub ids or folders
+(`TencentARC/t2iadapter_openpose_sd14v1`, `facebook/sam-vit-base`).
+
+Every part loads with `from_pretrained` from a hub id, a local folder or the Hugging Face cache;
+with `HF_HUB_OFFLINE=1` only local folders and the cache are used. Local folders are checked
+*before* anything is loaded, so a missing folder, missing weights, pickle-only weights or an
+SDXL / SD2 model give one `VidtuneError` that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidtune.atomic import atomic_dir, write_json
+from vidtune.errors import VidtuneError
+from vidtune.tokenizer import write_clip_tokenizer
+
+SD_REPO = "CompVis/stable-diffusion-v1-4"
+ADAPTER_REPO = "TencentARC/t2iadapter_openpose_sd14v1"
+SAM_REPO = "facebook/sam-vit-base"
+
+SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+# Weight file names: (safetensors names, pickle names), single file first, then a sharded index.
+_DIFFUSERS_WEIGHTS = (
+    ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
+    ("diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json"),
+)
+_TRANSFORMERS_WEIGHTS = (
+    ("model.safetensors", "model.safetensors.index.json"),
+    ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+)
+_WEIGHTS = {"unet": _DIFFUSERS_WEIGHTS, "vae": _DIFFUSERS_WEIGHTS, "adapter": _DIFFUSERS_WEIGHTS,
+            "text_encoder": _TRANSFORMERS_WEIGHTS, "sam": _TRANSFORMERS_WEIGHTS}
+_SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?$")
+
+# Tiny-model words: enough for the synthetic world's prompts and the tests.
+DEFAULT_VOCAB_TEXTS = (
+    "a an the person figure man woman child dancer dancing walking running jumping waving squatting",
+    "standing on in at of with and beach street park field forest city desert snow stage room",
+    "night day sunset sunrise morning evening sky ground hills trees tree house houses sun moon",
+    "red blue green yellow black white orange purple pink brown gray grey gold silver",
+    "photo painting full body high quality detailed",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Schedulers
+# --------------------------------------------------------------------------------------------
+
+def _scheduler_registry() -> dict[str, Any]:
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    return {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "euler": EulerDiscreteScheduler,
+            "dpmpp": DPMSolverMultistepScheduler}
+
+
+SCHEDULERS: dict[str, Any] = _scheduler_registry()
+"""Sampling schedulers by config name; `make_scheduler` builds one from a base config."""
+
+_SCHEDULER_OPTIONS: dict[str, dict[str, Any]] = {"dpmpp": {"algorithm_type": "dpmsolver++"}}
+
+
+def sd_schedule_config(beta_start: float = 0.00085, beta_end: float = 0.012,
+                       beta_schedule: str = "scaled_linear", num_train_timesteps: int = 1000) -> dict[str, Any]:
+    """Stable Diffusion v1-4's training schedule as a diffusers scheduler config dict.
+
+    scaled_linear: betas = linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2. The other keys are those
+    of SD v1-4's scheduler_config.json (set_alpha_to_one False, steps_offset 1, clip_sample False).
+    """
+    return {"beta_start": beta_start, "beta_end": beta_end, "beta_schedule": beta_schedule,
+            "num_train_timesteps": num_train_timesteps, "trained_betas": None, "set_alpha_to_one": False,
+            "steps_offset": 1, "clip_sample": False, "prediction_type": "epsilon"}
+
+
+def make_scheduler(name: str, config: Mapping[str, Any] | Any) -> Any:
+    """A fresh scheduler of kind ``name`` (a `SCHEDULERS` key) from a base scheduler config.
+
+    ``config`` is a config dict or a scheduler (its ``.config`` is used); the beta schedule, number of
+    training steps and prediction type carry over. "dpmpp" is DPM-Solver++ (multistep).
+    """
+    key = name.lower()
+    if key not in SCHEDULERS:
+        raise VidtuneError(f"unknown scheduler {name!r}: choose one of {', '.join(sorted(SCHEDULERS))}")
+    base = getattr(config, "config", config)
+    return SCHEDULERS[key].from_config(dict(base), **_SCHEDULER_OPTIONS.get(key, {}))
+
+
+# --------------------------------------------------------------------------------------------
+# Components
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Components:
+    """The loaded models of one run. The VAE is always float32 (decoding in half precision
+    overflows on SD's VAE); unet, text encoder, adapter and SAM have ``dtype``."""
+
+    vae: Any  # diffusers.AutoencoderKL
+    unet: Any  # diffusers.UNet2DConditionModel
+    text_encoder: Any  # transformers.CLIPTextModel
+    tokenizer: Any  # transformers.CLIPTokenizer
+    scheduler: Any  # the folder's diffusers scheduler
+    adapter: Any | None = None  # diffusers.T2IAdapter
+    sam_model: Any | None = None  # transformers.SamModel
+    sam_processor: Any | None = None  # transformers.SamProcessor
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent pixel along one side (8 for SD)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of a latent (4 for SD)."""
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def scaling_factor(self) -> float:
+        """Latent scale: z = scaling_factor * vae.encode(x).latent_dist.sample() (0.18215 for SD)."""
+        return float(getattr(self.vae.config, "scaling_factor", 0.18215))
+
+
+def _count(module: Any) -> str:
+    n = sum(p.numel() for p in module.parameters())
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+
+
+def describe(components: Components) -> str:
+    """One line: parameter counts per model, dtype and device."""
+    parts = [f"unet {_count(components.unet)}", f"vae {_count(components.vae)}",
+             f"text_encoder {_count(components.text_encoder)}"]
+    if components.adapter is not None:
+        parts.append(f"adapter {_count(components.adapter)}")
+    if components.sam_model is not None:
+        parts.append(f"sam {_count(components.sam_model)}")
+    dtype = str(components.dtype).removeprefix("torch.")
+    return (f"{', '.join(parts)} parameters; {dtype} (vae float32) on {components.device}; "
+            f"scheduler {type(components.scheduler).__name__}; latent x{components.vae_scale_factor}, "
+            f"{components.latent_channels} channels")
+
+
+# --------------------------------------------------------------------------------------------
+# Resolving and checking sources
+# --------------------------------------------------------------------------------------------
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as set now, or as huggingface_hub read it at import."""
+    truthy = {"1", "ON", "YES", "TRUE"}
+    if any(os.environ.get(v, "").upper() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    try:
+        from huggingface_hub import constants
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover - very old huggingface_hub
+        return False
+
+
+def _download_hint(repo: str) -> str:
+    return f"`huggingface-cli download {repo} --local-dir DIR`"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where one model comes from: a local folder (checked) or a hub id (downloaded by from_pretrained)."""
+
+    name: str  # what the user passed
+    local: Path | None  # a folder on disk (user folder or HF cache snapshot)
+
+    @property
+    def ref(self) -> str:
+        return str(self.local) if self.local is not None else self.name
+
+
+def _resolve(source: str | os.PathLike[str], what: str, repo: str, probe: str) -> _Source:
+    """Find ``source`` as a local folder, a cached hub snapshot, or a hub id to download."""
+    name = os.fspath(source)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _Source(name, path)
+    if path.is_file():
+        if path.suffix in _SINGLE_FILE_SUFFIXES:
+            raise VidtuneError(
+                f"{path}: is a single-file checkpoint; vidtune reads the diffusers folder layout of the {what}: "
+                f"download it with {_download_hint(repo)} (or convert the file with diffusers' "
+                f"`from_single_file(...).save_pretrained(DIR)`)")
+        raise VidtuneError(f"{path}: is a file, expected the {what} folder; get one with {_download_hint(repo)}")
+    if _HUB_ID.match(name) and not name.startswith("."):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            cached = try_to_load_from_cache(name, probe)
+        except Exception:
+            cached = None
+        if isinstance(cached, str):
+            return _Source(name, Path(cached).parent)
+        if _offline():
+            raise VidtuneError(
+                f"{name}: the {what} is not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE=1: "
+                f"download it with {_download_hint(name if '/' in name else repo)} and pass DIR, or unset HF_HUB_OFFLINE")
+        return _Source(name, None)
+    raise VidtuneError(f"{path}: no such folder for the {what}; get it with {_download_hint(repo)}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise VidtuneError(f"{path}: cannot read this JSON file ({e}); re-download the model folder") from e
+
+
+def _find_weights(folder: Path, kind: str, allow_pickle: bool, repo: str) -> dict[str, Any]:
+    """from_pretrained kwargs (use_safetensors, variant) for the weights in ``folder``; raise if none usable."""
+    safe_names, pickle_names = _WEIGHTS[kind]
+    if any((folder / n).is_file() for n in safe_names):
+        return {"use_safetensors": True}
+    if allow_pickle and any((folder / n).is_file() for n in pickle_names):
+        return {"use_safetensors": False}
+    # Variant files such as diffusion_pytorch_model.fp16.safetensors.
+    stem, _ = safe_names[0].split(".", 1)
+    variants = sorted(p.name.split(".")[1] for p in folder.glob(f"{stem}.*.safetensors")
+                      if p.name.count(".") == 2)
+    if variants:
+        return {"use_safetensors": True, "variant": variants[0]}
+    pickled = [n for n in pickle_names if (folder / n).is_file()] + sorted(p.name for p in folder.glob("*.ckpt"))
+    if pickled:
+        raise VidtuneError(
+            f"{folder}: has only pickle weights ({pickled[0]}), which can run code when loaded: pass --allow-pickle "
+            f"(allow_pickle=True) if you trust this file, or download the safetensors with {_download_hint(repo)}")
+    raise VidtuneError(f"{folder}: no weights ({safe_names[0]}); download them with {_download_hint(repo)}")
+
+
+def _check_sd_folder(root: Path, allow_pickle: bool, weights: bool) -> dict[str, dict[str, Any]]:
+    """Check an SD 1.x diffusers folder before loading; return from_pretrained kwargs per component."""
+    hint = _download_hint(SD_REPO)
+    index_path = root / "model_index.json"
+    if not index_path.is_file():
+        singles = sorted(p.name for p in root.iterdir() if p.suffix in _SINGLE_FILE_SUFFIXES)
+        extra = f" (found {singles[0]}: single-file checkpoints are not read; convert with diffusers' " \
+                f"`from_single_file(...).save_pretrained(DIR)`)" if singles else ""
+        raise VidtuneError(f"{root}: no model_index.json, so not a diffusers Stable Diffusion folder{extra}; "
+                           f"download one with {hint}")
+    index = _read_json(index_path)
+    _check_index(index, index_path)
+    missing = [c for c in SD_COMPONENTS if not (root / c).is_dir()]
+    if missing:
+        raise VidtuneError(f"{root}: missing component folder(s) {', '.join(m + '/' for m in missing)}; "
+                           f"download the whole model with {hint}")
+    configs = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
+               "scheduler": "scheduler_config.json"}
+    for comp, fname in configs.items():
+        if not (root / comp / fname).is_file():
+            raise VidtuneError(f"{root / comp}: no {fname}; download the model again with {hint}")
+    tok = root / "tokenizer"
+    if not ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()) and not (tok / "tokenizer.json").is_file():
+        raise VidtuneError(f"{tok}: no vocab.json/merges.txt (CLIP tokenizer files); download them with {hint}")
+    kwargs: dict[str, dict[str, Any]] = {c: {} for c in SD_COMPONENTS}
+    if weights:
+        for comp in ("unet", "vae", "text_encoder"):
+            kwargs[comp] = _find_weights(root / comp, comp, allow_pickle, SD_REPO)
+    return kwargs
+
+
+def _check_index(index: Mapping[str, Any], where: Path | str) -> None:
+    cls = str(index.get("_class_name", ""))
+    if "XL" in cls or "text_encoder_2" in index:
+        raise VidtuneError(f"{where}: this is an SDXL model ({cls or 'text_encoder_2'}); vidtune needs Stable "
+                           f"Diffusion 1.x: use e.g. {SD_REPO} ({_download_hint(SD_REPO)})")
+    if cls and not cls.startswith("StableDiffusion") or re.match(r"StableDiffusion\d", cls):
+        raise VidtuneError(f"{where}: model_index.json names {cls}, not a Stable Diffusion 1.x pipeline; "
+                           f"use e.g. {SD_REPO} ({_download_hint(SD_REPO)})")
+
+
+def _check_sd1(unet_cfg: Mapping[str, Any], vae_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any],
+               sched_cfg: Mapping[str, Any], where: str) -> None:
+    """Raise unless the configs describe an SD 1.x-style model (epsilon, CLIP-L style conditioning)."""
+    fix = f"vidtune needs Stable Diffusion 1.x: use e.g. {SD_REPO} ({_download_hint(SD_REPO)})"
+    cross = unet_cfg.get("cross_attention_dim")
+    if cross == 2048 or unet_cfg.get("addition_embed_type") == "text_time":
+        raise VidtuneError(f"{where}/unet: this is an SDXL UNet (cross_attention_dim {cross}); {fix}")
+    if cross == 1024:
+        raise VidtuneError(f"{where}/unet: this is a Stable Diffusion 2.x UNet (cross_attention_dim 1024); {fix}")
+    if sched_cfg.get("prediction_type", "epsilon") != "epsilon":
+        raise VidtuneError(f"{where}/scheduler: prediction_type is {sched_cfg.get('prediction_type')!r} "
+                           f"(a Stable Diffusion 2.x v-model); {fix}")
+    latent = vae_cfg.get("latent_channels", 4)
+    if unet_cfg.get("in_channels", 4) != latent:
+        raise VidtuneError(f"{where}/unet: in_channels {unet_cfg.get('in_channels')} != the VAE's latent_channels "
+                           f"{latent} (an inpainting or depth model?); {fix}")
+    hidden = text_cfg.get("hidden_size")
+    if hidden is not None and cross is not None and hidden != cross:
+        raise VidtuneError(f"{where}: text_encoder hidden_size {hidden} != unet cross_attention_dim {cross}; "
+                           f"the folder mixes models; {fix}")
+
+
+def _check_adapter(adapter_cfg: Mapping[str, Any], unet_cfg: Mapping[str, Any], vae_factor: int, where: str) -> None:
+    """The adapter's features must land on the UNet's down blocks: same channels, same downscale as the VAE."""
+    fix = f"use an SD 1.x T2I-Adapter such as {ADAPTER_REPO} ({_download_hint(ADAPTER_REPO)})"
+    kind = adapter_cfg.get("adapter_type", "full_adapter")
+    if kind == "full_adapter_xl":
+        raise VidtuneError(f"{where}: this is an SDXL T2I-Adapter (full_adapter_xl); {fix}")
+    channels = list(adapter_cfg.get("channels", [320, 640, 1280, 1280]))
+    unet_channels = list(unet_cfg.get("block_out_channels", []))
+    if kind == "full_adapter" and channels != unet_channels:
+        raise VidtuneError(f"{where}: adapter channels {channels} do not match the UNet's block_out_channels "
+                           f"{unet_channels}; {fix}")
+    down = adapter_cfg.get("downscale_factor", 8)
+    if down != vae_factor:
+        raise VidtuneError(f"{where}: adapter downscale_factor {down} != the VAE's factor {vae_factor}, so its "
+                           f"features miss the UNet's resolutions; {fix}")
+
+
+def _check_component_folder(folder: Path, kind: str, repo: str, allow_pickle: bool, weights: bool,
+                            extra: Iterable[tuple[str, ...]] = ()) -> dict[str, Any]:
+    hint = _download_hint(repo)
+    if not (folder / "config.json").is_file():
+        raise VidtuneError(f"{folder}: no config.json, so not a {kind} folder; download one with {hint}")
+    for names in extra:
+        if not any((folder / n).is_file() for n in names):
+            raise VidtuneError(f"{folder}: no {names[0]}; download the {kind} with {hint}")
+    return _find_weights(folder, kind, allow_pickle, repo) if weights else {}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+def _dtype_kw(dtype: torch.dtype) -> dict[str, Any]:
+    """transformers >= 4.56 calls it `dtype`; earlier versions `torch_dtype`."""
+    import transformers
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def _wrap(what: str, ref: str, fix: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a from_pretrained-like ``fn``; turn any failure into one VidtuneError line."""
+    try:
+        return fn(*args, **kwargs)
+    except VidtuneError:
+        raise
+    except Exception as e:  # the boundary: whatever diffusers/transformers/hub raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise VidtuneError(f"{ref}: could not load the {what} ({type(e).__name__}: {first}); {fix}") from e
+
+
+def _load_config(cls: Any, ref: str, subfolder: str | None, what: str, fix: str, local_only: bool) -> dict[str, Any]:
+    kw: dict[str, Any] = {"local_files_only": local_only}
+    if subfolder:
+        kw["subfolder"] = subfolder
+    cfg = _wrap(f"{what} config", ref, fix, cls.load_config, ref, **kw)
+    return dict(cfg)
+
+
+def _build_empty(cls: Any, config: Any) -> Any:
+    """The architecture with parameters on the meta device (no memory, no weights)."""
+    with torch.device("meta"):
+        if hasattr(cls, "from_config"):
+            return cls.from_config(config)
+        return cls(config)
+
+
+def load_components(model: str | os.PathLike[str], adapter: str | os.PathLike[str] | None = None,
+                    sam: str | os.PathLike[str] | None = None, *, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32, allow_pickle: bool = False,
+                    weights: bool = True) -> Components:
+    """Load an SD 1.x model (+ optional T2I-Adapter and SAM) from hub ids, local folders or the HF cache.
+
+    ``adapter=None`` uses ``<model>/adapter`` when that folder exists, else no adapter; likewise
+    ``sam=None`` uses ``<model>/sam``. Weights load as safetensors only unless ``allow_pickle``.
+    unet, text encoder, adapter and SAM get ``dtype``; the VAE stays float32 (SD's VAE overflows in fp16).
+    ``weights=False`` builds every architecture from its config on the meta device without reading
+    weights (inspection, parameter counts); the same checks run, weight files are not required.
+    Raises VidtuneError naming the missing or wrong part and how to fix it.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, T2IAdapter, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    local_only = _offline()
+    sd = _resolve(model, "Stable Diffusion model", SD_REPO, "model_index.json")
+    fix = f"check the folder or download it with {_download_hint(SD_REPO)}"
+    kwargs = _check_sd_folder(sd.local, allow_pickle, weights) if sd.local else \
+        {c: ({"use_safetensors": None if allow_pickle else True} if weights else {}) for c in SD_COMPONENTS}
+    if not sd.local:
+        from diffusers import DiffusionPipeline
+        index = _wrap("model index", sd.ref, fix, DiffusionPipeline.load_config, sd.ref,
+                      local_files_only=local_only)
+        _check_index(index, sd.ref)
+
+    unet_cfg = _load_config(UNet2DConditionModel, sd.ref, "unet", "UNet", fix, local_only)
+    vae_cfg = _load_config(AutoencoderKL, sd.ref, "vae", "VAE", fix, local_only)
+    sched_cfg = _load_config(DDIMScheduler, sd.ref, "scheduler", "scheduler", fix, local_only)
+    text_cfg = _wrap("text encoder config", sd.ref, fix, CLIPTextConfig.from_pretrained, sd.ref,
+                     subfolder="text_encoder", local_files_only=local_only)
+    _check_sd1(unet_cfg, vae_cfg, text_cfg.to_dict(), sched_cfg, sd.ref)
+    vae_factor = 2 ** (len(vae_cfg.get("block_out_channels", [0] * 4)) - 1)
+
+    # Optional parts: explicit source, else the model folder's own subfolder.
+    if adapter is None and sd.local is not None and (sd.local / "adapter").is_dir():
+        adapter = sd.local / "adapter"
+    if sam is None and sd.local is not None and (sd.local / "sam").is_dir():
+        sam = sd.local / "sam"
+    ad_src = _resolve(adapter, "T2I-Adapter", ADAPTER_REPO, "config.json") if adapter is not None else None
+    sam_src = _resolve(sam, "SAM model", SAM_REPO, "config.json") if sam is not None else None
+    ad_fix = f"check the folder or download it with {_download_hint(ADAPTER_REPO)}"
+    sam_fix = f"check the folder or download it with {_download_hint(SAM_REPO)}"
+    ad_kw: dict[str, Any] = {}
+    if ad_src is not None:
+        if ad_src.local:
+            ad_kw = _check_component_folder(ad_src.local, "adapter", ADAPTER_REPO, allow_pickle, weights)
+        elif weights:
+            ad_kw = {"use_safetensors": None if allow_pickle else True}
+        ad_cfg = _load_config(T2IAdapter, ad_src.ref, None, "T2I-Adapter", ad_fix, local_only)
+        _check_adapter(ad_cfg, unet_cfg, vae_factor, ad_src.ref)
+    sam_kw: dict[str, Any] = {}
+    if sam_src is not None:
+        if sam_src.local:
+            sam_kw = _check_component_folder(
+                sam_src.local, "sam", SAM_REPO, allow_pickle, weights,
+                extra=[("preprocessor_config.json", "processor_config.json")])
+        elif weights:
+            sam_kw = {"use_safetensors": None if allow_pickle else True}
+
+    # Load.
+    dev = torch.device("meta") if not weights else torch.device(device)
+    tokenizer = _wrap("tokenizer", sd.ref, fix, CLIPTokenizer.from_pretrained, sd.ref, subfolder="tokenizer",
+                      local_files_only=local_only)
+    scheduler = _scheduler_from_config(sched_cfg)
+    common = {"local_files_only": local_only}
+    if weights:
+        unet = _wrap("UNet", sd.ref, fix, UNet2DConditionModel.from_pretrained, sd.ref, subfolder="unet",
+                     torch_dtype=dtype, **kwargs["unet"], **common)
+        vae = _wrap("VAE", sd.ref, fix, AutoencoderKL.from_pretrained, sd.ref, subfolder="vae",
+                    torch_dtype=torch.float32, **kwargs["vae"], **common)
+        text_encoder = _wrap("text encoder", sd.ref, fix, CLIPTextModel.from_pretrained, sd.ref,
+                             subfolder="text_encoder", **_dtype_kw(dtype), **kwargs["text_encoder"], **common)
+    else:
+        unet = _build_empty(UNet2DConditionModel, unet_cfg)
+        vae = _build_empty(AutoencoderKL, vae_cfg)
+        text_encoder = _build_empty(CLIPTextModel, text_cfg)
+    sources = {"model": sd.name}
+    ad_model = None
+    if ad_src is not None:
+        sources["adapter"] = ad_src.name
+        ad_model = (_wrap("T2I-Adapter", ad_src.ref, ad_fix, T2IAdapter.from_pretrained, ad_src.ref,
+                          torch_dtype=dtype, **ad_kw, **common)
+                    if weights else _build_empty(T2IAdapter, ad_cfg))
+    sam_model = sam_processor = None
+    if sam_src is not None:
+        from transformers import SamConfig, SamModel, SamProcessor
+        sources["sam"] = sam_src.name
+        sam_processor = _wrap("SAM processor", sam_src.ref, sam_fix, SamProcessor.from_pretrained, sam_src.ref,
+                              **common)
+        if weights:
+            sam_model = _wrap("SAM model", sam_src.ref, sam_fix, SamModel.from_pretrained, sam_src.ref,
+                              **_dtype_kw(dtype), **sam_kw, **common)
+        else:
+            sam_cfg = _wrap("SAM config", sam_src.ref, sam_fix, SamConfig.from_pretrained, sam_src.ref, **common)
+            sam_model = _build_empty(SamModel, sam_cfg)
+
+    if weights:  # from_pretrained already gave each model its dtype; only move it
+        for m in (unet, vae, text_encoder, ad_model, sam_model):
+            if m is not None:
+                m.to(dev)
+    for m in (unet, vae, text_encoder, ad_model, sam_model):
+        if m is not None:
+            m.eval()
+            m.requires_grad_(False)
+    return Components(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+                      adapter=ad_model, sam_model=sam_model, sam_processor=sam_processor, device=dev,
+                      dtype=dtype, sources=sources)
+
+
+def _scheduler_from_config(config: Mapping[str, Any]) -> Any:
+    """The scheduler class the config names (any diffusers scheduler), built from it."""
+    import diffusers
+    from diffusers import DDIMScheduler
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+    cls = getattr(diffusers, str(config.get("_class_name", "")), None)
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+        cls = DDIMScheduler
+    return cls.from_config(dict(config))
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny random components
+# --------------------------------------------------------------------------------------------
+
+TINY_BLOCK_OUT_CHANNELS = (32, 64)
+TINY_VAE_CHANNELS = (32, 64, 64)  # three levels: latent factor 4 (SD: four levels, factor 8)
+
+
+def tiny_configs(sample_size: int = 32, vocab_size: int = 1000) -> dict[str, dict[str, Any]]:
+    """Configs of the tiny model: SD v1-4's architecture with only the size fields shrunk.
+
+    ``sample_size`` is the image side in pixels; the latent side is sample_size / 4. The T2I-Adapter
+    unshuffles by the VAE factor (as SD's does by 8), so its two stages land on the UNet's two
+    down blocks (latent side and half of it).
+    """
+    factor = 2 ** (len(TINY_VAE_CHANNELS) - 1)
+    step = factor * 2 ** (len(TINY_BLOCK_OUT_CHANNELS) - 1)
+    if sample_size <= 0 or sample_size % step:
+        raise ValueError(f"sample_size must be a positive multiple of {step} (VAE x{factor}, UNet halves once), "
+                         f"got {sample_size}")
+    n_levels = len(TINY_BLOCK_OUT_CHANNELS)
+    unet = dict(
+        sample_size=sample_size // factor, in_channels=4, out_channels=4, center_input_sample=False,
+        flip_sin_to_cos=True, freq_shift=0,
+        down_block_types=["CrossAttnDownBlock2D"] * (n_levels - 1) + ["DownBlock2D"],
+        up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n_levels - 1),
+        block_out_channels=list(TINY_BLOCK_OUT_CHANNELS), layers_per_block=1, downsample_padding=1,
+        mid_block_scale_factor=1, act_fn="silu", norm_num_groups=32, norm_eps=1e-5,
+        cross_attention_dim=32, attention_head_dim=2)
+    vae = dict(
+        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * len(TINY_VAE_CHANNELS),
+        up_block_types=["UpDecoderBlock2D"] * len(TINY_VAE_CHANNELS), block_out_channels=list(TINY_VAE_CHANNELS),
+        layers_per_block=1, act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=sample_size,
+        scaling_factor=0.18215)
+    text = dict(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=32,
+        bos_token_id=0, eos_token_id=2, pad_token_id=1)  # SD's (legacy) ids: pooling takes argmax = EOS
+    adapter = dict(in_channels=3, channels=list(TINY_BLOCK_OUT_CHANNELS), num_res_blocks=1,
+                   downscale_factor=factor, adapter_type="full_adapter")
+    patch = 8
+    sam = dict(
+        vision_config=dict(hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=64, patch_size=patch, window_size=4, global_attn_indexes=[1],
+                           num_pos_feats=16, mlp_dim=64),
+        prompt_encoder_config=dict(hidden_size=32, image_size=64, patch_size=patch, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2,
+                                 iou_head_hidden_dim=32))
+    return {"unet": unet, "vae": vae, "text_encoder": text, "adapter": adapter,
+            "scheduler": sd_schedule_config(), "sam": sam}
+
+
+def _model_index() -> dict[str, Any]:
+    import diffusers
+    return {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
+            "feature_extractor": [None, None], "image_encoder": [None, None], "requires_safety_checker": False,
+            "safety_checker": [None, None], "scheduler": ["diffusers", "DDIMScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}
+
+
+def make_tiny(out_dir: str | os.PathLike[str], *, seed: int = 0, sample_size: int = 32, with_sam: bool = True,
+              vocab_texts: Iterable[str] | None = None) -> Path:
+    """Write tiny RANDOM components (SD v1-4 architecture, shrunk) in vidtune's folder layout.
+
+    Images are ``sample_size`` px (default 32), latents sample_size/4 (8) with 4 channels.
+    Deterministic for a seed. Returns the folder; `load_components(out_dir)` reads it back.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, T2IAdapter, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    target = Path(out_dir)
+    with atomic_dir(target) as tmp:
+        vocab = write_clip_tokenizer(tmp / "tokenizer", vocab_texts if vocab_texts is not None else DEFAULT_VOCAB_TEXTS)
+        cfg = tiny_configs(sample_size, vocab)
+        torch.manual_seed(seed)
+        UNet2DConditionModel(**cfg["unet"]).save_pretrained(tmp / "unet", safe_serialization=True)
+        AutoencoderKL(**cfg["vae"]).save_pretrained(tmp / "vae", safe_serialization=True)
+        CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])).save_pretrained(tmp / "text_encoder",
+                                                                             safe_serialization=True)
+        T2IAdapter(**cfg["adapter"]).save_pretrained(tmp / "adapter", safe_serialization=True)
+        DDIMScheduler(**cfg["scheduler"]).save_pretrained(tmp / "scheduler")
+        if with_sam:
+            _save_tiny_sam(tmp / "sam", cfg["sam"])
+        write_json(tmp / "model_index.json", _model_index())
+    return target
+
+
+def _save_tiny_sam(folder: Path, cfg: Mapping[str, Any]) -> None:
+    from transformers import SamConfig, SamModel, SamProcessor
+    try:  # transformers 5: the PIL backend needs no torchvision
+        from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil as ImageProcessor
+    except ImportError:  # transformers 4
+        from transformers import SamImageProcessor as ImageProcessor
+
+    size = cfg["vision_config"]["image_size"]
+    SamModel(SamConfig(**cfg)).save_pretrained(folder, safe_serialization=True)
+    processor = SamProcessor(image_processor=ImageProcessor(size={"longest_edge": size},
+                                                            pad_size={"height": size, "width": size}))
+    processor.save_pretrained(folder)

@@ -1,4 +1,4 @@
-"""Cross-frame attention processors on a tiny real UNet2DConditionModel: invariance and dependency properties."""
+"""Cross-frame attention on a tiny real UNet2DConditionModel: invariance and dependency properties."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def text(n: int, seed: int = 100) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run(unet: UNet2DConditionModel, latents: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+def run(unet: UNet2DConditionModel, latents: torch.Tensor, emb: torch.Tensor | None = None):
+    """The UNet's eps prediction ``(frames, 4, 8, 8)`` at t = 500."""
     emb = text(latents.shape[0]) if emb is None else emb
     return unet(latents, torch.tensor(500), encoder_hidden_states=emb).sample
 
@@ -133,7 +134,7 @@ def test_global_with_anchor_equal_to_the_frames_equals_none(unet, include_self):
         out = run(unet, x)
     baseline = run(unet, x)
     torch.testing.assert_close(out, baseline, **TIGHT)
-    torch.testing.assert_close(anchor_out, baseline[:1], **TIGHT)  # the record forward is plain self-attention
+    torch.testing.assert_close(anchor_out, baseline[:1], **TIGHT)  # recording = plain self-attention
 
 
 # --------------------------------------------------------------------------- which frames a frame depends on
@@ -229,7 +230,7 @@ def test_global_equals_first_with_the_anchor_prepended(unet):
         xattn.set_groups([2, 1])
         out = run(unet, x)
     with cross_frame_attention(unet, "first") as xattn:
-        pairs = torch.stack([torch.cat([a, x[i : i + 1]]) for i in range(3)]).flatten(0, 1)  # [a, x0, a, x1, ...]
+        pairs = torch.stack([torch.cat([a, x[i : i + 1]]) for i in range(3)]).flatten(0, 1)
         xattn.set_groups([2, 2, 2])
         expected = run(unet, pairs)[1::2]
     torch.testing.assert_close(out, expected, **TIGHT)

@@ -59,6 +59,7 @@ __all__ = [
     "CrossFrameAttention",
     "CrossFrameAttnProcessor",
     "cross_frame_attention",
+    "GroupLayout",
     "group_layout",
 ]
 
@@ -168,7 +169,8 @@ def _build_plan(
     anchor = None
     if mode.uses_anchor and anchor_index is not None:
         anchor = torch.tensor(anchor_index, dtype=torch.long)[layout.group]
-    return _Plan(frames=layout.group.numel(), sources=sources, table=table.reshape(columns.shape), anchor=anchor)
+    table = table.reshape(columns.shape)
+    return _Plan(frames=layout.group.numel(), sources=sources, table=table, anchor=anchor)
 
 
 # --------------------------------------------------------------------------- the processor
@@ -243,8 +245,11 @@ class CrossFrameAttnProcessor:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
 
-    def _keys_values(self, attn: torch.nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values ``(frames, n * tokens, inner)`` from the normed inputs ``(frames, tokens, channels)``."""
+    def _keys_values(
+        self, attn: torch.nn.Module, hidden_states: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values ``(frames, n * tokens, inner)`` from the normed layer inputs
+        ``(frames, tokens, channels)``."""
         controller = self.controller
         if controller.recording:
             controller._store_anchor(self.name, hidden_states)
@@ -283,6 +288,9 @@ class CrossFrameAttention:
     """
 
     def __init__(self, mode: str, *, include_self: bool = False):
+        """``mode``: a key of :data:`ATTENTION_MODES` (the ``codenoise.attention`` setting).
+        ``include_self``: also attend to the frame's own tokens ([sources, self]); no effect for
+        ``none``. Default False, as Text2Video-Zero and Tune-A-Video (see the module docstring)."""
         if mode not in ATTENTION_MODES:
             raise VidtuneError(
                 f"codenoise.attention = {mode!r} is not a cross-frame attention mode; "
@@ -316,7 +324,9 @@ class CrossFrameAttention:
         originals = dict(unet.attn_processors)
         names = [name for name in originals if name.endswith(SELF_ATTENTION_SUFFIX)]
         if not names:
-            raise ValueError(f"{type(unet).__name__} has no self-attention layers (*.{SELF_ATTENTION_SUFFIX})")
+            raise ValueError(
+                f"{type(unet).__name__} has no self-attention layers (*.{SELF_ATTENTION_SUFFIX})"
+            )
         processors = dict(originals)
         for name in names:
             processors[name] = CrossFrameAttnProcessor(self, name)

@@ -45,23 +45,18 @@ def decode_to_disk(vae, latents: torch.Tensor, frames_dir: Path, video_path: Pat
     from vidtune import atomic
     from vidtune.video import VideoWriter, write_frames_png
 
+    import contextlib
+
     count = 0
     bar = tqdm(total=latents.shape[0], desc=desc, disable=not progress, leave=False, unit="frame")
-    with atomic.atomic_dir(frames_dir) as tmp_dir:
-        writer = VideoWriter(video_path, fps=fps) if video_path is not None else None
-        try:
-            for chunk in decode(vae, latents, batch=batch):
-                write_frames_png(chunk, tmp_dir, start_index=count)
-                if writer is not None:
-                    for frame in chunk:
-                        writer.write(frame)
-                count += len(chunk)
-                bar.update(len(chunk))
-        except BaseException:
+    writer_cm = VideoWriter(video_path, fps=fps) if video_path is not None else contextlib.nullcontext()
+    with atomic.atomic_dir(frames_dir) as tmp_dir, writer_cm as writer:
+        for chunk in decode(vae, latents, batch=batch):
+            write_frames_png(chunk, tmp_dir, start_index=count)
             if writer is not None:
-                writer.abort()
-            raise
-        if writer is not None:
-            writer.close()
+                for frame in chunk:
+                    writer.write(frame)
+            count += len(chunk)
+            bar.update(len(chunk))
     bar.close()
     return count

@@ -1,0 +1,101 @@
+"""Stage 2 — average fusion: at the fusion step t, every frame's background becomes a weighted
+average of the backgrounds of sampled frames (foreground kept), then denoising continues to x0.
+
+Design §3, stage 2 (the seed's eq. 10-11). The math is in `vidtune.fusion`; this module loads
+stage 1's z_t and masks, works in the variance-preserving parametrisation
+z = sqrt(abar) x0 + sqrt(1 - abar) eps whatever the sampler's own scaling (Euler's sigmas), and
+writes `stage2/` (frames, video, latents, the weights used).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vidtune import atomic
+from vidtune import fusion as F
+from vidtune.config import FusionConfig, RunConfig
+from vidtune.errors import VidtuneError
+from vidtune.inputs import VideoInputs
+from vidtune.sampling import denoise, frame_eps_fn, prepare_scheduler
+from vidtune.stages import separate
+from vidtune.stages.common import build_scheduler, conditioning, decode_to_disk
+
+LATENTS_FILE = "latents.safetensors"
+
+
+def vp_factor(scheduler, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """c with c * z = the VP latent sqrt(abar) x0 + sqrt(1-abar) eps (1 for DDIM/DDPM/DPM, 1/sqrt(sigma^2+1) for Euler)."""
+    return scheduler.scale_model_input(torch.ones_like(like[:1]), t).flatten()[0]
+
+
+def fuse(cfg: FusionConfig, z_vp: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor, fg: torch.Tensor,
+         log=print) -> tuple[torch.Tensor, dict]:
+    """Fuse VP latents z_t (N, C, h, w) given the guided eps at t and foreground masks (N, 1, h, w)."""
+    generator = torch.Generator("cpu").manual_seed(cfg.seed)
+    bg = 1.0 - fg
+    sample_idx = F.sample_frames(z_vp.shape[0], cfg.num_samples, generator)
+    w_f: float | torch.Tensor = cfg.w_f
+    w_b: float | torch.Tensor = cfg.w_b
+    info: dict = {"space": cfg.space, "num_samples": int(sample_idx.shape[1])}
+    if cfg.learn:
+        x0 = F.x0_from_eps(z_vp, eps, alpha_bar)
+        w_f, w_b, history = F.learn_fusion_weights(x0, fg, bg, sample_idx, per_channel=cfg.learn_per_channel,
+                                                   steps=cfg.learn_steps, lr=cfg.learn_lr, fidelity=cfg.fidelity)
+        info["learn_history"] = [float(h) for h in history]
+        log(f"vidtune: learned fusion weights w_f={_plain(w_f)} w_b={_plain(w_b)}")
+    if cfg.space == "x0":
+        fused = F.fuse_x0_space(z_vp, eps, alpha_bar, fg, bg, sample_idx, w_f, w_b)
+    else:
+        fused = F.fuse_latent_space(z_vp, alpha_bar, fg, bg, sample_idx, w_f, w_b, generator)
+    info.update(w_f=_plain(w_f), w_b=_plain(w_b))
+    return fused, info
+
+
+def _plain(w: float | torch.Tensor) -> float | list[float]:
+    if isinstance(w, torch.Tensor):
+        return [float(v) for v in w.flatten()] if w.numel() > 1 else float(w)
+    return float(w)
+
+
+def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = True) -> dict:
+    """Stage 2: load z_t -> eps at t -> fuse -> denoise t..0 -> decode -> save."""
+    s1 = separate.load(rd.stage(1))
+    if s1["z_t"].shape[0] != inputs.num_frames or s1["fg"].shape[0] != inputs.num_frames:
+        raise VidtuneError(f"{rd.stage(1)}: stage 1 has {s1['z_t'].shape[0]} frames and {s1['fg'].shape[0]} masks "
+                           f"but the inputs have {inputs.num_frames}; rerun with --stages 1,2")
+    s = cfg.sampling
+    device, dtype = components.device, components.unet.dtype
+    t_index = int(s1["t_index"])
+    cond = conditioning(components, inputs.pose_images, inputs.prompts, cfg.inputs.negative_prompt, s.adapter_scale)
+    scheduler = build_scheduler(components.scheduler, s)
+    timesteps = prepare_scheduler(scheduler, s.steps, device, start=t_index)
+    t = timesteps[0]
+    eps_fn = frame_eps_fn(components.unet, cond.prompts, cond.features, s.guidance, cfg.separate.batch_frames)
+    z_t = s1["z_t"].to(device=device, dtype=dtype)
+    c = vp_factor(scheduler, t, z_t)
+    with torch.no_grad():
+        eps = eps_fn(scheduler.scale_model_input(z_t, t), t, t_index)
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=device, dtype=torch.float32)
+    fused_vp, info = fuse(cfg.fusion, (c * z_t).float(), eps.float(), alpha_bar, s1["fg"].to(device).float())
+    z_fused = (fused_vp / c).to(dtype)
+    generator = torch.Generator("cpu").manual_seed(cfg.separate.seed)
+    with torch.no_grad():
+        x0 = denoise(z_fused, scheduler, timesteps, eps_fn, start_index=t_index, eta=s.eta, generator=generator,
+                     progress=progress, desc="stage 2: denoising fused frames")
+    decode_to_disk(components.vae, x0, rd.stage(2) / "frames", rd.stage(2) / "stage2.mp4", inputs.fps,
+                   progress=progress, desc="stage 2: decoding")
+    atomic.write_safetensors(rd.stage(2) / LATENTS_FILE, {"x0": x0, "z_fused": z_fused})
+    atomic.write_json(rd.stage(2) / "weights.json", info)
+    return {"frames": inputs.num_frames, "w_f": info["w_f"], "w_b": info["w_b"], "space": info["space"]}
+
+
+def load(stage_dir: Path) -> dict[str, torch.Tensor]:
+    """Stage 2's tensors: x0 (N, C, h, w) fused and denoised latents, z_fused at the fusion step."""
+    from safetensors.torch import load_file
+
+    path = stage_dir / LATENTS_FILE
+    if not path.is_file():
+        raise VidtuneError(f"{path} is missing: stage 2 has not run in this folder; run with --stages 1,2 first")
+    return load_file(str(path))

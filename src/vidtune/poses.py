@@ -548,7 +548,8 @@ def resample(seq: PoseSequence, num_frames: int | None = None, fps: float | None
         fps = seq.fps
     if seq.keypoints is not None:
         return replace(seq, keypoints=resample_keypoints(seq.keypoints, num_frames), fps=fps)
-    idx = np.zeros(num_frames, dtype=int) if num_frames == 1 else np.rint(np.linspace(0, n - 1, num_frames)).astype(int)
+    # nearest source frame, halves rounded up (as resample_keypoints' nearest rule)
+    idx = np.zeros(num_frames, dtype=int) if num_frames == 1 else np.floor(np.linspace(0, n - 1, num_frames) + 0.5).astype(int)
     return replace(seq, images=seq.images[idx], fps=fps)
 
 

@@ -1,0 +1,138 @@
+"""The prompt grammar of the synthetic world: sample a prompt, parse it back into attributes.
+
+    prompt := "a" COLOUR "figure" [MOTION_ING] SCENE_PHRASE TIME_PHRASE
+    e.g.      "a red figure dancing on a snowy field at night"
+              "a blue figure in a city street during the day"
+
+Every prompt the grammar samples parses back to the attributes it was sampled from, so a
+rendered frame always matches its prompt. The colours, scenes and times here are also the
+classes that `vidtune.synthetic.adherence` recognises in generated frames.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidtune.errors import VidtuneError
+
+# Figure colours: saturated hues that the scenes never use (adherence keys on them).
+FIGURE_COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (222, 28, 36),
+    "yellow": (240, 214, 20),
+    "green": (36, 196, 52),
+    "blue": (30, 72, 232),
+    "purple": (146, 44, 212),
+    "pink": (240, 64, 170),
+}
+SKIN_RGB: tuple[int, int, int] = (236, 178, 150)
+HAIR_RGB: tuple[int, int, int] = (52, 34, 26)
+
+MOTION_WORDS: dict[str, str] = {
+    "walk": "walking",
+    "run": "running",
+    "wave": "waving",
+    "jump": "jumping",
+    "dance": "dancing",
+    "squat": "squatting",
+    "turn": "turning",
+}
+SCENE_PHRASES: dict[str, str] = {
+    "beach": "on a beach",
+    "snow": "on a snowy field",
+    "grass": "on a grassy meadow",
+    "desert": "in a desert",
+    "city": "in a city street",
+}
+TIME_PHRASES: dict[str, str] = {
+    "day": "during the day",
+    "sunset": "at sunset",
+    "night": "at night",
+}
+
+COLOURS: tuple[str, ...] = tuple(FIGURE_COLOURS)
+MOTIONS: tuple[str, ...] = tuple(MOTION_WORDS)
+SCENES: tuple[str, ...] = tuple(SCENE_PHRASES)
+TIMES: tuple[str, ...] = tuple(TIME_PHRASES)
+
+
+@dataclass(frozen=True)
+class PromptAttributes:
+    """What a prompt says: figure colour, motion (None = no motion word), scene type, time of day."""
+
+    colour: str
+    scene: str
+    time: str
+    motion: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("colour", self.colour, COLOURS), ("scene", self.scene, SCENES),
+                                     ("time", self.time, TIMES)):
+            if value not in allowed:
+                raise VidtuneError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+        if self.motion is not None and self.motion not in MOTIONS:
+            raise VidtuneError(f"unknown motion {self.motion!r}; choose one of {', '.join(MOTIONS)}")
+
+
+def format_prompt(attrs: PromptAttributes) -> str:
+    """The grammar's sentence for ``attrs``."""
+    parts = ["a", attrs.colour, "figure"]
+    if attrs.motion is not None:
+        parts.append(MOTION_WORDS[attrs.motion])
+    parts += [SCENE_PHRASES[attrs.scene], TIME_PHRASES[attrs.time]]
+    return " ".join(parts)
+
+
+def sample_attributes(rng: np.random.Generator, motion: str | None | bool = True) -> PromptAttributes:
+    """Uniformly random attributes. ``motion``: a motion name, None (no motion word), or True (random)."""
+    if motion is True:
+        motion = str(rng.choice(MOTIONS)) if rng.random() < 0.8 else None
+    elif motion is False:
+        motion = None
+    return PromptAttributes(colour=str(rng.choice(COLOURS)), scene=str(rng.choice(SCENES)),
+                            time=str(rng.choice(TIMES)), motion=motion)
+
+
+def sample_prompt(rng: np.random.Generator, motion: str | None | bool = True) -> str:
+    """A random sentence of the grammar (see `sample_attributes`)."""
+    return format_prompt(sample_attributes(rng, motion))
+
+
+_PATTERN = re.compile(
+    r"^a (?P<colour>{c}) figure(?: (?P<motion>{m}))? (?P<scene>{s}) (?P<time>{t})$".format(
+        c="|".join(COLOURS),
+        m="|".join(MOTION_WORDS.values()),
+        s="|".join(re.escape(p) for p in SCENE_PHRASES.values()),
+        t="|".join(re.escape(p) for p in TIME_PHRASES.values()),
+    )
+)
+
+
+def parse_prompt(text: str) -> PromptAttributes:
+    """Attributes of a grammar sentence (case and extra spaces ignored); VidtuneError otherwise."""
+    norm = " ".join(text.lower().strip().rstrip(".").split())
+    m = _PATTERN.match(norm)
+    if m is None:
+        raise VidtuneError(
+            f"prompt {text!r} is not in the synthetic grammar; expected e.g. "
+            f"'a red figure dancing on a snowy field at night' "
+            f"(colours: {', '.join(COLOURS)}; scenes: {', '.join(SCENE_PHRASES.values())}; "
+            f"times: {', '.join(TIME_PHRASES.values())})"
+        )
+    inv_motion = {v: k for k, v in MOTION_WORDS.items()}
+    inv_scene = {v: k for k, v in SCENE_PHRASES.items()}
+    inv_time = {v: k for k, v in TIME_PHRASES.items()}
+    return PromptAttributes(colour=m["colour"], scene=inv_scene[m["scene"]], time=inv_time[m["time"]],
+                            motion=inv_motion[m["motion"]] if m["motion"] else None)
+
+
+# Every word the grammar can produce (the demo tokenizer's vocabulary is built from these).
+VOCABULARY_TEXTS: tuple[str, ...] = (
+    "a figure",
+    *COLOURS,
+    *MOTION_WORDS.values(),
+    *SCENE_PHRASES.values(),
+    *TIME_PHRASES.values(),
+)

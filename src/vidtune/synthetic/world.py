@@ -1,0 +1,81 @@
+"""Ground-truth videos of the synthetic world: a static scene with a moving figure.
+
+`make_sequence` renders, for one prompt and motion, the keypoints, the RGB frames, the exact
+foreground masks and the OpenPose condition images (`vidtune.poses.render_pose`). `make_frame`
+does the same for one pose (what the demo model is trained on: single frames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidtune.poses import render_pose
+from vidtune.synthetic.figure import FigureColours, FigureLayer, composite, render_figure
+from vidtune.synthetic.grammar import PromptAttributes, format_prompt, parse_prompt
+from vidtune.synthetic.motions import motion_sequence
+from vidtune.synthetic.scenes import FIGURE_LIGHT, render_scene
+
+
+@dataclass(frozen=True)
+class SyntheticSequence:
+    """A rendered ground-truth video.
+
+    keypoints: ``(N, 18, 3)`` (x, y, conf) pixels; frames: ``(N, H, W, 3)`` uint8 RGB;
+    masks: ``(N, H, W)`` bool, exact figure masks; pose_images: ``(N, H, W, 3)`` uint8 OpenPose
+    renderings; background: ``(H, W, 3)`` uint8 (the same for every frame).
+    """
+
+    keypoints: np.ndarray
+    frames: np.ndarray
+    masks: np.ndarray
+    pose_images: np.ndarray
+    background: np.ndarray
+    prompt: str
+    attrs: PromptAttributes
+
+
+def draw_figure(keypoints: np.ndarray, attrs: PromptAttributes, height: int, width: int,
+                depth: np.ndarray | None = None) -> FigureLayer:
+    """The figure of ``attrs`` (its colour, lit for its time of day) in one pose."""
+    return render_figure(keypoints, FigureColours.from_name(attrs.colour), height, width,
+                         depth=depth, light=FIGURE_LIGHT[attrs.time])
+
+
+def make_frame(keypoints: np.ndarray, attrs: PromptAttributes, background: np.ndarray,
+               depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One frame: (rgb uint8 (H, W, 3), mask bool (H, W), pose image uint8 (H, W, 3))."""
+    h, w = background.shape[:2]
+    layer = draw_figure(keypoints, attrs, h, w, depth)
+    return composite(background, layer), layer.mask, render_pose(keypoints, h, w)
+
+
+def make_sequence(motion: str, num_frames: int, prompt: str | PromptAttributes, seed: int = 0,
+                  height: int = 64, width: int = 64, *, speed: float = 1.0,
+                  translate: str | float = "auto", scene_seed: int | None = None) -> SyntheticSequence:
+    """Render the ground-truth video of ``motion`` for ``prompt``.
+
+    Args:
+        motion: a motion name (`vidtune.synthetic.motions.MOTIONS`).
+        num_frames: length of the video.
+        prompt: a grammar sentence or its attributes (the prompt's own motion word, if any,
+            is only text: ``motion`` decides the movement).
+        seed: the motion's seed (body size, phase, start position); the scene uses
+            ``scene_seed`` (default: ``seed``).
+        height, width: frame size.
+        speed, translate: see `vidtune.synthetic.motions.motion_keypoints`.
+    """
+    attrs = prompt if isinstance(prompt, PromptAttributes) else parse_prompt(prompt)
+    text = prompt if isinstance(prompt, str) else format_prompt(prompt)
+    seq = motion_sequence(motion, num_frames, height=height, width=width, speed=speed,
+                          translate=translate, seed=seed)
+    background = render_scene(attrs, seed if scene_seed is None else scene_seed, height, width)
+    frames, masks, poses = [], [], []
+    for kp, dp in zip(seq.keypoints, seq.depth):
+        rgb, mask, pose = make_frame(kp, attrs, background, dp)
+        frames.append(rgb)
+        masks.append(mask)
+        poses.append(pose)
+    return SyntheticSequence(keypoints=seq.keypoints, frames=np.stack(frames), masks=np.stack(masks),
+                             pose_images=np.stack(poses), background=background, prompt=text, attrs=attrs)

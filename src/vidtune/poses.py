@@ -146,7 +146,8 @@ class PoseSequence:
     Attributes:
         keypoints: ``(N, 18, 3)`` float32 ``(x, y, conf)`` in source pixel coordinates, after
             tracking and filling (see :func:`clean_track`); conf 0 = never detected.
-        images: ``(N, H, W, 3)`` uint8 RGB pose images (when the source was images or a video).
+        images: ``(N, H, W, 3)`` uint8 RGB pose images (when the source was images or a video;
+            held in memory, so prefer short or small pose videos, or JSON keypoints).
         width, height: the source canvas in pixels.
         fps: frame rate, None when unknown (OpenPose JSON and image folders carry none).
         source: the path it was loaded from.

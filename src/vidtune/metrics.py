@@ -373,6 +373,8 @@ class WarpErrorDIS(Metric):
     in [0, 1]. ``all`` = mean over pairs of E_t; ``fg`` / ``bg`` the same with M further limited
     to the foreground / background of frame t+1 (when masks are given). A pair with no such
     pixel is skipped. ``visible`` = mean fraction of pixels passing the check. Range [0, 1].
+    Differences from Lai et al.'s code: the flow comes from the output itself (no input video
+    here), and only the forward-backward test masks occlusions (no motion-boundary test).
     """
 
     name = "warp_err_dis"
@@ -926,12 +928,15 @@ def compute_dino_subject_consistency(frames: Iterable[np.ndarray], dino: str, bu
     return _compute(DinoSubjectConsistency(dino, bucket, batch_size), frames)
 
 
-def _adherence() -> Any:
+def _adherence(function: str) -> Callable[..., dict[str, Any]]:
+    """``vidtune.synthetic.adherence.<function>``, imported lazily (it pulls in the synthetic world)."""
     try:
         from vidtune.synthetic import adherence
-    except ImportError as exc:  # pragma: no cover - depends on the synthetic world being installed
-        raise ImportError(f"pose/prompt adherence needs vidtune.synthetic.adherence ({exc})") from exc
-    return adherence
+    except ImportError as exc:
+        raise ImportError(f"{function} needs vidtune.synthetic.adherence, which is not available ({exc})") from exc
+    if not hasattr(adherence, function):
+        raise ImportError(f"vidtune.synthetic.adherence has no {function}(frames, ground_truth, **kw)")
+    return getattr(adherence, function)
 
 
 def compute_pose_adherence(frames: Iterable[np.ndarray], ground_truth: Any = None, **kw: Any) -> dict[str, Any]:
@@ -942,14 +947,14 @@ def compute_pose_adherence(frames: Iterable[np.ndarray], ground_truth: Any = Non
     """
     if ground_truth is None:
         raise ValueError("pose_adherence needs ground truth (the synthetic world's rendered masks for the same poses)")
-    return _adherence().pose_adherence(frames, ground_truth, **kw)
+    return _adherence("pose_adherence")(frames, ground_truth, **kw)
 
 
 def compute_prompt_adherence(frames: Iterable[np.ndarray], ground_truth: Any = None, **kw: Any) -> dict[str, Any]:
     """Colour / scene recognition against the synthetic world's ground truth prompt."""
     if ground_truth is None:
         raise ValueError("prompt_adherence needs ground truth (the synthetic prompt's parsed colour and scene)")
-    return _adherence().prompt_adherence(frames, ground_truth, **kw)
+    return _adherence("prompt_adherence")(frames, ground_truth, **kw)
 
 
 METRICS: dict[str, Callable[..., dict[str, Any]]] = {

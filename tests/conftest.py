@@ -15,3 +15,19 @@ def shared_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder {path} not found (only present in the development checkout)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """Tiny random components in the exact diffusers folder layout (written once per session)."""
+    from vidtune.models import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_components(tiny_model_dir):
+    """The tiny model loaded through the real loading code (shared: tests must not modify it)."""
+    from vidtune.models import load_components
+
+    return load_components(tiny_model_dir)

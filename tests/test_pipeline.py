@@ -1,0 +1,162 @@
+"""The run folder end to end on the tiny model: stage artifacts, determinism, the resume rule, CLI errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vidtune import config as C
+from vidtune import pipeline
+from vidtune.cli import main
+from vidtune.video import list_image_files, video_info
+
+N = 6
+
+
+def write_openpose_folder(folder: Path, n: int = N) -> Path:
+    """A small BODY_25 OpenPose JSON sequence: one walking person plus, in frame 2, nobody."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = np.array([[320, 100], [320, 140], [290, 140], [280, 190], [275, 240], [350, 140], [360, 190], [365, 240],
+                     [320, 240], [300, 240], [300, 320], [300, 400], [340, 240], [340, 320], [340, 400],
+                     [312, 92], [328, 92], [305, 96], [335, 96], [340, 410], [345, 410], [340, 405], [300, 410],
+                     [295, 410], [300, 405]], float)
+    for i in range(n):
+        people = []
+        if i != 2:
+            kps = np.concatenate([base + [4 * i, 0], np.full((25, 1), 0.9)], axis=1)
+            people.append({"person_id": [-1], "pose_keypoints_2d": kps.flatten().tolist()})
+        (folder / f"clip_{i:012d}_keypoints.json").write_text(json.dumps({"version": 1.3, "people": people}))
+    return folder
+
+
+def tiny_config(model: Path, poses: Path, **sections) -> C.RunConfig:
+    overrides = [f"model.path={model}", "model.adapter=", f"inputs.poses={poses}", "inputs.prompt=a person dancing",
+                 "inputs.height=32", "inputs.width=32", "sampling.steps=4", "sampling.guidance=3.0",
+                 "codenoise.clip_length=4", "codenoise.stride=2", "tuning.steps=4", "tuning.checkpoint_every=2"]
+    overrides += [f"{k}={v}" for k, v in sections.items()]
+    return C.apply_overrides(C.RunConfig(), overrides)
+
+
+@pytest.fixture(scope="module")
+def poses_dir(tmp_path_factory) -> Path:
+    return write_openpose_folder(tmp_path_factory.mktemp("poses") / "json")
+
+
+def test_stage1_writes_frames_masks_latents_and_is_deterministic(tiny_model_dir, tiny_components, poses_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, poses_dir)
+    runs = []
+    for name in ("a", "b"):
+        summary = pipeline.run(cfg, tmp_path / name, stages=[1], progress=False, components=tiny_components,
+                               log=lambda s: None)
+        assert summary.stages[1][0] == "ran"
+        runs.append(tmp_path / name / "stage1")
+    s1 = runs[0]
+    assert len(list_image_files(s1 / "frames")) == N and len(list_image_files(s1 / "masks")) == N
+    assert video_info(s1 / "stage1.mp4").num_frames == N
+    t = load_file(str(s1 / "latents.safetensors"))
+    assert t["z_t"].shape == (N, 4, 8, 8) and t["x0"].shape == (N, 4, 8, 8) and t["fg"].shape == (N, 1, 8, 8)
+    assert int(t["t_index"]) == 2  # fusion_step 0.5 of 4 steps
+    done = json.loads((s1 / "done.json").read_text())
+    assert done["config_hash"] == C.stage_hash(cfg, 1) and done["segmenter"] in ("sam", "grabcut")
+    other = load_file(str(runs[1] / "latents.safetensors"))
+    for key in ("z_t", "x0", "fg"):
+        assert torch.equal(t[key], other[key]), key
+    different = pipeline.run(C.apply_overrides(cfg, ["separate.seed=5"]), tmp_path / "c", stages=[1],
+                             progress=False, components=tiny_components, log=lambda s: None)
+    assert different.stages[1][0] == "ran"
+    assert not torch.equal(load_file(str(tmp_path / "c/stage1/latents.safetensors"))["x0"], t["x0"])
+    assert (tmp_path / "a" / "config.toml").is_file() and C.load(tmp_path / "a" / "config.toml") == cfg
+
+
+def test_resume_rule_reruns_only_changed_stage_and_later(tiny_model_dir, poses_dir, tmp_path):
+    from vidtune.models import load_components
+
+    comps = load_components(tiny_model_dir)  # stage 3 tunes the UNet in place: use a private copy
+    cfg = tiny_config(tiny_model_dir, poses_dir, **{"separate.segmenter": "grabcut"})
+    first = pipeline.run(cfg, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None)
+    assert [first.stages[k][0] for k in (1, 2, 3)] == ["ran"] * 3
+    again = pipeline.run(cfg, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None)
+    assert [again.stages[k][0] for k in (1, 2, 3)] == ["skipped (done)"] * 3
+    stage1_mtime = (tmp_path / "r/stage1/done.json").stat().st_mtime_ns
+    changed = C.apply_overrides(cfg, ["tuning.lr=1e-4"])
+    third = pipeline.run(changed, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps,
+                         log=lambda s: None)
+    assert [third.stages[k][0] for k in (1, 2, 3)] == ["skipped (done)", "skipped (done)", "ran"]
+    assert (tmp_path / "r/stage1/done.json").stat().st_mtime_ns == stage1_mtime
+    fusion = C.apply_overrides(changed, ["fusion.w_b=0.5"])
+    fourth = pipeline.run(fusion, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps,
+                          log=lambda s: None)
+    assert [fourth.stages[k][0] for k in (1, 2, 3)] == ["skipped (done)", "ran", "ran"]
+
+
+def test_stage_without_its_prerequisite_is_a_clear_error(tiny_model_dir, poses_dir, tmp_path, capsys):
+    code = main(["run", "--model", str(tiny_model_dir), "--poses", str(poses_dir), "--prompt", "a person",
+                 "--height", "32", "--width", "32", "--steps", "2", "--stages", "3", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "stage 3 needs stage 2" in err and "Traceback" not in err
+
+
+def _cli_error(args, capsys) -> str:
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert "Traceback" not in captured.err
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+def test_bad_inputs_give_one_line_errors(tiny_model_dir, poses_dir, tmp_path, capsys):
+    base = ["run", "--model", str(tiny_model_dir), "--prompt", "a person", "--height", "32", "--width", "32",
+            "--steps", "2", "--stages", "1", "--quiet"]
+    bad_json = tmp_path / "bad"
+    bad_json.mkdir()
+    (bad_json / "x_000000000000_keypoints.json").write_text("{not json")
+    assert "x_000000000000_keypoints.json" in _cli_error(base + ["--poses", str(bad_json), "--out", str(tmp_path / "o1")], capsys)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "empty" in _cli_error(base + ["--poses", str(empty), "--out", str(tmp_path / "o2")], capsys)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert "is a file" in _cli_error(base + ["--poses", str(poses_dir), "--out", str(a_file)], capsys)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[sampling]\nstepz = 3\n")
+    assert "sampling.stepz" in _cli_error(["run", str(cfg), "--out", str(tmp_path / "o3")], capsys)
+    cfg.write_text("[sampling]\nsteps = 'x'\n")
+    assert "sampling.steps must be int" in _cli_error(["run", str(cfg), "--out", str(tmp_path / "o4")], capsys)
+    msg = _cli_error(base + ["--poses", str(poses_dir), "--set", 'inputs.prompts={"2"="late start"}',
+                             "--out", str(tmp_path / "o5")], capsys)
+    assert "prompt" in msg and "0" in msg
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    (broken / "model_index.json").write_text((Path(tiny_model_dir) / "model_index.json").read_text())
+    assert "unet" in _cli_error(["run", "--model", str(broken), "--poses", str(poses_dir), "--prompt", "a",
+                                 "--stages", "1", "--out", str(tmp_path / "o6")], capsys)
+    assert not (tmp_path / "o6" / "stage1" / "done.json").exists()
+
+
+def test_pose_frame_size_mismatch_is_named(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (64, 64)).save(folder / "p_000.png")
+    Image.new("RGB", (32, 64)).save(folder / "p_001.png")
+    msg = _cli_error(["poses", "render", str(folder), str(tmp_path / "out")], capsys)
+    assert "p_001.png" in msg
+
+
+def test_sdxl_folder_is_refused_as_such(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    sdxl = tmp_path / "sdxl"
+    shutil.copytree(tiny_model_dir, sdxl)
+    index = json.loads((sdxl / "model_index.json").read_text())
+    index["_class_name"] = "StableDiffusionXLPipeline"
+    (sdxl / "model_index.json").write_text(json.dumps(index))
+    msg = _cli_error(["run", "--model", str(sdxl), "--poses", str(tmp_path), "--prompt", "a", "--stages", "1",
+                      "--out", str(tmp_path / "o")], capsys)
+    assert "SDXL" in msg or "XL" in msg

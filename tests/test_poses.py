@@ -463,3 +463,22 @@ def test_real_multi_person_starts_with_largest(shared_dir, sub):
     # every frame's track is one of that frame's detections (people are never mixed)
     for t in range(0, seq.num_frames, 10):
         assert any(np.allclose(seq.keypoints[t][p[:, 2] > 0], p[p[:, 2] > 0]) for p in raw[t])
+
+
+def test_rendered_folder_loads_back_with_its_keypoints(tmp_path):
+    """A folder written by render_to_folder carries its keypoints: loading it keeps them (not just images)."""
+    from vidtune.poses import load_poses, render_to_folder
+
+    src = tmp_path / "src"
+    src.mkdir()
+    kps = np.zeros((3, 18, 3), np.float32)
+    kps[:, :, :2] = np.random.default_rng(0).uniform(50, 400, (3, 18, 2))
+    kps[:, :, 2] = 0.9
+    for i in range(3):
+        people = [{"pose_keypoints_2d": kps[i].flatten().tolist()}]
+        (src / f"f_{i:04d}_keypoints.json").write_text(json.dumps({"people": people}))
+    render_to_folder(src, tmp_path / "out", height=64, width=64)
+    back = load_poses(tmp_path / "out")
+    saved = np.load(tmp_path / "out" / "keypoints.npz")["keypoints"]
+    assert back.format == "COCO-18" and (back.width, back.height) == (64, 64)
+    np.testing.assert_allclose(back.keypoints, saved)

@@ -433,6 +433,9 @@ def load_poses(path: str | Path, canvas: tuple[int, int] | None = None, fps: flo
             f"{p}: does not exist; give a folder of OpenPose *_keypoints.json files, a folder of pose images or a pose video"
         )
     if p.is_dir():
+        rendered = _load_rendered(p, fps)
+        if rendered is not None:
+            return rendered
         json_files = sorted((f for f in p.glob(JSON_PATTERN) if f.is_file()), key=_frame_number_key)
         if json_files:
             return _load_json(json_files, str(p), canvas, fps)
@@ -452,6 +455,32 @@ def load_poses(path: str | Path, canvas: tuple[int, int] | None = None, fps: flo
     raise VidtuneError(
         f"{p}: unsupported pose source {suffix!r}; give a folder of *_keypoints.json, a folder of png/jpg or a video"
     )
+
+
+def _load_rendered(folder: Path, fps: float | None) -> PoseSequence | None:
+    """A folder written by :func:`render_to_folder` (or the synthetic world): its keypoints.npz
+    carries COCO-18 keypoints in the pose images' pixels, so they are used instead of the images."""
+    npz = folder / "keypoints.npz"
+    if not npz.is_file():
+        return None
+    try:
+        data = np.load(npz)
+        if not bool(data["has_keypoints"]):
+            return None
+        keypoints = np.asarray(data["keypoints"], dtype=np.float32)
+        width, height = int(data["width"]), int(data["height"])
+        saved_fps = float(data["fps"]) if "fps" in data.files else float("nan")
+    except (OSError, KeyError, ValueError) as exc:
+        raise VidtuneError(f"{npz}: unreadable keypoints file ({exc}); re-render it with `vidtune poses render`") from None
+    if keypoints.ndim != 3 or keypoints.shape[1:] != (NUM_KEYPOINTS, 3):
+        raise VidtuneError(f"{npz}: keypoints must be (N, 18, 3), got {keypoints.shape}; re-render the folder")
+    if fps is None and np.isfinite(saved_fps):
+        fps = saved_fps
+    n = keypoints.shape[0]
+    return PoseSequence(
+        keypoints=keypoints, images=None, width=width, height=height, fps=fps, source=str(folder),
+        format="COCO-18", people_counts=(1,) * n, source_frames=n,
+    )  # fmt: skip
 
 
 def _load_json(files: list[Path], source: str, canvas: tuple[int, int] | None, fps: float | None) -> PoseSequence:

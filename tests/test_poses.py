@@ -338,9 +338,10 @@ def test_render_to_folder(tmp_path):
     with pytest.raises(VidtuneError, match="mine"):
         render_to_folder(str(src), str(tmp_path / "mine"))
     assert (tmp_path / "mine" / "notes.txt").exists()
-    # the rendered folder loads back as pose images
+    # the rendered folder loads back with its keypoints, on its own canvas
     again = load_poses(out)
-    assert again.format == "images" and again.images.shape == (3, 64, 96, 3)
+    assert again.format == "COCO-18" and again.keypoints.shape == (3, 18, 3)
+    assert (again.width, again.height) == (96, 64)
 
 
 # ---- errors ----------------------------------------------------------------------------------

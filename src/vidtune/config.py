@@ -71,6 +71,7 @@ class SeparateConfig:
     """Stage 1: per-frame generation; keep z_t at `fusion_step` (fraction of the schedule)."""
 
     seed: int = 0  # frame i uses seed + i
+    noise_mode: str = field(default="independent", metadata=_choice("independent", "shared"))  # shared: one z_T
     fusion_step: float = 0.5
     segmenter: str = field(default="auto", metadata=_choice("auto", "sam", "grabcut"))
     batch_frames: int = 4

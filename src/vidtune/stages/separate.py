@@ -30,7 +30,8 @@ def generate(cfg: RunConfig, components, inputs: VideoInputs, progress: bool = T
     shape = (components.latent_channels, cfg.inputs.height // f, cfg.inputs.width // f)
     scheduler = build_scheduler(components.scheduler, s)
     timesteps = prepare_scheduler(scheduler, s.steps, components.device)
-    z = initial_noise(inputs.num_frames, shape, cfg.separate.seed, device=components.device,
+    z = initial_noise(inputs.num_frames, shape, cfg.separate.seed, shared=cfg.separate.noise_mode == "shared",
+                      device=components.device,
                       dtype=components.unet.dtype) * scheduler.init_noise_sigma
     t_index = fusion_index(s.steps, cfg.separate.fusion_step)
     kept: dict[str, torch.Tensor] = {}

@@ -576,28 +576,35 @@ def make_tiny(out_dir: str | os.PathLike[str], *, seed: int = 0, sample_size: in
     with atomic_dir(target) as tmp:
         vocab = write_clip_tokenizer(tmp / "tokenizer", vocab_texts if vocab_texts is not None else DEFAULT_VOCAB_TEXTS)
         cfg = tiny_configs(sample_size, vocab)
-        torch.manual_seed(seed)
-        UNet2DConditionModel(**cfg["unet"]).save_pretrained(tmp / "unet", safe_serialization=True)
-        AutoencoderKL(**cfg["vae"]).save_pretrained(tmp / "vae", safe_serialization=True)
-        CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])).save_pretrained(tmp / "text_encoder",
-                                                                             safe_serialization=True)
-        T2IAdapter(**cfg["adapter"]).save_pretrained(tmp / "adapter", safe_serialization=True)
+        with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+            torch.manual_seed(seed)
+            models = {"unet": UNet2DConditionModel(**cfg["unet"]), "vae": AutoencoderKL(**cfg["vae"]),
+                      "text_encoder": CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])),
+                      "adapter": T2IAdapter(**cfg["adapter"])}
+        for name, module in models.items():
+            module.save_pretrained(tmp / name, safe_serialization=True)
         DDIMScheduler(**cfg["scheduler"]).save_pretrained(tmp / "scheduler")
         if with_sam:
-            _save_tiny_sam(tmp / "sam", cfg["sam"])
+            sam_model, sam_processor = tiny_sam(seed + 1, sample_size)
+            sam_model.save_pretrained(tmp / "sam", safe_serialization=True)
+            sam_processor.save_pretrained(tmp / "sam")
         write_json(tmp / "model_index.json", _model_index())
     return target
 
 
-def _save_tiny_sam(folder: Path, cfg: Mapping[str, Any]) -> None:
+def tiny_sam(seed: int = 0, sample_size: int = 32) -> tuple[Any, Any]:
+    """A tiny random transformers SamModel (64 px input, 8 px patches) and its SamProcessor."""
     from transformers import SamConfig, SamModel, SamProcessor
     try:  # transformers 5: the PIL backend needs no torchvision
         from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil as ImageProcessor
     except ImportError:  # transformers 4
         from transformers import SamImageProcessor as ImageProcessor
 
+    cfg = tiny_configs(sample_size)["sam"]
     size = cfg["vision_config"]["image_size"]
-    SamModel(SamConfig(**cfg)).save_pretrained(folder, safe_serialization=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SamModel(SamConfig(**cfg)).eval()
     processor = SamProcessor(image_processor=ImageProcessor(size={"longest_edge": size},
                                                             pad_size={"height": size, "width": size}))
-    processor.save_pretrained(folder)
+    return model, processor

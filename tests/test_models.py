@@ -29,6 +29,15 @@ REAL_PARAMS = {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_4
                "adapter": 77_369_280, "sam_model": 93_735_728}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared, busy CPU they spin (50x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -138,7 +147,8 @@ def test_tiny_differs_from_sd14_only_in_sizes(tiny: Path, real_meta: Components)
                       "mask_input_channels", "iou_head_hidden_dim", "image_embedding_size", "scale",
                       "intermediate_size", "projection_dim")
     real, small = flat(config_dict(real_meta.sam_model)), flat(config_dict(tiny_meta.sam_model))
-    differing = {k for k in real.keys() | small.keys() if k.split(".")[-1] not in IGNORED and real.get(k) != small.get(k)}
+    differing = {k for k in real.keys() | small.keys()
+                 if k.split(".")[-1] not in IGNORED and real.get(k) != small.get(k)}
     assert all(k.split(".")[-1] in sam_size_words for k in differing), differing
 
 
@@ -321,7 +331,8 @@ def test_nonexistent_path_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     msg = error_of(tmp_path / "no" / "such" / "model")
     assert "no such folder" in msg and "huggingface-cli download" in msg
     msg = error_of("vidtune-test-nobody/no-such-model")
-    assert "vidtune-test-nobody/no-such-model" in msg and "HF_HUB_OFFLINE" in msg and "not in the Hugging Face cache" in msg
+    assert "vidtune-test-nobody/no-such-model" in msg and "HF_HUB_OFFLINE" in msg
+    assert "not in the Hugging Face cache" in msg
 
 
 def test_single_file_checkpoint_is_explained(tmp_path: Path) -> None:
@@ -367,3 +378,20 @@ def test_sd_schedule_config_matches_sd14(models_dir: Path) -> None:
 def test_unknown_scheduler() -> None:
     with pytest.raises(VidtuneError, match="ddim"):
         make_scheduler("plms-ish", sd_schedule_config())
+
+
+def test_offline_hub_id_loads_from_the_hf_cache(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    commit = "0" * 40
+    repo = tmp_path / "hub" / "models--vidtune-test--tiny-sd"
+    fresh_copy(tiny, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    comps = load_components("vidtune-test/tiny-sd", sam=None)
+    assert comps.adapter is not None and comps.sources["model"] == "vidtune-test/tiny-sd"
+    assert n_params(comps.unet) == n_params(load_components(tiny).unet)
+    (repo / "snapshots" / commit / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    assert "diffusion_pytorch_model.safetensors" in error_of("vidtune-test/tiny-sd")

@@ -30,6 +30,15 @@ SKELETON = np.array([
 ], dtype=np.float32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared, busy CPU they spin (50x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def synthetic_frame(size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A red-orange figure (capsules along SKELETON, filled torso, head disc) on a textured green/blue
     background. Returns (image, true mask, keypoints) at ``size`` px."""

@@ -206,18 +206,18 @@ def _resolve(source: str | os.PathLike[str], what: str, repo: str, probe: str) -
                 f"`from_single_file(...).save_pretrained(DIR)`)")
         raise VidtuneError(f"{path}: is a file, expected the {what} folder; get one with {_download_hint(repo)}")
     if _HUB_ID.match(name) and not name.startswith("."):
+        if not _offline():
+            return _Source(name, None)  # from_pretrained downloads (or reuses the cache) and checks for updates
         try:
             from huggingface_hub import try_to_load_from_cache
             cached = try_to_load_from_cache(name, probe)
         except Exception:
             cached = None
-        if isinstance(cached, str):
+        if isinstance(cached, str):  # offline: check and load the cached snapshot like a local folder
             return _Source(name, Path(cached).parent)
-        if _offline():
-            raise VidtuneError(
-                f"{name}: the {what} is not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE=1: "
-                f"download it with {_download_hint(name if '/' in name else repo)} and pass DIR, or unset HF_HUB_OFFLINE")
-        return _Source(name, None)
+        raise VidtuneError(
+            f"{name}: the {what} is not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE=1: "
+            f"download it with {_download_hint(name if '/' in name else repo)} and pass DIR, or unset HF_HUB_OFFLINE")
     raise VidtuneError(f"{path}: no such folder for the {what}; get it with {_download_hint(repo)}")
 
 
@@ -271,7 +271,8 @@ def _check_sd_folder(root: Path, allow_pickle: bool, weights: bool) -> dict[str,
         if not (root / comp / fname).is_file():
             raise VidtuneError(f"{root / comp}: no {fname}; download the model again with {hint}")
     tok = root / "tokenizer"
-    if not ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()) and not (tok / "tokenizer.json").is_file():
+    has_bpe = (tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()
+    if not has_bpe and not (tok / "tokenizer.json").is_file():
         raise VidtuneError(f"{tok}: no vocab.json/merges.txt (CLIP tokenizer files); download them with {hint}")
     kwargs: dict[str, dict[str, Any]] = {c: {} for c in SD_COMPONENTS}
     if weights:
@@ -386,107 +387,157 @@ def load_components(model: str | os.PathLike[str], adapter: str | os.PathLike[st
 
     ``adapter=None`` uses ``<model>/adapter`` when that folder exists, else no adapter; likewise
     ``sam=None`` uses ``<model>/sam``. Weights load as safetensors only unless ``allow_pickle``.
-    unet, text encoder, adapter and SAM get ``dtype``; the VAE stays float32 (SD's VAE overflows in fp16).
+    unet, text encoder, adapter and SAM get ``dtype``; the VAE stays float32 (SD's VAE overflows in
+    fp16). Every model is in eval mode with gradients off (training code turns on what it trains).
     ``weights=False`` builds every architecture from its config on the meta device without reading
     weights (inspection, parameter counts); the same checks run, weight files are not required.
+    With HF_HUB_OFFLINE=1 a hub id is looked up in the HF cache and checked like a local folder.
     Raises VidtuneError naming the missing or wrong part and how to fix it.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, T2IAdapter, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    local_only = _offline()
+    opts = _LoadOptions(dtype=dtype, allow_pickle=allow_pickle, weights=weights, local_only=_offline())
+    # 1. Check everything before loading anything.
     sd = _resolve(model, "Stable Diffusion model", SD_REPO, "model_index.json")
-    fix = f"check the folder or download it with {_download_hint(SD_REPO)}"
-    kwargs = _check_sd_folder(sd.local, allow_pickle, weights) if sd.local else \
-        {c: ({"use_safetensors": None if allow_pickle else True} if weights else {}) for c in SD_COMPONENTS}
-    if not sd.local:
-        from diffusers import DiffusionPipeline
-        index = _wrap("model index", sd.ref, fix, DiffusionPipeline.load_config, sd.ref,
-                      local_files_only=local_only)
-        _check_index(index, sd.ref)
-
-    unet_cfg = _load_config(UNet2DConditionModel, sd.ref, "unet", "UNet", fix, local_only)
-    vae_cfg = _load_config(AutoencoderKL, sd.ref, "vae", "VAE", fix, local_only)
-    sched_cfg = _load_config(DDIMScheduler, sd.ref, "scheduler", "scheduler", fix, local_only)
-    text_cfg = _wrap("text encoder config", sd.ref, fix, CLIPTextConfig.from_pretrained, sd.ref,
-                     subfolder="text_encoder", local_files_only=local_only)
-    _check_sd1(unet_cfg, vae_cfg, text_cfg.to_dict(), sched_cfg, sd.ref)
-    vae_factor = 2 ** (len(vae_cfg.get("block_out_channels", [0] * 4)) - 1)
-
-    # Optional parts: explicit source, else the model folder's own subfolder.
+    plan = _plan_sd(sd, opts)
     if adapter is None and sd.local is not None and (sd.local / "adapter").is_dir():
         adapter = sd.local / "adapter"
     if sam is None and sd.local is not None and (sd.local / "sam").is_dir():
         sam = sd.local / "sam"
     ad_src = _resolve(adapter, "T2I-Adapter", ADAPTER_REPO, "config.json") if adapter is not None else None
     sam_src = _resolve(sam, "SAM model", SAM_REPO, "config.json") if sam is not None else None
-    ad_fix = f"check the folder or download it with {_download_hint(ADAPTER_REPO)}"
-    sam_fix = f"check the folder or download it with {_download_hint(SAM_REPO)}"
-    ad_kw: dict[str, Any] = {}
-    if ad_src is not None:
-        if ad_src.local:
-            ad_kw = _check_component_folder(ad_src.local, "adapter", ADAPTER_REPO, allow_pickle, weights)
-        elif weights:
-            ad_kw = {"use_safetensors": None if allow_pickle else True}
-        ad_cfg = _load_config(T2IAdapter, ad_src.ref, None, "T2I-Adapter", ad_fix, local_only)
-        _check_adapter(ad_cfg, unet_cfg, vae_factor, ad_src.ref)
-    sam_kw: dict[str, Any] = {}
-    if sam_src is not None:
-        if sam_src.local:
-            sam_kw = _check_component_folder(
-                sam_src.local, "sam", SAM_REPO, allow_pickle, weights,
-                extra=[("preprocessor_config.json", "processor_config.json")])
-        elif weights:
-            sam_kw = {"use_safetensors": None if allow_pickle else True}
+    ad_plan = _plan_adapter(ad_src, plan, opts) if ad_src is not None else None
+    sam_kw = _plan_sam(sam_src, opts) if sam_src is not None else None
 
-    # Load.
-    dev = torch.device("meta") if not weights else torch.device(device)
-    tokenizer = _wrap("tokenizer", sd.ref, fix, CLIPTokenizer.from_pretrained, sd.ref, subfolder="tokenizer",
-                      local_files_only=local_only)
-    scheduler = _scheduler_from_config(sched_cfg)
-    common = {"local_files_only": local_only}
-    if weights:
-        unet = _wrap("UNet", sd.ref, fix, UNet2DConditionModel.from_pretrained, sd.ref, subfolder="unet",
-                     torch_dtype=dtype, **kwargs["unet"], **common)
-        vae = _wrap("VAE", sd.ref, fix, AutoencoderKL.from_pretrained, sd.ref, subfolder="vae",
-                    torch_dtype=torch.float32, **kwargs["vae"], **common)
-        text_encoder = _wrap("text encoder", sd.ref, fix, CLIPTextModel.from_pretrained, sd.ref,
-                             subfolder="text_encoder", **_dtype_kw(dtype), **kwargs["text_encoder"], **common)
-    else:
-        unet = _build_empty(UNet2DConditionModel, unet_cfg)
-        vae = _build_empty(AutoencoderKL, vae_cfg)
-        text_encoder = _build_empty(CLIPTextModel, text_cfg)
-    sources = {"model": sd.name}
-    ad_model = None
-    if ad_src is not None:
-        sources["adapter"] = ad_src.name
-        ad_model = (_wrap("T2I-Adapter", ad_src.ref, ad_fix, T2IAdapter.from_pretrained, ad_src.ref,
-                          torch_dtype=dtype, **ad_kw, **common)
-                    if weights else _build_empty(T2IAdapter, ad_cfg))
-    sam_model = sam_processor = None
-    if sam_src is not None:
-        from transformers import SamConfig, SamModel, SamProcessor
-        sources["sam"] = sam_src.name
-        sam_processor = _wrap("SAM processor", sam_src.ref, sam_fix, SamProcessor.from_pretrained, sam_src.ref,
-                              **common)
-        if weights:
-            sam_model = _wrap("SAM model", sam_src.ref, sam_fix, SamModel.from_pretrained, sam_src.ref,
-                              **_dtype_kw(dtype), **sam_kw, **common)
-        else:
-            sam_cfg = _wrap("SAM config", sam_src.ref, sam_fix, SamConfig.from_pretrained, sam_src.ref, **common)
-            sam_model = _build_empty(SamModel, sam_cfg)
+    # 2. Load.
+    unet, vae, text_encoder, tokenizer = _load_sd(sd, plan, opts)
+    ad_model = _load_adapter(ad_src, ad_plan, opts) if ad_src is not None else None
+    sam_model, sam_processor = _load_sam(sam_src, sam_kw, opts) if sam_src is not None else (None, None)
 
-    if weights:  # from_pretrained already gave each model its dtype; only move it
-        for m in (unet, vae, text_encoder, ad_model, sam_model):
-            if m is not None:
-                m.to(dev)
+    # 3. Place: from_pretrained already gave each model its dtype; only move it.
+    dev = torch.device(device) if weights else torch.device("meta")
     for m in (unet, vae, text_encoder, ad_model, sam_model):
         if m is not None:
+            if weights:
+                m.to(dev)
             m.eval()
             m.requires_grad_(False)
-    return Components(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
-                      adapter=ad_model, sam_model=sam_model, sam_processor=sam_processor, device=dev,
-                      dtype=dtype, sources=sources)
+    sources = {"model": sd.name}
+    sources.update({k: s.name for k, s in (("adapter", ad_src), ("sam", sam_src)) if s is not None})
+    return Components(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
+                      scheduler=_scheduler_from_config(plan.scheduler), adapter=ad_model, sam_model=sam_model,
+                      sam_processor=sam_processor, device=dev, dtype=dtype, sources=sources)
+
+
+@dataclass(frozen=True)
+class _LoadOptions:
+    dtype: torch.dtype
+    allow_pickle: bool
+    weights: bool
+    local_only: bool
+
+    def hub_kwargs(self) -> dict[str, Any]:
+        """from_pretrained weight kwargs for a hub id (no folder to check beforehand)."""
+        return {"use_safetensors": None if self.allow_pickle else True} if self.weights else {}
+
+
+@dataclass(frozen=True)
+class _SdPlan:
+    """The checked configs of an SD folder and the from_pretrained kwargs of each weighted part."""
+
+    unet: dict[str, Any]
+    vae: dict[str, Any]
+    text_encoder: Any  # CLIPTextConfig
+    scheduler: dict[str, Any]
+    kwargs: dict[str, dict[str, Any]]
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae.get("block_out_channels", [0] * 4)) - 1)
+
+
+_SD_FIX = f"check the folder or download it with {_download_hint(SD_REPO)}"
+_ADAPTER_FIX = f"check the folder or download it with {_download_hint(ADAPTER_REPO)}"
+_SAM_FIX = f"check the folder or download it with {_download_hint(SAM_REPO)}"
+
+
+def _plan_sd(sd: _Source, opts: _LoadOptions) -> _SdPlan:
+    from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig
+
+    if sd.local is not None:
+        kwargs = _check_sd_folder(sd.local, opts.allow_pickle, opts.weights)
+    else:
+        kwargs = {c: opts.hub_kwargs() for c in SD_COMPONENTS}
+        _check_index(_wrap("model index", sd.ref, _SD_FIX, DiffusionPipeline.load_config, sd.ref,
+                           local_files_only=opts.local_only), sd.ref)
+    unet = _load_config(UNet2DConditionModel, sd.ref, "unet", "UNet", _SD_FIX, opts.local_only)
+    vae = _load_config(AutoencoderKL, sd.ref, "vae", "VAE", _SD_FIX, opts.local_only)
+    sched = _load_config(DDIMScheduler, sd.ref, "scheduler", "scheduler", _SD_FIX, opts.local_only)
+    text = _wrap("text encoder config", sd.ref, _SD_FIX, CLIPTextConfig.from_pretrained, sd.ref,
+                 subfolder="text_encoder", local_files_only=opts.local_only)
+    _check_sd1(unet, vae, text.to_dict(), sched, sd.ref)
+    return _SdPlan(unet=unet, vae=vae, text_encoder=text, scheduler=sched, kwargs=kwargs)
+
+
+def _plan_adapter(src: _Source, sd: _SdPlan, opts: _LoadOptions) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, from_pretrained kwargs) of a checked T2I-Adapter."""
+    from diffusers import T2IAdapter
+
+    kw = (_check_component_folder(src.local, "adapter", ADAPTER_REPO, opts.allow_pickle, opts.weights)
+          if src.local is not None else opts.hub_kwargs())
+    cfg = _load_config(T2IAdapter, src.ref, None, "T2I-Adapter", _ADAPTER_FIX, opts.local_only)
+    _check_adapter(cfg, sd.unet, sd.vae_factor, src.ref)
+    return cfg, kw
+
+
+def _plan_sam(src: _Source, opts: _LoadOptions) -> dict[str, Any]:
+    if src.local is None:
+        return opts.hub_kwargs()
+    return _check_component_folder(src.local, "sam", SAM_REPO, opts.allow_pickle, opts.weights,
+                                   extra=[("preprocessor_config.json", "processor_config.json")])
+
+
+def _load_sd(sd: _Source, plan: _SdPlan, opts: _LoadOptions) -> tuple[Any, Any, Any, Any]:
+    """(unet, vae, text_encoder, tokenizer); the VAE in float32."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    local = {"local_files_only": opts.local_only}
+    tokenizer = _wrap("tokenizer", sd.ref, _SD_FIX, CLIPTokenizer.from_pretrained, sd.ref, subfolder="tokenizer",
+                      **local)
+    if not opts.weights:
+        return (_build_empty(UNet2DConditionModel, plan.unet), _build_empty(AutoencoderKL, plan.vae),
+                _build_empty(CLIPTextModel, plan.text_encoder), tokenizer)
+    unet = _wrap("UNet", sd.ref, _SD_FIX, UNet2DConditionModel.from_pretrained, sd.ref, subfolder="unet",
+                 torch_dtype=opts.dtype, **plan.kwargs["unet"], **local)
+    vae = _wrap("VAE", sd.ref, _SD_FIX, AutoencoderKL.from_pretrained, sd.ref, subfolder="vae",
+                torch_dtype=torch.float32, **plan.kwargs["vae"], **local)
+    text_encoder = _wrap("text encoder", sd.ref, _SD_FIX, CLIPTextModel.from_pretrained, sd.ref,
+                         subfolder="text_encoder", **_dtype_kw(opts.dtype), **plan.kwargs["text_encoder"], **local)
+    return unet, vae, text_encoder, tokenizer
+
+
+def _load_adapter(src: _Source, plan: tuple[dict[str, Any], dict[str, Any]], opts: _LoadOptions) -> Any:
+    from diffusers import T2IAdapter
+
+    cfg, kw = plan
+    if not opts.weights:
+        return _build_empty(T2IAdapter, cfg)
+    return _wrap("T2I-Adapter", src.ref, _ADAPTER_FIX, T2IAdapter.from_pretrained, src.ref, torch_dtype=opts.dtype,
+                 local_files_only=opts.local_only, **kw)
+
+
+def _load_sam(src: _Source, kw: dict[str, Any], opts: _LoadOptions) -> tuple[Any, Any]:
+    """(SamModel, SamProcessor)."""
+    from transformers import SamConfig, SamModel, SamProcessor
+
+    local = {"local_files_only": opts.local_only}
+    processor = _wrap("SAM processor", src.ref, _SAM_FIX, SamProcessor.from_pretrained, src.ref, **local)
+    if not opts.weights:
+        cfg = _wrap("SAM config", src.ref, _SAM_FIX, SamConfig.from_pretrained, src.ref, **local)
+        return _build_empty(SamModel, cfg), processor
+    model = _wrap("SAM model", src.ref, _SAM_FIX, SamModel.from_pretrained, src.ref, **_dtype_kw(opts.dtype),
+                  **kw, **local)
+    return model, processor
 
 
 def _scheduler_from_config(config: Mapping[str, Any]) -> Any:

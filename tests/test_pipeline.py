@@ -149,7 +149,7 @@ def test_pose_frame_size_mismatch_is_named(tmp_path, capsys):
     assert "p_001.png" in msg
 
 
-def test_sdxl_folder_is_refused_as_such(tiny_model_dir, tmp_path, capsys):
+def test_sdxl_folder_is_refused_as_such(tiny_model_dir, poses_dir, tmp_path, capsys):
     import shutil
 
     sdxl = tmp_path / "sdxl"
@@ -157,6 +157,6 @@ def test_sdxl_folder_is_refused_as_such(tiny_model_dir, tmp_path, capsys):
     index = json.loads((sdxl / "model_index.json").read_text())
     index["_class_name"] = "StableDiffusionXLPipeline"
     (sdxl / "model_index.json").write_text(json.dumps(index))
-    msg = _cli_error(["run", "--model", str(sdxl), "--poses", str(tmp_path), "--prompt", "a", "--stages", "1",
+    msg = _cli_error(["run", "--model", str(sdxl), "--poses", str(poses_dir), "--prompt", "a", "--stages", "1",
                       "--out", str(tmp_path / "o")], capsys)
     assert "SDXL" in msg or "XL" in msg

@@ -1,0 +1,583 @@
+"""Stage 3 — combined tuning: fine-tune the UNet on the fused frames (design §3, eq. 6, 15, 16, 20).
+
+Data: stage 2's fused clean latents x^_0^i (N, C, h, w), each frame's prompt embedding e_i, its
+adapter features F(c_i) and its masks M_f^i, M_b^i = 1 - M_f^i (latent resolution). A step draws
+frames, t ~ U{0, ..., T-1} and eps ~ N(0, I), forms z_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
+with the DDPM training schedule, predicts eps_theta(z_t, t, e_i, F(c_i)) and minimises the
+combined loss (eq. 20, one value per sample, `vidtune.losses.combined_loss`), averaged over the
+batch.
+
+Trainable sets (`tuning.trainable`, registry `TRAINABLE`): ``full`` UNet (the paper), ``lora``
+(peft LoRA of rank r, alpha = r, on the attention projections to_q/to_k/to_v/to_out.0) or
+``attention`` (the attn1/attn2 to_q weights only, as Tune-A-Video). Everything else stays frozen.
+
+The run folder's ``stage3/``::
+
+    checkpoints/step_000100/   trainable.safetensors  (trainable parameters, fp32)
+                               optimizer.pt           (AdamW + GradScaler state, batch generator)
+                               state.json             (step, run key, loss history)
+    loss.csv  loss.png         loss per optimizer step
+    unet/                      full:      save_pretrained folder (safetensors)
+    unet_lora.safetensors      lora:      peft LoRA weights, keys "unet.<module>.lora_A.weight"
+    unet_lora_config.json                 rank, alpha, targets (the .safetensors also loads with
+                                          diffusers' `StableDiffusionPipeline.load_lora_weights`)
+    unet_attention.safetensors attention: the to_q weights by parameter name
+    tuning.json                what was trained: kind, rank, steps, final loss, seconds per step
+
+After `run`, ``components.unet`` IS the tuned model (in eval mode, frozen, in its original dtype).
+With LoRA the adapter "vidtune" stays active and unmerged: reloading it with `apply_tuned` then
+gives the same model bit for bit, and applying it twice is harmless (the weights are overwritten,
+never added twice). A merge would save a few percent of stage 4's time but could not be undone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from vidtune import atomic
+from vidtune.config import RunConfig, TuningConfig, stage_hash
+from vidtune.errors import VidtuneError
+from vidtune.inputs import VideoInputs
+from vidtune.losses import combined_loss
+from vidtune.sampling import FeatureBank, PromptBank
+from vidtune.stages.common import build_scheduler, conditioning
+
+STAGE2_FILE = "latents.safetensors"  # stage 2's fused latents, key "x0"
+LORA_ADAPTER = "vidtune"
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+WEIGHT_DECAY = 1e-2
+KEEP_CHECKPOINTS = 2
+RESULT_FILES = {"full": "unet", "lora": "unet_lora.safetensors", "attention": "unet_attention.safetensors"}
+_ATTENTION_Q = re.compile(r"\.attn[12]\.to_q\.weight$")
+_STEP_DIR = re.compile(r"^step_(\d{6,})$")
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TuningData:
+    """What stage 3 trains on, all frames on the training device.
+
+    x0: (N, C, h, w) fused clean latents x^_0 (scaled by the VAE factor); fg: (N, 1, h, w) M_f in
+    [0, 1]; prompts: e_i per frame; features: F(c_i) per frame (empty without an adapter).
+    """
+
+    x0: torch.Tensor
+    fg: torch.Tensor
+    prompts: PromptBank
+    features: FeatureBank
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.x0.shape[0])
+
+    def fingerprint(self) -> str:
+        """A hash of the latents and masks (a checkpoint only resumes on the same data)."""
+        h = hashlib.sha256()
+        for t in (self.x0, self.fg):
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One micro-batch: frame indices (B,), timesteps t (B,) in [0, T) and the noise eps (B, C, h, w)."""
+
+    frames: torch.Tensor
+    t: torch.Tensor
+    eps: torch.Tensor
+
+
+def check_config(cfg: TuningConfig) -> None:
+    """Raise a one-line VidtuneError for a tuning config that cannot train."""
+    if cfg.steps < 1:
+        raise VidtuneError(f"tuning.steps must be >= 1, got {cfg.steps}; set e.g. tuning.steps = 300")
+    if not cfg.lr > 0:
+        raise VidtuneError(f"tuning.lr must be > 0, got {cfg.lr}; SD's default is tuning.lr = 5e-6")
+    if cfg.trainable == "lora" and cfg.lora_rank < 1:
+        raise VidtuneError(f"tuning.lora_rank must be >= 1 for trainable = 'lora', got {cfg.lora_rank}; try 4")
+    for name in ("batch_size", "grad_accum"):
+        if getattr(cfg, name) < 1:
+            raise VidtuneError(f"tuning.{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.warmup_steps < 0 or cfg.checkpoint_every < 0:
+        raise VidtuneError(f"tuning.warmup_steps and tuning.checkpoint_every must be >= 0, "
+                           f"got {cfg.warmup_steps} and {cfg.checkpoint_every}")
+
+
+def _read_tensor(path: Path, key: str, what: str, stages: str) -> torch.Tensor:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise VidtuneError(f"{path}: missing ({what}); run with --stages {stages}")
+    with safe_open(str(path), framework="pt") as f:
+        if key not in f.keys():
+            raise VidtuneError(f"{path}: has no {key!r} tensor ({what}); run with --stages {stages}")
+        return f.get_tensor(key)
+
+
+def load_data(cfg: RunConfig, components, inputs: VideoInputs, stage1_dir: Path, stage2_dir: Path) -> TuningData:
+    """Stage 2's fused latents, stage 1's masks and the frames' conditioning, checked against each other."""
+    from vidtune.stages.separate import LATENTS_FILE as STAGE1_FILE
+
+    x0 = _read_tensor(stage2_dir / STAGE2_FILE, "x0", "stage 2's fused latents", "2,3")
+    fg = _read_tensor(stage1_dir / STAGE1_FILE, "fg", "stage 1's foreground masks", "1,2,3")
+    n = x0.shape[0]
+    if fg.shape[0] != n:
+        raise VidtuneError(f"{stage1_dir / STAGE1_FILE}: {fg.shape[0]} masks but stage 2 has {n} fused frames; "
+                           f"rerun with --stages 1,2,3")
+    if inputs.num_frames != n:
+        raise VidtuneError(f"{stage2_dir / STAGE2_FILE}: {n} fused frames but the inputs have {inputs.num_frames} "
+                           f"frames; rerun with --stages 1,2,3")
+    if x0.ndim != 4 or fg.ndim != 4 or fg.shape[1] != 1 or fg.shape[2:] != x0.shape[2:]:
+        raise VidtuneError(f"{stage1_dir / STAGE1_FILE}: masks {tuple(fg.shape)} do not match the fused latents "
+                           f"{tuple(x0.shape)} (want (N, 1, h, w)); rerun with --stages 1,2,3")
+    cond = conditioning(components, inputs.pose_images, inputs.prompts, cfg.inputs.negative_prompt,
+                        cfg.sampling.adapter_scale)
+    device = components.device
+    return TuningData(x0=x0.to(device, torch.float32), fg=fg.to(device, torch.float32).clamp(0, 1),
+                      prompts=cond.prompts, features=cond.features)
+
+
+# --------------------------------------------------------------------------------------------
+# Trainable parameter sets
+# --------------------------------------------------------------------------------------------
+
+def _full(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
+    """Every UNet parameter (the paper's choice)."""
+    return dict(unet.named_parameters())
+
+
+def _attention(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
+    """The query projections of self- and cross-attention, attn1/attn2 to_q (Tune-A-Video)."""
+    params = {n: p for n, p in unet.named_parameters() if _ATTENTION_Q.search(n)}
+    if not params:
+        raise VidtuneError("tuning.trainable = 'attention': this UNet has no attn1/attn2 to_q weights; "
+                           "use 'full' or 'lora'")
+    return params
+
+
+def lora_config(rank: int) -> Any:
+    """peft LoraConfig of rank r with alpha = r (scale 1) on the attention projections."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True, target_modules=list(LORA_TARGETS))
+
+
+def _lora(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
+    """A fresh LoRA adapter "vidtune" (B = 0, so the UNet starts unchanged; A seeded by tuning.seed)."""
+    if LORA_ADAPTER in (getattr(unet, "peft_config", None) or {}):
+        unet.delete_adapters(LORA_ADAPTER)
+    unet.add_adapter(lora_config(cfg.lora_rank), adapter_name=LORA_ADAPTER)  # also makes it the active one
+    params = {n: p for n, p in unet.named_parameters() if f".{LORA_ADAPTER}." in n and "lora_" in n}
+    # peft draws A from the global RNG; redraw it from our own generator (same kaiming-uniform bound).
+    gen = torch.Generator("cpu").manual_seed(cfg.seed)
+    with torch.no_grad():
+        for name, p in params.items():
+            if "lora_A" in name:
+                bound = 1.0 / p.shape[1] ** 0.5
+                p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * bound)
+    return params
+
+
+TRAINABLE: dict[str, Callable[[Any, TuningConfig], dict[str, torch.nn.Parameter]]] = {
+    "full": _full, "lora": _lora, "attention": _attention}
+"""Trainable sets by `tuning.trainable`: each prepares the UNet and returns its parameters by name."""
+
+
+def select_trainable(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
+    """Freeze the UNet, then unfreeze (and for LoRA create) the configured set; returns it by name."""
+    if cfg.trainable not in TRAINABLE:
+        raise VidtuneError(f"tuning.trainable = {cfg.trainable!r}: choose one of {', '.join(TRAINABLE)}")
+    unet.requires_grad_(False)
+    params = TRAINABLE[cfg.trainable](unet, cfg)
+    for p in params.values():
+        p.requires_grad_(True)
+    return params
+
+
+# --------------------------------------------------------------------------------------------
+# The training loop
+# --------------------------------------------------------------------------------------------
+
+def warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
+    """Linear warm-up: the learning rate of optimizer step `step` (0-based), lr * min(1, (step + 1) / W)."""
+    return lr if warmup_steps <= 0 else lr * min(1.0, (step + 1) / warmup_steps)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: "auto" = bf16 where CUDA supports it, else fp16; none on the CPU."""
+    if device.type != "cuda":
+        if name in ("fp16", "bf16"):
+            raise VidtuneError(f"tuning.mixed_precision = {name!r} needs a CUDA device (this run is on "
+                               f"{device.type}); use 'auto' or 'no'")
+        return None
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+class TrainLoop:
+    """AdamW on the trainable parameters with warm-up, clipping, accumulation and checkpoints.
+
+    All randomness (which frames, t, eps) comes from one CPU generator seeded by `tuning.seed` and
+    saved in every checkpoint, so a resumed run draws exactly the batches an uninterrupted one does.
+    The learning rate is a function of the step (`warmup_lr`), so it needs no state of its own.
+    ``out_dir`` (stage3/) receives checkpoints/ and loss.csv; None keeps everything in memory.
+    ``key`` identifies the run (config and data); a checkpoint with another key is never resumed.
+    """
+
+    def __init__(self, unet, data: TuningData, noise_scheduler, cfg: TuningConfig,
+                 params: dict[str, torch.nn.Parameter], out_dir: Path | None = None, key: str = "") -> None:
+        self.unet, self.data, self.noise_scheduler, self.cfg = unet, data, noise_scheduler, cfg
+        self.params, self.out_dir, self.key = params, out_dir, key
+        self.device = data.x0.device
+        self.precision = resolve_precision(cfg.mixed_precision, self.device)
+        self.optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == torch.float16)
+        self.num_train_timesteps = int(noise_scheduler.config.num_train_timesteps)
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to step 0: a fresh generator, no loss history, an empty optimizer state."""
+        self.step = 0
+        self.losses: list[float] = []
+        self.seconds: list[float] = []
+        self.generator = torch.Generator("cpu").manual_seed(self.cfg.seed)
+        self.optimizer.state.clear()
+
+    # --- steps -----------------------------------------------------------------------------
+    def run_loop(self, progress: bool = False) -> list[float]:
+        """Train until `tuning.steps`, checkpointing every `checkpoint_every` steps and at the end."""
+        every = self.cfg.checkpoint_every
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="stage 3: tuning", disable=not progress,
+                   leave=False, unit="step")
+        while self.step < self.cfg.steps:
+            start = time.perf_counter()
+            loss = self.run_step()
+            self.seconds.append(time.perf_counter() - start)
+            self._log(loss)
+            if self.out_dir is not None and ((every and self.step % every == 0) or self.step == self.cfg.steps):
+                self.save_checkpoint()
+            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update()
+        bar.close()
+        return self.losses
+
+    def run_step(self) -> float:
+        """One optimizer step over `grad_accum` micro-batches; returns their mean loss."""
+        lr = warmup_lr(self.step, self.cfg.lr, self.cfg.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = [self.forward_backward(self.next_batch()) for _ in range(self.cfg.grad_accum)]
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        loss = sum(losses) / len(losses)
+        self.losses.append(loss)
+        return loss
+
+    def next_batch(self) -> Batch:
+        """Draw min(batch_size, N) distinct frames, their timesteps and noise from the generator."""
+        n, g = self.data.num_frames, self.generator
+        frames = torch.randperm(n, generator=g)[:min(self.cfg.batch_size, n)]
+        t = torch.randint(0, self.num_train_timesteps, (len(frames),), generator=g)
+        eps = torch.randn((len(frames), *self.data.x0.shape[1:]), generator=g)
+        return Batch(frames=frames, t=t, eps=eps)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Eq. 20 per sample (B,) at the batch's t and eps: z_t = add_noise(x0, eps, t), eps_theta(z_t)."""
+        d, dev = self.data, self.device
+        frames, t, eps = batch.frames.to(dev), batch.t.to(dev), batch.eps.to(dev, torch.float32)
+        x0, fg = d.x0[frames], d.fg[frames]
+        z_t = self.noise_scheduler.add_noise(x0, eps, t)
+        e = d.prompts.take(batch.frames).to(dev, torch.float32)  # e_i
+        feats = d.features.take(batch.frames, dev, torch.float32) if d.features.num_frames else []  # F(c_i)
+        extra = {"down_intrablock_additional_residuals": feats} if feats else {}
+        with torch.autocast(dev.type, dtype=self.precision or torch.float32, enabled=self.precision is not None):
+            eps_theta = self.unet(z_t, t, encoder_hidden_states=e, return_dict=False, **extra)[0]
+        c = self.cfg
+        return combined_loss(eps_theta.float(), eps, fg, 1.0 - fg, c.l_n, c.l_f, c.l_b)
+
+    def forward_backward(self, batch: Batch) -> float:
+        """Backpropagate the batch-mean loss (divided by grad_accum); returns the mean."""
+        loss = self.loss(batch).mean()
+        self.scaler.scale(loss / self.cfg.grad_accum).backward()
+        return float(loss.detach())
+
+    # --- logging ---------------------------------------------------------------------------
+    @property
+    def loss_csv(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / "loss.csv"
+
+    def _log(self, loss: float) -> None:
+        if self.loss_csv is None:
+            return
+        if self.step == 1 or not self.loss_csv.exists():
+            self._rewrite_loss_csv(self.losses[:-1])
+        with open(self.loss_csv, "a", newline="") as fh:
+            csv.writer(fh).writerow([self.step, f"{loss:.6f}"])
+
+    def _rewrite_loss_csv(self, losses: list[float]) -> None:
+        rows = "".join(f"{i + 1},{v:.6f}\n" for i, v in enumerate(losses))
+        atomic.write_text(self.loss_csv, "step,loss\n" + rows)
+
+    # --- checkpoints -----------------------------------------------------------------------
+    @property
+    def checkpoint_root(self) -> Path:
+        if self.out_dir is None:
+            raise ValueError("this TrainLoop has no out_dir, so no checkpoints")
+        return self.out_dir / "checkpoints"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints (step, folder), oldest first."""
+        if self.out_dir is None or not self.checkpoint_root.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoint_root.iterdir()
+                 if (m := _STEP_DIR.match(p.name)) and (p / "state.json").is_file()]
+        return sorted(found)
+
+    def save_checkpoint(self) -> Path:
+        """Write checkpoints/step_XXXXXX/ atomically and keep only the newest KEEP_CHECKPOINTS."""
+        target = self.checkpoint_root / f"step_{self.step:06d}"
+        with atomic.atomic_dir(target) as tmp:
+            atomic.write_safetensors(tmp / "trainable.safetensors",
+                                     {n: p.detach().float() for n, p in self.params.items()})
+            torch.save({"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                        "generator": self.generator.get_state()}, tmp / "optimizer.pt")
+            atomic.write_json(tmp / "state.json", {"step": self.step, "key": self.key, "trainable": self.cfg.trainable,
+                                                   "names": list(self.params), "losses": self.losses})
+        for _, old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore parameters, optimizer, scaler, generator, step and loss history from `folder`."""
+        from safetensors.torch import load_file
+
+        state = json.loads((folder / "state.json").read_text())
+        if state["names"] != list(self.params):
+            raise VidtuneError(f"{folder}: holds other trainable parameters than tuning.trainable = "
+                               f"{self.cfg.trainable!r}; delete {folder.parent} to start over")
+        weights = load_file(str(folder / "trainable.safetensors"))
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(weights[name])
+        other = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(other["optimizer"])
+        self.scaler.load_state_dict(other["scaler"])
+        self.generator.set_state(other["generator"])
+        self.step, self.losses, self.seconds = int(state["step"]), list(state["losses"]), []
+        if self.loss_csv is not None:
+            self._rewrite_loss_csv(self.losses)
+
+    def resume(self) -> int:
+        """Load the newest checkpoint of this run (same key, step <= tuning.steps); returns its step.
+
+        With none usable, stale checkpoints (another config or other data) are deleted and training
+        starts at step 0.
+        """
+        usable = [(s, p) for s, p in self.checkpoints() if s <= self.cfg.steps and self._key_of(p) == self.key]
+        if usable:
+            self.load_checkpoint(usable[-1][1])
+            return self.step
+        if self.out_dir is not None and self.checkpoint_root.exists():
+            shutil.rmtree(self.checkpoint_root)
+        return 0
+
+    @staticmethod
+    def _key_of(folder: Path) -> str | None:
+        try:
+            return json.loads((folder / "state.json").read_text()).get("key")
+        except (OSError, json.JSONDecodeError):
+            return None
+
+
+@contextlib.contextmanager
+def training_mode(unet, cfg: TuningConfig, device: torch.device) -> Iterator[None]:
+    """fp32 master weights, train mode and (on CUDA) gradient checkpointing for the block; afterwards
+    the UNet is back in its dtype, in eval mode and frozen."""
+    dtype = unet.dtype
+    checkpointing = cfg.gradient_checkpointing and device.type == "cuda"
+    if dtype != torch.float32:
+        unet.to(torch.float32)
+    unet.train()
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        if checkpointing:
+            unet.disable_gradient_checkpointing()
+        unet.requires_grad_(False)
+        unet.eval()
+        if dtype != torch.float32:
+            unet.to(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Results: save, plot, load back
+# --------------------------------------------------------------------------------------------
+
+def save_result(unet, cfg: TuningConfig, stage_dir: Path) -> Path:
+    """Write the tuned weights the in-memory UNet uses (see the module docstring for the files)."""
+    if cfg.trainable == "full":
+        with atomic.atomic_dir(stage_dir / RESULT_FILES["full"]) as tmp:
+            unet.save_pretrained(tmp, safe_serialization=True)
+    elif cfg.trainable == "lora":
+        from peft.utils import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(unet, adapter_name=LORA_ADAPTER)
+        atomic.write_safetensors(stage_dir / RESULT_FILES["lora"], {f"unet.{k}": v for k, v in state.items()},
+                                 metadata={"format": "pt"})
+        atomic.write_json(stage_dir / "unet_lora_config.json",
+                          {"r": cfg.lora_rank, "lora_alpha": cfg.lora_rank, "target_modules": list(LORA_TARGETS)})
+    else:
+        atomic.write_safetensors(stage_dir / RESULT_FILES["attention"],
+                                 {n: p for n, p in unet.named_parameters() if _ATTENTION_Q.search(n)})
+    return stage_dir / RESULT_FILES[cfg.trainable]
+
+
+def write_loss_plot(losses: list[float], path: Path) -> None:
+    """Loss per step and its running mean as a PNG (matplotlib's Agg canvas, no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.subplots()
+    steps = list(range(1, len(losses) + 1))
+    ax.plot(steps, losses, lw=0.8, alpha=0.4, label="loss")
+    window = max(1, len(losses) // 20)
+    run_mean = torch.tensor(losses).unfold(0, window, 1).mean(1).tolist() if losses else []
+    ax.plot(steps[window - 1:], run_mean, lw=1.5, label=f"mean of {window}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (eq. 20)")
+    ax.legend()
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def _load_full(unet, stage_dir: Path, info: dict[str, Any]) -> None:
+    from safetensors.torch import load_file
+
+    folder = stage_dir / RESULT_FILES["full"]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise VidtuneError(f"{folder}: no .safetensors weights; rerun with --stages 3")
+    state = {k: v for f in files for k, v in load_file(str(f)).items()}
+    missing, unexpected = unet.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise VidtuneError(f"{folder}: does not fit this UNet ({len(missing)} missing, {len(unexpected)} unexpected "
+                           f"weights, e.g. {(missing or unexpected)[0]}); rerun with --stages 3")
+
+
+def _load_lora(unet, stage_dir: Path, info: dict[str, Any]) -> None:
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = stage_dir / RESULT_FILES["lora"]
+    config = json.loads((stage_dir / "unet_lora_config.json").read_text())
+    if LORA_ADAPTER not in (getattr(unet, "peft_config", None) or {}):
+        unet.add_adapter(lora_config(int(config["r"])), adapter_name=LORA_ADAPTER)
+    state = {k.removeprefix("unet."): v for k, v in load_file(str(path)).items()}
+    result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER)
+    if getattr(result, "unexpected_keys", None):
+        raise VidtuneError(f"{path}: LoRA weights do not fit this UNet (e.g. {result.unexpected_keys[0]}); "
+                           f"rerun with --stages 3")
+    unet.set_adapter(LORA_ADAPTER)
+
+
+def _load_attention(unet, stage_dir: Path, info: dict[str, Any]) -> None:
+    from safetensors.torch import load_file
+
+    path = stage_dir / RESULT_FILES["attention"]
+    params = dict(unet.named_parameters())
+    weights = load_file(str(path))
+    bad = [n for n, w in weights.items() if n not in params or params[n].shape != w.shape]
+    if bad:
+        raise VidtuneError(f"{path}: weight {bad[0]} does not fit this UNet; rerun with --stages 3")
+    with torch.no_grad():
+        for name, w in weights.items():
+            params[name].copy_(w)
+
+
+LOADERS: dict[str, Callable[[Any, Path, dict[str, Any]], None]] = {
+    "full": _load_full, "lora": _load_lora, "attention": _load_attention}
+
+
+def apply_tuned(components, stage_dir: Path) -> None:
+    """Load stage 3's result (stage_dir = the run's stage3/) into ``components.unet`` in place.
+
+    Idempotent: full weights and to_q weights are overwritten, a LoRA adapter "vidtune" that is
+    already there gets the saved weights instead of a second copy. So calling it on a UNet that
+    `run` just tuned, or twice, is fine. A 'full' or 'attention' result replaces base weights, so
+    the untuned model comes back only by loading the base model again.
+    """
+    stage_dir = Path(stage_dir)
+    info_path = stage_dir / "tuning.json"
+    if not info_path.is_file():
+        raise VidtuneError(f"{info_path}: missing, so stage 3 has not finished; run with --stages 3 "
+                           f"(or --stages 2,3)")
+    info = json.loads(info_path.read_text())
+    kind = info.get("trainable")
+    if kind not in LOADERS:
+        raise VidtuneError(f"{info_path}: unknown trainable kind {kind!r}; rerun with --stages 3")
+    result = stage_dir / RESULT_FILES[kind]
+    if not result.exists():
+        raise VidtuneError(f"{result}: missing (tuning.json says {kind!r}); rerun with --stages 3")
+    LOADERS[kind](components.unet, stage_dir, info)
+    components.unet.requires_grad_(False)
+    components.unet.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+def run_key(cfg: RunConfig, data: TuningData) -> str:
+    """Identity of a tuning run: the config up to stage 3 (steps and checkpoint_every aside, so a
+    longer run continues a shorter one) and the data."""
+    neutral = replace(cfg, tuning=replace(cfg.tuning, steps=0, checkpoint_every=0))
+    return f"{stage_hash(neutral, 3)}-{data.fingerprint()}"
+
+
+def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = True) -> dict:
+    """Stage 3: check -> load data -> choose the trainable set -> train (resuming) -> save -> report."""
+    t = cfg.tuning
+    stage_dir = rd.stage(3)
+    check_config(t)
+    data = load_data(cfg, components, inputs, rd.stage(1), rd.stage(2))
+    noise_scheduler = build_scheduler(components.scheduler, replace(cfg.sampling, scheduler="ddpm"))
+    unet = components.unet
+    with training_mode(unet, t, components.device):
+        params = select_trainable(unet, t)
+        loop = TrainLoop(unet, data, noise_scheduler, t, params, out_dir=stage_dir, key=run_key(cfg, data))
+        resumed_from = loop.resume()
+        loop.run_loop(progress=progress)
+    save_result(unet, t, stage_dir)
+    write_loss_plot(loop.losses, stage_dir / "loss.png")
+    seconds = sum(loop.seconds) / len(loop.seconds) if loop.seconds else 0.0
+    info = {"trainable": t.trainable, "lora_rank": t.lora_rank if t.trainable == "lora" else None,
+            "steps": loop.step, "final_loss": round(loop.losses[-1], 6), "seconds_per_step": round(seconds, 4),
+            "resumed_from": resumed_from, "trainable_parameters": sum(p.numel() for p in params.values()),
+            "config": asdict(t)}
+    atomic.write_json(stage_dir / "tuning.json", info)
+    return {k: info[k] for k in ("trainable", "steps", "final_loss", "seconds_per_step", "resumed_from")}

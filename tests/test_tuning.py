@@ -1,0 +1,214 @@
+"""Stage 3 (combined tuning) on the tiny random model: learning, trainable sets, round trips, resume, errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidtune import atomic
+from vidtune.config import RunConfig, TuningConfig
+from vidtune.errors import VidtuneError
+from vidtune.inputs import VideoInputs
+from vidtune.models import load_components, make_tiny
+from vidtune.rundir import RunDir
+from vidtune.stages import tuning
+from vidtune.stages.common import build_scheduler
+
+FRAMES = 4
+LATENT = (4, 8, 8)  # the tiny model: 32 px images, 8 x 8 latents
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One CPU thread: the tiny model trains several times faster on a shared, busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "model", with_sam=False)
+
+
+@pytest.fixture
+def components(tiny_dir):
+    """Fresh components per test (tuning changes the UNet in place)."""
+    return load_components(tiny_dir)
+
+
+def make_run(root: Path, frames: int = FRAMES, masks: int | None = None) -> tuple[RunDir, VideoInputs]:
+    """A run folder with stage 1 masks (a centred box) and stage 2 fused latents, plus the inputs."""
+    g = torch.Generator().manual_seed(0)
+    rd = RunDir(root)
+    fg = torch.zeros(masks or frames, 1, *LATENT[1:])
+    fg[:, :, 2:6, 3:5] = 1.0
+    atomic.write_safetensors(rd.stage(1) / "latents.safetensors", {"fg": fg, "x0": torch.randn(frames, *LATENT)})
+    atomic.write_safetensors(rd.stage(2) / "latents.safetensors", {"x0": torch.randn(frames, *LATENT, generator=g)})
+    poses = np.random.default_rng(0).integers(0, 256, (frames, 32, 32, 3), dtype=np.uint8)
+    inputs = VideoInputs(pose_images=poses, keypoints=None, prompts=["a person dancing on the beach"] * frames,
+                         fps=8.0, summary="test")
+    return rd, inputs
+
+
+def config(**tuning_fields) -> RunConfig:
+    fields = dict(steps=3, lr=1e-3, checkpoint_every=0, seed=0) | tuning_fields
+    return RunConfig(tuning=TuningConfig(**fields))
+
+
+@torch.no_grad()
+def eps_of(components, rd: RunDir, inputs: VideoInputs) -> torch.Tensor:
+    """The UNet's eps on fixed inputs: (FRAMES, 4, 8, 8), conditioned like training."""
+    data = tuning.load_data(config(), components, inputs, rd.stage(1), rd.stage(2))
+    z = torch.randn(FRAMES, *LATENT, generator=torch.Generator().manual_seed(1))
+    feats = data.features.take(range(FRAMES), z.device, z.dtype)
+    return components.unet(z, torch.tensor([10, 300, 600, 900]), encoder_hidden_states=data.prompts.take(range(FRAMES)),
+                           down_intrablock_additional_residuals=feats, return_dict=False)[0]
+
+
+def state(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed_names(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k in before if not torch.equal(before[k], after[k])]
+
+
+# --------------------------------------------------------------------------------------------
+
+def test_loss_goes_down_on_a_fixed_batch(components, tmp_path):
+    rd, inputs = make_run(tmp_path)
+    cfg = TuningConfig(trainable="full", lr=1e-3, steps=20, batch_size=2)
+    data = tuning.load_data(RunConfig(tuning=cfg), components, inputs, rd.stage(1), rd.stage(2))
+    noise = build_scheduler(components.scheduler, replace(RunConfig().sampling, scheduler="ddpm"))
+    with tuning.training_mode(components.unet, cfg, components.device):
+        loop = tuning.TrainLoop(components.unet, data, noise, cfg, tuning.select_trainable(components.unet, cfg))
+        fixed = loop.next_batch()
+        loop.next_batch = lambda: fixed
+        losses = loop.run_loop()
+    print(f"fixed-batch loss: step 1 {losses[0]:.4f} -> step {len(losses)} {losses[-1]:.4f}")
+    assert len(losses) == 20
+    assert losses[-1] < 0.5 * losses[0]
+    assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_attention_set_changes_only_attn_to_q(components, tmp_path):
+    rd, inputs = make_run(tmp_path)
+    before = state(components.unet)
+    info = tuning.run(config(trainable="attention"), components, inputs, rd, progress=False)
+    changed = changed_names(before, state(components.unet))
+    assert changed, "nothing was trained"
+    assert all("to_q" in k and (".attn1." in k or ".attn2." in k) for k in changed), changed
+    assert info["trainable"] == "attention" and info["steps"] == 3
+    saved = rd.stage(3) / "unet_attention.safetensors"
+    from safetensors.torch import load_file
+    assert sorted(load_file(str(saved))) == sorted(k for k in before if tuning._ATTENTION_Q.search(k))
+
+
+def test_full_run_writes_its_files_and_leaves_frozen_parts_alone(components, tmp_path):
+    rd, inputs = make_run(tmp_path)
+    frozen = {name: state(getattr(components, name)) for name in ("text_encoder", "adapter", "vae")}
+    info = tuning.run(config(trainable="full", checkpoint_every=2), components, inputs, rd, progress=False)
+    for name, before in frozen.items():
+        assert not changed_names(before, state(getattr(components, name))), name
+    s3 = rd.stage(3)
+    assert (s3 / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (s3 / "loss.png").stat().st_size > 0
+    rows = (s3 / "loss.csv").read_text().splitlines()
+    assert rows[0] == "step,loss" and len(rows) == 1 + 3
+    assert sorted(p.name for p in (s3 / "checkpoints").iterdir()) == ["step_000002", "step_000003"]
+    assert not components.unet.training and not any(p.requires_grad for p in components.unet.parameters())
+    assert info["final_loss"] == pytest.approx(float(rows[-1].split(",")[1]), abs=1e-6)
+    print(f"tiny model, full UNet: {info['seconds_per_step'] * 1000:.0f} ms/step")
+
+
+@pytest.mark.parametrize("kind", ["lora", "full"])
+def test_saved_result_reloads_to_the_same_model(kind, components, tiny_dir, tmp_path):
+    rd, inputs = make_run(tmp_path)
+    base_eps = eps_of(components, rd, inputs)
+    base = state(components.unet)
+    tuning.run(config(trainable=kind, lora_rank=2), components, inputs, rd, progress=False)
+    tuned_eps = eps_of(components, rd, inputs)
+    assert (tuned_eps - base_eps).abs().max() > 1e-4
+    if kind == "lora":  # the base weights stay; only the adapter learned
+        now = components.unet.state_dict()
+        assert all(torch.equal(v, now[k]) for k, v in base.items() if k in now)
+    fresh = load_components(tiny_dir)  # a new process: the base model, then the stage-3 result
+    tuning.apply_tuned(fresh, rd.stage(3))
+    torch.testing.assert_close(eps_of(fresh, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
+    tuning.apply_tuned(fresh, rd.stage(3))  # idempotent
+    torch.testing.assert_close(eps_of(fresh, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
+    tuning.apply_tuned(components, rd.stage(3))  # also on the UNet that run() tuned
+    torch.testing.assert_close(eps_of(components, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tiny_dir, tmp_path, monkeypatch):
+    cfg = config(trainable="lora", steps=4, checkpoint_every=2, batch_size=2, grad_accum=2, warmup_steps=2)
+    straight = load_components(tiny_dir)
+    rd_a, inputs = make_run(tmp_path / "a")
+    info_a = tuning.run(cfg, straight, inputs, rd_a, progress=False)
+
+    rd_b, _ = make_run(tmp_path / "b")
+    original = tuning.TrainLoop.run_step
+
+    def killed_at_step_4(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(tuning.TrainLoop, "run_step", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run(cfg, load_components(tiny_dir), inputs, rd_b, progress=False)
+    monkeypatch.setattr(tuning.TrainLoop, "run_step", original)
+    resumed = load_components(tiny_dir)  # a new process
+    info_b = tuning.run(cfg, resumed, inputs, rd_b, progress=False)
+
+    assert info_b["resumed_from"] == 2 and info_b["steps"] == 4
+    assert info_b["final_loss"] == pytest.approx(info_a["final_loss"], abs=1e-6)
+    a, b = straight.unet.state_dict(), resumed.unet.state_dict()
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert (rd_a.stage(3) / "loss.csv").read_text() == (rd_b.stage(3) / "loss.csv").read_text()
+
+    # Another config never resumes the old checkpoints (step_000002 has another key).
+    other = replace(cfg, tuning=replace(cfg.tuning, lr=2e-3, steps=2))
+    info_c = tuning.run(other, load_components(tiny_dir), inputs, rd_b, progress=False)
+    assert info_c["resumed_from"] == 0
+
+
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fields, words", [
+    (dict(trainable="lora", lora_rank=0), ["tuning.lora_rank"]),
+    (dict(steps=0), ["tuning.steps"]),
+    (dict(lr=0.0), ["tuning.lr"]),
+    (dict(lr=-1e-5), ["tuning.lr"]),
+])
+def test_bad_config_is_a_vidtune_error(fields, words, components, tmp_path):
+    rd, inputs = make_run(tmp_path)
+    with pytest.raises(VidtuneError) as err:
+        tuning.run(config(**fields), components, inputs, rd, progress=False)
+    assert all(w in str(err.value) for w in words) and "\n" not in str(err.value)
+
+
+def test_missing_stage2_says_which_file_and_what_to_run(components, tmp_path):
+    rd, inputs = make_run(tmp_path)
+    (rd.stage(2) / "latents.safetensors").unlink()
+    with pytest.raises(VidtuneError, match=r"stage2/latents\.safetensors.*--stages 2,3"):
+        tuning.run(config(), components, inputs, rd, progress=False)
+
+
+def test_mask_count_must_match_frames(components, tmp_path):
+    rd, inputs = make_run(tmp_path, masks=FRAMES - 1)
+    with pytest.raises(VidtuneError, match=rf"{FRAMES - 1} masks.*{FRAMES} fused frames"):
+        tuning.run(config(), components, inputs, rd, progress=False)
+
+
+def test_apply_tuned_without_a_finished_stage3(components, tmp_path):
+    with pytest.raises(VidtuneError, match="tuning.json.*--stages 3"):
+        tuning.apply_tuned(components, tmp_path / "stage3")

@@ -1,0 +1,172 @@
+"""`vidtune ablate` end to end on the tiny random model: one short sequence, two steps.
+
+The numbers mean nothing on a random model; what is checked is the wiring: every variant makes a
+video of the right length, the base-model variants run on the untouched base UNet and the tuned
+ones on stage 3's, the shared components are never modified, the table and the report hold
+everything, and the ground truth's static background scores as perfectly still.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidtune import ablate
+from vidtune.errors import VidtuneError
+from vidtune.video import list_image_files, video_info
+
+N = 5
+
+CONFIG = """
+[ablation]
+frames = {n}
+
+[[sequences]]
+name = "wave"
+motion = "wave"
+prompt = "a red figure waving on a beach at sunset"
+seed = 3
+
+[run.model]
+path = "{model}"
+
+[run.inputs]
+height = 32
+width = 32
+
+[run.sampling]
+steps = 2
+guidance = 3.0
+
+[run.separate]
+segmenter = "grabcut"
+
+[run.tuning]
+steps = 1
+checkpoint_every = 0
+
+[run.codenoise]
+clip_length = 3
+stride = 2
+"""
+
+
+def _checksum(module: torch.nn.Module) -> float:
+    return float(sum(p.detach().double().abs().sum() for p in module.parameters()))
+
+
+@pytest.fixture(scope="module")
+def ablation(tiny_model_dir, tiny_components, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablate")
+    cfg = root / "ablation.toml"
+    cfg.write_text(CONFIG.format(n=N, model=tiny_model_dir))
+    before = _checksum(tiny_components.unet)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster, and fair to a busy machine
+    try:
+        out = ablate.run_ablation(str(cfg), out=str(root / "out"), progress=False, components=tiny_components)
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((out / "ablation.json").read_text())
+    return {"out": out, "result": result, "unet_before": before, "unet_after": _checksum(tiny_components.unet),
+            "components": tiny_components, "config": cfg}
+
+
+def test_every_variant_makes_a_video_of_every_frame(ablation):
+    outputs = ablation["result"]["outputs"]["wave"]
+    assert set(outputs["frames"]) == set(ablate.VARIANTS)
+    for name, folder in outputs["frames"].items():
+        assert len(list_image_files(folder)) == N, name
+    assert video_info(outputs["grid"]).num_frames == N
+    curves = ablation["result"]["flicker_curves"]["wave"]
+    assert all(len(curves[v]) == N - 1 for v in ablate.VARIANTS)
+
+
+def test_base_variants_use_the_base_unet_and_tuned_variants_the_tuned_one(ablation):
+    seq = ablation["out"] / "sequences" / "wave"
+    for v in ablate.VARIANTS.values():
+        if v.source != "stage4":
+            continue
+        done = json.loads((seq / v.name / "stage4" / "done.json").read_text())
+        assert done["unet"] == v.unet, v.name
+        assert (seq / v.name / "stage3").exists() == (v.unet == "tuned"), v.name
+    assert (seq / "base" / "stage3" / "done.json").is_file()
+    # stage 3 tuned a private copy: the shared components are untouched
+    assert ablation["unet_after"] == ablation["unet_before"]
+    assert "tuned" not in ablation["components"].sources
+    done = json.loads((seq / "t2v_zero" / "stage4" / "done.json").read_text())
+    assert done["clips"] == 1 and done["attention"] == "first"
+    done = json.loads((seq / "stages_1_2_3" / "stage4" / "done.json").read_text())
+    assert done["clips"] == N and done["attention"] == "none"
+
+
+def test_table_has_every_variant_and_metric(ablation):
+    result = ablation["result"]
+    summary = result["summary"]
+    keys = [k for k, *_ in ablate.TABLE_METRICS]
+    for v in ablate.VARIANTS.values():
+        for key in keys:
+            stat = summary[v.name].get(key)
+            if key == "seam_ratio.ratio":
+                assert (stat is not None and stat["mean"] is not None) == v.seams, v.name
+            else:
+                assert stat is not None and stat["mean"] is not None, (v.name, key)
+    md = (ablation["out"] / "ablation.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| variant | flicker"))
+    for _, title, *_ in ablate.TABLE_METRICS:
+        assert f"| {title} |" in header or header.endswith(f"| {title}")
+    for name in ablate.VARIANTS:
+        assert re.search(rf"^\| {name} \| [-0-9]", md, re.M), name
+    assert "vidtune ablate" in md and "CPU cores" in md
+
+
+def test_ground_truth_background_is_still(ablation):
+    gt = ablation["result"]["per_sequence"]["wave"]["ground_truth"]
+    # a static scene behind a moving figure: no background change at all
+    assert gt["flicker.mean_abs_diff_bg"] == 0.0 and gt["bg_stability.std"] == 0.0 and gt["drift_bg.mean"] == 0.0
+    assert gt["flicker.mean_abs_diff"] > 0.0  # the figure moves
+    others = ablation["result"]["per_sequence"]["wave"]
+    assert gt["flicker.mean_abs_diff_bg"] == min(m["flicker.mean_abs_diff_bg"] for m in others.values())
+
+
+def test_report_embeds_the_plots_and_videos(ablation):
+    out = ablation["out"]
+    for name in ("metrics.png", "flicker_curves.png", "ablation.md", "report.html"):
+        assert (out / name).is_file(), name
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+    assert html.count("data:video/mp4;base64,") == 1
+    assert "full_global" in html and "ground_truth" in html
+
+
+def test_rerun_resumes_every_stage(ablation):
+    seq = ablation["out"] / "sequences" / "wave"
+    stamps = {p: p.read_text() for p in seq.glob("*/stage*/done.json")}
+    ablate.run_ablation(str(ablation["config"]), out=str(ablation["out"]), progress=False,
+                        components=ablation["components"])
+    assert {p: p.read_text() for p in seq.glob("*/stage*/done.json")} == stamps
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('[ablation]\nvariants = ["full", "nope"]\n', "unknown variant 'nope'"),
+    ('[[sequences]]\nmotion = "fly"\nprompt = "a red figure on a beach at night"\n', "unknown motion 'fly'"),
+    ('[[sequences]]\nmotion = "walk"\nprompt = "a cat"\n', "not in the synthetic grammar"),
+    ('[ablation]\nframe = 3\n', "unknown key 'frame'"),
+    ('[run.sampling]\nstep = 3\n', "sampling.step"),
+    ('[[sequences]]\nmotion = "walk"\n', "missing 'prompt'"),
+])
+def test_config_errors_name_the_key(tmp_path, text, fragment):
+    path = tmp_path / "a.toml"
+    path.write_text(text)
+    with pytest.raises(VidtuneError, match=re.escape(fragment)):
+        ablate.load_spec(path)
+
+
+def test_default_spec_has_three_unseen_motions():
+    spec = ablate.load_spec(None)
+    assert len({s.motion for s in spec.sequences}) >= 3 and all(s.frames >= 16 for s in spec.sequences)
+    assert len({s.prompt for s in spec.sequences}) == len(spec.sequences)
+    assert spec.variants == tuple(ablate.VARIANTS)
+    assert isinstance(Path(ablate.__file__), Path)

@@ -1,0 +1,577 @@
+"""Train the embedded demo model on single frames of the synthetic world (as SD is trained on images).
+
+    python -m vidtune.demo_train --out /tmp/demo_train --vae-minutes 12 --unet-minutes 55
+
+Steps (each resumable; a rerun with the same ``out_dir`` picks up where a killed one stopped):
+
+1. dataset:  pre-render ``num_frames`` single frames (random scene x random motion/pose x random
+   prompt) with their OpenPose condition images and prompts, cached as .npy in ``out_dir/data``;
+2. vae:      AutoencoderKL (3 levels, f = 4: 64x64x3 <-> 16x16x4) on L1 + a tiny KL, for a time
+   budget; then every frame is encoded once (posterior mean and std) and the latent scaling
+   factor is set so that scaled latents have unit variance, as SD's 0.18215 does;
+3. unet:     UNet2DConditionModel + T2IAdapter (full_adapter) + CLIPTextModel trained jointly on
+   the epsilon loss under SD's schedule (scaled_linear 0.00085 -> 0.012, 1000 steps), 10% of the
+   prompts dropped to "" for classifier-free guidance, EMA of the weights, for a time budget;
+4. export:   the diffusers folder layout (model_index.json, unet/, vae/, text_encoder/,
+   tokenizer/, scheduler/, adapter/) as safetensors; UNet, adapter and VAE stored in fp16 so the
+   whole folder stays under 25 MB (they load back as fp32 with the plain from_pretrained calls).
+
+Phases are budgeted in minutes, not steps, so that a busy CPU cannot push the run past its
+deadline; the learning rate follows the elapsed fraction of the budget. Checkpoints (models,
+optimiser, EMA, step, elapsed time, RNG) are written every ``checkpoint_minutes``; the loss log
+is ``out_dir/loss_log.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from vidtune.atomic import atomic_dir, atomic_path, write_json
+from vidtune.synthetic.grammar import VOCABULARY_TEXTS, format_prompt, sample_attributes
+from vidtune.synthetic.motions import MOTIONS, motion_sequence
+from vidtune.synthetic.scenes import render_scene
+from vidtune.synthetic.world import make_frame
+from vidtune.tokenizer import write_clip_tokenizer
+
+RESOLUTION = 64
+SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+
+
+@dataclass(frozen=True)
+class DemoTrainConfig:
+    """Everything that decides the demo model; saved in every checkpoint and in the export."""
+
+    vae_minutes: float = 12.0
+    unet_minutes: float = 55.0
+    num_frames: int = 10000
+    scenes_per_kind: int = 60  # distinct backgrounds per (scene, time) in the training set
+    seed: int = 0
+    vae_batch: int = 16
+    vae_lr: float = 5e-4
+    kl_weight: float = 1e-6
+    unet_batch: int = 16
+    unet_lr: float = 3e-4
+    warmup_steps: int = 100
+    prompt_dropout: float = 0.1
+    ema_decay: float = 0.999
+    checkpoint_minutes: float = 4.0
+    export_minutes: float = 10.0  # intermediate exports of the EMA model to out_dir/model
+    workers: int = 2
+    threads: int = 2
+
+
+# --------------------------------------------------------------------------------------------
+# Components
+# --------------------------------------------------------------------------------------------
+
+
+def build_components(vocab_size: int, bos_id: int, eos_id: int, seed: int = 0) -> dict[str, torch.nn.Module]:
+    """Fresh demo components: vae (f=4), unet (64/128/128), adapter (full), text_encoder (2 layers)."""
+    from diffusers import AutoencoderKL, T2IAdapter, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+                        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(32, 64, 64),
+                        layers_per_block=1, latent_channels=4, norm_num_groups=16, sample_size=RESOLUTION)
+    unet = UNet2DConditionModel(
+        sample_size=RESOLUTION // 4, in_channels=4, out_channels=4, block_out_channels=(64, 128, 128),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=1, cross_attention_dim=128, attention_head_dim=4, norm_num_groups=32)
+    adapter = T2IAdapter(in_channels=3, channels=[64, 128, 128], num_res_blocks=2, downscale_factor=4,
+                         adapter_type="full_adapter")
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=bos_id, eos_token_id=eos_id,
+        pad_token_id=eos_id))
+    return {"vae": vae, "unet": unet, "adapter": adapter, "text_encoder": text_encoder}
+
+
+def _make_tokenizer(out_dir: Path):
+    from transformers import CLIPTokenizer
+
+    tok_dir = out_dir / "tokenizer"
+    if not (tok_dir / "vocab.json").exists():
+        with atomic_dir(tok_dir) as tmp:
+            write_clip_tokenizer(tmp, [*VOCABULARY_TEXTS, ""])
+    return CLIPTokenizer.from_pretrained(tok_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Dataset
+# --------------------------------------------------------------------------------------------
+
+
+def _sample_spec(seed: int, i: int, scenes_per_kind: int):
+    """The random choices of training sample ``i``: attributes, motion, motion args, scene key."""
+    rng = np.random.default_rng([seed, i])
+    attrs = sample_attributes(rng)
+    motion = attrs.motion or str(rng.choice(list(MOTIONS)))
+    translate: str | float = "auto" if rng.random() < 0.6 else float(rng.uniform(-2.0, 2.0))
+    n = int(rng.integers(1, 80))
+    speed = float(rng.uniform(0.6, 1.6))
+    motion_seed = int(rng.integers(1 << 30))
+    key = (attrs.scene, attrs.time, int(rng.integers(scenes_per_kind)))
+    return attrs, motion, translate, n, speed, motion_seed, key
+
+
+def _render_chunk(args: tuple[list[int], int, int]) -> tuple[list[int], np.ndarray, np.ndarray, list[str]]:
+    """Frames, pose images and prompts of the samples ``indices`` (run in a worker process)."""
+    indices, seed, scenes_per_kind = args
+    frames, poses, prompts = [], [], []
+    cache: dict[tuple[str, str, int], np.ndarray] = {}
+    for i in indices:
+        attrs, motion, translate, n, speed, motion_seed, key = _sample_spec(seed, i, scenes_per_kind)
+        seq = motion_sequence(motion, n, height=RESOLUTION, width=RESOLUTION, speed=speed,
+                              translate=translate, seed=motion_seed)
+        if key not in cache:
+            cache[key] = render_scene((key[0], key[1]), seed=key[2], height=RESOLUTION, width=RESOLUTION)
+        rgb, _, pose = make_frame(seq.keypoints[-1], attrs, cache[key], seq.depth[-1])
+        frames.append(rgb)
+        poses.append(pose)
+        prompts.append(format_prompt(attrs))
+    return indices, np.stack(frames), np.stack(poses), prompts
+
+
+def build_dataset(data_dir: Path, num_frames: int, seed: int, scenes_per_kind: int, workers: int) -> None:
+    """Pre-render the training frames once (frames.npy, poses.npy, prompts.json); skip if present.
+
+    Samples are grouped by background so that every scene is rendered once.
+    """
+    if (data_dir / "done.json").exists():
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    by_key: dict[tuple, list[int]] = {}
+    for i in range(num_frames):
+        by_key.setdefault(_sample_spec(seed, i, scenes_per_kind)[-1], []).append(i)
+    jobs: list[tuple[list[int], int, int]] = []
+    current: list[int] = []
+    for key in sorted(by_key):
+        current += by_key[key]
+        if len(current) >= 200:
+            jobs.append((current, seed, scenes_per_kind))
+            current = []
+    if current:
+        jobs.append((current, seed, scenes_per_kind))
+    frames = np.zeros((num_frames, RESOLUTION, RESOLUTION, 3), np.uint8)
+    poses = np.zeros_like(frames)
+    prompts = [""] * num_frames
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+        for idx, f, p, t in tqdm(pool.map(_render_chunk, jobs), total=len(jobs), desc="render dataset", unit="chunk"):
+            frames[idx], poses[idx] = f, p
+            for i, text in zip(idx, t):
+                prompts[i] = text
+    for name, arr in (("frames", frames), ("poses", poses)):
+        with atomic_path(data_dir / f"{name}.npy") as tmp:
+            np.save(tmp, arr)
+    write_json(data_dir / "prompts.json", prompts)
+    write_json(data_dir / "done.json", {"num_frames": num_frames, "seed": seed})
+
+
+def _to_unit(x: np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0
+
+
+# --------------------------------------------------------------------------------------------
+# Shared loop helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _lr_at(step: int, frac: float, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% over the elapsed fraction of the time budget."""
+    w = min(1.0, (step + 1) / max(warmup, 1))
+    return peak * w * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+class _LossLog:
+    """Appends averaged losses to out_dir/loss_log.csv every ``every`` steps."""
+
+    def __init__(self, path: Path, every: int = 20) -> None:
+        self.path, self.every, self.buf = path, every, []
+        if not path.exists():
+            path.write_text("phase,step,elapsed_s,loss,lr\n")
+
+    def add(self, phase: str, step: int, elapsed: float, loss: float, lr: float) -> float | None:
+        self.buf.append(loss)
+        if len(self.buf) < self.every:
+            return None
+        mean = float(np.mean(self.buf))
+        self.buf = []
+        with self.path.open("a", newline="") as fh:
+            csv.writer(fh).writerow([phase, step, f"{elapsed:.1f}", f"{mean:.5f}", f"{lr:.3e}"])
+        return mean
+
+
+def _save_ckpt(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. VAE
+# --------------------------------------------------------------------------------------------
+
+
+def train_vae(out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.ndarray, log: _LossLog) -> None:
+    """Time-budgeted VAE training (L1 + kl_weight * KL); resumes from out/ckpt_vae.pt."""
+    ckpt = out / "ckpt_vae.pt"
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    step, elapsed = 0, 0.0
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed = state["step"], state["elapsed"]
+        gen.set_state(state["gen"])
+    budget = cfg.vae_minutes * 60
+    vae.train()
+    bar = tqdm(total=int(budget), initial=int(min(elapsed, budget)), desc="vae", unit="s")
+    t_last_ckpt = time.monotonic()
+    while elapsed < budget:
+        t0 = time.monotonic()
+        lr = _lr_at(step, elapsed / budget, cfg.vae_lr, cfg.warmup_steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, len(frames), (cfg.vae_batch,), generator=gen).numpy()
+        x = _to_unit(frames[idx]) * 2 - 1
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        loss = (rec - x).abs().mean() + cfg.kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        dt = time.monotonic() - t0
+        elapsed += dt
+        mean = log.add("vae", step, elapsed, loss.item(), lr)
+        bar.update(int(min(elapsed, budget)) - bar.n)
+        if mean is not None:
+            bar.set_postfix(step=step, l1=f"{mean:.4f}")
+        if time.monotonic() - t_last_ckpt > cfg.checkpoint_minutes * 60 or elapsed >= budget:
+            _save_ckpt(ckpt, {"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
+                              "gen": gen.get_state(), "config": asdict(cfg)})
+            t_last_ckpt = time.monotonic()
+    bar.close()
+
+
+@torch.no_grad()
+def encode_dataset(vae: torch.nn.Module, frames: np.ndarray, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior (mean, std) of every frame, float16 arrays (N, 4, 16, 16)."""
+    vae.eval()
+    means, stds = [], []
+    for s in tqdm(range(0, len(frames), batch), desc="encode", unit="batch"):
+        post = vae.encode(_to_unit(frames[s:s + batch]) * 2 - 1).latent_dist
+        means.append(post.mean.half().numpy())
+        stds.append(post.std.half().numpy())
+    return np.concatenate(means), np.concatenate(stds)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. UNet + adapter + text encoder
+# --------------------------------------------------------------------------------------------
+
+
+def train_unet(out: Path, cfg: DemoTrainConfig, comps: dict[str, torch.nn.Module], latents: tuple[np.ndarray, np.ndarray],
+               poses: np.ndarray, ids: torch.Tensor, empty_ids: torch.Tensor, scaling: float, log: _LossLog,
+               export_fn) -> None:
+    """Time-budgeted epsilon-loss training of unet + adapter + text encoder, with EMA; resumable."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(**{k: v for k, v in SCHEDULE.items() if k not in ("set_alpha_to_one", "steps_offset")})
+    names = ("unet", "adapter", "text_encoder")
+    params = [p for n in names for p in comps[n].parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
+    ema = {n: {k: v.detach().clone() for k, v in comps[n].state_dict().items()} for n in names}
+    ckpt = out / "ckpt_unet.pt"
+    step, elapsed = 0, 0.0
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        for n in names:
+            comps[n].load_state_dict(state[n])
+        ema, step, elapsed = state["ema"], state["step"], state["elapsed"]
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+    mean_np, std_np = latents
+    budget = cfg.unet_minutes * 60
+    for n in names:
+        comps[n].train()
+    bar = tqdm(total=int(budget), initial=int(min(elapsed, budget)), desc="unet", unit="s")
+    t_ckpt = t_export = time.monotonic()
+    while elapsed < budget:
+        t0 = time.monotonic()
+        lr = _lr_at(step, elapsed / budget, cfg.unet_lr, cfg.warmup_steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, len(poses), (cfg.unet_batch,), generator=gen)
+        mu = torch.from_numpy(mean_np[idx.numpy()]).float()
+        sd = torch.from_numpy(std_np[idx.numpy()]).float()
+        z0 = (mu + sd * torch.randn(mu.shape, generator=gen)) * scaling
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=gen)
+        zt = sched.add_noise(z0, noise, t)
+        drop = torch.rand(z0.shape[0], generator=gen) < cfg.prompt_dropout
+        tok = torch.where(drop[:, None], empty_ids[None], ids[idx])
+        cond = comps["text_encoder"](tok)[0]
+        feats = comps["adapter"](_to_unit(poses[idx.numpy()]))
+        pred = comps["unet"](zt, t, encoder_hidden_states=cond, down_intrablock_additional_residuals=list(feats)).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for n in names:
+                for k, v in comps[n].state_dict().items():
+                    if v.dtype.is_floating_point:
+                        ema[n][k].lerp_(v, 1 - decay)
+                    else:
+                        ema[n][k].copy_(v)
+        elapsed += time.monotonic() - t0
+        mean = log.add("unet", step, elapsed, loss.item(), lr)
+        bar.update(int(min(elapsed, budget)) - bar.n)
+        if mean is not None:
+            bar.set_postfix(step=step, loss=f"{mean:.4f}")
+        now = time.monotonic()
+        if now - t_ckpt > cfg.checkpoint_minutes * 60 or elapsed >= budget:
+            state = {n: comps[n].state_dict() for n in names}
+            state.update(ema=ema, opt=opt.state_dict(), step=step, elapsed=elapsed, gen=gen.get_state(),
+                         config=asdict(cfg))
+            _save_ckpt(ckpt, state)
+            t_ckpt = now
+        if now - t_export > cfg.export_minutes * 60 and elapsed < budget:
+            export_fn(ema, out / "model", {"unet_steps": step, "unet_minutes": elapsed / 60, "final": False})
+            t_export = time.monotonic()
+    bar.close()
+    export_fn(ema, out / "model", {"unet_steps": step, "unet_minutes": elapsed / 60, "final": True})
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Export
+# --------------------------------------------------------------------------------------------
+
+
+def export_model(dest: Path, comps: dict[str, torch.nn.Module], tokenizer_dir: Path, info: dict) -> None:
+    """Write the diffusers folder layout; unet/adapter/vae in fp16, text encoder in fp32."""
+    from diffusers import DDIMScheduler
+
+    with atomic_dir(dest) as tmp:
+        for name in ("unet", "adapter", "vae"):
+            comps[name].to(torch.float16).save_pretrained(tmp / name, safe_serialization=True)
+            comps[name].to(torch.float32)
+        comps["text_encoder"].save_pretrained(tmp / "text_encoder", safe_serialization=True)
+        shutil.copytree(tokenizer_dir, tmp / "tokenizer")
+        DDIMScheduler(**SCHEDULE).save_pretrained(tmp / "scheduler")
+        write_json(tmp / "model_index.json", {
+            "_class_name": "StableDiffusionAdapterPipeline", "_diffusers_version": _diffusers_version(),
+            "adapter": ["diffusers", "T2IAdapter"], "feature_extractor": [None, None],
+            "requires_safety_checker": False, "safety_checker": [None, None],
+            "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        })
+        write_json(tmp / "training_info.json", info)
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
+
+
+# --------------------------------------------------------------------------------------------
+# Orchestration
+# --------------------------------------------------------------------------------------------
+
+
+def train_demo(out_dir: str | Path, *, vae_minutes: float = 12.0, unet_minutes: float = 55.0, resume: bool = True,
+               seed: int = 0, **overrides) -> Path:
+    """Train the demo model into ``out_dir``; returns the exported model folder ``out_dir/model``.
+
+    Args:
+        out_dir: working folder (dataset cache, checkpoints, loss_log.csv, model/).
+        vae_minutes, unet_minutes: time budgets of the two training phases.
+        resume: continue from the checkpoints in ``out_dir``; False starts over (deletes them).
+        seed: dataset and initialisation seed.
+        overrides: other `DemoTrainConfig` fields (num_frames, unet_batch, ...).
+    """
+    cfg = DemoTrainConfig(vae_minutes=vae_minutes, unet_minutes=unet_minutes, seed=seed, **overrides)
+    out = Path(out_dir)
+    if not resume:
+        for name in ("ckpt_vae.pt", "ckpt_unet.pt", "vae_done.json", "latents_mean.npy", "latents_std.npy",
+                     "loss_log.csv"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    t_start = time.monotonic()
+    write_json(out / "config.json", asdict(cfg))
+
+    # 1. dataset and tokenizer
+    build_dataset(out / "data", cfg.num_frames, cfg.seed, cfg.scenes_per_kind, cfg.workers)
+    frames = np.load(out / "data" / "frames.npy")
+    poses = np.load(out / "data" / "poses.npy")
+    prompts = json.loads((out / "data" / "prompts.json").read_text())
+    tokenizer = _make_tokenizer(out)
+    comps = build_components(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, cfg.seed)
+    log = _LossLog(out / "loss_log.csv")
+
+    # 2. VAE, then the latent cache and scaling factor
+    if not (out / "vae_done.json").exists():
+        train_vae(out, cfg, comps["vae"], frames, log)
+        mean, std = encode_dataset(comps["vae"], frames)
+        scaling = float(1.0 / mean.astype(np.float32).std())
+        for name, arr in (("latents_mean", mean), ("latents_std", std)):
+            with atomic_path(out / f"{name}.npy") as tmp:
+                np.save(tmp, arr)
+        write_json(out / "vae_done.json", {"scaling_factor": scaling, "l1": _vae_l1(comps["vae"], frames)})
+    comps["vae"].load_state_dict(torch.load(out / "ckpt_vae.pt", weights_only=False)["vae"])
+    scaling = json.loads((out / "vae_done.json").read_text())["scaling_factor"]
+    comps["vae"].register_to_config(scaling_factor=scaling)
+    latents = (np.load(out / "latents_mean.npy"), np.load(out / "latents_std.npy"))
+
+    # 3. UNet + adapter + text encoder
+    def tok(texts: list[str]) -> torch.Tensor:
+        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids
+
+    ids, empty_ids = tok(prompts), tok([""])[0]
+
+    def export_fn(ema: dict, dest: Path, info: dict) -> None:
+        live = {n: {k: v.clone() for k, v in comps[n].state_dict().items()} for n in ema}
+        for n, sd in ema.items():
+            comps[n].load_state_dict(sd)
+        export_model(dest, comps, out / "tokenizer", {**info, "config": asdict(cfg), "vae": json.loads(
+            (out / "vae_done.json").read_text()), "wall_minutes": (time.monotonic() - t_start) / 60})
+        for n, sd in live.items():
+            comps[n].load_state_dict(sd)
+
+    train_unet(out, cfg, comps, latents, poses, ids, empty_ids, scaling, log, export_fn)
+    return out / "model"
+
+
+@torch.no_grad()
+def _vae_l1(vae: torch.nn.Module, frames: np.ndarray, n: int = 256) -> float:
+    """Mean |x - decode(encode(x))| on [-1, 1] images over the first ``n`` frames."""
+    vae.eval()
+    x = _to_unit(frames[:n]) * 2 - 1
+    return float((vae.decode(vae.encode(x).latent_dist.mean).sample - x).abs().mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vidtune.demo_train --out DIR`` (the `vidtune train-demo` command)."""
+    ap = argparse.ArgumentParser(prog="vidtune train-demo", description=__doc__.split("\n")[0])
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    return run_from_args(args)
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The train-demo command-line options (shared with `vidtune.cli`)."""
+    ap.add_argument("--out", required=True, help="working folder; the model is written to OUT/model")
+    ap.add_argument("--vae-minutes", type=float, default=12.0)
+    ap.add_argument("--unet-minutes", type=float, default=55.0)
+    ap.add_argument("--num-frames", type=int, default=DemoTrainConfig.num_frames)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-resume", action="store_true", help="start over instead of resuming from OUT")
+    ap.add_argument("--install", action="store_true", help="copy the final model into vidtune/demo_model")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    model = train_demo(args.out, vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,
+                       resume=not args.no_resume, seed=args.seed, num_frames=args.num_frames)
+    print(f"model written to {model}")
+    if args.install:
+        dest = Path(__file__).parent / "demo_model"
+        readme = (dest / "README.md").read_text() if (dest / "README.md").exists() else None
+        with atomic_dir(dest) as tmp:
+            shutil.copytree(model, tmp, dirs_exist_ok=True)
+            if readme is not None:
+                (tmp / "README.md").write_text(readme)
+        print(f"installed into {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main())
+
+
+# --------------------------------------------------------------------------------------------
+# Quick sampling (measurements and tests; the real pipeline lives in vidtune.sampling)
+# --------------------------------------------------------------------------------------------
+
+
+def load_demo_components(path: str | Path) -> dict:
+    """Load a demo-model folder with the plain diffusers / transformers ``from_pretrained`` calls (fp32)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, T2IAdapter, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = Path(path)
+    f32 = {"torch_dtype": torch.float32}
+    return {
+        "vae": AutoencoderKL.from_pretrained(path, subfolder="vae", **f32).eval(),
+        "unet": UNet2DConditionModel.from_pretrained(path, subfolder="unet", **f32).eval(),
+        "adapter": T2IAdapter.from_pretrained(path, subfolder="adapter", **f32).eval(),
+        "text_encoder": CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=torch.float32).eval(),
+        "tokenizer": CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"),
+        "scheduler": DDIMScheduler.from_pretrained(path, subfolder="scheduler"),
+    }
+
+
+@torch.no_grad()
+def sample_frames(comps: dict, prompts: list[str], pose_images: np.ndarray, *, steps: int = 25,
+                  guidance: float = 7.5, seed: int = 0, adapter_scale: float = 1.0) -> np.ndarray:
+    """Frame-by-frame generation: DDIM (eta 0) with classifier-free guidance and adapter residuals.
+
+    Args:
+        prompts: one prompt per frame.
+        pose_images: ``(B, H, W, 3)`` uint8 OpenPose images at the model resolution.
+        seed: frame ``i`` starts from the noise of ``torch.Generator().manual_seed(seed + i)``.
+
+    Returns:
+        ``(B, H, W, 3)`` uint8 RGB frames.
+    """
+    tok, te, unet, vae, adapter = comps["tokenizer"], comps["text_encoder"], comps["unet"], comps["vae"], comps["adapter"]
+    sched = type(comps["scheduler"]).from_config(comps["scheduler"].config)
+    b = len(prompts)
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+        return te(ids)[0]
+
+    cond, uncond = embed(list(prompts)), embed([""] * b)
+    feats = [f * adapter_scale for f in adapter(_to_unit(np.asarray(pose_images)))]
+    h, w = pose_images.shape[1] // 4, pose_images.shape[2] // 4
+    z = torch.cat([torch.randn((1, unet.config.in_channels, h, w), generator=torch.Generator().manual_seed(seed + i))
+                   for i in range(b)])
+    sched.set_timesteps(steps)
+    z = z * sched.init_noise_sigma
+    for t in sched.timesteps:
+        zin = sched.scale_model_input(torch.cat([z, z]), t)
+        eps = unet(zin, t, encoder_hidden_states=torch.cat([uncond, cond]),
+                   down_intrablock_additional_residuals=[torch.cat([f, f]) for f in feats]).sample
+        e_u, e_c = eps.chunk(2)
+        z = sched.step(e_u + guidance * (e_c - e_u), t, z).prev_sample
+    img = vae.decode(z / vae.config.scaling_factor).sample
+    return ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()

@@ -111,6 +111,8 @@ def run(cfg: RunConfig, out_dir: str | Path, stages: Sequence[int] = (1, 2, 3, 4
         rd.begin(k)
         start = time.perf_counter()
         info = _runner(k)(cfg, components, inputs, rd, progress=progress)
+        if k == 3:  # the in-memory UNet is now this run's tuned UNet (stage 4 must not tune it twice)
+            components.sources["tuned"] = str(rd.stage(3).resolve())
         seconds = time.perf_counter() - start
         rd.mark_done(k, cfg, seconds, **(info or {}))
         summary.stages[k] = ("ran", seconds)

@@ -105,9 +105,12 @@ def initial_latents(cfg: CodenoiseConfig, scheduler, timesteps: torch.Tensor, nu
 
 def use_tuned_unet(components, rd, cfg: RunConfig) -> str:
     """Load stage 3's result into the UNet when stage 3 is done (once per process); say which UNet runs."""
-    if not rd.is_done(3, cfg):
-        return "base"
     marker = str(rd.stage(3).resolve())
+    tuned = components.sources.get("tuned")
+    if not rd.is_done(3, cfg):
+        if tuned:
+            raise RuntimeError(f"the loaded UNet was tuned by {tuned}; load fresh components for a base-model stage 4")
+        return "base"
     if components.sources.get("tuned") != marker:
         from vidtune.stages.tuning import apply_tuned
 

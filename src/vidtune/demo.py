@@ -101,14 +101,11 @@ def demo_metrics(out: Path, seq) -> dict:
 
 def _adherence(folder: Path, seq) -> dict:
     """Pose and prompt adherence of generated frames against the synthetic ground truth."""
-    try:
-        from vidtune.synthetic import adherence
-    except ImportError:
-        return {}
+    from vidtune.synthetic import adherence
     from vidtune.video import read_frames
 
-    frames = np.stack(list(read_frames(folder)))
-    return {"adherence": adherence.sequence_adherence(frames, seq)}
+    results = [adherence.frame_adherence(frame, mask, seq.attrs) for frame, mask in zip(read_frames(folder), seq.masks)]
+    return {"adherence": adherence.summarize(results)}
 
 
 def run_demo(out: str = "runs/demo", frames: int = 24, motion: str = "walk", prompt: str | None = None,
@@ -134,7 +131,7 @@ def run_demo(out: str = "runs/demo", frames: int = 24, motion: str = "walk", pro
     metrics = demo_metrics(root, seq)
     atomic.write_json(root / "metrics.json", metrics)
     keys = ["flicker.mean_abs_diff", "flicker.mean_abs_diff_bg", "warp_err_dis.all", "bg_stability.std",
-            "motion_epe.epe"]
+            "motion_epe.epe", "adherence.pose_iou", "adherence.colour_accuracy", "adherence.scene_accuracy"]
     rows = [[name] + [_get(m, k) for k in keys] for name, m in metrics.items()]
     timing = [[f"stage {k}", status, secs] for k, (status, secs) in summary.stages.items()]
     write_report(root / "report.html", f"vidtune demo: {text} ({motion}, {frames} frames)",

@@ -1,0 +1,447 @@
+"""`vidtune plan CONFIG.toml`: what stage 4 will do and what it will cost, before any model is loaded.
+
+The report says how many frames the pose source gives (after the config's frames/fps resampling),
+the clips and their prompts, the merge weights per frame (a text plot), the UNet evaluations per
+step, and an estimate of stage 4's peak memory. It reads the pose source, the config and, for a
+local model folder, small files only: ``*/config.json`` and the JSON header of ``*.safetensors``
+(parameter counts); no torch module is built and no weights are read. A hub id that is not a local
+folder is looked up in the Hugging Face cache (config files only), else SD v1-4's sizes are assumed.
+
+Memory model of stage 4 (b = bytes per element of the UNet dtype; N frames; C x h x w a latent;
+B = frames of the largest UNet batch, clips of one batch x 2 with classifier-free guidance)::
+
+    weights      = sum over models of parameters x b           (the VAE is always fp32)
+    latents      = LATENT_COPIES x N x C x h x w x b            video-sized tensors alive in one step
+    features     = N x sum_l C_l h_l w_l x b                    T2I-Adapter residuals of every frame
+    activations  = B x h x w x (C1 sum(block_out_channels) + C0) x b      one UNet forward
+    decoding     = DECODE_BATCH x H x W x D1 x vae.block_out_channels[0] x 4   (fp32, after the loop)
+    peak         = weights + latents + features + max(activations, decoding)
+
+LATENT_COPIES counts the loop's video-sized tensors: z_t, the scaled model input, the merged eps,
+the merge accumulator's sums (kept in fp32 for 16-bit predictions), the scheduler's x0 and
+z_{t-1}, and DPM-Solver's history of two outputs. The activation constants are a rough fit of
+the peak resident-memory increase of one UNet forward on the CPU (fp32, random weights; peak
+``ru_maxrss`` in a fresh process): SD v1-4's UNet at 16x16 and 32x32 latents, batches 2 and 4,
+grows by ~15 KB per frame-latent-pixel (sum of channels 3520), the tiny test UNet (channels 32,
+64) at 32x32 and 64x64 latents, batches 8 and 32, by ~4.4 KB (sum 96): C1 = 0.8 and C0 = 1000
+fit both within ~10%; SD on the CPU adds ~0.15 GB of fixed transients. Decoding: SD v1-4's VAE
+at 128 and 256 px grows by 5.5-6.7 KB per image pixel (D1 = 10.5 x its 128 channels; the tiny
+VAE needs about half that). CUDA kernels (SDPA, cuDNN workspaces) were not measured (no GPU
+was at hand): treat the GPU figures as an order of magnitude.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidtune.config import ModelConfig, RunConfig
+from vidtune.errors import VidtuneError
+
+LATENT_COPIES = 8
+ACT_PER_CHANNEL = 0.8  # C1
+ACT_PER_PIXEL = 1000.0  # C0
+DECODE_BATCH = 4  # stages.common.decode_to_disk's default chunk
+DECODE_PER_CHANNEL = 10.5  # D1
+
+_DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                      "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+# Stable Diffusion v1-4 and TencentARC/t2iadapter_openpose_sd14v1, as their config files say
+# (assumed when the configured model is neither a local folder nor in the Hugging Face cache).
+SD14_CONFIGS: dict[str, dict[str, Any]] = {
+    "unet": {"in_channels": 4, "out_channels": 4, "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2,
+             "cross_attention_dim": 768, "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+             "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3},
+    "vae": {"in_channels": 3, "out_channels": 3, "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
+            "latent_channels": 4},
+    "text_encoder": {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                     "max_position_embeddings": 77},
+    "adapter": {"in_channels": 3, "channels": [320, 640, 1280, 1280], "num_res_blocks": 2, "downscale_factor": 8,
+                "adapter_type": "full_adapter"},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter counts from configs (pure): SD 1.x-style diffusers / transformers architectures
+
+
+def _conv(cin: int, cout: int, k: int = 3) -> int:
+    return cin * cout * k * k + cout
+
+
+def _linear(cin: int, cout: int, bias: bool = True) -> int:
+    return cin * cout + (cout if bias else 0)
+
+
+def _resnet(cin: int, cout: int, temb: int | None) -> int:
+    """diffusers ResnetBlock2D: two GroupNorms, two 3x3 convs, time projection, 1x1 shortcut."""
+    n = 2 * cin + _conv(cin, cout) + 2 * cout + _conv(cout, cout)
+    n += _linear(temb, cout) if temb else 0
+    return n + (_conv(cin, cout, 1) if cin != cout else 0)
+
+
+def _transformer(c: int, cross: int, layers: int = 1) -> int:
+    """diffusers Transformer2DModel (SD 1.x: GroupNorm, 1x1 conv projections) of BasicTransformerBlocks."""
+    block = (2 * c + 3 * c * c + _linear(c, c)  # norm1, attn1 (q, k, v without bias, out)
+             + 2 * c + c * c + 2 * cross * c + _linear(c, c)  # norm2, attn2
+             + 2 * c + _linear(c, 8 * c) + _linear(4 * c, c))  # norm3, GEGLU feed-forward (inner 4c)
+    return 2 * c + _conv(c, c, 1) + layers * block + _conv(c, c, 1)
+
+
+def unet_parameters(config: Mapping[str, Any]) -> int:
+    """Parameters of a diffusers UNet2DConditionModel with SD 1.x's options (no class/addition embeddings)."""
+    boc = list(config["block_out_channels"])
+    layers = int(config.get("layers_per_block", 2))
+    cross = int(config.get("cross_attention_dim", 768))
+    depth = config.get("transformer_layers_per_block", 1)
+    depth = list(depth) if isinstance(depth, Sequence) else [int(depth)] * len(boc)
+    down = config.get("down_block_types", ["CrossAttnDownBlock2D"] * (len(boc) - 1) + ["DownBlock2D"])
+    up = config.get("up_block_types", ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (len(boc) - 1))
+    temb = 4 * boc[0]
+    n = _conv(int(config.get("in_channels", 4)), boc[0]) + _linear(boc[0], temb) + _linear(temb, temb)
+    cin = boc[0]
+    for i, kind in enumerate(down):
+        cout = boc[i]
+        for j in range(layers):
+            n += _resnet(cin if j == 0 else cout, cout, temb)
+            n += _transformer(cout, cross, depth[i]) if "CrossAttn" in kind else 0
+        n += _conv(cout, cout) if i < len(boc) - 1 else 0
+        cin = cout
+    n += 2 * _resnet(boc[-1], boc[-1], temb) + _transformer(boc[-1], cross, depth[-1])  # mid block
+    rev, rdepth = boc[::-1], depth[::-1]
+    prev = rev[0]
+    for i, kind in enumerate(up):
+        cout, skip_in = rev[i], rev[min(i + 1, len(boc) - 1)]
+        for j in range(layers + 1):
+            skip = skip_in if j == layers else cout
+            n += _resnet((prev if j == 0 else cout) + skip, cout, temb)
+            n += _transformer(cout, cross, rdepth[i]) if "CrossAttn" in kind else 0
+        n += _conv(cout, cout) if i < len(boc) - 1 else 0
+        prev = cout
+    return n + 2 * boc[0] + _conv(boc[0], int(config.get("out_channels", 4)))
+
+
+def vae_parameters(config: Mapping[str, Any]) -> int:
+    """Parameters of a diffusers AutoencoderKL (SD's: GroupNorm resnets, one mid-block attention)."""
+    boc = list(config["block_out_channels"])
+    layers = int(config.get("layers_per_block", 1))
+    latent = int(config.get("latent_channels", 4))
+    top = boc[-1]
+    mid = 2 * _resnet(top, top, None) + 2 * top + 4 * _linear(top, top)  # resnets, attention (norm, q, k, v, out)
+    enc = _conv(int(config.get("in_channels", 3)), boc[0])
+    cin = boc[0]
+    for i, cout in enumerate(boc):
+        enc += sum(_resnet(cin if j == 0 else cout, cout, None) for j in range(layers))
+        enc += _conv(cout, cout) if i < len(boc) - 1 else 0
+        cin = cout
+    enc += mid + 2 * top + _conv(top, 2 * latent)
+    dec = _conv(latent, top) + mid
+    prev = top
+    for i, cout in enumerate(boc[::-1]):
+        dec += sum(_resnet(prev if j == 0 else cout, cout, None) for j in range(layers + 1))
+        dec += _conv(cout, cout) if i < len(boc) - 1 else 0
+        prev = cout
+    dec += 2 * boc[0] + _conv(boc[0], int(config.get("out_channels", 3)))
+    return enc + dec + _conv(2 * latent, 2 * latent, 1) + _conv(latent, latent, 1)
+
+
+def text_encoder_parameters(config: Mapping[str, Any]) -> int:
+    """Parameters of a transformers CLIPTextModel."""
+    d, ff = int(config["hidden_size"]), int(config["intermediate_size"])
+    layer = 4 * _linear(d, d) + _linear(d, ff) + _linear(ff, d) + 4 * d
+    return (int(config["vocab_size"]) + int(config.get("max_position_embeddings", 77))) * d \
+        + int(config["num_hidden_layers"]) * layer + 2 * d
+
+
+def adapter_parameters(config: Mapping[str, Any]) -> int:
+    """Parameters of a diffusers T2IAdapter of type ``full_adapter`` (SD 1.x's)."""
+    ch = list(config.get("channels", [320, 640, 1280, 1280]))
+    res = int(config.get("num_res_blocks", 2))
+    df = int(config.get("downscale_factor", 8))
+    n = _conv(int(config.get("in_channels", 3)) * df * df, ch[0])
+    cin = ch[0]
+    for cout in ch:
+        n += (_conv(cin, cout, 1) if cin != cout else 0) + res * (_conv(cout, cout) + _conv(cout, cout, 1))
+        cin = cout
+    return n
+
+
+_COUNTERS = {"unet": unet_parameters, "vae": vae_parameters, "text_encoder": text_encoder_parameters,
+             "adapter": adapter_parameters}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a model folder (small files only)
+
+
+def safetensors_parameters(path: Path) -> tuple[int, int] | None:
+    """(elements, bytes) of the tensors of one .safetensors file or a sharded ``*.index.json``, from
+    the JSON headers only; None when there is no such file."""
+    if path.name.endswith(".index.json"):
+        if not path.is_file():
+            return None
+        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        parts = [safetensors_parameters(path.parent / s) for s in shards]
+        if any(p is None for p in parts):
+            return None
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    if not path.is_file():
+        return None
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    elements = nbytes = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        count = math.prod(info["shape"])
+        elements += count
+        nbytes += count * _SAFETENSORS_BYTES.get(info["dtype"], 4)
+    return elements, nbytes
+
+
+_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
+                 "model.safetensors", "model.safetensors.index.json")
+
+
+def _local_folder(source: str, probe: str) -> Path | None:
+    """A local folder for ``source``: the path itself, or its Hugging Face cache snapshot."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if not source or path.suffix:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, probe)
+    except Exception:  # not a repo id, no cache: fall back to the assumed sizes
+        return None
+    return Path(cached).parents[probe.count("/")] if isinstance(cached, str) else None
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """What the plan needs to know about the model: configs per part and parameter counts.
+
+    ``counted[name]`` says where a count comes from: ``"weights"`` (safetensors headers),
+    ``"config"`` (computed from config.json), ``"assumed"`` (SD v1-4's numbers).
+    """
+
+    configs: dict[str, dict[str, Any]]
+    parameters: dict[str, int]
+    counted: dict[str, str]
+    source: str
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.configs["vae"]["block_out_channels"]) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.configs["vae"].get("latent_channels", 4))
+
+    @property
+    def block_out_channels(self) -> list[int]:
+        return list(self.configs["unet"]["block_out_channels"])
+
+
+def _part(folder: Path | None, config_name: str, name: str) -> tuple[dict[str, Any], int, str] | None:
+    if folder is None or not (folder / config_name).is_file():
+        return None
+    config = json.loads((folder / config_name).read_text())
+    for weights in _WEIGHT_FILES:
+        found = safetensors_parameters(folder / weights)
+        if found is not None:
+            return config, found[0], "weights"
+    return config, _COUNTERS[name](config), "config"
+
+
+def model_sizes(cfg: ModelConfig) -> ModelSizes:
+    """Configs and parameter counts of the configured model, from small files only (see the module doc)."""
+    root = _local_folder(cfg.path, "unet/config.json")
+    configs: dict[str, dict[str, Any]] = {}
+    parameters: dict[str, int] = {}
+    counted: dict[str, str] = {}
+    adapter_source = cfg.adapter or (str(root / "adapter") if root is not None else "")
+    parts = {"unet": (root / "unet" if root else None, "config.json"),
+             "vae": (root / "vae" if root else None, "config.json"),
+             "text_encoder": (root / "text_encoder" if root else None, "config.json"),
+             "adapter": (_local_folder(adapter_source, "config.json") if adapter_source else None, "config.json")}
+    for name, (folder, config_name) in parts.items():
+        found = _part(folder, config_name, name)
+        if found is None:
+            if name == "adapter" and not cfg.adapter and root is not None:
+                continue  # a local model folder without adapter/: no adapter
+            found = SD14_CONFIGS[name], _COUNTERS[name](SD14_CONFIGS[name]), "assumed"
+        configs[name], parameters[name], counted[name] = found
+    sam_source = cfg.sam or (str(root / "sam") if root is not None and (root / "sam").is_dir() else "")
+    sam_folder = _local_folder(sam_source, "config.json") if sam_source else None
+    if sam_folder is not None:
+        found = safetensors_parameters(sam_folder / "model.safetensors")
+        if found is not None:
+            parameters["sam"], counted["sam"] = found[0], "weights"
+    source = str(root) if root is not None else f"{cfg.path} (not found locally: SD v1-4 sizes assumed)"
+    return ModelSizes(configs=configs, parameters=parameters, counted=counted, source=source)
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimate (pure)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Stage 4's peak memory by part, in bytes (see the module docstring for each formula)."""
+
+    weights: int
+    latents: int
+    features: int
+    activations: int
+    decoding: int
+    pose_images: int  # host memory (numpy), on every device
+
+    @property
+    def peak(self) -> int:
+        """weights + latents + features + max(activations, decoding)."""
+        return self.weights + self.latents + self.features + max(self.activations, self.decoding)
+
+
+def memory_estimate(sizes: ModelSizes, num_frames: int, height: int, width: int, batch_frames: int,
+                    guidance: bool, element_bytes: int) -> MemoryEstimate:
+    """The memory model of the module docstring for N = `num_frames` frames of `height` x `width`
+    pixels and UNet batches of `batch_frames` frames (before CFG doubles them)."""
+    f = sizes.vae_factor
+    h, w = height // f, width // f
+    weights = sum(n * (4 if name == "vae" else element_bytes) for name, n in sizes.parameters.items())
+    latents = LATENT_COPIES * num_frames * sizes.latent_channels * h * w * element_bytes
+    features = 0
+    if "adapter" in sizes.configs:
+        channels = sizes.configs["adapter"].get("channels", sizes.block_out_channels)
+        features = num_frames * sum(c * (h >> i) * (w >> i) for i, c in enumerate(channels)) * element_bytes
+    rows = batch_frames * (2 if guidance else 1)
+    activations = int(rows * h * w * (ACT_PER_CHANNEL * sum(sizes.block_out_channels) + ACT_PER_PIXEL)
+                      * element_bytes)
+    vae_c0 = sizes.configs["vae"]["block_out_channels"][0]
+    decoding = int(min(DECODE_BATCH, num_frames) * height * width * DECODE_PER_CHANNEL * vae_c0 * 4)
+    return MemoryEstimate(weights=weights, latents=latents, features=features, activations=activations,
+                          decoding=decoding, pose_images=num_frames * height * width * 3)
+
+
+def _gib(n: float) -> str:
+    if n >= 2 ** 30:
+        return f"{n / 2 ** 30:.2f} GiB"
+    if n >= 2 ** 20:
+        return f"{n / 2 ** 20:.1f} MiB"
+    return f"{n / 2 ** 10:.1f} KiB"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def count_frames(cfg: RunConfig) -> tuple[int, float, str]:
+    """(frames, fps, pose source summary) exactly as `inputs.prepare` will resample them, without
+    rendering: OpenPose JSON is parsed (cheap); image folders and videos are only counted."""
+    from vidtune import poses
+    from vidtune.inputs import DEFAULT_FPS
+    from vidtune.video import video_info
+
+    src = cfg.inputs.poses
+    if not src:
+        raise VidtuneError("inputs.poses is empty: pass --poses PATH (OpenPose JSON folder, pose images or a video)")
+    path = Path(src)
+    is_json = path.is_file() and path.suffix.lower() == ".json" or path.is_dir() and any(path.glob(poses.JSON_PATTERN))
+    if is_json or not path.exists():
+        seq = poses.load_poses(src)  # also raises the loader's own error for a missing path
+    else:
+        info = video_info(path)
+        seq = poses.PoseSequence(keypoints=np.zeros((info.num_frames, poses.NUM_KEYPOINTS, 3), np.float32),
+                                 images=None, width=info.width, height=info.height, fps=info.fps, source=src,
+                                 format="images", source_frames=info.num_frames)
+    if cfg.inputs.frames or cfg.inputs.fps:
+        seq = poses.resample(seq, num_frames=cfg.inputs.frames or None, fps=cfg.inputs.fps or None)
+    fps = float(cfg.inputs.fps or seq.fps or DEFAULT_FPS)
+    summary = seq.summary() if is_json else f"{path.name}: {seq.num_frames} frames ({seq.source_frames} in the source)"
+    return seq.num_frames, fps, summary
+
+
+def _device_dtype(cfg: ModelConfig) -> tuple[str, str]:
+    """The device and UNet dtype the run will use (pipeline.resolve_device / resolve_dtype's rules)."""
+    device = cfg.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("fp16" if device == "cuda" else "fp32")
+    return device, dtype
+
+
+def plan_report(cfg: RunConfig) -> str:
+    """The text `vidtune plan` prints: frames, clips, prompts, merge weights, UNet evaluations, memory."""
+    from vidtune.inputs import prompt_schedule
+    from vidtune.stages.codenoise import clip_batches, plan_clips
+    from vidtune.windows import plan_text
+
+    c, s = cfg.codenoise, cfg.sampling
+    num_frames, fps, summary = count_frames(cfg)
+    plan = plan_clips(c, num_frames, prompt_schedule(cfg.inputs))
+    guidance = s.guidance > 1.0
+    steps = s.steps
+    if c.init == "fused":
+        steps -= min(s.steps - 1, int(round((1.0 - c.strength) * s.steps)))  # stages.codenoise.initial_latents
+    lines = [f"Pose source: {summary}",
+             f"Video: {num_frames} frames at {fps:g} fps, {cfg.inputs.width}x{cfg.inputs.height} px; "
+             f"{steps} of {s.steps} {s.scheduler} steps in stage 4 (init {c.init!r}), attention {c.attention!r}, "
+             f"weighting {c.weighting!r}"]
+    if num_frames < c.clip_length:
+        lines.append(f"Note: {num_frames} frames < codenoise.clip_length = {c.clip_length}: one clip of "
+                     f"{num_frames} frames (codenoise.shrink_clip = true)")
+    if c.fg_gain > 0:
+        lines.append(f"Note: codenoise.fg_gain = {c.fg_gain:g}: the weights below are also multiplied per pixel by "
+                     "stage 1's foreground masks (not known before stage 1 runs)")
+    lines.append("")
+    lines.append(plan_text(num_frames, plan.windows, plan.weights, plan.prompts, guidance=guidance,
+                           num_steps=steps).rstrip("\n"))
+    if c.attention == "global":
+        anchor = 2 if guidance else 1
+        lines.append(f"Attention 'global': + {anchor} anchor frame evaluation(s) per step (frame {plan.anchor}), "
+                     f"{anchor * steps} in all")
+
+    batches = clip_batches(plan.windows, c.max_batch_frames)
+    largest = max(sum(plan.windows[k][1] - plan.windows[k][0] for k in b) for b in batches)
+    sizes = model_sizes(cfg.model)
+    device, dtype = _device_dtype(cfg.model)
+    est = memory_estimate(sizes, num_frames, cfg.inputs.height, cfg.inputs.width, largest, guidance,
+                          _DTYPE_BYTES[dtype])
+    f = sizes.vae_factor
+    h, w = cfg.inputs.height // f, cfg.inputs.width // f
+    params = ", ".join(f"{name} {_count(n)} ({sizes.counted[name]})" for name, n in sizes.parameters.items())
+    rows = largest * (2 if guidance else 1)
+    lines += [
+        "",
+        f"Estimated peak memory of stage 4 on {device} ({dtype}; model {sizes.source}):",
+        f"  weights        {_gib(est.weights):>11}  {params}",
+        f"  latents        {_gib(est.latents):>11}  {LATENT_COPIES} video-sized tensors x {num_frames} x "
+        f"{sizes.latent_channels}x{h}x{w}",
+        f"  adapter feats  {_gib(est.features):>11}  every frame's T2I-Adapter residuals"
+        + (f" ({_gib(est.features / num_frames)} per frame)" if est.features else " (no adapter)"),
+        f"  activations    {_gib(est.activations):>11}  one UNet batch of {rows} frames ({len(batches)} batches of "
+        f"clips per step, max_batch_frames = {c.max_batch_frames})",
+        f"  decoding       {_gib(est.decoding):>11}  VAE, {DECODE_BATCH} frames at a time, after the loop",
+        f"  peak           {_gib(est.peak):>11}  (+ {_gib(est.pose_images)} of pose images in host memory)",
+        "  (rough: see vidtune.plan's docstring for the formulas and how they were calibrated)",
+    ]
+    return "\n".join(lines) + "\n"

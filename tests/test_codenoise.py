@@ -1,0 +1,415 @@
+"""Stage 4 (temporal co-denoising) on the tiny model: the properties the design promises.
+
+- one clip covering the video equals plain batched denoising (every attention mode, every scheduler);
+- merging eps and stepping once equals Gen-L-Video's "step every clip, average z_{t-1}" exactly where
+  the math says it should (deterministic samplers that are linear in the model output, each clip with
+  its own scheduler state) and differs where it should not (stochastic samplers; a shared scheduler);
+- the loop calls `scheduler.step` once per timestep;
+- tail frames of a video whose length is not a multiple of the stride are denoised like the others;
+- cross-frame attention on identical frames changes nothing, and `run` puts the processors back;
+- clip batching is transparent; `global` attention gives every clip the same anchor;
+- a short real pose sequence through stages 1, 2 and 4 gives a final.mp4 with every frame.
+
+The UNet runs single-threaded here: on a shared two-core machine that is several times faster for
+these tiny batches than two contending threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from vidtune import config as C
+from vidtune.attention import ATTENTION_MODES, CrossFrameAttention
+from vidtune.config import CodenoiseConfig
+from vidtune.inputs import VideoInputs
+from vidtune.models import load_components, make_scheduler
+from vidtune.rundir import RunDir
+from vidtune.sampling import (FeatureBank, PromptBank, adapter_features, denoise, frame_eps_fn, guided_eps,
+                              initial_noise, make_prompt_bank, prepare_scheduler, step_kwargs)
+from vidtune.stages import codenoise
+from vidtune.stages.codenoise import ClipPlan, clip_batches, codenoise_eps_fn, plan_clips
+from vidtune.video import video_info
+from vidtune.windows import MergeAccumulator, clip_windows
+
+PROMPT = "a person dancing"
+GUIDANCE = 3.0  # > 1: classifier-free guidance is exercised (the UNet sees [uncond, cond] batches)
+SIZE = 32  # tiny model: 32x32 images, 8x8 latents
+LATENT = (4, SIZE // 4, SIZE // 4)
+TOL = dict(rtol=1e-4, atol=1e-4)  # batch composition may change the CPU kernels' summation order
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir):
+    """The session's tiny model folder (conftest: `make_tiny(..., seed=0)`); only read here."""
+    return tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def comps(model_dir, one_thread):
+    """A private copy of the components: these tests install and remove attention processors on its UNet."""
+    return load_components(model_dir)
+
+
+@dataclass
+class Video:
+    """Conditioning of a small random video: the clip plan, prompt banks, adapter features, z_T."""
+
+    plan: ClipPlan
+    clip_bank: PromptBank
+    anchor_bank: PromptBank
+    frame_bank: PromptBank
+    features: FeatureBank
+    noise: torch.Tensor
+
+    @property
+    def num_frames(self) -> int:
+        return self.noise.shape[0]
+
+
+def make_video(comps, n: int, m: int, s: int, *, weighting: str = "uniform", identical: bool = False,
+               seed: int = 0) -> Video:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(1 if identical else n, SIZE, SIZE, 3), dtype=np.uint8)
+    images = np.repeat(images, n, axis=0) if identical else images
+    plan = plan_clips(CodenoiseConfig(clip_length=m, stride=s, weighting=weighting), n, PROMPT)
+    bank = lambda prompts: make_prompt_bank(comps.tokenizer, comps.text_encoder, prompts)  # noqa: E731
+    return Video(plan=plan, clip_bank=bank(plan.prompts), anchor_bank=bank([PROMPT]), frame_bank=bank([PROMPT] * n),
+                 features=adapter_features(comps.adapter, images),
+                 noise=initial_noise(n, LATENT, seed, shared=identical))
+
+
+def ours(comps, video: Video, *, scheduler: str = "ddim", steps: int = 3, mode: str = "middle",
+         max_batch_frames: int = 64, eta: float = 0.0, wrap=None) -> torch.Tensor:
+    """Stage 4's loop: codenoise_eps_fn merged eps, one scheduler step per timestep. Returns x0 latents."""
+    sched = make_scheduler(scheduler, comps.scheduler)
+    timesteps = prepare_scheduler(sched, steps, "cpu")
+    if wrap is not None:
+        wrap(sched)
+    with torch.no_grad(), _installed(comps.unet, mode) as xattn:
+        eps_fn = codenoise_eps_fn(comps.unet, xattn, video.plan, video.clip_bank, video.anchor_bank,
+                                  video.features, GUIDANCE, max_batch_frames)
+        return denoise(video.noise * sched.init_noise_sigma, sched, timesteps, eps_fn, eta=eta,
+                       generator=torch.Generator().manual_seed(1), progress=False)
+
+
+def plain(comps, video: Video, *, scheduler: str = "ddim", steps: int = 3, mode: str | None = None) -> torch.Tensor:
+    """Frame-wise denoising of the whole video in one batch (stages 1-2's eps); `mode` installs
+    cross-frame attention with one group of all N frames, None keeps diffusers' own processors."""
+    sched = make_scheduler(scheduler, comps.scheduler)
+    timesteps = prepare_scheduler(sched, steps, "cpu")
+    n = video.num_frames
+    eps_fn = frame_eps_fn(comps.unet, video.frame_bank, video.features, GUIDANCE, batch_frames=n)
+    with torch.no_grad(), _installed(comps.unet, mode) as xattn:
+        if xattn is not None:
+            xattn.set_groups([n, n])  # CFG: the uncond group, then the cond group
+        return denoise(video.noise * sched.init_noise_sigma, sched, timesteps, eps_fn,
+                       generator=torch.Generator().manual_seed(1), progress=False)
+
+
+def per_clip_stepped(comps, video: Video, *, scheduler: str, steps: int = 3, mode: str = "middle",
+                     shared_scheduler: bool = False, eta: float = 0.0, timesteps_to_run: int | None = None):
+    """Gen-L-Video's form: step every clip on its own, then z_{t-1}(f) = mean over clips containing f.
+
+    Each clip has its own scheduler (its own multistep history), or, with `shared_scheduler`, one
+    scheduler is stepped once per clip as Gen-L-Video's code does. Returns (latents, schedulers).
+    """
+    windows = video.plan.windows
+    scheds = [make_scheduler(scheduler, comps.scheduler) for _ in range(1 if shared_scheduler else len(windows))]
+    for sched in scheds:
+        prepare_scheduler(sched, steps, "cpu")
+    z = video.noise * scheds[0].init_noise_sigma
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad(), _installed(comps.unet, mode) as xattn:
+        for t in scheds[0].timesteps[:timesteps_to_run]:
+            total, count = torch.zeros_like(z), z.new_zeros(z.shape[0], 1, 1, 1)
+            for k, (s, e) in enumerate(windows):
+                sched = scheds[0 if shared_scheduler else k]
+                xattn.set_groups([e - s, e - s])
+                cond = video.clip_bank.take([k]).expand(e - s, -1, -1)
+                eps = guided_eps(comps.unet, sched.scale_model_input(z[s:e], t), t, cond, video.clip_bank.uncond,
+                                 video.features.take(list(range(s, e)), z.device, z.dtype), GUIDANCE)
+                total[s:e] += sched.step(eps, t, z[s:e], **step_kwargs(sched, eta, generator), return_dict=False)[0]
+                count[s:e] += 1
+            z = total / count
+    return z, scheds
+
+
+class _installed:
+    """Context manager: cross-frame attention of `mode` on the UNet (None: nothing installed)."""
+
+    def __init__(self, unet, mode: str | None):
+        self.unet, self.xattn = unet, (CrossFrameAttention(mode) if mode is not None else None)
+
+    def __enter__(self) -> CrossFrameAttention | None:
+        if self.xattn is not None:
+            self.xattn.install(self.unet)
+        return self.xattn
+
+    def __exit__(self, *exc) -> None:
+        if self.xattn is not None:
+            self.xattn.remove()
+
+
+# --- one clip covering the whole video equals plain denoising ---------------------------------------------
+
+
+@pytest.mark.parametrize("mode", sorted(m for m in ATTENTION_MODES if m != "global"))
+def test_one_clip_equals_plain_batched_denoising(comps, mode):
+    video = make_video(comps, n=6, m=6, s=6)
+    assert video.plan.windows == [(0, 6)]
+    expected = plain(comps, video, mode=mode)
+    got = ours(comps, video, mode=mode)
+    torch.testing.assert_close(got, expected, **TOL)
+    if mode == "none":  # and the "none" processor is diffusers' own self-attention
+        torch.testing.assert_close(got, plain(comps, video, mode=None), **TOL)
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpmpp", "euler", "ddpm"])
+def test_one_clip_equals_plain_for_every_scheduler(comps, scheduler):
+    video = make_video(comps, n=5, m=5, s=5)
+    expected = plain(comps, video, scheduler=scheduler, mode="middle")
+    got = ours(comps, video, scheduler=scheduler, mode="middle")
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, **TOL)
+
+
+def test_one_clip_equals_plain_with_global_attention(comps):
+    """`global` with a single clip: the anchor is the clip's middle frame, as in `middle` mode."""
+    video = make_video(comps, n=6, m=6, s=6)
+    assert video.plan.anchor == 6 // 2 == 0 + 6 // 2
+    torch.testing.assert_close(ours(comps, video, mode="global"), plain(comps, video, mode="middle"), **TOL)
+
+
+# --- merged eps vs Gen-L-Video's per-clip stepping --------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpmpp", "euler"])
+def test_per_clip_stepping_equals_merging_for_deterministic_linear_samplers(comps, scheduler):
+    """With uniform weights, a deterministic sampler whose step is linear in (z, model outputs) with
+    coefficients that depend only on the timesteps gives mean_k step_k(eps_k) = step(mean_k eps_k),
+    provided every clip keeps its own scheduler state: DDIM (eta 0), but also DPM-Solver++ (a linear
+    multistep method; each clip's history holds that clip's own x0 predictions) and Euler."""
+    video = make_video(comps, n=10, m=6, s=2)  # clips (0, 6), (2, 8), (4, 10): frames in 1, 2 and 3 clips
+    steps = 3  # DPM-Solver++: step 1 is 2nd order (uses step 0's output); the last is 1st (lower_order_final)
+    expected, _ = per_clip_stepped(comps, video, scheduler=scheduler, steps=steps)
+    got = ours(comps, video, scheduler=scheduler, steps=steps)
+    torch.testing.assert_close(got, expected, **TOL)  # (the clips do disagree: see the `global` test)
+
+
+@pytest.mark.parametrize("scheduler, eta", [("ddpm", 0.0), ("ddim", 1.0)])
+def test_per_clip_stepping_differs_for_stochastic_samplers(comps, scheduler, eta):
+    """Per-clip stepping adds independent noise per clip and averages it: frames in c clips keep only
+    1/c of the noise variance the sampler adds. Ours adds it once, at full variance."""
+    video = make_video(comps, n=10, m=6, s=2)
+    expected, _ = per_clip_stepped(comps, video, scheduler=scheduler, eta=eta)
+    got = ours(comps, video, scheduler=scheduler, eta=eta)
+    assert (got - expected).abs().max() > 0.05 * got.abs().max()
+
+
+def test_shared_scheduler_stepped_per_clip_breaks_dpmpp(comps):
+    """Gen-L-Video's code steps ONE scheduler once per clip. DPM-Solver++ keeps a step index and its
+    last model outputs: after one timestep of K clips the index says K steps were taken, and the
+    "previous" output it extrapolates from belongs to another clip (other frames); the next timestep
+    then runs off the end of the sigma table or uses the wrong sigmas."""
+    video = make_video(comps, n=10, m=6, s=2)
+    k = len(video.plan.windows)
+    _, (sched,) = per_clip_stepped(comps, video, scheduler="dpmpp", steps=3, shared_scheduler=True,
+                                   timesteps_to_run=1)
+    assert sched.step_index == k != 1
+    history = [m for m in sched.model_outputs if m is not None]
+    assert len(history) >= 2 and not torch.equal(history[-1], history[-2])  # two clips' x0, not one clip's
+    try:
+        broken, _ = per_clip_stepped(comps, video, scheduler="dpmpp", steps=3, shared_scheduler=True)
+    except IndexError:  # diffusers reads sigmas[step_index + 1]: past the end of the table at timestep 2
+        return
+    assert (broken - ours(comps, video, scheduler="dpmpp", steps=3)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("scheduler", ["dpmpp", "euler", "ddim"])
+def test_our_loop_steps_the_scheduler_once_per_timestep(comps, scheduler):
+    video = make_video(comps, n=10, m=4, s=2)  # 4 clips
+    calls = []
+
+    def count_steps(sched):
+        step = sched.step
+        sched.step = lambda *a, **kw: (calls.append(a[0].shape[0]), step(*a, **kw))[1]
+
+    steps = 3
+    holder = {}
+    ours(comps, video, scheduler=scheduler, steps=steps, wrap=lambda s: (holder.update(s=s), count_steps(s)))
+    assert calls == [video.num_frames] * steps  # once per timestep, on the whole video
+    if scheduler != "ddim":
+        assert holder["s"].step_index == steps
+
+
+# --- coverage, attention, restoration ---------------------------------------------------------------------
+
+
+def test_tail_frames_are_denoised_like_the_others(comps):
+    """N = 11, M = 4, S = 3: Gen-L-Video's windows (0, 4), (3, 7), (6, 10) leave frame 10 out (and zero
+    it); ours add (7, 11)."""
+    video = make_video(comps, n=11, m=4, s=3)
+    assert video.plan.windows == [(0, 4), (3, 7), (6, 10), (7, 11)]
+    x0 = ours(comps, video, steps=3)
+    std = x0.flatten(1).std(dim=1)
+    body = std[:9]
+    assert torch.isfinite(x0).all()
+    for f in (9, 10):
+        assert body.min() / 2 < std[f] < body.max() * 2, (f, std.tolist())
+        assert abs(x0[f].mean() - x0[:9].mean()) < 3 * body.mean()
+    # frame 10 went through the sampler: it is no longer its initial noise
+    assert (x0[10] - video.noise[10]).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("mode", ["first", "sparse-causal", "middle", "global"])
+def test_anchor_attention_on_identical_frames_equals_none(comps, mode):
+    """Identical frames (same noise, pose and prompt): attending to any frame of the clip is attending to
+    oneself, so every anchor mode equals plain self-attention, end to end over several clips."""
+    video = make_video(comps, n=8, m=4, s=2, identical=True)
+    assert len(video.plan.windows) == 3
+    torch.testing.assert_close(ours(comps, video, mode=mode), ours(comps, video, mode="none"), **TOL)
+
+
+def test_run_restores_the_unet_processors(comps, tmp_path):
+    unet = comps.unet
+    before = dict(unet.attn_processors)
+    x = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(3))
+    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        out_before = unet(x, torch.tensor(500), encoder_hidden_states=ctx).sample
+
+    n = 7
+    cfg = C.apply_overrides(C.RunConfig(), [
+        f"inputs.prompt={PROMPT}", f"inputs.height={SIZE}", f"inputs.width={SIZE}", "sampling.steps=2",
+        f"sampling.guidance={GUIDANCE}", "codenoise.clip_length=4", "codenoise.stride=2",
+        "codenoise.attention=global"])
+    images = np.random.default_rng(0).integers(0, 256, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
+    inputs = VideoInputs(pose_images=images, keypoints=None, prompts=[PROMPT] * n, fps=8.0, summary="random")
+    info = codenoise.run(cfg, comps, inputs, RunDir(tmp_path / "run"), progress=False)
+
+    after = dict(unet.attn_processors)
+    assert after.keys() == before.keys()
+    assert all(after[name] is before[name] for name in before)
+    with torch.no_grad():
+        assert torch.equal(unet(x, torch.tensor(500), encoder_hidden_states=ctx).sample, out_before)
+    assert info["clips"] == len(clip_windows(n, 4, 2)) == 3
+    assert info["unet_frame_evals_per_step"] == 3 * 4 * 2
+    assert video_info(tmp_path / "run" / "final.mp4").num_frames == n
+
+
+# --- batching ---------------------------------------------------------------------------------------------
+
+
+def test_clip_batches_respect_the_budget_and_keep_every_clip_once_in_order():
+    for n in range(1, 60, 3):
+        for m in (1, 3, 4, 8, 16):
+            for s in {1, max(1, m // 2), m}:
+                windows = clip_windows(n, m, s, shrink_clip=True)
+                for budget in (1, 3, 4, 8, 17, 64, 1000):
+                    batches = clip_batches(windows, budget)
+                    assert [k for b in batches for k in b] == list(range(len(windows)))
+                    for b in batches:
+                        frames = sum(windows[k][1] - windows[k][0] for k in b)
+                        assert b and (frames <= budget or len(b) == 1)
+                    # greedy: a batch is closed only when the next clip would not fit
+                    for b, nxt in zip(batches, batches[1:]):
+                        used = sum(windows[k][1] - windows[k][0] for k in b)
+                        assert used + windows[nxt[0]][1] - windows[nxt[0]][0] > budget
+
+
+@pytest.mark.parametrize("mode", ["middle", "global"])
+def test_results_do_not_depend_on_max_batch_frames(comps, mode):
+    video = make_video(comps, n=10, m=4, s=2)  # 4 clips of 4 frames
+    results = [ours(comps, video, mode=mode, steps=2, max_batch_frames=b) for b in (1, 8, 100)]
+    for r in results[1:]:
+        torch.testing.assert_close(r, results[0], **TOL)
+
+
+# --- global attention -------------------------------------------------------------------------------------
+
+
+class _Recorder(MergeAccumulator):
+    """A MergeAccumulator that also keeps every clip's prediction."""
+
+    added: list = []
+
+    def add(self, window, pred, weights):
+        _Recorder.added.append((window, pred.clone()))
+        super().add(window, pred, weights)
+
+
+def clip_predictions(comps, video: Video, mode: str, monkeypatch) -> dict[tuple[int, int], torch.Tensor]:
+    """eps_k of every clip at one timestep (t = 500), from the stage's own eps function."""
+    _Recorder.added = []
+    monkeypatch.setattr(codenoise, "MergeAccumulator", _Recorder)
+    with torch.no_grad(), _installed(comps.unet, mode) as xattn:
+        eps_fn = codenoise_eps_fn(comps.unet, xattn, video.plan, video.clip_bank, video.anchor_bank, video.features,
+                                  GUIDANCE, max_batch_frames=8)
+        eps_fn(video.noise, torch.tensor(500), 0)
+    return dict(_Recorder.added)
+
+
+def test_global_attention_gives_every_clip_the_same_anchor(comps, monkeypatch):
+    """In `global` mode a frame's eps depends on itself, its prompt, its pose and the ONE anchor: so the
+    clips that share a frame predict the same eps for it. In `middle` mode each clip has its own anchor
+    and they disagree (which is what makes the check meaningful)."""
+    video = make_video(comps, n=10, m=4, s=2)
+    windows = video.plan.windows
+    for mode, same in (("global", True), ("middle", False)):
+        preds = clip_predictions(comps, video, mode, monkeypatch)
+        assert list(preds) == windows
+        for (s1, e1), (s2, e2) in zip(windows, windows[1:]):
+            lo, hi = max(s1, s2), min(e1, e2)
+            a, b = preds[(s1, e1)][lo - s1:hi - s1], preds[(s2, e2)][lo - s2:hi - s2]
+            if same:
+                torch.testing.assert_close(a, b, **TOL)
+            else:
+                assert (a - b).abs().max() > 100 * TOL["atol"]
+
+
+def test_global_attention_records_the_anchor_once_per_step(comps, monkeypatch):
+    video = make_video(comps, n=9, m=4, s=2)
+    recorded: list[int] = []
+    original = CrossFrameAttention._store_anchor
+
+    def store(self, name, hidden_states):
+        if not self._anchors:
+            recorded.append(hidden_states.shape[0])
+        original(self, name, hidden_states)
+
+    monkeypatch.setattr(CrossFrameAttention, "_store_anchor", store)
+    x0 = ours(comps, video, mode="global", steps=3, max_batch_frames=4)
+    assert torch.isfinite(x0).all()
+    assert recorded == [2] * 3  # one [uncond, cond] anchor forward per step, shared by every batch of clips
+    assert video.plan.anchor == 9 // 2
+
+
+# --- a real pose sequence through the pipeline ------------------------------------------------------------
+
+
+def test_pipeline_stages_1_2_4_keep_every_frame(comps, model_dir, shared_dir, tmp_path):
+    from vidtune import pipeline
+
+    n = 20
+    poses = shared_dir / "data/openpose/DurhamARC__raga-pose-estimation/example_1person"
+    cfg = C.apply_overrides(C.RunConfig(), [
+        f"model.path={model_dir}", "model.adapter=", f"inputs.poses={poses}", f"inputs.prompt={PROMPT}",
+        f"inputs.frames={n}", f"inputs.height={SIZE}", f"inputs.width={SIZE}", "sampling.steps=2",
+        f"sampling.guidance={GUIDANCE}", "separate.segmenter=grabcut", "codenoise.clip_length=8",
+        "codenoise.stride=5"])  # clips (0, 8), (5, 13), (10, 18) and the tail clip (12, 20)
+    summary = pipeline.run(cfg, tmp_path / "run", stages=[1, 2, 4], progress=False, components=comps,
+                           log=lambda s: None)
+    assert [summary.stages[k][0] for k in (1, 2, 4)] == ["ran"] * 3
+    assert video_info(tmp_path / "run" / "final.mp4").num_frames == n

@@ -1,0 +1,147 @@
+"""`vidtune plan`: stage 4's clips, prompts, evaluations and memory estimate, without building a model."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidtune import config as C
+from vidtune import plan
+from vidtune.cli import main
+from vidtune.errors import VidtuneError
+from vidtune.models import tiny_configs
+from vidtune.windows import clip_windows
+
+POSES = "data/openpose/DurhamARC__raga-pose-estimation/example_1person"  # 125 frames of OpenPose JSON
+
+
+def tiny_cfg(model: Path, poses: Path, *overrides: str) -> C.RunConfig:
+    return C.apply_overrides(C.RunConfig(), [
+        f"model.path={model}", "model.adapter=", f"inputs.poses={poses}", "inputs.prompt=a person dancing",
+        "inputs.height=32", "inputs.width=32", "sampling.steps=6", "sampling.guidance=3.0", *overrides])
+
+
+@pytest.fixture
+def no_modules_built(monkeypatch):
+    """Counts torch modules constructed while the test runs."""
+    built: list[str] = []
+    init = torch.nn.Module.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(type(self).__name__)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__init__", counting_init)
+    return built
+
+
+def test_plan_lists_every_clip_and_the_evaluation_count(tiny_model_dir, shared_dir, no_modules_built):
+    n, m, s, steps = 40, 8, 3, 6
+    cfg = tiny_cfg(tiny_model_dir, shared_dir / POSES, f"inputs.frames={n}", f"codenoise.clip_length={m}",
+                   f"codenoise.stride={s}")
+    start = time.perf_counter()
+    report = plan.plan_report(cfg)
+    assert time.perf_counter() - start < 10
+    assert no_modules_built == []
+
+    windows = clip_windows(n, m, s)
+    assert windows[-1] == (32, 40) and 32 % s != 0  # a tail clip off the stride grid
+    assert f"{n} frames" in report and "(resampled from 125)" in report
+    for k, (a, b) in enumerate(windows):
+        assert re.search(rf"^\s+{k}\s+{a}-{b - 1}\s+'a person dancing'$", report, re.M), k
+        assert re.search(rf"^clip {k}\s", report, re.M)  # a row of the weight plot
+    per_step = len(windows) * m * 2  # CFG doubles the UNet batch
+    assert f"= {per_step} ({per_step / n:.2f} per video frame)" in report
+    assert f"Over {steps} steps: {per_step * steps} frame evaluations" in report
+    assert "unet 793.0K (weights)" in report  # from the safetensors header
+    assert "Estimated peak memory of stage 4" in report
+
+
+def test_plan_counts_prompt_ranges_fused_init_and_the_global_anchor(tiny_model_dir, shared_dir):
+    cfg = tiny_cfg(tiny_model_dir, shared_dir / POSES, "inputs.frames=30", "codenoise.clip_length=10",
+                   "codenoise.stride=10", "codenoise.init=fused", "codenoise.strength=0.5",
+                   "codenoise.attention=global")
+    cfg = C.apply_overrides(cfg, ['inputs.prompts={ "0" = "a person dancing", "15" = "a person waving" }'])
+    report = plan.plan_report(cfg)
+    # strength 0.5 of 6 steps: stage 4 starts at step 3 (stages.codenoise.initial_latents)
+    assert "3 of 6 ddim steps" in report and "Over 3 steps: 180 frame evaluations" in report
+    assert re.search(r"^\s+1\s+10-19\s+'a person dancing'$", report, re.M)  # 5 frames each: the earlier wins
+    assert re.search(r"^\s+2\s+20-29\s+'a person waving'$", report, re.M)
+    assert "+ 2 anchor frame evaluation(s) per step (frame 15), 6 in all" in report
+
+
+def test_plan_through_the_cli(tiny_model_dir, shared_dir, capsys):
+    assert main(["plan", "--model", str(tiny_model_dir), "--poses", str(shared_dir / POSES), "--prompt",
+                 "a person dancing", "--frames", "20", "--height", "32", "--width", "32",
+                 "--set", "codenoise.clip_length=8", "--set", "codenoise.stride=4"]) == 0
+    out = capsys.readouterr().out
+    assert "Temporal co-denoising plan: 20 frames, 4 clips of 8 frames" in out
+    assert main(["plan", "--model", str(tiny_model_dir), "--poses", str(shared_dir / POSES), "--prompt", "x",
+                 "--frames", "5", "--height", "32", "--width", "32"]) == 2  # 5 frames < clip_length 16
+    assert "codenoise.shrink_clip" in capsys.readouterr().err
+
+
+def test_plan_needs_poses(tiny_model_dir):
+    with pytest.raises(VidtuneError, match="inputs.poses is empty"):
+        plan.plan_report(C.apply_overrides(C.RunConfig(), [f"model.path={tiny_model_dir}", "inputs.prompt=x"]))
+
+
+def _meta_parameters(configs: dict) -> dict[str, int]:
+    from diffusers import AutoencoderKL, T2IAdapter, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.device("meta"):
+        models = {"unet": UNet2DConditionModel.from_config(configs["unet"]),
+                  "vae": AutoencoderKL.from_config(configs["vae"]),
+                  "adapter": T2IAdapter.from_config(configs["adapter"]),
+                  "text_encoder": CLIPTextModel(CLIPTextConfig(**{k: v for k, v in configs["text_encoder"].items()
+                                                                  if not k.startswith("_")}))}
+    return {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
+
+
+def test_parameter_counts_from_configs_are_exact(shared_dir):
+    sd = shared_dir / "data/models/sd-v1-4"
+    configs = {name: json.loads((sd / name / "config.json").read_text()) for name in ("unet", "vae", "text_encoder")}
+    configs["adapter"] = json.loads((shared_dir / "data/models/t2iadapter-openpose-sd14v1/config.json").read_text())
+    tiny = tiny_configs()
+    for cfgs in (configs, tiny):
+        counted = {name: plan._COUNTERS[name](cfgs[name]) for name in ("unet", "vae", "text_encoder", "adapter")}
+        assert counted == _meta_parameters(cfgs)
+    assert plan.unet_parameters(configs["unet"]) == 859_520_964  # SD v1-4's 859.5M
+
+
+def test_model_sizes_read_weights_headers_configs_or_assume_sd14(tiny_model_dir, shared_dir):
+    sizes = plan.model_sizes(C.ModelConfig(path=str(tiny_model_dir), adapter=""))
+    assert set(sizes.counted.values()) == {"weights"}
+    assert {"unet", "vae", "text_encoder", "adapter"} <= set(sizes.parameters)
+    assert sizes.parameters["unet"] == plan.unet_parameters(tiny_configs()["unet"])
+    assert sizes.vae_factor == 4 and sizes.latent_channels == 4 and sizes.block_out_channels == [32, 64]
+
+    sd = plan.model_sizes(C.ModelConfig(path=str(shared_dir / "data/models/sd-v1-4"),
+                                        adapter=str(shared_dir / "data/models/t2iadapter-openpose-sd14v1")))
+    assert sd.counted == dict.fromkeys(("unet", "vae", "text_encoder", "adapter"), "config")
+    assert sd.vae_factor == 8 and sd.parameters["adapter"] == 77_369_280
+
+    assumed = plan.model_sizes(C.ModelConfig(path="nobody/no-such-model-xyz", adapter="nobody/no-such-adapter-xyz"))
+    assert set(assumed.counted.values()) == {"assumed"} and assumed.parameters == sd.parameters
+
+
+def test_memory_estimate_grows_with_frames_only_through_per_frame_tensors(shared_dir):
+    sizes = plan.model_sizes(C.ModelConfig(path=str(shared_dir / "data/models/sd-v1-4"),
+                                           adapter=str(shared_dir / "data/models/t2iadapter-openpose-sd14v1")))
+    small, large = (plan.memory_estimate(sizes, n, 512, 512, batch_frames=16, guidance=True, element_bytes=2)
+                    for n in (64, 1024))
+    assert small.weights == large.weights and small.activations == large.activations
+    assert small.decoding == large.decoding
+    assert large.latents == 16 * small.latents and large.features == 16 * small.features
+    # SD's adapter residuals are 320x64x64 + 640x32x32 + 1280x16x16 + 1280x8x8 values per frame
+    assert small.features == 64 * 2_375_680 * 2
+    assert large.latents == plan.LATENT_COPIES * 1024 * 4 * 64 * 64 * 2
+    assert large.peak == large.weights + large.latents + large.features + max(large.activations, large.decoding)
+    no_cfg = plan.memory_estimate(sizes, 64, 512, 512, batch_frames=16, guidance=False, element_bytes=2)
+    assert no_cfg.activations * 2 == pytest.approx(small.activations, rel=1e-6)

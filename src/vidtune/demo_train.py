@@ -1,13 +1,13 @@
 """Train the embedded demo model on single frames of the synthetic world (as SD is trained on images).
 
-    python -m vidtune.demo_train --out /tmp/demo_train --vae-minutes 12 --unet-minutes 55
+    python -m vidtune.demo_train --out /tmp/demo_train --vae-minutes 9 --unet-minutes 52 --num-frames 5000
 
 Steps (each resumable; a rerun with the same ``out_dir`` picks up where a killed one stopped):
 
 1. dataset:  pre-render ``num_frames`` single frames (random scene x random motion/pose x random
    prompt) with their OpenPose condition images and prompts, cached as .npy in ``out_dir/data``;
-2. vae:      AutoencoderKL (3 levels, f = 4: 64x64x3 <-> 16x16x4) on L1 + a tiny KL, for a time
-   budget; then every frame is encoded once (posterior mean and std) and the latent scaling
+2. vae:      AutoencoderKL (3 levels, f = 4: 64x64x3 <-> 16x16x4, fully convolutional) on L1 + a
+   tiny KL over random 32x32 crops, for a time budget; then every frame is encoded once (posterior mean and std) and the latent scaling
    factor is set so that scaled latents have unit variance, as SD's 0.18215 does;
 3. unet:     UNet2DConditionModel + T2IAdapter (full_adapter) + CLIPTextModel trained jointly on
    the epsilon loss under SD's schedule (scaled_linear 0.00085 -> 0.012, 1000 steps), 10% of the
@@ -57,13 +57,14 @@ SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, be
 class DemoTrainConfig:
     """Everything that decides the demo model; saved in every checkpoint and in the export."""
 
-    vae_minutes: float = 12.0
-    unet_minutes: float = 55.0
-    num_frames: int = 10000
+    vae_minutes: float = 9.0
+    unet_minutes: float = 52.0
+    num_frames: int = 5000
     scenes_per_kind: int = 60  # distinct backgrounds per (scene, time) in the training set
     seed: int = 0
-    vae_batch: int = 16
-    vae_lr: float = 5e-4
+    vae_batch: int = 32
+    vae_crop: int = 32  # the VAE trains on random crops (it is fully convolutional)
+    vae_lr: float = 1e-3
     kl_weight: float = 1e-6
     unet_batch: int = 16
     unet_lr: float = 3e-4
@@ -87,9 +88,11 @@ def build_components(vocab_size: int, bos_id: int, eos_id: int, seed: int = 0) -
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
+    # Fully convolutional (no mid-block attention), so it trains on crops and runs at any size.
     vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-                        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(32, 64, 64),
-                        layers_per_block=1, latent_channels=4, norm_num_groups=16, sample_size=RESOLUTION)
+                        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 64),
+                        layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=RESOLUTION,
+                        mid_block_add_attention=False)
     unet = UNet2DConditionModel(
         sample_size=RESOLUTION // 4, in_channels=4, out_channels=4, block_out_channels=(64, 128, 128),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -125,7 +128,7 @@ def _sample_spec(seed: int, i: int, scenes_per_kind: int):
     attrs = sample_attributes(rng)
     motion = attrs.motion or str(rng.choice(list(MOTIONS)))
     translate: str | float = "auto" if rng.random() < 0.6 else float(rng.uniform(-2.0, 2.0))
-    n = int(rng.integers(1, 80))
+    n = int(rng.integers(1, 40))
     speed = float(rng.uniform(0.6, 1.6))
     motion_seed = int(rng.integers(1 << 30))
     key = (attrs.scene, attrs.time, int(rng.integers(scenes_per_kind)))
@@ -252,7 +255,10 @@ def train_vae(out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, len(frames), (cfg.vae_batch,), generator=gen).numpy()
-        x = _to_unit(frames[idx]) * 2 - 1
+        c = cfg.vae_crop
+        oy, ox = (torch.randint(0, frames.shape[1] - c + 1, (2, cfg.vae_batch), generator=gen) // 4 * 4).numpy()
+        crops = np.stack([frames[i, y:y + c, x_:x_ + c] for i, y, x_ in zip(idx, oy, ox)])
+        x = _to_unit(crops) * 2 - 1
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=gen)).sample
         loss = (rec - x).abs().mean() + cfg.kl_weight * post.kl().mean()
@@ -405,7 +411,7 @@ def _diffusers_version() -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def train_demo(out_dir: str | Path, *, vae_minutes: float = 12.0, unet_minutes: float = 55.0, resume: bool = True,
+def train_demo(out_dir: str | Path, *, vae_minutes: float = 9.0, unet_minutes: float = 52.0, resume: bool = True,
                seed: int = 0, **overrides) -> Path:
     """Train the demo model into ``out_dir``; returns the exported model folder ``out_dir/model``.
 
@@ -489,8 +495,8 @@ def main(argv: list[str] | None = None) -> int:
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The train-demo command-line options (shared with `vidtune.cli`)."""
     ap.add_argument("--out", required=True, help="working folder; the model is written to OUT/model")
-    ap.add_argument("--vae-minutes", type=float, default=12.0)
-    ap.add_argument("--unet-minutes", type=float, default=55.0)
+    ap.add_argument("--vae-minutes", type=float, default=DemoTrainConfig.vae_minutes)
+    ap.add_argument("--unet-minutes", type=float, default=DemoTrainConfig.unet_minutes)
     ap.add_argument("--num-frames", type=int, default=DemoTrainConfig.num_frames)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-resume", action="store_true", help="start over instead of resuming from OUT")

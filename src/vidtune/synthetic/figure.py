@@ -37,10 +37,13 @@ class FigureColours:
 
 
 class FigureLayer(NamedTuple):
-    """rgb ``(H, W, 3)`` uint8 (zero outside the mask) and the exact mask ``(H, W)`` bool."""
+    """rgb ``(H, W, 3)`` uint8 (zero outside the mask), the exact mask ``(H, W)`` bool, and
+    ``clothes`` ``(H, W)`` bool: the mask pixels mostly covered by shirt / trousers (not skin,
+    hair or shoes), the reference region of `vidtune.synthetic.adherence.pose_iou`."""
 
     rgb: np.ndarray
     mask: np.ndarray
+    clothes: np.ndarray
 
 
 def composite(background: np.ndarray, layer: FigureLayer) -> np.ndarray:
@@ -58,12 +61,13 @@ def _segment_field(px: np.ndarray, py: np.ndarray, a: np.ndarray, b: np.ndarray)
     return np.hypot(px - (a[0] + t * d[0]), py - (a[1] + t * d[1]))
 
 
-def _paint(colour_buf: np.ndarray, cover: np.ndarray, inside: np.ndarray, shade: np.ndarray,
-           rgb: tuple[int, int, int], box: tuple[int, int, int, int]) -> None:
+def _paint(colour_buf: np.ndarray, cover: np.ndarray, cloth: np.ndarray, inside: np.ndarray, shade: np.ndarray,
+           rgb: tuple[int, int, int], box: tuple[int, int, int, int], is_cloth: bool) -> None:
     y0, y1, x0, x1 = box
     region = colour_buf[y0:y1, x0:x1]
     region[inside] = np.asarray(rgb, dtype=np.float32)[None] * shade[inside][:, None]
     cover[y0:y1, x0:x1] |= inside
+    cloth[y0:y1, x0:x1][inside] = is_cloth
 
 
 def render_figure(keypoints: np.ndarray, colours: FigureColours, height: int, width: int, *,
@@ -130,6 +134,7 @@ def render_figure(keypoints: np.ndarray, colours: FigureColours, height: int, wi
 
     colour_buf = np.zeros((H, W, 3), dtype=np.float32)
     cover = np.zeros((H, W), dtype=bool)
+    cloth = np.zeros((H, W), dtype=bool)
     light_dir = np.array([-0.45, -0.75])  # light from the upper left
     for kind, geo, r, rgb, _, _ in parts:
         if kind == "torso":
@@ -179,14 +184,14 @@ def render_figure(keypoints: np.ndarray, colours: FigureColours, height: int, wi
             lx = ((px - geo[4][0]) * light_dir[0] + (py - geo[4][1]) * light_dir[1]) / max(3 * r, 1e-6)
             shade = 1.0 - 0.3 * rel**2 + 0.1 * np.clip(lx, -1, 1)
         shade = np.clip(shade, 0.45, 1.15).astype(np.float32) * light
-        _paint(colour_buf, cover, inside, shade, rgb, (y0, y1, x0, x1))
+        _paint(colour_buf, cover, cloth, inside, shade, rgb, (y0, y1, x0, x1), rgb in (shirt, trousers))
         if kind == "head":  # hair: the top-back of the head
             up = -geo[1] / (np.linalg.norm(geo[1]) + 1e-9)  # from head towards the neck is down
             face_dir = geo[2] - geo[0]
             toward = ((px - geo[0][0]) * -up[0] + (py - geo[0][1]) * -up[1]) / max(r, 1e-6)
             facing = ((px - geo[0][0]) * face_dir[0] + (py - geo[0][1]) * face_dir[1])
             hair = inside & ((toward > 0.25) | ((facing < -0.1 * r * np.linalg.norm(face_dir)) & (toward > -0.3)))
-            _paint(colour_buf, cover, hair, shade, colours.hair, (y0, y1, x0, x1))
+            _paint(colour_buf, cover, cloth, hair, shade, colours.hair, (y0, y1, x0, x1), False)
 
     # Supersampled -> canvas: coverage >= 1/2 decides the mask; colour = mean of covered subpixels.
     cov = cover.reshape(height, ss, width, ss).astype(np.float32)
@@ -194,7 +199,8 @@ def render_figure(keypoints: np.ndarray, colours: FigureColours, height: int, wi
     mask = count >= (ss * ss) / 2
     summed = (colour_buf.reshape(height, ss, width, ss, 3) * cov[..., None]).sum(axis=(1, 3))
     rgb = np.where(mask[..., None], summed / np.maximum(count, 1)[..., None], 0.0)
-    return FigureLayer(rgb=np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mask=mask)
+    clothes = mask & (cloth.reshape(height, ss, width, ss).sum(axis=(1, 3)) * 2 > count)
+    return FigureLayer(rgb=np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mask=mask, clothes=clothes)
 
 
 def _in_convex(px: np.ndarray, py: np.ndarray, quad: np.ndarray) -> np.ndarray:

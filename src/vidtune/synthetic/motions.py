@@ -120,9 +120,9 @@ def _turn(p: float) -> Pose:
 
 MOTIONS: dict[str, MotionSpec] = {
     "walk": MotionSpec(_walk, period=16.0, travels=True, stride=0.75),
-    "run": MotionSpec(_run, period=10.0, travels=True, stride=1.2),
+    "run": MotionSpec(_run, period=12.0, travels=True, stride=1.2),
     "wave": MotionSpec(_wave, period=12.0, travels=False),
-    "jump": MotionSpec(_jump, period=14.0, travels=False),
+    "jump": MotionSpec(_jump, period=22.0, travels=False),
     "dance": MotionSpec(_dance, period=24.0, travels=False),
     "squat": MotionSpec(_squat, period=22.0, travels=False),
     "turn": MotionSpec(_turn, period=40.0, travels=False),

@@ -23,13 +23,15 @@ class SyntheticSequence:
     """A rendered ground-truth video.
 
     keypoints: ``(N, 18, 3)`` (x, y, conf) pixels; frames: ``(N, H, W, 3)`` uint8 RGB;
-    masks: ``(N, H, W)`` bool, exact figure masks; pose_images: ``(N, H, W, 3)`` uint8 OpenPose
+    masks: ``(N, H, W)`` bool, exact figure masks; clothes_masks: ``(N, H, W)`` bool, the part
+    of each mask drawn in the prompt's colour (shirt, sleeves, trousers); pose_images: ``(N, H, W, 3)`` uint8 OpenPose
     renderings; background: ``(H, W, 3)`` uint8 (the same for every frame).
     """
 
     keypoints: np.ndarray
     frames: np.ndarray
     masks: np.ndarray
+    clothes_masks: np.ndarray
     pose_images: np.ndarray
     background: np.ndarray
     prompt: str
@@ -71,11 +73,12 @@ def make_sequence(motion: str, num_frames: int, prompt: str | PromptAttributes, 
     seq = motion_sequence(motion, num_frames, height=height, width=width, speed=speed,
                           translate=translate, seed=seed)
     background = render_scene(attrs, seed if scene_seed is None else scene_seed, height, width)
-    frames, masks, poses = [], [], []
+    frames, masks, clothes, poses = [], [], [], []
     for kp, dp in zip(seq.keypoints, seq.depth):
-        rgb, mask, pose = make_frame(kp, attrs, background, dp)
-        frames.append(rgb)
-        masks.append(mask)
-        poses.append(pose)
+        layer = draw_figure(kp, attrs, height, width, dp)
+        frames.append(composite(background, layer))
+        masks.append(layer.mask)
+        clothes.append(layer.clothes)
+        poses.append(render_pose(kp, height, width))
     return SyntheticSequence(keypoints=seq.keypoints, frames=np.stack(frames), masks=np.stack(masks),
-                             pose_images=np.stack(poses), background=background, prompt=text, attrs=attrs)
+                             clothes_masks=np.stack(clothes), pose_images=np.stack(poses), background=background, prompt=text, attrs=attrs)

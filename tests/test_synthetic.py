@@ -1,0 +1,215 @@
+"""The synthetic world: deterministic scenes, exact masks, smooth in-frame motions, a grammar that
+round-trips, and adherence checks that score the ground truth high and wrong frames low."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vidtune.errors import VidtuneError
+from vidtune.poses import render_pose
+from vidtune.synthetic import MOTIONS, make_sequence, motion_keypoints, parse_prompt, render_scene, sample_prompt
+from vidtune.synthetic.adherence import (
+    classify_figure_colour,
+    classify_scene,
+    frame_adherence,
+    keyed_figure_mask,
+    pose_iou,
+    summarize,
+)
+from vidtune.synthetic.figure import FigureColours, composite, render_figure
+from vidtune.synthetic.grammar import (
+    COLOURS,
+    SCENES,
+    TIMES,
+    VOCABULARY_TEXTS,
+    PromptAttributes,
+    format_prompt,
+    sample_attributes,
+)
+
+
+# ---------------------------------------------------------------- scenes
+
+
+@pytest.mark.parametrize("scene", SCENES)
+def test_scene_is_deterministic_and_seeded(scene: str) -> None:
+    for time in TIMES:
+        a = render_scene((scene, time), seed=3, height=64, width=64)
+        assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+        np.testing.assert_array_equal(a, render_scene((scene, time), seed=3, height=64, width=64))
+        assert np.abs(a.astype(int) - render_scene((scene, time), seed=4, height=64, width=64)).mean() > 1.0
+
+
+def test_scene_has_texture_not_flat_fills() -> None:
+    img = render_scene(("grass", "day"), seed=0, height=64, width=64).astype(float)
+    ground = img[48:]
+    assert ground.std(axis=(0, 1)).mean() > 3.0  # textured
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 300
+
+
+def test_scene_accepts_attributes_and_other_sizes() -> None:
+    attrs = parse_prompt("a red figure dancing on a snowy field at night")
+    assert render_scene(attrs, 1, 48, 80).shape == (48, 80, 3)
+    with pytest.raises(ValueError):
+        render_scene(("moon", "day"), 0)
+
+
+# ---------------------------------------------------------------- figure and sequences
+
+
+def test_sequence_mask_is_exactly_the_drawn_figure() -> None:
+    seq = make_sequence("dance", 6, "a purple figure on a beach at sunset", seed=2)
+    assert seq.frames.shape == (6, 64, 64, 3) and seq.masks.shape == (6, 64, 64)
+    assert seq.pose_images.shape == (6, 64, 64, 3) and seq.keypoints.shape == (6, 18, 3)
+    for frame, mask in zip(seq.frames, seq.masks):
+        assert mask.sum() > 150
+        # Outside the mask the frame is the (static) background, bit for bit.
+        np.testing.assert_array_equal(frame[~mask], seq.background[~mask])
+        # Inside, the figure was drawn over it.
+        differs = (frame[mask] != seq.background[mask]).any(-1)
+        assert differs.mean() > 0.98
+    assert (seq.clothes_masks <= seq.masks).all()
+
+
+def test_sequence_is_deterministic_and_pose_images_match_render_pose() -> None:
+    a = make_sequence("walk", 4, "a red figure walking in a city street at night", seed=5)
+    b = make_sequence("walk", 4, "a red figure walking in a city street at night", seed=5)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.pose_images[2], render_pose(a.keypoints[2], 64, 64))
+    assert a.attrs == PromptAttributes(colour="red", scene="city", time="night", motion="walk")
+
+
+def test_figure_depth_order_draws_near_limbs_last() -> None:
+    kp = motion_keypoints("walk", 1, seed=0)[0]
+    colours = FigureColours.from_name("blue")
+    far_first = render_figure(kp, colours, 64, 64, depth=np.linspace(0, 1, 18))
+    near_first = render_figure(kp, colours, 64, 64, depth=np.linspace(1, 0, 18))
+    np.testing.assert_array_equal(far_first.mask, near_first.mask)  # same silhouette
+    assert (far_first.rgb != near_first.rgb).any()  # different overlap order
+    bg = np.zeros((64, 64, 3), np.uint8)
+    assert composite(bg, far_first)[~far_first.mask].max() == 0
+
+
+# ---------------------------------------------------------------- motions
+
+
+@pytest.mark.parametrize("name", list(MOTIONS))
+@pytest.mark.parametrize("translate", ["auto", "none", "right"])
+def test_motion_in_frame_and_smooth(name: str, translate: str) -> None:
+    kp = motion_keypoints(name, 96, height=64, width=64, translate=translate, seed=7)
+    assert kp.shape == (96, 18, 3)
+    assert (kp[..., 0] >= 0).all() and (kp[..., 0] < 64).all()
+    assert (kp[..., 1] >= 0).all() and (kp[..., 1] < 64).all()
+    step = np.linalg.norm(np.diff(kp[..., :2], axis=0), axis=-1)
+    assert step.max() < 0.15 * 64, f"{name}: a joint jumps {step.max():.1f} px in one frame"
+    assert step.mean() > 0.05, f"{name} does not move"
+    assert (kp[:, 1:14, 2] == 1).all()  # body joints always detected
+
+
+def test_motion_any_length_speed_and_errors() -> None:
+    assert motion_keypoints("run", 1, seed=0).shape == (1, 18, 3)
+    assert motion_keypoints("turn", 300, height=96, width=128, seed=1).shape == (300, 18, 3)
+    slow = np.abs(np.diff(motion_keypoints("wave", 40, speed=0.5, seed=2), axis=0)).mean()
+    fast = np.abs(np.diff(motion_keypoints("wave", 40, speed=2.0, seed=2), axis=0)).mean()
+    assert fast > slow
+    walk = motion_keypoints("walk", 40, seed=2)
+    assert np.ptp(walk[:, 1, 0]) > 10  # walks across the canvas
+    with pytest.raises(VidtuneError):
+        motion_keypoints("fly", 4)
+    with pytest.raises(VidtuneError):
+        motion_keypoints("walk", 0)
+
+
+# ---------------------------------------------------------------- grammar
+
+
+def test_grammar_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        attrs = sample_attributes(rng)
+        assert parse_prompt(format_prompt(attrs)) == attrs
+        text = sample_prompt(rng)
+        assert format_prompt(parse_prompt(text)) == text
+    assert parse_prompt("  A Blue figure   running in a desert at sunset. ").motion == "run"
+    with pytest.raises(VidtuneError, match="grammar"):
+        parse_prompt("a cat on a sofa")
+    with pytest.raises(VidtuneError):
+        PromptAttributes(colour="teal", scene="beach", time="day")
+
+
+def test_vocabulary_covers_the_grammar_one_token_per_word(tmp_path) -> None:
+    from transformers import CLIPTokenizer
+
+    from vidtune.tokenizer import write_clip_tokenizer
+
+    write_clip_tokenizer(tmp_path, [*VOCABULARY_TEXTS, ""])
+    tok = CLIPTokenizer.from_pretrained(tmp_path)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        text = sample_prompt(rng)
+        ids = tok(text).input_ids
+        assert len(ids) == len(text.split()) + 2
+        assert tok.unk_token_id not in ids[1:-1]
+
+
+# ---------------------------------------------------------------- adherence
+
+
+def test_adherence_scores_ground_truth_near_perfectly() -> None:
+    rng = np.random.default_rng(3)
+    results = []
+    for i in range(12):
+        attrs = sample_attributes(rng)
+        if attrs.colour == "blue" and attrs.scene == "beach" and attrs.time == "night":
+            continue  # the night sea shares the blue figure's hue
+        seq = make_sequence(attrs.motion or "walk", 2, attrs, seed=i)
+        for f, m, c in zip(seq.frames, seq.masks, seq.clothes_masks):
+            results.append(frame_adherence(f, m, attrs, c))
+    summary = summarize(results)
+    assert summary["pose_iou"] > 0.9
+    assert summary["colour_accuracy"] == 1.0
+    assert summary["scene_accuracy"] == 1.0
+    assert summary["time_accuracy"] == 1.0
+
+
+def test_registry_forms_on_a_ground_truth_video() -> None:
+    from vidtune.synthetic.adherence import pose_adherence, prompt_adherence
+
+    seq = make_sequence("wave", 3, "a green figure waving in a desert at sunset", seed=4)
+    assert pose_adherence(seq.frames, seq)["metrics"]["iou"] > 0.9
+    assert prompt_adherence(seq.frames, seq)["metrics"] == {"colour_accuracy": 1.0, "scene_accuracy": 1.0,
+                                                            "time_accuracy": 1.0}
+    with pytest.raises(ValueError):
+        pose_adherence(seq.frames[:2], seq)
+
+
+def test_adherence_scores_wrong_frames_low() -> None:
+    attrs = parse_prompt("a red figure walking on a grassy meadow during the day")
+    seq = make_sequence("walk", 1, attrs, seed=1)
+    frame, mask, clothes = seq.frames[0], seq.masks[0], seq.clothes_masks[0]
+    assert pose_iou(frame, clothes, "red") > 0.9
+    # Wrong colour: the same pose drawn in blue.
+    blue = make_sequence("walk", 1, format_prompt(PromptAttributes("blue", "grass", "day", "walk")), seed=1)
+    assert pose_iou(blue.frames[0], clothes, "red") < 0.1
+    assert classify_figure_colour(blue.frames[0], mask) == "blue"
+    # Wrong pose: the right colour somewhere else.
+    other = make_sequence("squat", 1, attrs, seed=9)
+    assert pose_iou(other.frames[0], clothes, "red") < 0.6
+    # Wrong scene: the same figure on a snowy field at night.
+    snow = make_sequence("walk", 1, PromptAttributes("red", "snow", "night", "walk"), seed=1)
+    guess = classify_scene(snow.frames[0], mask)
+    assert (guess.scene, guess.time) == ("snow", "night")
+    assert classify_scene(frame, mask).scene == "grass"
+    # A frame with no figure at all.
+    assert classify_figure_colour(seq.background, mask) is None or keyed_figure_mask(seq.background, "red").sum() < 5
+
+
+@pytest.mark.parametrize("colour", COLOURS)
+def test_keyed_mask_ignores_every_scene(colour: str) -> None:
+    for scene in SCENES:
+        for time in TIMES:
+            if (colour, scene, time) == ("blue", "beach", "night"):
+                continue
+            bg = render_scene((scene, time), seed=0)
+            assert keyed_figure_mask(bg, colour).mean() < 0.03, (colour, scene, time)

@@ -120,6 +120,12 @@ def test_table_has_every_variant_and_metric(ablation):
     for name in ablate.VARIANTS:
         assert re.search(rf"^\| {name} \| [-0-9]", md, re.M), name
     assert "vidtune ablate" in md and "CPU cores" in md
+    # pose and prompt adherence against the synthetic ground truth (vidtune.synthetic.adherence)
+    for v in ablate.VARIANTS:
+        assert summary[v]["pose_adherence.iou"]["mean"] is not None
+        assert summary[v]["prompt_adherence.colour_accuracy"]["mean"] is not None
+    assert "pose adh. iou" in header
+    assert summary["ground_truth"]["pose_adherence.iou"]["mean"] > 0.8
 
 
 def test_ground_truth_background_is_still(ablation):

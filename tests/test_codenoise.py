@@ -254,6 +254,26 @@ def test_our_loop_steps_the_scheduler_once_per_timestep(comps, scheduler):
         assert holder["s"].step_index == steps
 
 
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "euler", "dpmpp"])
+def test_fused_init_is_noised_to_the_first_step_it_runs(comps, scheduler):
+    """init = "fused" (SDEdit): z must sit at the noise level of the step the loop starts at. In the UNet's
+    input space every scheduler then agrees: scale_model_input(z, t) = sqrt(abar_t) x0 + sqrt(1 - abar_t) n.
+    (Euler / DPM-Solver's add_noise reads the sigma at the scheduler's begin index, not at t.)"""
+    n, steps = 3, 10
+    cfg = CodenoiseConfig(init="fused", strength=0.6, clip_length=n, stride=n)
+    sched = make_scheduler(scheduler, comps.scheduler)
+    all_steps = prepare_scheduler(sched, steps, "cpu")
+    x0 = torch.randn(n, *LATENT, generator=torch.Generator().manual_seed(5))
+    z, start = codenoise.initial_latents(cfg, sched, all_steps, n, LATENT, "cpu", torch.float32, x0)
+    assert start == 4  # round((1 - 0.6) * 10)
+    timesteps = prepare_scheduler(sched, steps, "cpu", start=start)
+    t = timesteps[0]
+    assert t == all_steps[start]
+    abar = sched.alphas_cumprod[t.long()].to(torch.float32)
+    noise = initial_noise(n, LATENT, cfg.seed)
+    torch.testing.assert_close(sched.scale_model_input(z, t), abar.sqrt() * x0 + (1 - abar).sqrt() * noise, **TOL)
+
+
 # --- coverage, attention, restoration ---------------------------------------------------------------------
 
 

@@ -100,6 +100,8 @@ def initial_latents(cfg: CodenoiseConfig, scheduler, timesteps: torch.Tensor, nu
         return noise * scheduler.init_noise_sigma, 0
     start = min(len(timesteps) - 1, int(round((1.0 - cfg.strength) * len(timesteps))))
     t0 = timesteps[start:start + 1]
+    if hasattr(scheduler, "set_begin_index"):  # Euler / DPM-Solver's add_noise uses the sigma at the begin index
+        scheduler.set_begin_index(start * getattr(scheduler, "order", 1))
     return scheduler.add_noise(fused_x0.to(device=device, dtype=dtype), noise, t0.repeat(num_frames)), start
 
 

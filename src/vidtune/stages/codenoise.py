@@ -19,7 +19,7 @@ from vidtune import atomic
 from vidtune.attention import CrossFrameAttention
 from vidtune.config import CodenoiseConfig, RunConfig
 from vidtune.inputs import VideoInputs
-from vidtune.sampling import (EpsFn, FeatureBank, PromptBank, denoise, guided_eps, initial_noise, make_prompt_bank,
+from vidtune.sampling import (EpsFn, FeatureBank, PromptBank, adapter_features, denoise, guided_eps, initial_noise, make_prompt_bank,
                               prepare_scheduler)
 from vidtune.stages.common import build_scheduler, decode_to_disk
 from vidtune.windows import MergeAccumulator, Window, assign_prompts, clip_windows, frame_merge_weights, \
@@ -135,9 +135,10 @@ def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = Tr
     clip_bank = make_prompt_bank(components.tokenizer, components.text_encoder, plan.prompts, cfg.inputs.negative_prompt)
     anchor_bank = make_prompt_bank(components.tokenizer, components.text_encoder, [inputs.prompts[plan.anchor]],
                                    cfg.inputs.negative_prompt)
-    from vidtune.sampling import adapter_features
-
-    features = adapter_features(components.adapter, inputs.pose_images, s.adapter_scale)
+    # On an accelerator the features of every frame wait in host memory; each batch copies its frames over
+    # (at 1024 SD frames they are ~4.5 GiB in fp16, more than the latents and one batch's activations).
+    storage = torch.device("cpu") if torch.device(device).type != "cpu" else None
+    features = adapter_features(components.adapter, inputs.pose_images, s.adapter_scale, storage=storage)
     scheduler = build_scheduler(components.scheduler, s)
     f = components.vae_scale_factor
     shape = (components.latent_channels, cfg.inputs.height // f, cfg.inputs.width // f)
@@ -156,8 +157,10 @@ def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = Tr
                          desc=f"stage 4: co-denoising {len(plan.windows)} clips")
     finally:
         xattn.remove()
+    del features, eps_fn  # not needed while decoding
     decode_to_disk(components.vae, x0, rd.stage(4) / "frames", rd.final_video, inputs.fps, progress=progress,
                    desc="stage 4: decoding")
     atomic.write_safetensors(rd.stage(4) / "latents.safetensors", {"x0": x0})
     return {"frames": inputs.num_frames, "clips": len(plan.windows), "unet": unet_kind, "attention": c.attention,
-            "unet_frame_evals_per_step": sum(e - s_ for s_, e in plan.windows) * (2 if s.guidance > 1 else 1)}
+            "unet_frame_evals_per_step": (sum(e - s_ for s_, e in plan.windows) + (1 if xattn.uses_anchor else 0))
+            * (2 if s.guidance > 1 else 1)}

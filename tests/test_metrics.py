@@ -197,9 +197,15 @@ def test_adherence_wrappers_need_ground_truth() -> None:
         M.compute_prompt_adherence([texture()])
 
 
-def test_adherence_wrappers_call_the_synthetic_module() -> None:
-    pytest.importorskip("vidtune.synthetic.adherence", reason="vidtune.synthetic.adherence not written yet")
-    pytest.skip("adherence API to be wired once vidtune.synthetic.adherence exists")
+def test_adherence_scores_ground_truth_high_and_a_missing_figure_low() -> None:
+    from vidtune.synthetic.world import make_sequence
+
+    seq = make_sequence("walk", 6, "a red figure walking on a beach during the day", seed=5)
+    good = M.compute_pose_adherence(seq.frames, seq, bucket=4)
+    assert good["metrics"]["pose_iou"] > 0.8 and len(good["buckets"]) == 2
+    assert M.compute_prompt_adherence(seq.frames, seq)["metrics"]["colour_accuracy"] == 1.0
+    empty = np.repeat(seq.background[None], 6, axis=0)  # the scene without the figure
+    assert M.compute_pose_adherence(empty, seq)["metrics"]["pose_iou"] < 0.2
 
 
 # ------------------------------------------------------------------------------------------

@@ -928,33 +928,40 @@ def compute_dino_subject_consistency(frames: Iterable[np.ndarray], dino: str, bu
     return _compute(DinoSubjectConsistency(dino, bucket, batch_size), frames)
 
 
-def _adherence(function: str) -> Callable[..., dict[str, Any]]:
-    """``vidtune.synthetic.adherence.<function>``, imported lazily (it pulls in the synthetic world)."""
-    try:
-        from vidtune.synthetic import adherence
-    except ImportError as exc:
-        raise ImportError(f"{function} needs vidtune.synthetic.adherence, which is not available ({exc})") from exc
-    if not hasattr(adherence, function):
-        raise ImportError(f"vidtune.synthetic.adherence has no {function}(frames, ground_truth, **kw)")
-    return getattr(adherence, function)
+def _adherence(frames: Iterable[np.ndarray], ground_truth: Any, keys: tuple[str, ...], bucket: int) -> dict[str, Any]:
+    """Per-frame adherence (``vidtune.synthetic.adherence.frame_adherence``) against a synthetic
+    sequence (its ``masks`` and prompt ``attrs``), summarised over the video and per time bucket
+    (bucket b holds frames [b * bucket, (b + 1) * bucket))."""
+    from vidtune.synthetic import adherence
+
+    if ground_truth is None or not hasattr(ground_truth, "masks") or not hasattr(ground_truth, "attrs"):
+        raise ValueError("adherence needs ground truth: the synthetic world's sequence (masks and prompt) for these poses")
+    results = [adherence.frame_adherence(frame, mask, ground_truth.attrs)
+               for frame, mask in zip(frames, ground_truth.masks)]
+    if not results:
+        raise ValueError("adherence: no frames")
+
+    def pick(rs: list) -> dict[str, float]:
+        summary = adherence.summarize(rs)
+        return {k: summary[k] for k in keys}
+
+    buckets = [{"start": b, "end": min(b + bucket, len(results)), "metrics": pick(results[b:b + bucket])}
+               for b in range(0, len(results), bucket)]
+    return {"metrics": pick(results), "buckets": buckets}
 
 
-def compute_pose_adherence(frames: Iterable[np.ndarray], ground_truth: Any = None, **kw: Any) -> dict[str, Any]:
-    """Figure-mask IoU against the synthetic world's ground truth (``vidtune.synthetic.adherence``).
+def compute_pose_adherence(frames: Iterable[np.ndarray], ground_truth: Any = None, bucket: int = 16) -> dict[str, Any]:
+    """Pose adherence: mean IoU of the colour-keyed figure mask with the ground-truth mask of the pose.
 
-    ``ground_truth`` is required (the rendered scene for the same poses); there is no
-    weight-free way to judge pose adherence without it.
+    ``ground_truth`` is a ``vidtune.synthetic.world.SyntheticSequence`` for the same poses; there is
+    no weight-free way to judge pose adherence without it.
     """
-    if ground_truth is None:
-        raise ValueError("pose_adherence needs ground truth (the synthetic world's rendered masks for the same poses)")
-    return _adherence("pose_adherence")(frames, ground_truth, **kw)
+    return _adherence(frames, ground_truth, ("pose_iou",), bucket)
 
 
-def compute_prompt_adherence(frames: Iterable[np.ndarray], ground_truth: Any = None, **kw: Any) -> dict[str, Any]:
-    """Colour / scene recognition against the synthetic world's ground truth prompt."""
-    if ground_truth is None:
-        raise ValueError("prompt_adherence needs ground truth (the synthetic prompt's parsed colour and scene)")
-    return _adherence("prompt_adherence")(frames, ground_truth, **kw)
+def compute_prompt_adherence(frames: Iterable[np.ndarray], ground_truth: Any = None, bucket: int = 16) -> dict[str, Any]:
+    """Prompt adherence: accuracy of the recognised figure colour, scene type and time of day."""
+    return _adherence(frames, ground_truth, ("colour_accuracy", "scene_accuracy", "time_accuracy"), bucket)
 
 
 METRICS: dict[str, Callable[..., dict[str, Any]]] = {

@@ -100,6 +100,10 @@ def run(cfg: RunConfig, out_dir: str | Path, stages: Sequence[int] = (1, 2, 3, 4
         return summary
     rd.save_config(cfg)
     inputs = prepare_inputs(cfg, rd, fresh=1 in todo)
+    log(f"vidtune: poses {inputs.summary}")
+    if 4 in todo and inputs.num_frames < cfg.codenoise.clip_length and cfg.codenoise.shrink_clip:
+        log(f"vidtune: {inputs.num_frames} frames < codenoise.clip_length {cfg.codenoise.clip_length}: "
+            f"codenoise.shrink_clip uses one clip of {inputs.num_frames} frames")
     for k in todo:
         missing = [p for p in PREREQUISITES[k] if not rd.is_done(p, cfg)]
         if missing:

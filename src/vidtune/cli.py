@@ -67,6 +67,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from vidtune import pipeline
 
     cfg = build_config(args)
+    if args.print_config:
+        from vidtune.config import to_toml
+
+        print(to_toml(cfg), end="")
+        return 0
     out = Path(args.out or Path("runs") / (Path(args.config).stem if args.config else "run"))
     summary = pipeline.run(cfg, out, stages=args.stages, progress=not args.quiet)
     print(summary.line())
@@ -142,6 +147,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--stages", type=_stages, default=[1, 2, 3, 4], help="comma list, e.g. 1,2 (default 1,2,3,4)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config (every field) and exit")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plan", help="print stage 4's clips, prompts, merge weights and cost (loads no model)")

@@ -29,7 +29,7 @@ class ModelConfig:
 
     path: str = "CompVis/stable-diffusion-v1-4"
     adapter: str = "TencentARC/t2iadapter_openpose_sd14v1"  # "" = `<path>/adapter`
-    sam: str = ""  # "" = no SAM: the weight-free GrabCut segmenter runs instead
+    sam: str = ""  # "" = `<path>/sam` when it exists, else no SAM (the weight-free GrabCut segmenter runs)
     allow_pickle: bool = False  # load .bin/.ckpt weights (pickle) only when asked
     device: str = field(default="auto", metadata=_choice("auto", "cpu", "cuda", "mps"))
     dtype: str = field(default="auto", metadata=_choice("auto", "fp32", "fp16", "bf16"))

@@ -325,7 +325,7 @@ def test_run_restores_the_unet_processors(comps, tmp_path):
     with torch.no_grad():
         assert torch.equal(unet(x, torch.tensor(500), encoder_hidden_states=ctx).sample, out_before)
     assert info["clips"] == len(clip_windows(n, 4, 2)) == 3
-    assert info["unet_frame_evals_per_step"] == 3 * 4 * 2
+    assert info["unet_frame_evals_per_step"] == (3 * 4 + 1) * 2  # clips + the global anchor, with CFG
     assert video_info(tmp_path / "run" / "final.mp4").num_frames == n
 
 

@@ -1,0 +1,76 @@
+"""The embedded demo model loads with the plain diffusers / transformers calls and generates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DEMO = Path(__file__).resolve().parents[1] / "src" / "vidtune" / "demo_model"
+pytestmark = pytest.mark.skipif(not (DEMO / "model_index.json").exists(),
+                                reason="the embedded demo model (src/vidtune/demo_model) is not in this checkout")
+
+
+def test_layout_and_size() -> None:
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "adapter"):
+        assert (DEMO / sub).is_dir(), sub
+    assert not list(DEMO.rglob("*.bin")) and not list(DEMO.rglob("*.ckpt"))  # safetensors only
+    size = sum(f.stat().st_size for f in DEMO.rglob("*") if f.is_file())
+    assert size <= 25 * 2**20, f"{size / 2**20:.1f} MB"
+    index = json.loads((DEMO / "model_index.json").read_text())
+    assert index["adapter"] == ["diffusers", "T2IAdapter"]
+
+
+def test_components_load_with_from_pretrained_as_fp32() -> None:
+    from diffusers import AutoencoderKL, DDIMScheduler, T2IAdapter, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    unet = UNet2DConditionModel.from_pretrained(DEMO, subfolder="unet")
+    vae = AutoencoderKL.from_pretrained(DEMO, subfolder="vae")
+    adapter = T2IAdapter.from_pretrained(DEMO, subfolder="adapter")
+    text_encoder = CLIPTextModel.from_pretrained(DEMO, subfolder="text_encoder")
+    tokenizer = CLIPTokenizer.from_pretrained(DEMO, subfolder="tokenizer")
+    scheduler = DDIMScheduler.from_pretrained(DEMO, subfolder="scheduler")
+    for m in (unet, vae, adapter, text_encoder):
+        assert next(m.parameters()).dtype == torch.float32
+    assert unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1) == 64
+    assert unet.config.cross_attention_dim == text_encoder.config.hidden_size
+    assert tokenizer.model_max_length == 77
+    c = scheduler.config
+    assert (c.beta_start, c.beta_end, c.beta_schedule, c.num_train_timesteps) == (0.00085, 0.012, "scaled_linear", 1000)
+    assert (c.set_alpha_to_one, c.steps_offset, c.prediction_type) == (False, 1, "epsilon")
+    # Every word of the grammar is one token.
+    from vidtune.synthetic.grammar import VOCABULARY_TEXTS
+
+    for text in VOCABULARY_TEXTS:
+        assert len(tokenizer(text).input_ids) == len(text.split()) + 2
+
+
+def test_generates_a_frame() -> None:
+    from vidtune.demo_train import load_demo_components, sample_frames
+    from vidtune.synthetic import make_sequence
+
+    torch.manual_seed(0)
+    comps = load_demo_components(DEMO)
+    seq = make_sequence("walk", 1, "a red figure walking on a beach during the day", seed=1)
+    out = sample_frames(comps, [seq.prompt], seq.pose_images, steps=3, guidance=5.0, seed=0)
+    assert out.shape == (1, 64, 64, 3) and out.dtype == np.uint8
+    again = sample_frames(comps, [seq.prompt], seq.pose_images, steps=3, guidance=5.0, seed=0)
+    np.testing.assert_array_equal(out, again)
+
+
+def test_loads_as_a_stable_diffusion_adapter_pipeline() -> None:
+    from diffusers import StableDiffusionAdapterPipeline
+    from PIL import Image
+
+    from vidtune.synthetic import make_sequence
+
+    pipe = StableDiffusionAdapterPipeline.from_pretrained(DEMO)
+    pipe.set_progress_bar_config(disable=True)
+    seq = make_sequence("wave", 1, "a blue figure waving on a snowy field at night", seed=2)
+    image = pipe(seq.prompt, image=Image.fromarray(seq.pose_images[0]), num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert image.shape == (1, 64, 64, 3)

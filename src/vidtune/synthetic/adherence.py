@@ -20,7 +20,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from vidtune.synthetic.grammar import COLOURS, FIGURE_COLOURS, HAIR_RGB, SCENES, SKIN_RGB, TIMES, PromptAttributes
+from vidtune.synthetic.grammar import COLOURS, FIGURE_COLOURS, SCENES, TIMES, PromptAttributes
 
 HUE_TOLERANCE = 22.0  # degrees
 MIN_SATURATION = 0.62

@@ -179,3 +179,14 @@ def test_default_spec_has_three_unseen_motions():
     assert len({s.prompt for s in spec.sequences}) == len(spec.sequences)
     assert spec.variants == tuple(ablate.VARIANTS)
     assert isinstance(Path(ablate.__file__), Path)
+
+
+def test_other_model_weights_start_the_sequences_over(tmp_path, tiny_model_dir):
+    fp = ablate.model_fingerprint(str(tiny_model_dir))
+    assert fp and fp == ablate.model_fingerprint(str(tiny_model_dir))
+    (tmp_path / "sequences" / "walk").mkdir(parents=True)
+    ablate.check_model(tmp_path, fp)
+    ablate.check_model(tmp_path, fp)  # same weights: the runs are kept
+    assert (tmp_path / "sequences" / "walk").is_dir()
+    ablate.check_model(tmp_path, "0" * 16)  # retrained weights at the same path: start over
+    assert not (tmp_path / "sequences").exists()

@@ -632,6 +632,33 @@ def grid_video(out_path: Path, panels: list[tuple[str, Path]], fps: float, scale
     return out_path
 
 
+def model_fingerprint(path: str) -> str:
+    """A hash of a local model folder's weight files and configs ("" for a hub id): the run folders'
+    stage hashes name the model's path, not its weights, so a retrained model needs this."""
+    import hashlib
+
+    root = Path(path)
+    if not root.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json", ".txt")):
+        digest.update(str(f.relative_to(root)).encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def check_model(root: Path, fingerprint: str) -> None:
+    """Start over (remove OUT/sequences) when OUT was made with other weights; record the fingerprint."""
+    marker = root / "model.json"
+    if marker.is_file() and (root / "sequences").is_dir():
+        old = json.loads(marker.read_text()).get("fingerprint")
+        if old != fingerprint:
+            print(f"vidtune ablate: {root} was made with other model weights ({old} -> {fingerprint}); "
+                  f"recomputing every sequence")
+            shutil.rmtree(root / "sequences")
+    atomic.write_json(marker, {"fingerprint": fingerprint})
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -667,7 +694,7 @@ def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
         f"Regenerate: `{result['command']}`  ",
         f"Machine: {result['machine']}  ",
         f"Time: {result['seconds']:.0f} s wall ({time.strftime('%Y-%m-%d', time.localtime(result['finished']))})  ",
-        f"Model: `{result['model']}`  ",
+        f"Model: `{result['model']}` (weights fingerprint {result.get('model_fingerprint') or '-'})  ",
         f"Sequences ({len(result['sequences'])}): "
         + "; ".join(f"{s['name']}: {s['motion']}, \"{s['prompt']}\", seed {s['seed']}, {s['frames']} frames"
                     for s in result["sequences"]),
@@ -749,6 +776,8 @@ def run_ablation(config: str | None, out: str = "runs/ablation", overrides: list
     if root.exists() and not root.is_dir():
         raise VidtuneError(f"{root}: the output folder is a file; pass --out with a folder path")
     root.mkdir(parents=True, exist_ok=True)
+    fingerprint = model_fingerprint(cfg.model.path)
+    check_model(root, fingerprint)
     variants = list(spec.variants)
     if components is None:
         components = pipeline.load_components(cfg)
@@ -774,6 +803,7 @@ def run_ablation(config: str | None, out: str = "runs/ablation", overrides: list
         "machine": _machine(),
         "python": sys.version.split()[0],
         "model": cfg.model.path,
+        "model_fingerprint": fingerprint,
         "seconds": time.perf_counter() - start,
         "finished": time.time(),
         "sequences": [vars(s) for s in spec.sequences],

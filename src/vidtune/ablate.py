@@ -297,23 +297,9 @@ def variant_config(cfg: C.RunConfig, variant: Variant, num_frames: int) -> C.Run
 
 def write_source(out: Path, seq: SequenceSpec, height: int, width: int, fps: float):
     """Render the ground truth of `seq` into out/source/: poses/ (+ keypoints.npz), gt_frames/, gt_masks/."""
-    from vidtune.demo import UNSEEN_SEED_OFFSET
-    from vidtune.synthetic.world import make_sequence
-    from vidtune.video import write_frames_png, write_video
+    from vidtune import demo
 
-    truth = make_sequence(seq.motion, seq.frames, seq.prompt, seed=UNSEEN_SEED_OFFSET + seq.seed, height=height,
-                          width=width)
-    src = out / "source"
-    with atomic.atomic_dir(src / "poses") as tmp:
-        write_frames_png(truth.pose_images, tmp, prefix="pose_")
-        np.savez(tmp / "keypoints.npz", keypoints=truth.keypoints.astype(np.float32), has_keypoints=True,
-                 width=width, height=height, fps=fps, source=f"synthetic:{seq.motion}:{seq.seed}")
-    with atomic.atomic_dir(src / "gt_frames") as tmp:
-        write_frames_png(truth.frames, tmp)
-    with atomic.atomic_dir(src / "gt_masks") as tmp:
-        write_frames_png(np.repeat(truth.masks[..., None].astype(np.uint8) * 255, 3, axis=-1), tmp)
-    write_video(src / "ground_truth.mp4", truth.frames, fps)
-    return truth
+    return demo.write_source(out, seq.motion, seq.frames, seq.prompt, seq.seed, height=height, width=width, fps=fps)
 
 
 def _link_tree(src: Path, dst: Path) -> None:

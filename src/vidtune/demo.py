@@ -44,22 +44,23 @@ def demo_model_path() -> Path:
     return DEMO_MODEL
 
 
-def write_source(out: Path, motion: str, frames: int, prompt: str, seed: int):
+def write_source(out: Path, motion: str, frames: int, prompt: str, seed: int, height: int = DEMO_SIZE,
+                 width: int = DEMO_SIZE, fps: float = DEMO_FPS):
     """Render the ground-truth sequence and write source/poses (pose PNGs + keypoints.npz), source/gt."""
     from vidtune.synthetic.world import make_sequence
     from vidtune.video import write_frames_png, write_video
 
-    seq = make_sequence(motion, frames, prompt, seed=UNSEEN_SEED_OFFSET + seed, height=DEMO_SIZE, width=DEMO_SIZE)
+    seq = make_sequence(motion, frames, prompt, seed=UNSEEN_SEED_OFFSET + seed, height=height, width=width)
     src = out / "source"
     with atomic.atomic_dir(src / "poses") as tmp:
         write_frames_png(seq.pose_images, tmp, prefix="pose_")
         np.savez(tmp / "keypoints.npz", keypoints=seq.keypoints.astype(np.float32), has_keypoints=True,
-                 width=DEMO_SIZE, height=DEMO_SIZE, fps=DEMO_FPS, source=f"synthetic:{motion}:{seed}")
+                 width=width, height=height, fps=fps, source=f"synthetic:{motion}:{seed}")
     with atomic.atomic_dir(src / "gt_frames") as tmp:
         write_frames_png(seq.frames, tmp)
     with atomic.atomic_dir(src / "gt_masks") as tmp:
         write_frames_png(np.repeat(seq.masks[..., None].astype(np.uint8) * 255, 3, axis=-1), tmp)
-    write_video(src / "ground_truth.mp4", seq.frames, DEMO_FPS)
+    write_video(src / "ground_truth.mp4", seq.frames, fps)
     return seq
 
 

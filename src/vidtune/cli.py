@@ -202,8 +202,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-demo", help="train the embedded demo model on the synthetic world")
     p.add_argument("--out", required=True)
-    p.add_argument("--vae-minutes", type=float, default=12.0)
-    p.add_argument("--unet-minutes", type=float, default=58.0)
+    p.add_argument("--vae-minutes", type=float, default=10.0)
+    p.add_argument("--unet-minutes", type=float, default=68.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out")
     p.set_defaults(func=cmd_train_demo)

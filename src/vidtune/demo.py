@@ -105,7 +105,8 @@ def _adherence(folder: Path, seq) -> dict:
     from vidtune.synthetic import adherence
     from vidtune.video import read_frames
 
-    results = [adherence.frame_adherence(frame, mask, seq.attrs) for frame, mask in zip(read_frames(folder), seq.masks)]
+    results = [adherence.frame_adherence(frame, mask, seq.attrs, gt_clothes=clothes)
+               for frame, mask, clothes in zip(read_frames(folder), seq.masks, seq.clothes_masks)]
     return {"adherence": adherence.summarize(results)}
 
 

@@ -936,8 +936,9 @@ def _adherence(frames: Iterable[np.ndarray], ground_truth: Any, keys: tuple[str,
 
     if ground_truth is None or not hasattr(ground_truth, "masks") or not hasattr(ground_truth, "attrs"):
         raise ValueError("adherence needs ground truth: the synthetic world's sequence (masks and prompt) for these poses")
-    results = [adherence.frame_adherence(frame, mask, ground_truth.attrs)
-               for frame, mask in zip(frames, ground_truth.masks)]
+    clothes = getattr(ground_truth, "clothes_masks", [None] * len(ground_truth.masks))
+    results = [adherence.frame_adherence(frame, mask, ground_truth.attrs, gt_clothes=c)
+               for frame, mask, c in zip(frames, ground_truth.masks, clothes)]
     if not results:
         raise ValueError("adherence: no frames")
 

@@ -14,6 +14,9 @@ Variants (`VARIANTS`)::
     gen_l_video             Gen-L-Video: base UNet, overlapping clips co-denoised, uniform merge
                             weights, middle-frame anchor, independent noise per frame (as its code)
     stages_1_2              the stage-2 frames (average fusion at step t, denoised on)
+    stages_1_2_sdedit       the base UNet re-denoising the stage-2 frames exactly as stages_1_2_3
+                            does (full's init: fused, SDEdit strength, shared noise; clips of one
+                            frame, no cross-frame attention): stages_1_2_3 minus the tuning
     stages_1_2_3            the tuned UNet without co-denoising: stage 4 with clips of one frame,
                             no cross-frame attention, the full method's init (fused, shared noise)
     full                    all four stages with the demo presets
@@ -115,6 +118,11 @@ def _variants() -> dict[str, Variant]:
                                      "codenoise.fg_gain=0.0"),
                 links=(1,), seams=True),
         Variant("stages_1_2", "stage-2 frames (background fusion at step t)", "stage2"),
+        Variant("stages_1_2_sdedit", "base UNet re-denoising the stage-2 frames with full's init (no tuning, "
+                "clips of 1 frame, no cross-frame attention): isolates stage 3", "stage4",
+                overrides=("codenoise.clip_length=1", "codenoise.stride=1", "codenoise.attention=none",
+                           "codenoise.fg_gain=0.0", "codenoise.init=fused"),
+                links=(1, 2)),
         Variant("stages_1_2_3", "tuned UNet, clips of 1 frame, no cross-frame attention, full's init", "stage4",
                 overrides=("codenoise.clip_length=1", "codenoise.stride=1", "codenoise.attention=none",
                            "codenoise.fg_gain=0.0"),
@@ -778,7 +786,7 @@ def run_ablation(config: str | None, out: str = "runs/ablation", overrides: list
         folders[seq.name] = {"frames": {v: str(p) for v, p in run.frames.items()}, "grid": str(seq_root / "grid.mp4"),
                              "unet": run.unet, "windows": run.windows}
         panels = [("pose", seq_root / "source" / "poses")] + [(v, run.frames[v]) for v in variants]
-        grid = grid_video(seq_root / "grid.mp4", panels, cfg.inputs.fps or 8.0)
+        grid = grid_video(seq_root / "grid.mp4", panels, cfg.inputs.fps or 8.0, cols=math.ceil(len(panels) / 2))
         videos.append((f"{seq.name}: {seq.prompt} ({seq.motion}, {seq.frames} frames) - "
                        + " | ".join(name for name, _ in panels), grid))
         print(f"vidtune ablate [{seq.name}]: scored; grid video {grid}")

@@ -90,7 +90,8 @@ class Variant:
 
     source: "stage1" | "stage2" | "stage4" | "gt"; overrides: run-config `section.key=value` over
     the base config (stage1 / stage4 variants); unet: "base" | "tuned" (stage-4 variants);
-    links: the base stages its stage-4 run folder gets; seams: score seam_ratio on its windows.
+    links: the base stages its stage-4 run folder gets; seams: it has co-denoising clips (seam_ratio
+    on its own windows; every other variant is scored at the base config's windows, as a control).
     """
 
     name: str
@@ -430,6 +431,13 @@ def run_sequence(seq: SequenceSpec, base_cfg: C.RunConfig, variants: Sequence[st
         for v in tuned:
             run_stage4(v, tuning)
         del tuning
+    try:  # the control: what the content alone gives at the co-denoising clip boundaries
+        control = pipeline.windows_for(cfg)(seq.frames)
+    except VidtuneError:
+        control = None
+    for v in chosen:
+        if v.name not in result.windows and control is not None:
+            result.windows[v.name] = control
     return result
 
 
@@ -558,7 +566,7 @@ def plot_bars(summary: dict, variants: Sequence[str], path: Path) -> Path:
 
     keys = [k for k in PLOT_METRICS if any(summary[v].get(k, {}).get("mean") is not None for v in variants)]
     keys += sorted({k for v in variants for k in summary[v] if k.startswith("pose_adherence.")})[:1]
-    keys += sorted({k for v in variants for k in summary[v] if k.startswith("prompt_adherence.")})[:1]
+    keys += sorted({k for v in variants for k in summary[v] if k.startswith("prompt_adherence.")})
     cols = 3
     rows = max(1, math.ceil(len(keys) / cols))
     fig = Figure(figsize=(5.2 * cols, 3.6 * rows), dpi=100)
@@ -653,8 +661,28 @@ def check_model(root: Path, fingerprint: str) -> None:
     atomic.write_json(marker, {"fingerprint": fingerprint})
 
 
+def stage_compute_seconds(root: Path, variants: Sequence[str]) -> float:
+    """Seconds every stage of every sequence took when it was computed (each stage once, linked copies
+    not counted): the cost of the whole ablation, also when this invocation resumed most of it."""
+    total = 0.0
+    for seq in sorted(p for p in (root / "sequences").iterdir() if p.is_dir()):
+        total += sum(_stage_seconds(seq / "base", k) for k in (1, 2, 3))
+        for v in variants:
+            if VARIANTS[v].own_folder:
+                total += _stage_seconds(seq / v, 1)
+            elif VARIANTS[v].source == "stage4":
+                total += _stage_seconds(seq / v, 4)
+    return total
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
     try:
         import torch
 
@@ -687,7 +715,9 @@ def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
         "",
         f"Regenerate: `{result['command']}`  ",
         f"Machine: {result['machine']}  ",
-        f"Time: {result['seconds']:.0f} s wall ({time.strftime('%Y-%m-%d', time.localtime(result['finished']))})  ",
+        f"Time: {result['seconds']:.0f} s wall for this invocation "
+        f"({time.strftime('%Y-%m-%d', time.localtime(result['finished']))}); the stages themselves took "
+        f"{result['stage_seconds']:.0f} s when computed (a resumed run skips the done ones)  ",
         f"Model: `{result['model']}` (weights fingerprint {result.get('model_fingerprint') or '-'})  ",
         f"Sequences ({len(result['sequences'])}): "
         + "; ".join(f"{s['name']}: {s['motion']}, \"{s['prompt']}\", seed {s['seed']}, {s['frames']} frames"
@@ -706,8 +736,9 @@ def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
         "Metrics on the 64x64 frames (design §6): flicker = mean |dI| of consecutive frames (0-255), whole "
         "frame and ground-truth background; warp = DIS-flow warping error (squared, colours in [0, 1], x1000); "
         "bg std = per-pixel temporal std of the background; drift bg = mean |I_t - I_0| over the background; "
-        "drift fg colour = foreground colour-histogram distance to frame 0; seam ratio = |dI| across clip "
-        "boundaries / elsewhere (co-denoising variants); motion EPE = flow difference to the pose images' "
+        "drift fg colour = foreground colour-histogram distance to frame 0; seam ratio = |dI| of the frame "
+        "pairs across the co-denoising clip boundaries / of the other pairs (for the variants without those "
+        "clips, a control: what the content's own motion gives at the same pairs); motion EPE = flow difference to the pose images' "
         "flow on the figure (px); adherence from vidtune.synthetic.adherence; seconds = the stages the "
         "variant needs (shared stages counted in each).",
         "",
@@ -740,7 +771,8 @@ def write_html(path: Path, result: dict, variants: Sequence[str], images: list[t
     rows = [[v] + [_cell(result["summary"][v].get(c[0]), c[2]) for c in cols] for v in variants]
     defs = [[v, VARIANTS[v].description, _variant_settings(v).replace("`", "")] for v in variants]
     meta = (f"<p>Regenerate: <code>{result['command']}</code><br>Machine: {result['machine']}<br>"
-            f"Time: {result['seconds']:.0f} s<br>Model: {result['model']}</p>")
+            f"Time: {result['seconds']:.0f} s wall (stages: {result['stage_seconds']:.0f} s when computed)<br>"
+            f"Model: {result['model']}</p>")
     return write_report(path, "vidtune ablation", [
         ("How this was made", meta),
         ("Results (mean ± std over sequences; " + ", ".join(f"{c[1]}: {c[3]}" for c in cols) + ")",
@@ -799,6 +831,7 @@ def run_ablation(config: str | None, out: str = "runs/ablation", overrides: list
         "model": cfg.model.path,
         "model_fingerprint": fingerprint,
         "seconds": time.perf_counter() - start,
+        "stage_seconds": stage_compute_seconds(root, variants),
         "finished": time.time(),
         "sequences": [vars(s) for s in spec.sequences],
         "variants": {v: {"description": VARIANTS[v].description, "settings": _variant_settings(v)} for v in variants},

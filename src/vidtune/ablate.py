@@ -66,7 +66,6 @@ import platform
 import shutil
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -260,12 +259,7 @@ def load_spec(path: str | Path | None) -> AblationSpec:
     if path is None:
         return AblationSpec()
     p = Path(path)
-    if not p.is_file():
-        raise VidtuneError(f"{p}: ablation config not found; pass an existing .toml file or omit it for the defaults")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise VidtuneError(f"{p}: not valid TOML ({exc}); fix the syntax") from None
+    data = C.read_toml(p, what="ablation config", fix="omit it for the defaults")
     return parse_spec(data, source=str(p), base=p.parent)
 
 

@@ -227,16 +227,21 @@ def to_dict(cfg: RunConfig) -> dict[str, dict[str, Any]]:
     return dataclasses.asdict(cfg)
 
 
+def read_toml(path: str | Path, what: str = "config file", fix: str = "omit it and use flags") -> dict[str, Any]:
+    """Parse a TOML file; a missing file or bad syntax is one VidtuneError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise VidtuneError(f"{p}: {what} not found; pass an existing .toml file or {fix}")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise VidtuneError(f"{p}: not valid TOML ({exc}); fix the syntax") from None
+
+
 def load(path: str | Path) -> RunConfig:
     """Load a TOML config file; missing fields take their defaults."""
     p = Path(path)
-    if not p.is_file():
-        raise VidtuneError(f"{p}: config file not found; pass an existing .toml file or omit it and use flags")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise VidtuneError(f"{p}: not valid TOML ({exc}); fix the syntax") from None
-    cfg = from_dict(data, source=str(p))
+    cfg = from_dict(read_toml(p), source=str(p))
     return resolve_paths(cfg, p.parent)
 
 

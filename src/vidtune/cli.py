@@ -130,11 +130,9 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_train_demo(args: argparse.Namespace) -> int:
-    from vidtune.demo_train import train_demo
+    from vidtune.demo_train import run_from_args
 
-    train_demo(args.out, vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes, resume=not args.fresh,
-               seed=args.seed)
-    return 0
+    return run_from_args(args)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -201,11 +199,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_make_tiny)
 
     p = sub.add_parser("train-demo", help="train the embedded demo model on the synthetic world")
-    p.add_argument("--out", required=True)
-    p.add_argument("--vae-minutes", type=float, default=10.0)
-    p.add_argument("--unet-minutes", type=float, default=68.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out")
+    from vidtune.demo_train import add_arguments as add_train_demo_arguments
+
+    add_train_demo_arguments(p)
     p.set_defaults(func=cmd_train_demo)
     return parser
 

@@ -1,6 +1,6 @@
 """Train the embedded demo model on single frames of the synthetic world (as SD is trained on images).
 
-    python -m vidtune.demo_train --out /tmp/demo_train --vae-minutes 10 --unet-minutes 48 --num-frames 5000
+    vidtune train-demo --out /tmp/demo_train --install     # or: python -m vidtune.demo_train ...
 
 Steps (each resumable; a rerun with the same ``out_dir`` picks up where a killed one stopped):
 
@@ -10,7 +10,7 @@ Steps (each resumable; a rerun with the same ``out_dir`` picks up where a killed
    a tiny KL over random 32x32 crops, for a time budget; then every frame is encoded once (posterior mean and std) and the latent scaling
    factor is set so that scaled latents have unit variance, as SD's 0.18215 does;
 3. unet:     UNet2DConditionModel + T2IAdapter (full_adapter) + CLIPTextModel trained jointly on
-   the epsilon loss under SD's schedule (scaled_linear 0.00085 -> 0.012, 1000 steps), 10% of the
+   the epsilon loss (Min-SNR-5 weighted) under SD's schedule (scaled_linear 0.00085 -> 0.012, 1000 steps), 10% of the
    prompts dropped to "" for classifier-free guidance, EMA of the weights, for a time budget;
 4. export:   the diffusers folder layout (model_index.json, unet/, vae/, text_encoder/,
    tokenizer/, scheduler/, adapter/) as safetensors; UNet, adapter and VAE stored in fp16 so the
@@ -58,16 +58,17 @@ class DemoTrainConfig:
     """Everything that decides the demo model; saved in every checkpoint and in the export."""
 
     vae_minutes: float = 10.0
-    unet_minutes: float = 48.0
-    num_frames: int = 5000
-    scenes_per_kind: int = 60  # distinct backgrounds per (scene, time) in the training set
+    unet_minutes: float = 70.0
+    num_frames: int = 10000
+    scenes_per_kind: int = 100  # distinct backgrounds per (scene, time) in the training set
     seed: int = 0
     vae_batch: int = 32
     vae_crop: int = 32  # the VAE trains on random crops (it is fully convolutional)
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
-    unet_batch: int = 16
+    unet_batch: int = 32
     unet_lr: float = 3e-4
+    snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain epsilon MSE
     warmup_steps: int = 100
     prompt_dropout: float = 0.1
     ema_decay: float = 0.999
@@ -298,6 +299,16 @@ def encode_dataset(vae: torch.nn.Module, frames: np.ndarray, batch: int = 128) -
 # --------------------------------------------------------------------------------------------
 
 
+def _min_snr_weight(sched, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights for the epsilon loss, min(SNR, gamma) / SNR: easy low-noise steps count less."""
+    if gamma <= 0:
+        return torch.ones(t.shape)
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(sched, t)
+    return torch.clamp(snr, max=gamma) / snr
+
+
 def train_unet(out: Path, cfg: DemoTrainConfig, comps: dict[str, torch.nn.Module], latents: tuple[np.ndarray, np.ndarray],
                poses: np.ndarray, ids: torch.Tensor, empty_ids: torch.Tensor, scaling: float, log: _LossLog,
                export_fn) -> None:
@@ -342,9 +353,11 @@ def train_unet(out: Path, cfg: DemoTrainConfig, comps: dict[str, torch.nn.Module
         cond = comps["text_encoder"](tok)[0]
         feats = comps["adapter"](_to_unit(poses[idx.numpy()]))
         pred = comps["unet"](zt, t, encoder_hidden_states=cond, down_intrablock_additional_residuals=list(feats)).sample
-        loss = F.mse_loss(pred, noise)
+        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = per_sample.mean()  # logged: the plain epsilon MSE, comparable across weightings
+        objective = (per_sample * _min_snr_weight(sched, t, cfg.snr_gamma)).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
@@ -413,7 +426,8 @@ def _diffusers_version() -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def train_demo(out_dir: str | Path, *, vae_minutes: float = 10.0, unet_minutes: float = 48.0, resume: bool = True,
+def train_demo(out_dir: str | Path, *, vae_minutes: float = DemoTrainConfig.vae_minutes,
+               unet_minutes: float = DemoTrainConfig.unet_minutes, resume: bool = True,
                seed: int = 0, **overrides) -> Path:
     """Train the demo model into ``out_dir``; returns the exported model folder ``out_dir/model``.
 
@@ -500,14 +514,17 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--vae-minutes", type=float, default=DemoTrainConfig.vae_minutes)
     ap.add_argument("--unet-minutes", type=float, default=DemoTrainConfig.unet_minutes)
     ap.add_argument("--num-frames", type=int, default=DemoTrainConfig.num_frames)
+    ap.add_argument("--unet-batch", type=int, default=DemoTrainConfig.unet_batch)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-resume", action="store_true", help="start over instead of resuming from OUT")
+    ap.add_argument("--fresh", "--no-resume", dest="fresh", action="store_true",
+                    help="start over instead of resuming from the checkpoints in OUT")
     ap.add_argument("--install", action="store_true", help="copy the final model into vidtune/demo_model")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     model = train_demo(args.out, vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,
-                       resume=not args.no_resume, seed=args.seed, num_frames=args.num_frames)
+                       resume=not args.fresh, seed=args.seed, num_frames=args.num_frames,
+                       unet_batch=args.unet_batch)
     print(f"model written to {model}")
     if args.install:
         dest = Path(__file__).parent / "demo_model"

@@ -18,6 +18,8 @@ SDXL / SD2 model give one `VidtuneError` that names the problem and the fix.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import re
@@ -511,9 +513,28 @@ def _load_sd(sd: _Source, plan: _SdPlan, opts: _LoadOptions) -> tuple[Any, Any, 
                  torch_dtype=opts.dtype, **plan.kwargs["unet"], **local)
     vae = _wrap("VAE", sd.ref, _SD_FIX, AutoencoderKL.from_pretrained, sd.ref, subfolder="vae",
                 torch_dtype=torch.float32, **plan.kwargs["vae"], **local)
-    text_encoder = _wrap("text encoder", sd.ref, _SD_FIX, CLIPTextModel.from_pretrained, sd.ref,
-                         subfolder="text_encoder", **_dtype_kw(opts.dtype), **plan.kwargs["text_encoder"], **local)
+    with _no_weight_loading_bar(enabled=sd.local is not None):  # a download keeps its bar
+        text_encoder = _wrap("text encoder", sd.ref, _SD_FIX, CLIPTextModel.from_pretrained, sd.ref,
+                             subfolder="text_encoder", **_dtype_kw(opts.dtype), **plan.kwargs["text_encoder"],
+                             **local)
     return unet, vae, text_encoder, tokenizer
+
+
+@contextlib.contextmanager
+def _no_weight_loading_bar(enabled: bool = True):
+    """Hide transformers' per-tensor "Loading weights" bar (noise in the CLI output)."""
+    from transformers.utils import logging as hf_logging
+
+    if not enabled:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _load_adapter(src: _Source, plan: tuple[dict[str, Any], dict[str, Any]], opts: _LoadOptions) -> Any:

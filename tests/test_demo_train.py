@@ -40,7 +40,9 @@ def test_training_exports_a_loadable_model_and_resumes(tmp_path) -> None:
     # The budgets are spent: a rerun resumes from the checkpoints and trains no further step.
     log = (out / "loss_log.csv").read_text()
     again = demo_train.train_demo(out, vae_minutes=0.02, unet_minutes=0.03, **small)
-    assert json.loads((again / "training_info.json").read_text())["unet_steps"] == info["unet_steps"]
+    info_again = json.loads((again / "training_info.json").read_text())
+    assert info_again["unet_steps"] == info["unet_steps"]
+    assert info_again["wall_minutes"] > info["wall_minutes"]  # the wall time of both processes
     assert (out / "loss_log.csv").read_text() == log
 
 

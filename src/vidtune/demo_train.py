@@ -442,11 +442,13 @@ def train_demo(out_dir: str | Path, *, vae_minutes: float = DemoTrainConfig.vae_
     out = Path(out_dir)
     if not resume:
         for name in ("ckpt_vae.pt", "ckpt_unet.pt", "vae_done.json", "latents_mean.npy", "latents_std.npy",
-                     "loss_log.csv"):
+                     "loss_log.csv", "wall.json"):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     t_start = time.monotonic()
+    wall_file = out / "wall.json"  # wall time of earlier processes on this out_dir (resumed runs add up)
+    wall_before = json.loads(wall_file.read_text())["minutes"] if wall_file.exists() else 0.0
     write_json(out / "config.json", asdict(cfg))
 
     # 1. dataset and tokenizer
@@ -480,11 +482,13 @@ def train_demo(out_dir: str | Path, *, vae_minutes: float = DemoTrainConfig.vae_
     ids, empty_ids = tok(prompts), tok([""])[0]
 
     def export_fn(ema: dict, dest: Path, info: dict) -> None:
+        wall = wall_before + (time.monotonic() - t_start) / 60
+        write_json(wall_file, {"minutes": wall})
         live = {n: {k: v.clone() for k, v in comps[n].state_dict().items()} for n in ema}
         for n, sd in ema.items():
             comps[n].load_state_dict(sd)
         export_model(dest, comps, out / "tokenizer", {**info, "config": asdict(cfg), "vae": json.loads(
-            (out / "vae_done.json").read_text()), "wall_minutes": (time.monotonic() - t_start) / 60})
+            (out / "vae_done.json").read_text()), "wall_minutes": wall})
         for n, sd in live.items():
             comps[n].load_state_dict(sd)
 

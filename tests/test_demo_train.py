@@ -52,3 +52,13 @@ def test_cli_train_demo_shares_the_module_options() -> None:
     args = make_parser().parse_args(["train-demo", "--out", "x", "--num-frames", "100", "--install", "--fresh"])
     assert (args.num_frames, args.install, args.fresh) == (100, True, True)
     assert args.unet_minutes == demo_train.DemoTrainConfig.unet_minutes
+
+
+def test_building_the_cli_parser_does_not_import_torch() -> None:
+    """Every `vidtune` command builds the whole parser first; torch costs ~1 s to import."""
+    import subprocess
+    import sys
+
+    code = "import sys, vidtune.cli as c; c.make_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -199,7 +199,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_make_tiny)
 
     p = sub.add_parser("train-demo", help="train the embedded demo model on the synthetic world")
-    from vidtune.demo_train import add_arguments as add_train_demo_arguments
+    from vidtune.demo_train_options import add_arguments as add_train_demo_arguments
 
     add_train_demo_arguments(p)
     p.set_defaults(func=cmd_train_demo)

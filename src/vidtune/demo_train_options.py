@@ -1,0 +1,48 @@
+"""`vidtune train-demo`'s configuration and command-line options, without importing torch.
+
+`vidtune.cli` builds its parser from these on every start, so this module stays light; the
+training itself is `vidtune.demo_train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DemoTrainConfig:
+    """Everything that decides the demo model; saved in every checkpoint and in the export."""
+
+    vae_minutes: float = 10.0
+    unet_minutes: float = 70.0
+    num_frames: int = 10000
+    scenes_per_kind: int = 100  # distinct backgrounds per (scene, time) in the training set
+    seed: int = 0
+    vae_batch: int = 32
+    vae_crop: int = 32  # the VAE trains on random crops (it is fully convolutional)
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    unet_batch: int = 32
+    unet_lr: float = 3e-4
+    snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain epsilon MSE
+    warmup_steps: int = 100
+    prompt_dropout: float = 0.1
+    ema_decay: float = 0.999
+    checkpoint_minutes: float = 4.0
+    export_minutes: float = 10.0  # intermediate exports of the EMA model to out_dir/model
+    workers: int = 2
+    threads: int = 2
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The train-demo command-line options (shared with `vidtune.cli`)."""
+    ap.add_argument("--out", required=True, help="working folder; the model is written to OUT/model")
+    ap.add_argument("--vae-minutes", type=float, default=DemoTrainConfig.vae_minutes)
+    ap.add_argument("--unet-minutes", type=float, default=DemoTrainConfig.unet_minutes)
+    ap.add_argument("--num-frames", type=int, default=DemoTrainConfig.num_frames)
+    ap.add_argument("--unet-batch", type=int, default=DemoTrainConfig.unet_batch)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", "--no-resume", dest="fresh", action="store_true",
+                    help="start over instead of resuming from the checkpoints in OUT")
+    ap.add_argument("--install", action="store_true", help="copy the final model into vidtune/demo_model")

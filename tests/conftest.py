@@ -15,16 +15,36 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # beside the repository: CI and the development checkout
+REAL_MODELS = SHARED / "data" / "models"
+
+# Fixture -> (is its data here, why a test that uses it is skipped when not). A fresh clone has no ../shared.
+_NEEDS_DATA = {
+    "shared_dir": (SHARED.is_dir(), f"shared data folder {SHARED} not found (only present in the development checkout)"),
+    "models_dir": ((REAL_MODELS / "sd-v1-4" / "model_index.json").is_file(),
+                   f"{REAL_MODELS}/sd-v1-4 not found: the real model configs are only in the development checkout"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests whose fixtures need absent shared data as skipped, with the reason, at collection."""
+    for item in items:
+        for fixture, (present, reason) in _NEEDS_DATA.items():
+            if not present and fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.skip(reason=reason))
+                break
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """The shared data folder beside the repository (``../shared``); skip when it is missing.
+    """The shared data folder beside the repository (``../shared``): real OpenPose data, real model configs."""
+    return SHARED
 
-    A fresh clone has no ``../shared``, so every test that needs real data skips there.
-    """
-    path = Path(__file__).resolve().parents[2] / "shared"
-    if not path.is_dir():
-        pytest.skip(f"shared data folder {path} not found (only present in the development checkout)")
-    return path
+
+@pytest.fixture(scope="session")
+def models_dir(shared_dir: Path) -> Path:
+    """The real models' configs (SD v1-4, T2I-Adapter openpose, SAM ViT-B) in ``../shared/data/models``."""
+    return REAL_MODELS
 
 
 @pytest.fixture(scope="session")

@@ -53,14 +53,6 @@ def loaded(tiny: Path) -> Components:
 
 
 @pytest.fixture(scope="module")
-def models_dir(shared_dir: Path) -> Path:
-    path = shared_dir / "data" / "models"
-    if not (path / "sd-v1-4" / "model_index.json").is_file():
-        pytest.skip(f"{path}/sd-v1-4 not found: the real model configs are only in the development checkout")
-    return path
-
-
-@pytest.fixture(scope="module")
 def real_meta(models_dir: Path) -> Components:
     return load_components(models_dir / "sd-v1-4", adapter=models_dir / "t2iadapter-openpose-sd14v1",
                            sam=models_dir / "sam-vit-base", weights=False)

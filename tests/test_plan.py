@@ -104,10 +104,10 @@ def _meta_parameters(configs: dict) -> dict[str, int]:
     return {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
 
 
-def test_parameter_counts_from_configs_are_exact(shared_dir):
-    sd = shared_dir / "data/models/sd-v1-4"
+def test_parameter_counts_from_configs_are_exact(models_dir):
+    sd = models_dir / "sd-v1-4"
     configs = {name: json.loads((sd / name / "config.json").read_text()) for name in ("unet", "vae", "text_encoder")}
-    configs["adapter"] = json.loads((shared_dir / "data/models/t2iadapter-openpose-sd14v1/config.json").read_text())
+    configs["adapter"] = json.loads((models_dir / "t2iadapter-openpose-sd14v1/config.json").read_text())
     tiny = tiny_configs()
     for cfgs in (configs, tiny):
         counted = {name: plan._COUNTERS[name](cfgs[name]) for name in ("unet", "vae", "text_encoder", "adapter")}
@@ -115,15 +115,15 @@ def test_parameter_counts_from_configs_are_exact(shared_dir):
     assert plan.unet_parameters(configs["unet"]) == 859_520_964  # SD v1-4's 859.5M
 
 
-def test_model_sizes_read_weights_headers_configs_or_assume_sd14(tiny_model_dir, shared_dir):
+def test_model_sizes_read_weights_headers_configs_or_assume_sd14(tiny_model_dir, models_dir):
     sizes = plan.model_sizes(C.ModelConfig(path=str(tiny_model_dir), adapter=""))
     assert set(sizes.counted.values()) == {"weights"}
     assert {"unet", "vae", "text_encoder", "adapter"} <= set(sizes.parameters)
     assert sizes.parameters["unet"] == plan.unet_parameters(tiny_configs()["unet"])
     assert sizes.vae_factor == 4 and sizes.latent_channels == 4 and sizes.block_out_channels == [32, 64]
 
-    sd = plan.model_sizes(C.ModelConfig(path=str(shared_dir / "data/models/sd-v1-4"),
-                                        adapter=str(shared_dir / "data/models/t2iadapter-openpose-sd14v1")))
+    sd = plan.model_sizes(C.ModelConfig(path=str(models_dir / "sd-v1-4"),
+                                        adapter=str(models_dir / "t2iadapter-openpose-sd14v1")))
     assert sd.counted == dict.fromkeys(("unet", "vae", "text_encoder", "adapter"), "config")
     assert sd.vae_factor == 8 and sd.parameters["adapter"] == 77_369_280
 
@@ -131,9 +131,9 @@ def test_model_sizes_read_weights_headers_configs_or_assume_sd14(tiny_model_dir,
     assert set(assumed.counted.values()) == {"assumed"} and assumed.parameters == sd.parameters
 
 
-def test_memory_estimate_grows_with_frames_only_through_per_frame_tensors(shared_dir):
-    sizes = plan.model_sizes(C.ModelConfig(path=str(shared_dir / "data/models/sd-v1-4"),
-                                           adapter=str(shared_dir / "data/models/t2iadapter-openpose-sd14v1")))
+def test_memory_estimate_grows_with_frames_only_through_per_frame_tensors(models_dir):
+    sizes = plan.model_sizes(C.ModelConfig(path=str(models_dir / "sd-v1-4"),
+                                           adapter=str(models_dir / "t2iadapter-openpose-sd14v1")))
     small, large = (plan.memory_estimate(sizes, n, 512, 512, batch_frames=16, guidance=True, element_bytes=2)
                     for n in (64, 1024))
     assert small.weights == large.weights and small.activations == large.activations

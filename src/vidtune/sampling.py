@@ -19,6 +19,10 @@ from tqdm.auto import tqdm
 # A step hook sees (step index, timestep, z_t) before the model is evaluated at that step and
 # may return a replacement z_t (or None to keep it).
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
+# A step guide sees (step index, timestep, z_t, eps) after the model at that step and returns the z_t the
+# scheduler steps from (eps kept): how average fusion is applied at every step (DDIM-consistent when it
+# changes only the x0 part of z_t).
+StepGuide = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # An eps function maps the scheduler-scaled latents of the whole video to the guided eps.
 EpsFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
@@ -174,12 +178,12 @@ def prepare_scheduler(scheduler, num_steps: int, device: torch.device | str, sta
 
 
 def denoise(latents: torch.Tensor, scheduler, timesteps: torch.Tensor, eps_fn: EpsFn, *, start_index: int = 0,
-            hook: StepHook | None = None, eta: float = 0.0, generator: torch.Generator | None = None,
-            progress: bool = True, desc: str = "denoising") -> torch.Tensor:
+            hook: StepHook | None = None, guide: StepGuide | None = None, eta: float = 0.0,
+            generator: torch.Generator | None = None, progress: bool = True, desc: str = "denoising") -> torch.Tensor:
     """Run the sampler from `timesteps[0]` (step index `start_index`) to x0 on the whole video.
 
-    Per step: hook (may replace z_t) -> scale_model_input -> eps for every frame -> ONE scheduler
-    step on all frames. Returns the final latents (N, C, h, w).
+    Per step: hook (may replace z_t) -> scale_model_input -> eps for every frame -> guide (may
+    replace z_t given eps) -> ONE scheduler step on all frames. Returns the final latents (N, C, h, w).
     """
     extra = step_kwargs(scheduler, eta, generator)
     bar = tqdm(total=len(timesteps), desc=desc, disable=not progress, leave=False,
@@ -192,6 +196,8 @@ def denoise(latents: torch.Tensor, scheduler, timesteps: torch.Tensor, eps_fn: E
                 latents = replaced
         model_input = scheduler.scale_model_input(latents, t)
         eps = eps_fn(model_input, t, step)
+        if guide is not None:
+            latents = guide(step, t, latents, eps)
         latents = scheduler.step(eps, t, latents, **extra, return_dict=False)[0]
         bar.update()
     bar.close()

@@ -32,7 +32,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", help="T2I-Adapter folder or hub id (model.adapter)")
     p.add_argument("--sam", help="SAM folder or hub id (model.sam); default: weight-free GrabCut masks")
     p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.ckpt (pickle) weights")
-    p.add_argument("--poses", help="OpenPose JSON folder, pose-image folder or pose video (inputs.poses)")
+    p.add_argument("--poses", help="OpenPose JSON folder, pose-image folder, pose video or RGB video of a person (inputs.poses)")
     p.add_argument("--prompt", help="text prompt (inputs.prompt)")
     p.add_argument("--frames", type=int, help="resample the poses to N frames (inputs.frames)")
     p.add_argument("--steps", type=int, help="sampling steps (sampling.steps)")
@@ -121,6 +121,23 @@ def cmd_poses_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_poses_extract(args: argparse.Namespace) -> int:
+    from vidtune.pose_extract import ExtractOptions, extract_to_folder
+    from vidtune.smoothing import OneEuroParams
+
+    options = ExtractOptions(layout=args.format, min_visibility=args.min_visibility, smooth=args.smooth,
+                             one_euro=OneEuroParams(min_cutoff=args.min_cutoff, beta=args.beta))
+    print(extract_to_folder(args.src, args.out, options))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vidtune.app import serve
+
+    serve(host=args.host, port=args.port, runs=args.runs)
+    return 0
+
+
 def cmd_models_make_tiny(args: argparse.Namespace) -> int:
     from vidtune.models import make_tiny
 
@@ -191,6 +208,22 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=None)
     p.add_argument("--framing", choices=["fit", "person"], default="fit")
     p.set_defaults(func=cmd_poses_render)
+
+    p = poses.add_parser("extract", help="RGB video or frames -> OpenPose *_keypoints.json (MediaPipe, offline)")
+    p.add_argument("src", help="video file or folder of png/jpg frames of a person")
+    p.add_argument("out", help="output folder for the *_keypoints.json files")
+    p.add_argument("--format", choices=["body25", "coco18"], default="body25")
+    p.add_argument("--smooth", action="store_true", help="One-Euro filter the keypoints through time")
+    p.add_argument("--min-cutoff", type=float, default=1.0, help="One-Euro cutoff of a still joint, Hz (lower = smoother)")
+    p.add_argument("--beta", type=float, default=0.02, help="One-Euro speed coefficient (higher = less lag)")
+    p.add_argument("--min-visibility", type=float, default=0.5, help="joints less visible than this are missing")
+    p.set_defaults(func=cmd_poses_extract)
+
+    p = sub.add_parser("serve", help="the local web app (Gradio): upload poses or footage, run, watch, compare")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--runs", default="runs/app", help="folder of the app's run folders (listed and reopened)")
+    p.set_defaults(func=cmd_serve)
 
     models = sub.add_parser("models", help="model utilities").add_subparsers(dest="models_command", required=True)
     p = models.add_parser("make-tiny", help="write tiny random components in the diffusers folder layout")

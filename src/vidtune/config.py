@@ -49,6 +49,9 @@ class InputConfig:
     height: int = 512
     width: int = 512
     framing: str = field(default="fit", metadata=_choice("fit", "person"))
+    # what `poses` is: "pose" (keypoints / pose renders), "rgb" (footage: poses extracted with
+    # MediaPipe into inputs/extracted/) or "auto" (JSON = pose; a video or image folder is judged by its look)
+    pose_source: str = field(default="auto", metadata=_choice("auto", "pose", "rgb"))
 
 
 @dataclass(frozen=True)

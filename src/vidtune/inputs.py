@@ -66,14 +66,20 @@ def per_frame_prompts(num_frames: int, schedule: str | list[str] | dict[int, str
 
 
 def prepare(cfg: InputConfig, out_dir: Path, windows_fn=None) -> VideoInputs:
-    """Load, clean, resample and render the pose source; write `out_dir` (inputs/); return it."""
-    from vidtune import poses
+    """Load, clean, resample and render the pose source; write `out_dir` (inputs/); return it.
+
+    Footage of a person (`inputs.pose_source` = "rgb", or "auto" and it does not look like a pose
+    render) has its poses extracted once into `out_dir/extracted/` (OpenPose JSON, smoothed).
+    """
+    from vidtune import pose_extract, poses
 
     if not cfg.poses:
-        raise VidtuneError("inputs.poses is empty: pass --poses PATH (OpenPose JSON folder, pose images or a video)")
+        raise VidtuneError("inputs.poses is empty: pass --poses PATH (OpenPose JSON folder, pose images, a pose video "
+                           "or an RGB video of a person)")
     if cfg.height % 8 or cfg.width % 8:
         raise VidtuneError(f"inputs.height/width must be multiples of 8, got {cfg.height}x{cfg.width}")
-    seq = poses.load_poses(cfg.poses)
+    source = pose_extract.prepare_pose_source(cfg.poses, cfg.pose_source, out_dir / "extracted")
+    seq = poses.load_poses(source.path, canvas=source.canvas, fps=source.fps)
     if cfg.frames or cfg.fps:
         seq = poses.resample(seq, num_frames=cfg.frames or None, fps=cfg.fps or None)
     images = poses.render_sequence(seq, cfg.height, cfg.width, framing=cfg.framing)

@@ -1,11 +1,14 @@
 """The `vidtune` command: run, plan, demo, evaluate, ablate, poses, models, train-demo.
 
-User errors (VidtuneError) print one line and exit with status 2; no traceback.
+User errors (VidtuneError) and the system's refusals (OSError: a read-only or full disk, a
+path under a file) print one line naming the path or key and the fix and exit with status 2;
+no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from dataclasses import replace
@@ -58,9 +61,23 @@ def build_config(args: argparse.Namespace):
     if getattr(args, "seed", None) is not None:
         flags += [f"{s}.seed={args.seed}" for s in ("separate", "fusion", "tuning", "codenoise")]
     cfg = C.apply_overrides(cfg, flags + list(args.overrides))
-    if args.model and not args.adapter and Path(args.model, "adapter").is_dir():
-        cfg = replace(cfg, model=replace(cfg.model, adapter=""))
+    if not _adapter_given(args) and Path(cfg.model.path, "adapter").is_dir():
+        cfg = replace(cfg, model=replace(cfg.model, adapter=""))  # the model folder's own adapter/
     return cfg
+
+
+def _adapter_given(args: argparse.Namespace) -> bool:
+    """Whether the user named an adapter (--adapter, --set model.adapter=..., or [model] adapter in the TOML)."""
+    from vidtune import config as C
+
+    if getattr(args, "adapter", None) is not None:
+        return True
+    if any(o.split("=", 1)[0].strip() == "model.adapter" for o in args.overrides):
+        return True
+    if args.config:
+        model = C.read_toml(args.config).get("model")
+        return isinstance(model, dict) and "adapter" in model
+    return False
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -88,6 +105,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from vidtune.demo import run_demo
 
+    if args.steps is not None and args.steps < 1:
+        raise VidtuneError(f"--steps {args.steps}: the number of sampling steps must be >= 1; e.g. --steps 20")
+    if args.frames < 1:
+        raise VidtuneError(f"--frames {args.frames}: the demo needs at least one frame; e.g. --frames 24")
     run_demo(out=args.out, frames=args.frames, motion=args.motion, prompt=args.prompt, seed=args.seed,
              steps=args.steps, overrides=args.overrides, progress=not args.quiet)
     return 0
@@ -97,6 +118,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vidtune import atomic
     from vidtune.evaluate import evaluate_video, format_table
 
+    if args.json:
+        check_writable_file(args.json, "--json")
     result = evaluate_video(args.video, masks=args.masks, prompt=args.prompt, clip=args.clip, dino=args.dino,
                             reference=args.reference, bucket=args.bucket)
     print(format_table(result))
@@ -104,6 +127,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         atomic.write_json(args.json, result)
         print(f"vidtune: metrics written to {args.json}")
     return 0
+
+
+def check_writable_file(path: str, flag: str) -> None:
+    """Before any work: the file's folder exists and a file can be created in it (else one line naming it)."""
+    import tempfile
+
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise VidtuneError(f"{flag} {path}: the folder {folder} does not exist; create it or write elsewhere")
+    if Path(path).is_dir():
+        raise VidtuneError(f"{flag} {path}: is a folder; give a file path")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise VidtuneError(f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc}); "
+                           "give a writable file path") from None
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -239,6 +279,27 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What to do about an OSError, by errno.
+_OS_FIXES = {
+    errno.ENOSPC: "free some space or write elsewhere (--out)",
+    errno.EDQUOT: "free some space or write elsewhere (--out)",
+    errno.EROFS: "the file system is read-only; write elsewhere (--out)",
+    errno.EACCES: "no permission; write elsewhere or fix the permissions",
+    errno.EPERM: "not permitted; write elsewhere or fix the permissions",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.ENOENT: "check that the path exists",
+    errno.EISDIR: "the path is a folder; give a file path",
+}
+
+
+def os_error_line(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for an OSError: the path (or the output folder when the error names none), what, the fix."""
+    where = exc.filename or getattr(args, "out", None) or getattr(args, "json", None)
+    what = exc.strerror or str(exc)
+    fix = _OS_FIXES.get(exc.errno or 0, "check the path and try again")
+    return f"{where}: {what}; {fix}" if where else f"{what}; {fix}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -246,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except VidtuneError as exc:
         print(f"vidtune: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"vidtune: error: {os_error_line(exc, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vidtune: interrupted; finished stages are kept, rerun the same command to resume", file=sys.stderr)

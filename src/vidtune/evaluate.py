@@ -165,6 +165,9 @@ def evaluate_video(
         raise VidtuneError(f"{video}: {e}") from e
     if num_frames == 0:
         raise VidtuneError(f"{video}: no frames; give a non-empty video or frame folder")
+    if num_frames == 1:
+        notes.append("one frame: every metric compares consecutive frames, so none can be computed ('-'); "
+                     "give a video of at least 2 frames")
     spans = bucket_spans(num_frames, bucket)
     per_bucket = {m.name: m.bucket_results() for m in accumulators}
     result = {

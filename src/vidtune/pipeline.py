@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 
+from vidtune import fingerprint, validate
 from vidtune import inputs as inputs_mod
 from vidtune.config import RunConfig
 from vidtune.errors import VidtuneError
+from vidtune.lock import RunLock
 from vidtune.rundir import RunDir
 
 STAGE_TITLES = {1: "separate generation", 2: "average fusion", 3: "combined tuning", 4: "co-denoising"}
@@ -67,11 +69,60 @@ def windows_for(cfg: RunConfig) -> Callable[[int], list[tuple[int, int]]]:
     return lambda n: clip_windows(n, c.clip_length, c.stride, shrink_clip=c.shrink_clip)
 
 
-def prepare_inputs(cfg: RunConfig, rd: RunDir, fresh: bool) -> inputs_mod.VideoInputs:
-    """Build inputs/ (when stage 1 is to run) or read it back."""
-    if fresh or not (rd.inputs / "keypoints.npz").exists():
-        return inputs_mod.prepare(cfg.inputs, rd.inputs, windows_fn=windows_for(cfg) if cfg.inputs.clip_prompts else None)
-    return inputs_mod.load(rd.inputs)
+
+def build_inputs(cfg: RunConfig, extracted: Path) -> inputs_mod.VideoInputs:
+    """The run's inputs in memory (what `inputs.prepare` builds, without writing inputs/): the pose
+    source loaded, cleaned, resampled and rendered, and every frame's prompt. Footage has its poses
+    extracted into (or reused from) the cache folder `extracted` (the run folder's inputs/extracted)."""
+    from vidtune import pose_extract, poses
+
+    c = cfg.inputs
+    if not c.poses:
+        raise VidtuneError("inputs.poses is empty: pass --poses PATH (OpenPose JSON folder, pose images, a pose video "
+                           "or an RGB video of a person)")
+    source = pose_extract.prepare_pose_source(c.poses, c.pose_source, extracted)
+    seq = poses.load_poses(source.path, canvas=source.canvas, fps=source.fps)
+    if c.frames or c.fps:
+        seq = poses.resample(seq, num_frames=c.frames or None, fps=c.fps or None)
+    images = poses.render_sequence(seq, c.height, c.width, framing=c.framing)
+    if not images.any():
+        raise VidtuneError(f"{c.poses}: every pose image is blank (no usable pose in any frame); check the pose source")
+    keypoints = None if seq.keypoints is None else poses.frame_poses(seq, c.height, c.width, framing=c.framing)
+    windows = windows_for(cfg)(len(images)) if c.clip_prompts else None
+    prompts = inputs_mod.per_frame_prompts(len(images), inputs_mod.prompt_schedule(c), windows)
+    return inputs_mod.VideoInputs(pose_images=images, keypoints=keypoints, prompts=prompts,
+                                  fps=float(c.fps or seq.fps or inputs_mod.DEFAULT_FPS), summary=seq.summary())
+
+
+def plan_stages(rd: RunDir, cfg: RunConfig, stages: Sequence[int]) -> list[int]:
+    """The requested stages that must run: those not done, and every requested stage after one that
+    runs (a stage that reruns invalidates what follows it, so those are decided after it)."""
+    todo: list[int] = []
+    for k in sorted(set(stages)):
+        if todo or not rd.is_done(k, cfg):
+            todo.append(k)
+    return todo
+
+
+def check_prerequisites(rd: RunDir, cfg: RunConfig, todo: Sequence[int]) -> None:
+    """Every stage to run has its prerequisites done, or running before it; else one line naming the fix."""
+    for k in todo:
+        missing = [p for p in PREREQUISITES[k] if p not in todo and not rd.is_done(p, cfg)]
+        if missing:
+            raise VidtuneError(f"{rd.root}: stage {k} needs stage {missing[0]} done with this config and these "
+                               f"inputs; run with --stages {','.join(str(i) for i in range(missing[0], k + 1))}")
+
+
+def clean_temporaries(rd: RunDir, log: Callable[[str], None]) -> None:
+    """Remove the temporaries of killed runs (under the run lock) and say what went."""
+    removed = rd.clean_temporaries()
+    if removed.paths:
+        names = ", ".join(str(p.relative_to(rd.root)) for p in removed.paths[:3])
+        more = f" and {len(removed.paths) - 3} more" if len(removed.paths) > 3 else ""
+        log(f"vidtune: removed {len(removed.paths)} temporaries of an interrupted run "
+            f"({removed.nbytes / 2 ** 20:.1f} MiB): {names}{more}")
+    for path in removed.restored:
+        log(f"vidtune: restored {path.relative_to(rd.root)} (an interrupted run was replacing it)")
 
 
 def _runner(k: int):
@@ -88,43 +139,69 @@ def _runner(k: int):
 
 def run(cfg: RunConfig, out_dir: str | Path, stages: Sequence[int] = (1, 2, 3, 4), progress: bool = True,
         components=None, log: Callable[[str], None] = print) -> RunSummary:
-    """Run `stages` in order over the run folder, skipping those already done with this config."""
-    rd = RunDir(out_dir)
+    """Run `stages` in order over the run folder, skipping those already done with this config and inputs.
+
+    1. check the config, build the inputs in memory, check the config against them (no writes yet);
+    2. lock the run folder (one run per folder) and decide what runs;
+    3. load the model; only then touch the folder: temporaries of killed runs, config.toml, inputs/;
+    4. run each stage (invalidating what follows it), marking it done last.
+    """
+    validate.check_config(cfg)
+    inputs = build_inputs(cfg, Path(out_dir) / "inputs" / "extracted")
+    validate.check_frames(cfg, inputs.num_frames, stages)
+    rd = RunDir(out_dir, inputs_key=fingerprint.inputs_key(inputs, cfg.model))
+    with RunLock(rd.root) as lock:
+        if lock.took_over:
+            log(f"vidtune: took over the lock of process {lock.took_over.get('pid', '?')}, which is gone")
+        return _run_locked(cfg, rd, inputs, stages, progress, components, log)
+
+
+def _run_locked(cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, stages: Sequence[int], progress: bool,
+                components, log: Callable[[str], None]) -> RunSummary:
+    """Steps 2-4 of `run`, under the lock."""
     summary = RunSummary(root=rd.root)
-    todo = [k for k in sorted(set(stages)) if not rd.is_done(k, cfg)]
+    todo = plan_stages(rd, cfg, stages)
     for k in sorted(set(stages)):
         if k not in todo:
             summary.stages[k] = ("skipped (done)", 0.0)
     if not todo:
-        summary.outputs = _outputs(rd)
+        summary.outputs = rd.outputs(cfg)
         return summary
-    rd.save_config(cfg)
-    inputs = prepare_inputs(cfg, rd, fresh=1 in todo)
+    check_prerequisites(rd, cfg, todo)
     log(f"vidtune: poses {inputs.summary}")
     if 4 in todo and inputs.num_frames < cfg.codenoise.clip_length and cfg.codenoise.shrink_clip:
         log(f"vidtune: {inputs.num_frames} frames < codenoise.clip_length {cfg.codenoise.clip_length}: "
             f"codenoise.shrink_clip uses one clip of {inputs.num_frames} frames")
+    if components is None:
+        components = load_components(cfg)
+        log(f"vidtune: loaded {cfg.model.path} on {components.device} ({components.dtype})")
+    clean_temporaries(rd, log)
+    rd.save_config(cfg)
+    if 1 in todo or not (rd.inputs / "keypoints.npz").exists():
+        inputs_mod.save(inputs, rd.inputs)
     for k in todo:
-        missing = [p for p in PREREQUISITES[k] if not rd.is_done(p, cfg)]
-        if missing:
-            raise VidtuneError(f"{rd.root}: stage {k} needs stage {missing[0]} done with this config; "
-                               f"run with --stages {','.join(str(i) for i in range(missing[0], k + 1))}")
-        if components is None:
-            components = load_components(cfg)
-            log(f"vidtune: loaded {cfg.model.path} on {components.device} ({components.dtype})")
-        rd.begin(k)
-        start = time.perf_counter()
-        info = _runner(k)(cfg, components, inputs, rd, progress=progress)
-        if k == 3:  # the in-memory UNet is now this run's tuned UNet (stage 4 must not tune it twice)
-            components.sources["tuned"] = str(rd.stage(3).resolve())
-        seconds = time.perf_counter() - start
-        rd.mark_done(k, cfg, seconds, **(info or {}))
-        summary.stages[k] = ("ran", seconds)
-        log(f"vidtune: stage {k} ({STAGE_TITLES[k]}) done in {seconds:.1f}s: {info}")
-    summary.outputs = _outputs(rd)
+        _run_stage(k, cfg, rd, inputs, components, progress, log, summary)
+    summary.outputs = rd.outputs(cfg)
     return summary
 
 
-def _outputs(rd: RunDir) -> list[Path]:
-    candidates = [rd.final_video] + [rd.stage(k) / f"stage{k}.mp4" for k in (2, 1)]
-    return [p for p in candidates if p.exists()][:1]
+def _run_stage(k: int, cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, components, progress: bool,
+               log: Callable[[str], None], summary: RunSummary) -> None:
+    """Invalidate stage k and what follows, run it, mark it done; stage 3 then drops its checkpoints."""
+    if rd.final_video in rd.begin(k):
+        log(f"vidtune: removed {rd.final_video} (it no longer matches: stage {k} reruns)")
+    start = time.perf_counter()
+    info = _runner(k)(cfg, components, inputs, rd, progress=progress)
+    if k == 3:  # the in-memory UNet is now this run's tuned UNet (stage 4 must not tune it twice)
+        components.sources["tuned"] = str(rd.stage(3).resolve())
+    seconds = time.perf_counter() - start
+    rd.mark_done(k, cfg, seconds, **(info or {}))
+    summary.stages[k] = ("ran", seconds)
+    log(f"vidtune: stage {k} ({STAGE_TITLES[k]}) done in {seconds:.1f}s: {info}")
+    if k == 3 and not getattr(cfg.tuning, "keep_checkpoints", False):
+        from vidtune.stages.tuning import drop_checkpoints
+
+        freed = drop_checkpoints(rd.stage(3))
+        if freed:
+            log(f"vidtune: removed stage 3's checkpoints ({freed / 2 ** 20:.1f} MiB; "
+                "tuning.keep_checkpoints = true keeps them)")

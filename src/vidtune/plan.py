@@ -395,8 +395,11 @@ def plan_report(cfg: RunConfig) -> str:
     from vidtune.stages.codenoise import clip_batches, plan_clips
     from vidtune.windows import plan_text
 
+    from vidtune.validate import check_run
+
     c, s = cfg.codenoise, cfg.sampling
     num_frames, fps, summary = count_frames(cfg)
+    check_run(cfg, num_frames)
     plan = plan_clips(c, num_frames, prompt_schedule(cfg.inputs))
     guidance = s.guidance > 1.0
     steps = s.steps

@@ -133,6 +133,8 @@ STANDARD_CANVASES: tuple[tuple[int, int], ...] = (
 )  # fmt: skip
 
 JSON_PATTERN = "*_keypoints.json"
+# No camera gives keypoints beyond this (16K); a larger or a negative coordinate is a broken file.
+MAX_COORDINATE = 16384.0
 POSE_VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".avi", ".mov", ".mkv", ".m4v")
 FRAMINGS = ("fit", "person")
 
@@ -159,6 +161,7 @@ class PoseSequence:
             was present (joint missing in that frame), not counting ``filled_frames``.
         canvas_inferred: True when ``width``/``height`` were guessed from the keypoint extent.
         source_frames: the number of frames as loaded (differs from ``num_frames`` after resample).
+        dropped_joints: detected joints dropped as implausible (see :func:`drop_implausible`).
     """
 
     keypoints: np.ndarray | None
@@ -173,6 +176,7 @@ class PoseSequence:
     interpolated_joints: int = 0
     canvas_inferred: bool = False
     source_frames: int = 0
+    dropped_joints: int = 0
 
     def __post_init__(self) -> None:
         if (self.keypoints is None) == (self.images is None):
@@ -209,6 +213,9 @@ class PoseSequence:
         ]
         if never:
             parts.append(f"never detected: {', '.join(never)}")
+        if self.dropped_joints:
+            parts.append(f"WARNING: {self.dropped_joints} implausible keypoints dropped (negative, or beyond "
+                         f"{MAX_COORDINATE:g} px or the canvas)")
         parts += [canvas, fps]
         return f"{name}: " + ", ".join(parts)
 
@@ -381,6 +388,33 @@ def infer_canvas(keypoints: np.ndarray) -> tuple[int, int]:
     return (int(math.floor(max_x / 64) + 1) * 64, int(math.floor(max_y / 64) + 1) * 64)
 
 
+def drop_implausible(people: np.ndarray, canvas: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
+    """Mark detected joints that no camera could give as missing (all zeros).
+
+    A joint (conf > 0) is implausible when x or y is negative, above :data:`MAX_COORDINATE`, or
+    (when the canvas ``(width, height)`` is known) outside it. One such joint would otherwise set
+    the inferred canvas or the "person" framing of the whole sequence (a 1e30 coordinate shrinks
+    every pose map to a dot).
+
+    Args:
+        people: ``(P, 18, 3)`` ``(x, y, conf)`` of one frame.
+
+    Returns:
+        ``(cleaned copy, number of joints dropped)``.
+    """
+    out = np.array(people, dtype=np.float32, copy=True)
+    x, y, conf = out[..., 0], out[..., 1], out[..., 2]
+    limit_x, limit_y = (MAX_COORDINATE, MAX_COORDINATE) if canvas is None else (float(canvas[0]), float(canvas[1]))
+    bad = (conf > 0) & ((x < 0) | (y < 0) | (x > limit_x) | (y > limit_y))
+    out[bad] = 0.0
+    return out, int(bad.sum())
+
+
+def has_usable_pose(keypoints: np.ndarray) -> bool:
+    """True when some frame of ``(N, 18, 3)`` keypoints has at least two detected joints (one limb's worth)."""
+    return bool(((keypoints[..., 2] > 0).sum(axis=-1) >= 2).any())
+
+
 def clean_track(frames: list[np.ndarray]) -> tuple[np.ndarray, tuple[int, ...], int]:
     """Track one person (:func:`track_person`) and fill the gaps (:func:`interpolate_missing`).
 
@@ -474,6 +508,9 @@ def _load_rendered(folder: Path, fps: float | None) -> PoseSequence | None:
         raise VidtuneError(f"{npz}: unreadable keypoints file ({exc}); re-render it with `vidtune poses render`") from None
     if keypoints.ndim != 3 or keypoints.shape[1:] != (NUM_KEYPOINTS, 3):
         raise VidtuneError(f"{npz}: keypoints must be (N, 18, 3), got {keypoints.shape}; re-render the folder")
+    keypoints[~np.isfinite(keypoints).all(axis=-1)] = 0.0
+    if not has_usable_pose(keypoints):
+        raise VidtuneError(f"{npz}: no usable pose: no frame has two keypoints with confidence > 0; re-render the folder")
     if fps is None and np.isfinite(saved_fps):
         fps = saved_fps
     n = keypoints.shape[0]
@@ -484,9 +521,11 @@ def _load_rendered(folder: Path, fps: float | None) -> PoseSequence | None:
 
 
 def _load_json(files: list[Path], source: str, canvas: tuple[int, int] | None, fps: float | None) -> PoseSequence:
-    frames, n_kp, first_file = [], 0, None
+    frames, n_kp, first_file, dropped = [], 0, None, 0
     for f in files:
         people, n = parse_openpose_json(f)
+        people, bad = drop_implausible(people, canvas)
+        dropped += bad
         if n and n_kp and n != n_kp:
             raise VidtuneError(
                 f"{f}: has {'BODY_25' if n == 25 else 'COCO-18'} keypoints but {first_file.name} has"
@@ -498,6 +537,10 @@ def _load_json(files: list[Path], source: str, canvas: tuple[int, int] | None, f
     if not n_kp:
         raise VidtuneError(f"{source}: nobody was detected in any of the {len(files)} JSON files; check the OpenPose run")
     keypoints, filled, interpolated = clean_track(frames)
+    if not has_usable_pose(keypoints):
+        why = f" ({dropped} implausible keypoints dropped)" if dropped else ""
+        raise VidtuneError(f"{source}: no usable pose: no frame has two keypoints with confidence > 0{why}; "
+                           "check the OpenPose output")
     inferred = canvas is None
     if canvas is None:
         canvas = infer_canvas(np.concatenate(frames))
@@ -508,7 +551,7 @@ def _load_json(files: list[Path], source: str, canvas: tuple[int, int] | None, f
         keypoints=keypoints, images=None, width=width, height=height, fps=fps, source=source,
         format="BODY_25" if n_kp == 25 else "COCO-18", people_counts=tuple(len(x) for x in frames),
         filled_frames=filled, interpolated_joints=interpolated, canvas_inferred=inferred,
-        source_frames=len(frames),
+        source_frames=len(frames), dropped_joints=dropped,
     )  # fmt: skip
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vidtune.errors import VidtuneError
+
 # A step hook sees (step index, timestep, z_t) before the model is evaluated at that step and
 # may return a replacement z_t (or None to keep it).
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
@@ -199,9 +201,18 @@ def denoise(latents: torch.Tensor, scheduler, timesteps: torch.Tensor, eps_fn: E
         if guide is not None:
             latents = guide(step, t, latents, eps)
         latents = scheduler.step(eps, t, latents, **extra, return_dict=False)[0]
+        check_finite(latents, desc, step, start_index + len(timesteps), t)
         bar.update()
     bar.close()
     return latents
+
+
+def check_finite(latents: torch.Tensor, desc: str, step: int, num_steps: int, t: torch.Tensor) -> None:
+    """Stop the stage (it is then not marked done) when a step produced NaN or infinite latents."""
+    if not bool(torch.isfinite(latents).all()):
+        raise VidtuneError(f"{desc}: the latents became NaN/infinite at step {step + 1} of {num_steps} "
+                           f"(timestep {int(t)}); the stage is not marked done: check sampling.guidance, "
+                           f"sampling.eta and the beta schedule, or use model.dtype = 'fp32'")
 
 
 def initial_noise(num_frames: int, shape: tuple[int, int, int], seed: int, *, shared: bool = False,

@@ -36,6 +36,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import math
 import re
 import shutil
 import time
@@ -292,6 +293,9 @@ class TrainLoop:
         self.scaler.update()
         self.step += 1
         loss = sum(losses) / len(losses)
+        if not math.isfinite(loss):
+            raise VidtuneError(f"stage 3: the loss is {loss} at step {self.step} of {self.cfg.steps}; the stage is "
+                               f"not marked done: lower tuning.lr (now {self.cfg.lr:g}) or set tuning.mixed_precision = 'no'")
         self.losses.append(loss)
         return loss
 
@@ -409,6 +413,16 @@ class TrainLoop:
             return json.loads((folder / "state.json").read_text()).get("key")
         except (OSError, json.JSONDecodeError):
             return None
+
+
+def drop_checkpoints(stage_dir: Path) -> int:
+    """Remove stage 3's checkpoints/ once the stage is done (SD full tuning: ~10 GB each); returns the bytes freed."""
+    root = Path(stage_dir) / "checkpoints"
+    if not root.is_dir():
+        return 0
+    freed = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    shutil.rmtree(root)
+    return freed
 
 
 @contextlib.contextmanager

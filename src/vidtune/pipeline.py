@@ -165,6 +165,7 @@ def _run_locked(cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, stag
         if k not in todo:
             summary.stages[k] = ("skipped (done)", 0.0)
     if not todo:
+        clean_temporaries(rd, log)
         summary.outputs = rd.outputs(cfg)
         return summary
     check_prerequisites(rd, cfg, todo)

@@ -13,6 +13,8 @@ Variants (`VARIANTS`)::
                             first-frame cross-frame attention, shared noise, from pure noise
     gen_l_video             Gen-L-Video: base UNet, overlapping clips co-denoised, uniform merge
                             weights, middle-frame anchor, independent noise per frame (as its code)
+    freenoise               FreeNoise-style: gen_l_video's clips and anchor with the noise
+                            rescheduled across windows (each window a shuffle of the previous one's)
     stages_1_2              the stage-2 frames (average fusion at step t, denoised on)
     stages_1_2_sdedit       the base UNet re-denoising the stage-2 frames exactly as stages_1_2_3
                             does (full's init: fused, SDEdit strength, shared noise; clips of one
@@ -30,7 +32,13 @@ base-model variants never see a stage3/ folder and run on components that stage 
 touched (stage 3 tunes a private copy of the UNet per sequence), so their done.json says
 ``"unet": "base"``; the tuned variants' says ``"tuned"``. Reruns skip what is done.
 
-Config (TOML, every part optional; no file = `DEFAULT_SEQUENCES` on the embedded demo model)::
+Suites (no config file): ``default`` = `DEFAULT_SEQUENCES` x every variant; ``benchmark`` =
+`BENCHMARK_SEQUENCES` (12 sequences: all 7 motions, 5 scenes, 3 times of day, 24 to 96 frames,
+three prompt schedules of 2-3 segments) x `BENCHMARK_VARIANTS` (the baselines against the
+defaults). Every metric has a 95% bootstrap interval over sequences; schedules add the
+transition ratio and the worst segment's prompt adherence.
+
+Config (TOML, every part optional; no file = the suite's sequences on the embedded demo model)::
 
     [ablation]
     frames = 24                         # default length of every sequence
@@ -52,7 +60,7 @@ Command-line `--set section.key=value` overrides apply to the base run config af
 and each variant's own settings (e.g. t2v_zero's clip length) apply last.
 
 Outputs in OUT: ablation.json (every number per sequence, mean and std over sequences),
-ablation.md (variants x metrics, mean ± std), metrics.png (bar charts), flicker_curves.png,
+ablation.md (variants x metrics, mean [95% bootstrap interval]), metrics.png (bar charts), flicker_curves.png,
 sequences/<name>/grid.mp4 (every variant tiled and labelled), report.html (all of it embedded).
 """
 
@@ -105,17 +113,24 @@ class Variant:
 
 def _variants() -> dict[str, Variant]:
     v = [
-        Variant("per_frame", "stage 1 only, independent noise per frame", "stage1"),
+        Variant("per_frame", "stage 1 only, independent noise per frame", "stage1",
+                overrides=("separate.noise_mode=independent",), own_folder=True),
         Variant("per_frame_shared_noise", "stage 1 only, one shared initial noise", "stage1",
                 overrides=("separate.noise_mode=shared",), own_folder=True),
         Variant("t2v_zero", "base UNet, whole video as one clip, first-frame attention, shared noise", "stage4",
                 overrides=("codenoise.attention=first", "codenoise.init=noise", "codenoise.noise_mode=shared",
+                           "codenoise.background=free",
                            "codenoise.weighting=uniform", "codenoise.fg_gain=0.0"),  # clip_length = stride = N
                 links=(1,)),
         Variant("gen_l_video", "base UNet, co-denoised clips, uniform weights, middle anchor, independent noise",
-                "stage4", overrides=("codenoise.attention=middle", "codenoise.init=noise",
+                "stage4", overrides=("codenoise.attention=middle", "codenoise.init=noise", "codenoise.background=free",
                                      "codenoise.noise_mode=independent", "codenoise.weighting=uniform",
                                      "codenoise.fg_gain=0.0"),
+                links=(1,), seams=True),
+        Variant("freenoise", "FreeNoise-style: base UNet, co-denoised clips, middle anchor, noise rescheduled "
+                "across windows", "stage4",
+                overrides=("codenoise.attention=middle", "codenoise.init=noise", "codenoise.noise_mode=rescheduled",
+                           "codenoise.background=free", "codenoise.weighting=uniform", "codenoise.fg_gain=0.0"),
                 links=(1,), seams=True),
         Variant("stages_1_2", "stage-2 frames (background fusion at step t)", "stage2"),
         Variant("stages_1_2_sdedit", "base UNet re-denoising the stage-2 frames with full's init (no tuning, "
@@ -147,6 +162,11 @@ class SequenceSpec:
     prompt: str
     seed: int
     frames: int = 24
+    prompts: tuple[tuple[int, str], ...] = ()  # a prompt schedule (first frame, prompt); () = `prompt` throughout
+
+    @property
+    def schedule(self) -> dict[int, str] | None:
+        return dict(self.prompts) if self.prompts else None
 
 
 # Motions, prompts and seeds the demo model never saw as sequences (it trains on single frames
@@ -156,6 +176,39 @@ DEFAULT_SEQUENCES: tuple[SequenceSpec, ...] = (
     SequenceSpec("dance", "dance", "a green figure dancing in a city street during the day", 12),
     SequenceSpec("wave", "wave", "a yellow figure waving on a grassy meadow during the day", 13),
 )
+
+
+def _scheduled(motion: str, colour: str, parts: Sequence[tuple[int, str, str]]) -> tuple[tuple[int, str], ...]:
+    word = {"walk": "walking", "run": "running", "wave": "waving", "jump": "jumping", "dance": "dancing",
+            "squat": "squatting", "turn": "turning"}[motion]
+    return tuple((k, f"a {colour} figure {word} {scene} {time}") for k, scene, time in parts)
+
+
+# The benchmark (`vidtune ablate --suite benchmark`): every motion, scene and time of day, 24 to 96
+# frames, three prompt schedules. Seeds 101-112, outside the demo's training range and the default
+# ablation's. The same comparison is also run on sequences kept outside the repository.
+BENCHMARK_SEQUENCES: tuple[SequenceSpec, ...] = (
+    SequenceSpec("walk_beach", "walk", "a blue figure walking on a beach at sunset", 101),
+    SequenceSpec("run_meadow", "run", "a pink figure running on a grassy meadow during the day", 102),
+    SequenceSpec("wave_city", "wave", "a yellow figure waving in a city street at night", 103),
+    SequenceSpec("jump_desert", "jump", "a green figure jumping in a desert during the day", 104),
+    SequenceSpec("dance_snow", "dance", "a purple figure dancing on a snowy field at sunset", 105),
+    SequenceSpec("squat_beach", "squat", "a red figure squatting on a beach during the day", 106),
+    SequenceSpec("turn_meadow", "turn", "a blue figure turning on a grassy meadow at night", 107),
+    SequenceSpec("walk_city_96", "walk", "a red figure walking in a city street during the day", 108, 96),
+    SequenceSpec("dance_desert_96", "dance", "a green figure dancing in a desert at sunset", 109, 96),
+    SequenceSpec("schedule_walk", "walk", "a red figure walking on a snowy field during the day", 110, 48,
+                 _scheduled("walk", "red", [(0, "on a snowy field", "during the day"),
+                                            (24, "on a beach", "at sunset")])),
+    SequenceSpec("schedule_run_3", "run", "a yellow figure running on a grassy meadow during the day", 111, 48,
+                 _scheduled("run", "yellow", [(0, "on a grassy meadow", "during the day"),
+                                              (16, "in a desert", "at sunset"), (32, "in a city street", "at night")])),
+    SequenceSpec("schedule_wave_96", "wave", "a pink figure waving on a beach during the day", 112, 96,
+                 _scheduled("wave", "pink", [(0, "on a beach", "during the day"),
+                                             (48, "on a snowy field", "at night")])),
+)
+BENCHMARK_VARIANTS: tuple[str, ...] = ("per_frame", "per_frame_shared_noise", "t2v_zero", "gen_l_video", "freenoise",
+                                       "stages_1_2", "full", "ground_truth")
 
 
 @dataclass(frozen=True)
@@ -181,7 +234,10 @@ TABLE_METRICS: list[tuple[str, str, float, str]] = [
     ("drift_fg_color.mean", "drift fg colour", 1.0, "lower"),
     ("seam_ratio.ratio", "seam ratio", 1.0, "1 = seamless"),
     ("motion_epe.epe", "motion EPE px", 1.0, "lower"),
+    ("transition.ratio", "transition ratio", 1.0, "lower (schedules)"),
+    ("segment_adherence.min", "segment adh. min", 1.0, "higher (schedules)"),
 ]
+SCHEDULE_METRICS = ("transition.ratio", "segment_adherence.min")  # measured on prompt-schedule sequences only
 PLOT_METRICS = ["flicker.mean_abs_diff", "flicker.mean_abs_diff_bg", "warp_err_dis.all", "bg_stability.std",
                 "motion_epe.epe"]
 
@@ -254,10 +310,18 @@ def parse_spec(data: dict[str, Any], source: str = "config", base: Path | None =
     return AblationSpec(sequences=tuple(sequences), variants=tuple(variants), run=run, source=source)
 
 
-def load_spec(path: str | Path | None) -> AblationSpec:
-    """Read the ablation TOML (None = the defaults)."""
+SUITES: dict[str, Callable[[], "AblationSpec"]] = {
+    "default": lambda: AblationSpec(),
+    "benchmark": lambda: AblationSpec(sequences=BENCHMARK_SEQUENCES, variants=BENCHMARK_VARIANTS, source="benchmark"),
+}
+
+
+def load_spec(path: str | Path | None, suite: str = "default") -> AblationSpec:
+    """Read the ablation TOML (None = the suite: `default`, the three sequences, or `benchmark`)."""
     if path is None:
-        return AblationSpec()
+        if suite not in SUITES:
+            raise VidtuneError(f"--suite {suite!r}: choose one of {', '.join(SUITES)}")
+        return SUITES[suite]()
     p = Path(path)
     data = C.read_toml(p, what="ablation config", fix="omit it for the defaults")
     return parse_spec(data, source=str(p), base=p.parent)
@@ -280,8 +344,8 @@ def base_config(spec: AblationSpec, overrides: Sequence[str]) -> C.RunConfig:
 
 def sequence_config(base: C.RunConfig, seq: SequenceSpec, poses: Path) -> C.RunConfig:
     """The base config for one sequence: its poses, prompt and seed (every stage's seed)."""
-    cfg = replace(base, inputs=replace(base.inputs, poses=str(poses), prompt=seq.prompt, frames=0, prompts={},
-                                       clip_prompts=[]))
+    cfg = replace(base, inputs=replace(base.inputs, poses=str(poses), prompt=seq.prompt, frames=0,
+                                       prompts={str(k): p for k, p in seq.prompts}, clip_prompts=[]))
     return C.apply_overrides(cfg, [f"{s}.seed={seq.seed}" for s in ("separate", "fusion", "tuning", "codenoise")])
 
 
@@ -298,11 +362,12 @@ def variant_config(cfg: C.RunConfig, variant: Variant, num_frames: int) -> C.Run
 # --------------------------------------------------------------------------------------------
 
 
-def write_source(out: Path, seq: SequenceSpec, height: int, width: int, fps: float):
+def write_source(out: Path, seq: SequenceSpec, height: int, width: int, fps: float, transition: int = 0):
     """Render the ground truth of `seq` into out/source/: poses/ (+ keypoints.npz), gt_frames/, gt_masks/."""
     from vidtune import demo
 
-    return demo.write_source(out, seq.motion, seq.frames, seq.prompt, seq.seed, height=height, width=width, fps=fps)
+    return demo.write_source(out, seq.motion, seq.frames, seq.prompt, seq.seed, height=height, width=width, fps=fps,
+                             schedule=seq.schedule, transition=transition)
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -355,6 +420,7 @@ class SequenceRun:
     windows: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     unet: dict[str, str] = field(default_factory=dict)
+    transition: int = 0  # the schedule's transition width (codenoise.transition) the truth was rendered with
 
 
 def _stage_seconds(folder: Path, k: int) -> float:
@@ -371,20 +437,21 @@ def run_sequence(seq: SequenceSpec, base_cfg: C.RunConfig, variants: Sequence[st
     from vidtune import pipeline
 
     h, w, fps = base_cfg.inputs.height, base_cfg.inputs.width, base_cfg.inputs.fps or 8.0
-    truth = write_source(root, seq, h, w, fps)
+    truth = write_source(root, seq, h, w, fps, transition=base_cfg.codenoise.transition)
     cfg = sequence_config(base_cfg, seq, root / "source" / "poses")
     chosen = [VARIANTS[v] for v in variants]
     stage4 = [v for v in chosen if v.source == "stage4"]
     tuned = [v for v in stage4 if v.unet == "tuned"]
     base_dir = root / "base"
     needs = {1} | ({2} if any(v.source == "stage2" or 2 in v.links for v in chosen) else set())
-    result = SequenceRun(spec=seq, root=root, truth=truth)
+    result = SequenceRun(spec=seq, root=root, truth=truth, transition=base_cfg.codenoise.transition)
     quiet = (lambda s: None) if not progress else log
 
     log(f"vidtune ablate [{seq.name}]: base stages {sorted(needs)} in {base_dir}")
     pipeline.run(cfg, base_dir, stages=sorted(needs), progress=progress, components=components, log=quiet)
     for v in chosen:
-        if v.source == "stage1" and v.own_folder:
+        same_as_base = C.stage_hash(variant_config(cfg, v, seq.frames), 1) == C.stage_hash(cfg, 1)
+        if v.source == "stage1" and v.own_folder and not same_as_base:
             folder = root / v.name
             log(f"vidtune ablate [{seq.name}]: {v.name} (stage 1) in {folder}")
             pipeline.run(variant_config(cfg, v, seq.frames), folder, stages=[1], progress=progress,
@@ -466,6 +533,44 @@ def adherence_metrics(frames: np.ndarray, truth) -> dict[str, float]:
     return out
 
 
+def transition_ratio(curve: Sequence[float], boundaries: Sequence[int], width: int) -> float:
+    """The largest frame-to-frame change at a schedule boundary against the median within segments.
+
+    Pair p is frames (p, p + 1). A boundary b (a segment's first frame) owns the pairs within
+    max(1, width / 2) frames of it; the ratio is max |dI| over those pairs / median |dI| over
+    every other pair. A cut gives a ratio far above 1; a transition over `width` frames about 1.
+    """
+    curve = np.asarray(curve, dtype=np.float64)
+    half = max(1.0, width / 2.0)
+    centres = np.arange(len(curve)) + 1.0  # pair p sits between frames p and p + 1
+    near = np.zeros(len(curve), bool)
+    for b in boundaries:
+        near |= np.abs(centres - b) <= half
+    if not near.any() or near.all():
+        return float("nan")
+    return float(curve[near].max() / max(np.median(curve[~near]), 1e-6))
+
+
+def schedule_metrics(frames: np.ndarray, truth, starts: Sequence[int], width: int) -> dict[str, float]:
+    """A prompt schedule's metrics: `transition.ratio` (`transition_ratio`, over the truth's transition
+    width) and `segment_adherence.min` (the worst segment's worst accuracy of colour, scene and time,
+    judged on the frames outside the transitions)."""
+    from vidtune.synthetic import adherence
+
+    attrs = truth.frame_attrs
+    out = {"transition.ratio": transition_ratio(flicker_curve(frames), starts[1:], width)}
+    bounds = list(starts) + [len(frames)]
+    worst = 1.0
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        judged = [adherence.frame_adherence(frames[i], truth.masks[i], attrs[i], gt_clothes=truth.clothes_masks[i])
+                  for i in range(s, e) if attrs[i] is not None]
+        if judged:
+            summary = adherence.summarize(judged)
+            worst = min(worst, summary["colour_accuracy"], summary["scene_accuracy"], summary["time_accuracy"])
+    out["segment_adherence.min"] = worst
+    return out
+
+
 def flicker_curve(frames: np.ndarray) -> list[float]:
     """Mean |dI| (0-255) of each consecutive frame pair: (N,) frames -> N - 1 values."""
     x = frames.astype(np.int16)
@@ -487,10 +592,24 @@ def score_sequence(run: SequenceRun) -> tuple[dict[str, dict[str, float]], dict[
         if len(frames) != run.spec.frames:
             raise VidtuneError(f"{folder}: {len(frames)} frames, expected {run.spec.frames}")
         flat.update(adherence_metrics(frames, run.truth))
+        if run.spec.prompts:
+            flat.update(schedule_metrics(frames, run.truth, [k for k, _ in run.spec.prompts], run.transition))
         flat["seconds"] = run.seconds.get(name, 0.0)
         metrics[name] = {k: (v if math.isfinite(v) else None) for k, v in flat.items()}
         curves[name] = flicker_curve(frames)
     return metrics, curves
+
+
+def bootstrap_interval(values: Sequence[float], level: float = 0.95, resamples: int = 4000,
+                       seed: int = 0) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of the mean over sequences (resampled with replacement, seeded)."""
+    if not values:
+        return None, None
+    x = np.asarray(values, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+    means = x[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
 
 
 def summarize(per_sequence: dict[str, dict[str, dict[str, float | None]]], variants: Sequence[str]) -> dict:
@@ -501,8 +620,9 @@ def summarize(per_sequence: dict[str, dict[str, dict[str, float | None]]], varia
         out[v] = {}
         for k in keys:
             vals = [seq[v][k] for seq in per_sequence.values() if seq.get(v, {}).get(k) is not None]
+            lo, hi = bootstrap_interval(vals)
             out[v][k] = {"mean": float(np.mean(vals)) if vals else None,
-                         "std": float(np.std(vals)) if vals else None, "n": len(vals)}
+                         "std": float(np.std(vals)) if vals else None, "n": len(vals), "lo": lo, "hi": hi}
     return out
 
 
@@ -522,14 +642,16 @@ def _cell(stat: dict | None, scale: float, spread: bool = True) -> str:
         return "-"
     m = stat["mean"] * scale
     text = f"{m:.3g}" if abs(m) < 100 else f"{m:.0f}"
-    if spread and stat.get("n", 0) > 1:
+    if spread and stat.get("n", 0) > 1 and stat.get("lo") is not None:
+        text += f" [{stat['lo'] * scale:.3g}, {stat['hi'] * scale:.3g}]"
+    elif spread and stat.get("n", 0) > 1:
         s = stat["std"] * scale
         text += f" ± {s:.2g}" if abs(s) < 100 else f" ± {s:.0f}"
     return text
 
 
 def markdown_table(summary: dict, variants: Sequence[str]) -> str:
-    """Variants x metrics, `mean ± std` over sequences."""
+    """Variants x metrics, `mean [95% bootstrap interval]` over sequences."""
     cols = table_columns(summary)
     lines = ["| variant | " + " | ".join(c[1] for c in cols) + " |",
              "|---|" + "---:|" * len(cols),
@@ -688,8 +810,9 @@ def _machine() -> str:
             f"{f', torch threads {threads}' if threads else ''}{f', GPU {gpu}' if gpu else ', no GPU'}")
 
 
-def _command(config: str | None, out: str, overrides: Sequence[str]) -> str:
-    parts = ["vidtune", "ablate"] + ([config] if config else []) + ["--out", out]
+def _command(config: str | None, out: str, overrides: Sequence[str], suite: str = "default") -> str:
+    parts = ["vidtune", "ablate"] + ([config] if config else []) + (["--suite", suite] if suite != "default" else [])
+    parts += ["--out", out]
     for o in overrides:
         parts += ["--set", o]
     return " ".join(parts)
@@ -703,7 +826,7 @@ def _variant_settings(name: str) -> str:
 
 
 def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
-    """ablation.md: how it was made, the variants, the table (mean ± std), per-sequence flicker and EPE."""
+    """ablation.md: how it was made, the variants, the table (mean [95% interval]), per-sequence flicker and EPE."""
     lines = [
         "# vidtune ablation",
         "",
@@ -725,7 +848,7 @@ def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
     lines += [f"| {v} | {VARIANTS[v].description} | {_variant_settings(v)} |" for v in variants]
     lines += [
         "",
-        "## Results (mean ± std over sequences)",
+        "## Results (mean [95% bootstrap interval] over sequences)",
         "",
         "Metrics on the 64x64 frames (design §6): flicker = mean |dI| of consecutive frames (0-255), whole "
         "frame and ground-truth background; warp = DIS-flow warping error (squared, colours in [0, 1], x1000); "
@@ -769,7 +892,7 @@ def write_html(path: Path, result: dict, variants: Sequence[str], images: list[t
             f"Model: {result['model']}</p>")
     return write_report(path, "vidtune ablation", [
         ("How this was made", meta),
-        ("Results (mean ± std over sequences; " + ", ".join(f"{c[1]}: {c[3]}" for c in cols) + ")",
+        ("Results (mean [95% bootstrap interval] over sequences; " + ", ".join(f"{c[1]}: {c[3]}" for c in cols) + ")",
          table_html(["variant"] + [c[1] for c in cols], rows)),
         ("Variants", table_html(["variant", "what", "settings"], defs)),
     ], videos=videos, images=images)
@@ -781,7 +904,7 @@ def write_html(path: Path, result: dict, variants: Sequence[str], images: list[t
 
 
 def run_ablation(config: str | None, out: str = "runs/ablation", overrides: list[str] | None = None,
-                 progress: bool = True, components=None) -> Path:
+                 progress: bool = True, components=None, suite: str = "default") -> Path:
     """Run every variant on every sequence, score them, write ablation.json / .md, plots, grids, report.html.
 
     `components`: already loaded models of the configured model (else loaded here); never
@@ -790,7 +913,7 @@ def run_ablation(config: str | None, out: str = "runs/ablation", overrides: list
 
     start = time.perf_counter()
     overrides = list(overrides or [])
-    spec = load_spec(config)
+    spec = load_spec(config, suite)
     cfg = base_config(spec, overrides)
     root = Path(out)
     if root.exists() and not root.is_dir():
@@ -819,7 +942,7 @@ def run_ablation(config: str | None, out: str = "runs/ablation", overrides: list
 
     summary = summarize(per_sequence, variants)
     result = {
-        "command": _command(config, out, overrides),
+        "command": _command(config, out, overrides, suite),
         "machine": _machine(),
         "python": sys.version.split()[0],
         "model": cfg.model.path,

@@ -149,7 +149,7 @@ def check_writable_file(path: str, flag: str) -> None:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from vidtune.ablate import run_ablation
 
-    run_ablation(args.config, out=args.out, overrides=args.overrides, progress=not args.quiet)
+    run_ablation(args.config, out=args.out, overrides=args.overrides, progress=not args.quiet, suite=args.suite)
     return 0
 
 
@@ -232,7 +232,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("ablate", help="run the baselines and ablations and write a report")
-    p.add_argument("config", nargs="?", help="TOML ablation config (default: the demo sequences)")
+    p.add_argument("config", nargs="?", help="TOML ablation config (default: the --suite's sequences)")
+    p.add_argument("--suite", default="default", choices=["default", "benchmark"],
+                   help="default: 3 sequences, every variant; benchmark: 12 sequences (24-96 frames, prompt "
+                        "schedules), the baselines against the defaults, 95%% bootstrap intervals")
     p.add_argument("--out", default="runs/ablation")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--quiet", action="store_true")

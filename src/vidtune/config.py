@@ -74,7 +74,9 @@ class SeparateConfig:
     """Stage 1: per-frame generation; keep z_t at `fusion_step` (fraction of the schedule)."""
 
     seed: int = 0  # frame i uses seed + i
-    noise_mode: str = field(default="independent", metadata=_choice("independent", "shared"))  # shared: one z_T
+    # shared: every frame starts from one z_T (measured: a third of the flicker of independent noise on the
+    # benchmark, README); independent: frame i from seed + i (the paper's per-frame generation)
+    noise_mode: str = field(default="shared", metadata=_choice("independent", "shared"))
     fusion_step: float = 0.5
     segmenter: str = field(default="auto", metadata=_choice("auto", "sam", "grabcut"))
     batch_frames: int = 4
@@ -94,6 +96,10 @@ class FusionConfig:
     learn_steps: int = 50
     learn_lr: float = 0.05
     fidelity: float = 1.0
+    # Fuse again at every later step (x0 space): fused once at t, the later steps re-invent background
+    # details frame by frame (measured: stage 2's background flicker falls by more with it, see README).
+    repeat: bool = True
+    dilate: int = 1  # latent pixels the foreground grows by before it weighs the average (no ghost of the figure)
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,14 @@ class TuningConfig:
     l_f: float = 1.0
     l_b: float = 1.0
     seed: int = 0
+    # t ~ U{0, ..., max_timestep * T - 1}. 1.0 = the whole schedule (the paper). Lower keeps the UNet from
+    # learning what the frames look like on average at high noise, where a frame's own noisy latent no
+    # longer says where the figure is: that average is a translucent figure in every position.
+    max_timestep: float = 1.0
+    # Probability that a sample trains the negative prompt's embedding (the unconditional branch of CFG).
+    # Tuned on the prompt alone, the two branches drift apart and guidance amplifies the gap: a washed-out,
+    # translucent figure (measured, README).
+    uncond_prob: float = 0.0
     checkpoint_every: int = 100
     mixed_precision: str = field(default="auto", metadata=_choice("auto", "no", "fp16", "bf16"))
     gradient_checkpointing: bool = True
@@ -128,8 +142,13 @@ class CodenoiseConfig:
     fg_gain: float = 0.0  # extra pixel-wise weight on the foreground (0 = off)
     attention: str = field(default="middle", metadata=_choice("none", "first", "sparse-causal", "middle", "global"))
     init: str = field(default="noise", metadata=_choice("noise", "fused"))
-    noise_mode: str = field(default="independent", metadata=_choice("independent", "shared"))
+    # rescheduled: FreeNoise's noise rescheduling (each window's noise a shuffle of the previous window's)
+    noise_mode: str = field(default="independent", metadata=_choice("independent", "shared", "rescheduled"))
     strength: float = 0.8  # `fused` init: how far the stage-2 frames are noised (SDEdit)
+    # keep: at every step the background of the predicted x0 is pulled to stage 2's fused background (per
+    # prompt segment), so stage 4 refines the figure without undoing stage 2; free: the model redraws it.
+    background: str = field(default="keep", metadata=_choice("keep", "free"))
+    transition: int = 8  # frames over which a prompt schedule moves from one segment to the next (0 = cut)
     seed: int = 0
     max_batch_frames: int = 16
 

@@ -47,12 +47,20 @@ def demo_model_path() -> Path:
 
 
 def write_source(out: Path, motion: str, frames: int, prompt: str, seed: int, height: int = DEMO_SIZE,
-                 width: int = DEMO_SIZE, fps: float = DEMO_FPS):
-    """Render the ground-truth sequence and write source/poses (pose PNGs + keypoints.npz), source/gt."""
-    from vidtune.synthetic.world import make_sequence
+                 width: int = DEMO_SIZE, fps: float = DEMO_FPS, schedule: dict[int, str] | None = None,
+                 transition: int = 0):
+    """Render the ground-truth sequence and write source/poses (pose PNGs + keypoints.npz), source/gt.
+
+    With a prompt `schedule` ({first_frame: prompt}) the ground truth follows it: each segment is
+    rendered with its own prompt (`make_scheduled_sequence`)."""
+    from vidtune.synthetic.world import make_scheduled_sequence, make_sequence
     from vidtune.video import write_frames_png, write_video
 
-    seq = make_sequence(motion, frames, prompt, seed=UNSEEN_SEED_OFFSET + seed, height=height, width=width)
+    if schedule and len(schedule) > 1:
+        seq = make_scheduled_sequence(motion, frames, schedule, seed=UNSEEN_SEED_OFFSET + seed, height=height,
+                                      width=width, transition=transition)
+    else:
+        seq = make_sequence(motion, frames, prompt, seed=UNSEEN_SEED_OFFSET + seed, height=height, width=width)
     src = out / "source"
     with atomic.atomic_dir(src / "poses") as tmp:
         write_frames_png(seq.pose_images, tmp, prefix="pose_")
@@ -126,8 +134,11 @@ def run_demo(out: str = "runs/demo", frames: int = 24, motion: str = "walk", pro
         raise VidtuneError(f"{root}: the output folder is a file; pass --out with a folder path")
     start = time.perf_counter()
     text = prompt or DEFAULT_PROMPT
-    seq = write_source(root, motion, frames, text, seed)
     cfg = demo_config(root, text, steps, seed, overrides or [])
+    from vidtune.inputs import prompt_schedule
+
+    schedule = prompt_schedule(cfg.inputs) if cfg.inputs.prompts else None
+    seq = write_source(root, motion, frames, text, seed, schedule=schedule, transition=cfg.codenoise.transition)
     summary = pipeline.run(cfg, root, progress=progress)
     side = side_by_side(root / "side_by_side.mp4", [root / "inputs" / "poses", root / "stage1" / "frames",
                                                      root / "stage4" / "frames", root / "source" / "gt_frames"],

@@ -31,6 +31,8 @@ __all__ = [
     "BackgroundAverage",
     "FusionWeights",
     "background_average",
+    "background_targets",
+    "dilate",
     "eps_from_x0",
     "fuse",
     "fuse_latent_space",
@@ -38,6 +40,7 @@ __all__ = [
     "learn_fusion_weights",
     "renoise",
     "sample_frames",
+    "segment_backgrounds",
     "x0_from_eps",
 ]
 
@@ -196,6 +199,43 @@ def background_average(
     return BackgroundAverage(mean, coverage)
 
 
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Grey-level dilation of ``(frames, 1, height, width)`` masks by a (2r+1)^2 square (max pooling)."""
+    if radius <= 0:
+        return mask
+    return torch.nn.functional.max_pool2d(mask, kernel_size=2 * radius + 1, stride=1, padding=radius)
+
+
+def segment_backgrounds(x: torch.Tensor, bg: torch.Tensor, segments, eps: float = 1e-6) -> BackgroundAverage:
+    """One background per prompt segment: eq. 10 with K = the segment's frames.
+
+    Returns means ``(segments, C, H, W)`` (0 where the segment never sees background) and
+    coverage ``(segments, 1, H, W)``.
+    """
+    _check_frames(x, "x")
+    _check_mask(bg, x, "bg")
+    bg = bg.to(x.dtype)
+    means, covers = [], []
+    for s, e in segments:
+        cover = bg[s:e].sum(dim=0)
+        means.append((bg[s:e] * x[s:e]).sum(dim=0) / cover.clamp_min(eps) * (cover > eps))
+        covers.append(cover)
+    return BackgroundAverage(torch.stack(means), torch.stack(covers))
+
+
+def background_targets(x: torch.Tensor, segment_bg: BackgroundAverage, weights: torch.Tensor,
+                       eps: float = 1e-6) -> torch.Tensor:
+    """Each frame's background target: its segments' backgrounds mixed by ``weights``
+    ``(frames, segments)`` (`vidtune.segments.transition_weights`), renormalised over the segments
+    that see background at the pixel; the frame's own value where none does."""
+    _check_frames(x, "x")
+    w = weights.to(device=x.device, dtype=x.dtype)
+    seen = (segment_bg.coverage > eps).to(x.dtype)  # (S, 1, H, W)
+    num = torch.einsum("ns,schw->nchw", w, segment_bg.mean.to(x.dtype) * seen)
+    den = torch.einsum("ns,schw->nchw", w, seen)
+    return torch.where(den > eps, num / den.clamp_min(eps), x)
+
+
 # ---------------------------------------------------------------------------------------------
 # Fusion (eq. 11)
 
@@ -213,6 +253,7 @@ def fuse(
     w_f: Weight = 1.0,
     w_b: Weight = 1.0,
     eps: float = 1e-6,
+    average_bg: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Average fusion of one set of frames (eq. 10-11).
 
@@ -233,10 +274,14 @@ def fuse(
         sample_idx: ``(frames, K)`` int64 (see `sample_frames`).
         w_f, w_b: floats or per-channel tensors ``(channels,)``.
         eps: coverage below which a pixel counts as unseen.
+        average_bg: the weights of each frame in the average B (default ``bg``). A background
+            mask of a dilated foreground (`dilate`) keeps the figure's edges, which a mask
+            misses at the latent resolution, out of every other frame's background: without
+            it they average into a ghost of the figure that shows in every frame.
     """
     _check_frames(x, "x")
     _check_mask(fg, x, "fg")
-    mean, _ = background_average(x, bg, sample_idx, eps)
+    mean, _ = background_average(x, bg if average_bg is None else average_bg, sample_idx, eps)
     return _blend(x, fg.to(x.dtype), bg.to(x.dtype), mean, _channel_weight(w_f, x, "w_f"), _channel_weight(w_b, x, "w_b"))
 
 

@@ -937,8 +937,9 @@ def _adherence(frames: Iterable[np.ndarray], ground_truth: Any, keys: tuple[str,
     if ground_truth is None or not hasattr(ground_truth, "masks") or not hasattr(ground_truth, "attrs"):
         raise ValueError("adherence needs ground truth: the synthetic world's sequence (masks and prompt) for these poses")
     clothes = getattr(ground_truth, "clothes_masks", [None] * len(ground_truth.masks))
-    results = [adherence.frame_adherence(frame, mask, ground_truth.attrs, gt_clothes=c)
-               for frame, mask, c in zip(frames, ground_truth.masks, clothes)]
+    attrs = getattr(ground_truth, "frame_attrs", ()) or [ground_truth.attrs] * len(ground_truth.masks)
+    results = [adherence.frame_adherence(frame, mask, a, gt_clothes=c)
+               for frame, mask, c, a in zip(frames, ground_truth.masks, clothes, attrs) if a is not None]
     if not results:
         raise ValueError("adherence: no frames")
 

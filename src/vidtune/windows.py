@@ -365,7 +365,7 @@ def merge_predictions(
 def _segments(schedule: Mapping[int | str, str], num_frames: int) -> list[tuple[int, int, str]]:
     """{start_frame: prompt} -> sorted ``(start, end, prompt)`` ranges covering 0..num_frames."""
     if len(schedule) == 0:
-        raise VidtuneError("prompt: the {start_frame: prompt} schedule is empty; give at least {0: prompt}")
+        raise VidtuneError("inputs.prompts: the {start_frame: prompt} schedule is empty; give at least {0: prompt}")
     starts: dict[int, str] = {}
     for key, prompt in schedule.items():
         if isinstance(key, str) and key.strip().isdigit():
@@ -373,23 +373,25 @@ def _segments(schedule: Mapping[int | str, str], num_frames: int) -> list[tuple[
         elif isinstance(key, int) and not isinstance(key, bool):
             start = key
         else:
-            raise VidtuneError(f"prompt: schedule key {key!r} is not a frame number (an integer >= 0)")
+            raise VidtuneError(f"inputs.prompts: schedule key {key!r} is not a frame number (an integer >= 0)")
         if not isinstance(prompt, str):
-            raise VidtuneError(f"prompt: schedule entry {key!r} must be a string, got {prompt!r}")
+            raise VidtuneError(f"inputs.prompts: schedule entry {key!r} must be a string, got {prompt!r}")
+        if not prompt.strip():
+            raise VidtuneError(f"inputs.prompts: the prompt of frame {key!r} is empty; give it a text or remove the entry")
         if start < 0:
-            raise VidtuneError(f"prompt: schedule key {key!r} is negative; frames count from 0")
+            raise VidtuneError(f"inputs.prompts: schedule key {key!r} is negative; frames count from 0")
         if start in starts:
-            raise VidtuneError(f"prompt: frame {start} starts two schedule entries")
+            raise VidtuneError(f"inputs.prompts: frame {start} starts two schedule entries")
         if start >= num_frames:
             raise VidtuneError(
-                f"prompt: schedule entry {key!r} starts at frame {start} but the video has only "
+                f"inputs.prompts: schedule entry {key!r} starts at frame {start} but the video has only "
                 f"{num_frames} frames (0-{num_frames - 1}); remove it or lower its frame"
             )
         starts[start] = prompt
     ordered = sorted(starts)
     if ordered[0] != 0:
         raise VidtuneError(
-            f"prompt: the schedule starts at frame {ordered[0]}, so frames 0-{ordered[0] - 1} have no prompt; "
+            f"inputs.prompts: the schedule starts at frame {ordered[0]}, so frames 0-{ordered[0] - 1} have no prompt; "
             f"add an entry for frame 0"
         )
     ends = ordered[1:] + [num_frames]

@@ -21,7 +21,8 @@ from vidtune.config import CodenoiseConfig, RunConfig
 from vidtune.inputs import VideoInputs
 from vidtune.sampling import (EpsFn, FeatureBank, PromptBank, adapter_features, denoise, guided_eps, initial_noise, make_prompt_bank,
                               prepare_scheduler)
-from vidtune.stages.common import build_scheduler, decode_to_disk
+from vidtune.segments import prompt_segments, transition_weights
+from vidtune.stages.common import build_scheduler, decode_to_disk, x0_guide
 from vidtune.windows import MergeAccumulator, Window, assign_prompts, clip_windows, frame_merge_weights, \
     pixel_merge_weights
 
@@ -61,8 +62,12 @@ def clip_batches(windows: Sequence[Window], max_frames: int) -> list[list[int]]:
 
 
 def codenoise_eps_fn(unet, xattn: CrossFrameAttention | None, plan: ClipPlan, clip_bank: PromptBank,
-                     anchor_bank: PromptBank, features: FeatureBank, guidance: float, max_batch_frames: int) -> EpsFn:
-    """eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) over the clips containing f (design §3, stage 4)."""
+                     anchor_bank: PromptBank, features: FeatureBank, guidance: float, max_batch_frames: int,
+                     frame_cond: torch.Tensor | None = None) -> EpsFn:
+    """eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) over the clips containing f (design §3, stage 4).
+
+    `frame_cond` (N, L, D), when given, is every frame's own prompt embedding (a prompt schedule's
+    transitions); otherwise every frame of clip k uses the clip's prompt."""
     batches = clip_batches(plan.windows, max_batch_frames)
     cfg_copies = 2 if guidance > 1.0 else 1
 
@@ -81,7 +86,10 @@ def codenoise_eps_fn(unet, xattn: CrossFrameAttention | None, plan: ClipPlan, cl
                 anchor_rows = [c for c in range(cfg_copies) for _ in batch]
                 xattn.set_groups(sizes * cfg_copies, anchor_index=anchor_rows)
             x = model_input[frames].to(dtype)
-            cond = torch.cat([clip_bank.take([k]).expand(n, -1, -1) for k, n in zip(batch, sizes)]).to(x.device)
+            if frame_cond is not None:
+                cond = frame_cond[frames].to(x.device)
+            else:
+                cond = torch.cat([clip_bank.take([k]).expand(n, -1, -1) for k, n in zip(batch, sizes)]).to(x.device)
             feats = features.take(frames, x.device, dtype) if features.num_frames else []
             eps = guided_eps(unet, x, t, cond, clip_bank.uncond.to(x.device), feats, guidance).to(model_input.dtype)
             for k, eps_k in zip(batch, eps.split(sizes)):
@@ -92,10 +100,25 @@ def codenoise_eps_fn(unet, xattn: CrossFrameAttention | None, plan: ClipPlan, cl
     return eps_fn
 
 
+def reschedule_noise(noise: torch.Tensor, window: int, stride: int, generator: torch.Generator) -> torch.Tensor:
+    """FreeNoise's noise rescheduling (Qiu et al. 2023): frames [i, i + S) for i = M, M + S, ... take
+    the noises of frames [i - M, i - M + S) in a random order, so every window holds a shuffle of
+    the first window's noises (long-range correlation without one frozen noise)."""
+    out = noise.clone()
+    for i in range(window, noise.shape[0], stride):
+        n = min(stride, noise.shape[0] - i)
+        order = torch.randperm(n, generator=generator) + (i - window)
+        out[i:i + n] = out[order]
+    return out
+
+
 def initial_latents(cfg: CodenoiseConfig, scheduler, timesteps: torch.Tensor, num_frames: int,
                     shape: tuple[int, int, int], device, dtype, fused_x0: torch.Tensor | None) -> tuple[torch.Tensor, int]:
     """z at the first step: seeded noise, or stage 2's frames noised to `strength` (SDEdit). Returns (z, start index)."""
     noise = initial_noise(num_frames, shape, cfg.seed, shared=cfg.noise_mode == "shared", device=device, dtype=dtype)
+    if cfg.noise_mode == "rescheduled":
+        noise = reschedule_noise(noise, min(cfg.clip_length, num_frames), cfg.stride,
+                                 torch.Generator("cpu").manual_seed(cfg.seed))
     if cfg.init == "noise":
         return noise * scheduler.init_noise_sigma, 0
     start = min(len(timesteps) - 1, int(round((1.0 - cfg.strength) * len(timesteps))))
@@ -103,6 +126,28 @@ def initial_latents(cfg: CodenoiseConfig, scheduler, timesteps: torch.Tensor, nu
     if hasattr(scheduler, "set_begin_index"):  # Euler / DPM-Solver's add_noise uses the sigma at the begin index
         scheduler.set_begin_index(start * getattr(scheduler, "order", 1))
     return scheduler.add_noise(fused_x0.to(device=device, dtype=dtype), noise, t0.repeat(num_frames)), start
+
+
+def keep_background_guide(scheduler, stage2_x0: torch.Tensor, fg: torch.Tensor, segments: list[tuple[int, int]],
+                          mix: torch.Tensor, dilate: int):
+    """A `StepGuide` that keeps stage 2's result outside the figure: every step, the predicted x0 is
+    pulled to a target with weight M_b = 1 - M_f.
+
+    The target is, away from the figure (outside its dilated mask), each prompt segment's average
+    background of stage 2's frames (eq. 10 over the segment), mixed across segment boundaries by
+    `mix` (`transition_weights`) so that a schedule's scenes cross-fade; on the ring between the
+    mask and its dilation it is the frame's own stage-2 latent (the figure's edge as stage 2 drew
+    it: pulling a soft edge to a background every step would erase thin limbs). The foreground is
+    the model's: stage 4 refines the figure with the tuned UNet and cross-frame attention, and
+    cannot undo stage 2's background.
+    """
+    from vidtune import fusion as F
+
+    wide = F.dilate(fg, dilate)
+    seg_bg = F.segment_backgrounds(stage2_x0, 1.0 - wide, segments)
+    targets = wide * stage2_x0 + (1.0 - wide) * F.background_targets(stage2_x0, seg_bg, mix)
+    bg = 1.0 - fg
+    return x0_guide(scheduler, lambda x0: x0 + bg * (targets - x0))
 
 
 def use_tuned_unet(components, rd, cfg: RunConfig) -> str:
@@ -131,7 +176,8 @@ def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = Tr
     device, dtype = components.device, components.unet.dtype
     unet_kind = use_tuned_unet(components, rd, cfg)
     fg = separate.load(rd.stage(1))["fg"] if c.fg_gain > 0 else None
-    plan = plan_clips(c, inputs.num_frames, prompt_schedule(cfg.inputs), fg)
+    schedule = prompt_schedule(cfg.inputs)
+    plan = plan_clips(c, inputs.num_frames, schedule, fg)
     clip_bank = make_prompt_bank(components.tokenizer, components.text_encoder, plan.prompts, cfg.inputs.negative_prompt)
     anchor_bank = make_prompt_bank(components.tokenizer, components.text_encoder, [inputs.prompts[plan.anchor]],
                                    cfg.inputs.negative_prompt)
@@ -146,13 +192,25 @@ def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = Tr
     fused = stage2.load(rd.stage(2))["x0"] if c.init == "fused" else None
     z, start = initial_latents(c, scheduler, all_steps, inputs.num_frames, shape, device, dtype, fused)
     timesteps = prepare_scheduler(scheduler, s.steps, device, start=start)
+    segments = prompt_segments(inputs.prompts)
+    mix = transition_weights(inputs.num_frames, segments, c.transition)
+    frame_cond = None
+    if isinstance(schedule, dict) and len(segments) > 1:
+        seg_bank = make_prompt_bank(components.tokenizer, components.text_encoder,
+                                    [inputs.prompts[s_] for s_, _ in segments], cfg.inputs.negative_prompt)
+        frame_cond = torch.einsum("ns,sld->nld", mix.to(seg_bank.embeds), seg_bank.embeds)
+    guide = None
+    if c.background == "keep":
+        guide = keep_background_guide(scheduler, stage2.load(rd.stage(2))["x0"].to(device).float(),
+                                      separate.load(rd.stage(1))["fg"].to(device).float(), segments, mix,
+                                      cfg.fusion.dilate)
     xattn = CrossFrameAttention(c.attention)
     xattn.install(components.unet)
     try:
         eps_fn = codenoise_eps_fn(components.unet, xattn, plan, clip_bank, anchor_bank, features, s.guidance,
-                                  c.max_batch_frames)
+                                  c.max_batch_frames, frame_cond=frame_cond)
         with torch.no_grad():
-            x0 = denoise(z, scheduler, timesteps, eps_fn, start_index=start, eta=s.eta,
+            x0 = denoise(z, scheduler, timesteps, eps_fn, start_index=start, guide=guide, eta=s.eta,
                          generator=torch.Generator("cpu").manual_seed(c.seed), progress=progress,
                          desc=f"stage 4: co-denoising {len(plan.windows)} clips")
     finally:

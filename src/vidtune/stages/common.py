@@ -23,6 +23,28 @@ def build_scheduler(base_scheduler, cfg: SamplingConfig):
     return make_scheduler(cfg.scheduler, config)
 
 
+def x0_guide(scheduler, transform, first_step: int = 0, last_step: int | None = None):
+    """A `sampling.StepGuide` applying ``transform`` to the predicted clean latents at every step
+    in [first_step, last_step]: z_t -> x0 = x0(z_t, eps) -> transform -> z~_t = renoise(x0~, eps).
+
+    The noise part of every frame stays its own eps, so the scheduler step then moves to the
+    transformed x0 exactly as DDIM would to its own prediction. Works in the variance-preserving
+    parametrisation whatever the sampler's scaling (Euler's sigmas): c z is the VP latent.
+    """
+    from vidtune import fusion as F
+
+    def guide(step: int, t: torch.Tensor, latents: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        if step < first_step or (last_step is not None and step > last_step):
+            return latents
+        c = scheduler.scale_model_input(torch.ones_like(latents[:1]), t).flatten()[0].float()
+        alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=latents.device, dtype=torch.float32)
+        x0 = F.x0_from_eps(c * latents.float(), eps.float(), alpha_bar)
+        z = F.renoise(transform(x0), eps.float(), alpha_bar) / c
+        return z.to(latents.dtype)
+
+    return guide
+
+
 @dataclass(frozen=True)
 class Conditioning:
     """Per-frame conditioning computed once: prompt embeddings and adapter features."""

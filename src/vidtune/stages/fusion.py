@@ -20,7 +20,8 @@ from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
 from vidtune.sampling import denoise, frame_eps_fn, prepare_scheduler
 from vidtune.stages import separate
-from vidtune.stages.common import build_scheduler, conditioning, decode_to_disk
+from vidtune.segments import prompt_segments
+from vidtune.stages.common import build_scheduler, conditioning, decode_to_disk, x0_guide
 
 LATENTS_FILE = "latents.safetensors"
 
@@ -31,26 +32,55 @@ def vp_factor(scheduler, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def fuse(cfg: FusionConfig, z_vp: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor, fg: torch.Tensor,
-         log=print) -> tuple[torch.Tensor, dict]:
-    """Fuse VP latents z_t (N, C, h, w) given the guided eps at t and foreground masks (N, 1, h, w)."""
+         log=print, segments: list[tuple[int, int]] | None = None) -> tuple[torch.Tensor, dict]:
+    """Fuse VP latents z_t (N, C, h, w) given the guided eps at t and foreground masks (N, 1, h, w).
+
+    Each prompt segment (`segments`, default: the whole video) averages its own frames only."""
     generator = torch.Generator("cpu").manual_seed(cfg.seed)
-    bg = 1.0 - fg
-    sample_idx = F.sample_frames(z_vp.shape[0], cfg.num_samples, generator)
+    segments = segments or [(0, z_vp.shape[0])]
+    fg = F.dilate(fg, cfg.dilate)  # the figure's edges are kept, never averaged (see `refuse_guide`)
+    bg = avg_bg = 1.0 - fg
     w_f: float | torch.Tensor = cfg.w_f
     w_b: float | torch.Tensor = cfg.w_b
-    info: dict = {"space": cfg.space, "num_samples": int(sample_idx.shape[1])}
+    idx = [F.sample_frames(e - s, cfg.num_samples, generator) for s, e in segments]
+    info: dict = {"space": cfg.space, "num_samples": int(idx[0].shape[1]), "segments": [list(x) for x in segments]}
     if cfg.learn:
         x0 = F.x0_from_eps(z_vp, eps, alpha_bar)
-        w_f, w_b, history = F.learn_fusion_weights(x0, fg, bg, sample_idx, per_channel=cfg.learn_per_channel,
-                                                   steps=cfg.learn_steps, lr=cfg.learn_lr, fidelity=cfg.fidelity)
+        w_f, w_b, history = F.learn_fusion_weights(x0, fg, bg, F.sample_frames(z_vp.shape[0], cfg.num_samples,
+                                                                                 generator),
+                                                   per_channel=cfg.learn_per_channel, steps=cfg.learn_steps,
+                                                   lr=cfg.learn_lr, fidelity=cfg.fidelity)
         info["learn_history"] = [float(h) for h in history]
         log(f"vidtune: learned fusion weights w_f={_plain(w_f)} w_b={_plain(w_b)}")
-    if cfg.space == "x0":
-        fused = F.fuse_x0_space(z_vp, eps, alpha_bar, fg, bg, sample_idx, w_f, w_b)
-    else:
-        fused = F.fuse_latent_space(z_vp, alpha_bar, fg, bg, sample_idx, w_f, w_b, generator)
+    parts = []
+    for (s, e), sample_idx in zip(segments, idx):
+        if cfg.space == "x0":
+            x0 = F.x0_from_eps(z_vp[s:e], eps[s:e], alpha_bar)
+            fused = F.renoise(F.fuse(x0, fg[s:e], bg[s:e], sample_idx, w_f, w_b, average_bg=avg_bg[s:e]),
+                              eps[s:e], alpha_bar)
+        else:
+            fused = F.fuse_latent_space(z_vp[s:e], alpha_bar, fg[s:e], avg_bg[s:e], sample_idx, w_f, w_b, generator)
+        parts.append(fused)
     info.update(w_f=_plain(w_f), w_b=_plain(w_b))
-    return fused, info
+    return torch.cat(parts), info
+
+
+def refuse_guide(scheduler, cfg: FusionConfig, fg: torch.Tensor, segments: list[tuple[int, int]],
+                 w_f: float | torch.Tensor, w_b: float | torch.Tensor, first_step: int):
+    """A `StepGuide` that fuses the predicted x0 again at every step after `first_step` (x0 space,
+    each frame re-noised with its own eps), so that the backgrounds stay averaged down to t = 0.
+
+    Only the background outside the dilated foreground is replaced: applied at every step, a soft
+    mask edge (a thin limb is one or two latent pixels wide) would be blended away step by step."""
+    fg_wide = F.dilate(fg, cfg.dilate)
+    bg = avg_bg = 1.0 - fg_wide
+    idx = [F.sample_frames(e - s, 0, None) for s, e in segments]
+
+    def transform(x0: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.fuse(x0[s:e], fg_wide[s:e], bg[s:e], i, w_f, w_b, average_bg=avg_bg[s:e])
+                          for (s, e), i in zip(segments, idx)])
+
+    return x0_guide(scheduler, transform, first_step=first_step + 1)
 
 
 def _plain(w: float | torch.Tensor) -> float | list[float]:
@@ -78,12 +108,18 @@ def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = Tr
     with torch.no_grad():
         eps = eps_fn(scheduler.scale_model_input(z_t, t), t, t_index)
     alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=device, dtype=torch.float32)
-    fused_vp, info = fuse(cfg.fusion, (c * z_t).float(), eps.float(), alpha_bar, s1["fg"].to(device).float())
+    fg = s1["fg"].to(device).float()
+    segments = prompt_segments(inputs.prompts)
+    fused_vp, info = fuse(cfg.fusion, (c * z_t).float(), eps.float(), alpha_bar, fg, segments=segments)
     z_fused = (fused_vp / c).to(dtype)
     generator = torch.Generator("cpu").manual_seed(cfg.separate.seed)
+    guide = None
+    if cfg.fusion.repeat:
+        w_f, w_b = (torch.tensor(info[k]) if isinstance(info[k], list) else info[k] for k in ("w_f", "w_b"))
+        guide = refuse_guide(scheduler, cfg.fusion, fg, segments, w_f, w_b, first_step=t_index)
     with torch.no_grad():
-        x0 = denoise(z_fused, scheduler, timesteps, eps_fn, start_index=t_index, eta=s.eta, generator=generator,
-                     progress=progress, desc="stage 2: denoising fused frames")
+        x0 = denoise(z_fused, scheduler, timesteps, eps_fn, start_index=t_index, guide=guide, eta=s.eta,
+                     generator=generator, progress=progress, desc="stage 2: denoising fused frames")
     decode_to_disk(components.vae, x0, rd.stage(2) / "frames", rd.stage(2) / "stage2.mp4", inputs.fps,
                    progress=progress, desc="stage 2: decoding")
     atomic.write_safetensors(rd.stage(2) / LATENTS_FILE, {"x0": x0, "z_fused": z_fused})

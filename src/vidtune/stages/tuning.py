@@ -102,6 +102,7 @@ class Batch:
     frames: torch.Tensor
     t: torch.Tensor
     eps: torch.Tensor
+    uncond: torch.Tensor | None = None  # (B,) bool: train on the negative prompt's embedding instead
 
 
 def check_config(cfg: TuningConfig) -> None:
@@ -251,6 +252,7 @@ class TrainLoop:
         self.optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == torch.float16)
         self.num_train_timesteps = int(noise_scheduler.config.num_train_timesteps)
+        self.max_timestep = max(1, int(round(cfg.max_timestep * self.num_train_timesteps)))
         self.reset()
 
     def reset(self) -> None:
@@ -303,9 +305,10 @@ class TrainLoop:
         """Draw min(batch_size, N) distinct frames, their timesteps and noise from the generator."""
         n, g = self.data.num_frames, self.generator
         frames = torch.randperm(n, generator=g)[:min(self.cfg.batch_size, n)]
-        t = torch.randint(0, self.num_train_timesteps, (len(frames),), generator=g)
+        t = torch.randint(0, self.max_timestep, (len(frames),), generator=g)
         eps = torch.randn((len(frames), *self.data.x0.shape[1:]), generator=g)
-        return Batch(frames=frames, t=t, eps=eps)
+        uncond = torch.rand(len(frames), generator=g) < self.cfg.uncond_prob if self.cfg.uncond_prob > 0 else None
+        return Batch(frames=frames, t=t, eps=eps, uncond=uncond)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Eq. 20 per sample (B,) at the batch's t and eps: z_t = add_noise(x0, eps, t), eps_theta(z_t)."""
@@ -314,6 +317,8 @@ class TrainLoop:
         x0, fg = d.x0[frames], d.fg[frames]
         z_t = self.noise_scheduler.add_noise(x0, eps, t)
         e = d.prompts.take(batch.frames).to(dev, torch.float32)  # e_i
+        if batch.uncond is not None:  # the unconditional branch of CFG learns the video too
+            e = torch.where(batch.uncond.to(dev).view(-1, 1, 1), d.prompts.uncond.to(dev, torch.float32), e)
         feats = d.features.take(batch.frames, dev, torch.float32) if d.features.num_frames else []  # F(c_i)
         extra = {"down_intrablock_additional_residuals": feats} if feats else {}
         with torch.autocast(dev.type, dtype=self.precision or torch.float32, enabled=self.precision is not None):

@@ -36,6 +36,9 @@ class SyntheticSequence:
     background: np.ndarray
     prompt: str
     attrs: PromptAttributes
+    # A prompt schedule's truth: frame i's prompt attributes (None: inside a transition between two
+    # prompts, judged by neither). Empty for one prompt (every frame `attrs`).
+    frame_attrs: tuple[PromptAttributes | None, ...] = ()
 
 
 def draw_figure(keypoints: np.ndarray, attrs: PromptAttributes, height: int, width: int,
@@ -82,3 +85,27 @@ def make_sequence(motion: str, num_frames: int, prompt: str | PromptAttributes, 
         poses.append(render_pose(kp, height, width))
     return SyntheticSequence(keypoints=seq.keypoints, frames=np.stack(frames), masks=np.stack(masks),
                              clothes_masks=np.stack(clothes), pose_images=np.stack(poses), background=background, prompt=text, attrs=attrs)
+
+
+def make_scheduled_sequence(motion: str, num_frames: int, schedule: dict[int, str], seed: int = 0,
+                            height: int = 64, width: int = 64, transition: int = 0) -> SyntheticSequence:
+    """The ground truth of a prompt schedule ({first_frame: prompt}): one motion, each segment's
+    frames rendered with its own prompt (scene, time of day, figure colour). The frames within
+    ``transition / 2`` of a boundary are marked as a transition (``frame_attrs`` None), where a
+    generated video is meant to be in between and no single prompt judges it."""
+    starts = sorted(schedule)
+    if not starts or starts[0] != 0:
+        raise ValueError(f"schedule must start at frame 0, got {starts}")
+    rendered = {k: make_sequence(motion, num_frames, schedule[k], seed=seed, height=height, width=width)
+                for k in starts}
+    owner = np.searchsorted(np.array(starts), np.arange(num_frames), side="right") - 1
+    pick = [rendered[starts[o]] for o in owner]
+    half = transition / 2.0
+    attrs = tuple(None if any(abs(i + 0.5 - b) < half for b in starts[1:]) else seq.attrs
+                  for i, seq in enumerate(pick))
+    first = rendered[0]
+    return SyntheticSequence(
+        keypoints=first.keypoints, frames=np.stack([s.frames[i] for i, s in enumerate(pick)]),
+        masks=first.masks, clothes_masks=np.stack([s.clothes_masks[i] for i, s in enumerate(pick)]),
+        pose_images=first.pose_images, background=first.background, prompt=first.prompt, attrs=first.attrs,
+        frame_attrs=attrs)

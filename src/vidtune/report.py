@@ -33,6 +33,10 @@ STAGE_FOLDERS: tuple[tuple[str, str], ...] = (
     ("ground truth", "source/gt_frames"),
 )
 METRICS_FILE = "metrics.json"
+# One colour per video in every plot (metrics.json names; the frame folders' labels map to them).
+VIDEO_COLOURS = {"stage1": "C0", "stage2": "C1", "final": "C2", "ground_truth": "#777777"}
+LABEL_VIDEOS = {"stage 1 (per frame)": "stage1", "stage 2 (fused)": "stage2", "final (stage 4)": "final",
+                "ground truth": "ground_truth"}
 STRIP_FRAMES = 6
 # Metrics shown as bars: (metrics.json name.key, label, lower is better)
 BAR_METRICS: tuple[tuple[str, str, bool], ...] = (
@@ -80,11 +84,11 @@ def write_report(path: str | Path, title: str, sections: Sequence[tuple[str, str
             parts.append(f"<figure><img src=\"{_data_uri(Path(image), 'image/png')}\">"
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     for heading, body in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
+        parts.append(f"<h2>{html.escape(heading)}</h2><div class='scroll'>{body}</div>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
              "video,img{max-width:100%;image-rendering:pixelated}figure{margin:1em 0}"
-             "pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}")
+             "pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}.scroll{overflow-x:auto}")
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
     atomic.write_text(path, doc)
@@ -130,6 +134,7 @@ def plot_flicker(curves: Sequence[tuple[str, np.ndarray]], out: Path) -> Path:
     ax = fig.add_subplot()
     for label, curve in curves:
         ax.plot(np.arange(1, len(curve) + 1), curve, label=f"{label} (mean {curve.mean():.1f})",
+                color=VIDEO_COLOURS.get(LABEL_VIDEOS.get(label, ""), None),
                 lw=2.2 if label.startswith("final") else 1.4, ls="--" if label == "ground truth" else "-")
     ax.set_xlabel("frame pair (t-1, t)")
     ax.set_ylabel("mean |dI| (0-255)")
@@ -152,12 +157,12 @@ def plot_metric_bars(metrics: dict[str, dict], out: Path) -> Path | None:
     shown = [(k, label) for k, label, _ in BAR_METRICS if any(_metric(m, k) is not None for m in metrics.values())]
     if not shown:
         return None
-    videos = list(metrics)
+    videos = [v for v in VIDEO_COLOURS if v in metrics] + [v for v in metrics if v not in VIDEO_COLOURS]
     fig = _figure(min(2.2 * len(shown) + 1, 11), 3.0)
     axes = fig.subplots(1, len(shown), squeeze=False)[0]
     for ax, (key, label) in zip(axes, shown):
         values = [_metric(metrics[v], key) for v in videos]
-        colours = ["#888" if v == "ground_truth" else f"C{i}" for i, v in enumerate(videos)]
+        colours = [VIDEO_COLOURS.get(v, f"C{3 + i}") for i, v in enumerate(videos)]
         ax.bar(range(len(videos)), [np.nan if v is None else v for v in values], color=colours)
         ax.set_xticks(range(len(videos)), [v.replace("_", " ") for v in videos], rotation=45, ha="right", fontsize=8)
         ax.set_title(f"{label} (lower better)", fontsize=9)
@@ -260,14 +265,14 @@ def write_plots(root: Path) -> dict[str, Path]:
 
 
 def metrics_table(metrics: dict[str, dict]) -> str:
-    """The metrics of every video as one table (every scalar, dotted names)."""
+    """Every scalar metric (dotted name) as a row, one column per video: it stays readable with many metrics."""
     keys: list[str] = []
     for m in metrics.values():
         for name, values in m.items():
             if isinstance(values, dict):
                 keys += [f"{name}.{k}" for k, v in values.items() if isinstance(v, (int, float)) and f"{name}.{k}" not in keys]
-    rows = [[video] + ["-" if _metric(m, k) is None else _metric(m, k) for k in keys] for video, m in metrics.items()]
-    return table_html(["video"] + keys, rows)
+    rows = [[k] + ["-" if _metric(m, k) is None else _metric(m, k) for m in metrics.values()] for k in keys]
+    return table_html(["metric"] + list(metrics), rows)
 
 
 def run_sections(root: Path) -> list[tuple[str, str]]:
@@ -289,5 +294,6 @@ def run_sections(root: Path) -> list[tuple[str, str]]:
         sections.append(("Stage times", table_html(["stage", "seconds"], times + [["total", total]])))
     commands = "".join(f"<pre>{html.escape(c)}</pre>" for c in reproduce_commands(root))
     sections.append(("Reproduce", commands + f"<p>Machine: {html.escape(machine())}</p>"))
-    sections.append(("Resolved config", f"<pre>{html.escape((root / 'config.toml').read_text())}</pre>"))
+    config = html.escape((root / "config.toml").read_text())
+    sections.append(("Resolved config", f"<details><summary>config.toml (every field)</summary><pre>{config}</pre></details>"))
     return sections

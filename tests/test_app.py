@@ -8,6 +8,7 @@ Playwright's own browser download cannot work offline.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -124,8 +125,10 @@ def server(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (apt-get install chromium); .ci/run installs it")
+@pytest.mark.skipif(importlib.util.find_spec("gradio") is None or importlib.util.find_spec("playwright") is None,
+                    reason="gradio or playwright not installed: pip install -e '.[test]' installs both")
 def test_app_in_a_headless_browser_runs_an_upload_and_shows_the_video(server, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed: pip install playwright")
+    from playwright import sync_api
     url, runs = server
     upload = openpose_zip(tmp_path / "walk_openpose.zip")
     with sync_api.sync_playwright() as pw:

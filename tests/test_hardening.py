@@ -441,3 +441,35 @@ def test_evaluate_one_frame_explains_the_dashes(tmp_path, capsys):
     (frames / "f_0.png").write_bytes(_png())
     assert main(["evaluate", str(frames)]) == 0
     assert "one frame: every metric compares consecutive frames" in capsys.readouterr().out
+
+
+# --- 8. merge weights: memory linear in the frame count ------------------------------------------
+
+@pytest.mark.parametrize("kind", ["uniform", "triangular", "gaussian"])
+def test_per_clip_merge_weights_equal_the_dense_ones(kind):
+    from vidtune.windows import clip_merge_weights, clip_windows, frame_merge_weights, plan_text
+
+    n = 37
+    windows = clip_windows(n, 16, 6)
+    dense = frame_merge_weights(n, windows, kind)
+    per_clip = clip_merge_weights(n, windows, kind)
+    for k, (s, e) in enumerate(windows):
+        assert torch.equal(per_clip[k], dense[k, s:e])
+    prompts = ["a"] * len(windows)
+    assert plan_text(n, windows, per_clip, prompts, num_steps=5, width=10) == \
+        plan_text(n, windows, dense, prompts, num_steps=5, width=10)
+
+
+def test_plan_of_a_million_frames_stays_under_1_gb(tmp_path):
+    pose_dir = write_poses(tmp_path / "poses")
+    code = ("import resource, sys; from vidtune.cli import main; rc = main(sys.argv[1:]); "
+            "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code, "plan", "--poses", str(pose_dir), "--prompt", "a person",
+                             "--frames", "1000000", "--model", str(tmp_path / "no_model")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "1000000 frames, 124999 clips of 16 frames" in result.stdout
+    assert "clips not listed" in result.stdout and "not plotted" in result.stdout
+    assert "MiB of merge weights" in result.stdout
+    maxrss = int(result.stdout.split("maxrss_kib")[-1].split()[0]) * 1024
+    assert maxrss < 2**30, f"{maxrss / 2**20:.0f} MiB"

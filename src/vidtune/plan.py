@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from vidtune.config import ModelConfig, RunConfig
+from vidtune.config import CodenoiseConfig, ModelConfig, RunConfig
 from vidtune.errors import VidtuneError
 
 LATENT_COPIES = 8
@@ -371,11 +371,12 @@ def count_frames(cfg: RunConfig) -> tuple[int, float, str]:
         seq = poses.PoseSequence(keypoints=np.zeros((info.num_frames, poses.NUM_KEYPOINTS, 3), np.float32),
                                  images=None, width=info.width, height=info.height, fps=info.fps, source=src,
                                  format="images", source_frames=info.num_frames)
-    if cfg.inputs.frames or cfg.inputs.fps:
-        seq = poses.resample(seq, num_frames=cfg.inputs.frames or None, fps=cfg.inputs.fps or None)
-    fps = float(cfg.inputs.fps or seq.fps or DEFAULT_FPS)
-    summary = seq.summary() if is_json else f"{path.name}: {seq.num_frames} frames ({seq.source_frames} in the source)"
-    return seq.num_frames, fps, summary
+    num_frames, seq_fps = seq.num_frames, seq.fps
+    if cfg.inputs.frames or cfg.inputs.fps:  # counted, not resampled: a million frames of keypoints are ~1 GB
+        num_frames, seq_fps = poses.resampled_size(seq, cfg.inputs.frames or None, cfg.inputs.fps or None)
+    fps = float(cfg.inputs.fps or seq_fps or DEFAULT_FPS)
+    summary = seq.summary(num_frames) if is_json else f"{path.name}: {num_frames} frames ({seq.source_frames} in the source)"
+    return num_frames, fps, summary
 
 
 def _device_dtype(cfg: ModelConfig) -> tuple[str, str]:
@@ -389,18 +390,42 @@ def _device_dtype(cfg: ModelConfig) -> tuple[str, str]:
     return device, dtype
 
 
+@dataclass(frozen=True)
+class MergePlan:
+    """Stage 4's clips as the plan shows them: windows, one prompt per clip, merge weights per clip
+    (`windows.clip_merge_weights`: O(K M) memory, where the dense (K, N) matrix is quadratic), the anchor."""
+
+    windows: list[tuple[int, int]]
+    prompts: list[str]
+    weights: list[Any]
+    anchor: int
+
+    @property
+    def weight_bytes(self) -> int:
+        """Host memory of the per-clip weights (float32)."""
+        return 4 * sum(e - s for s, e in self.windows)
+
+
+def plan_merge(c: CodenoiseConfig, num_frames: int, schedule) -> MergePlan:
+    """Windows, clip prompts and per-clip merge weights for `num_frames` frames (pure)."""
+    from vidtune.windows import assign_prompts, clip_merge_weights, clip_windows
+
+    windows = clip_windows(num_frames, c.clip_length, c.stride, shrink_clip=c.shrink_clip)
+    return MergePlan(windows=windows, prompts=assign_prompts(windows, schedule),
+                     weights=clip_merge_weights(num_frames, windows, c.weighting), anchor=num_frames // 2)
+
+
 def plan_report(cfg: RunConfig) -> str:
     """The text `vidtune plan` prints: frames, clips, prompts, merge weights, UNet evaluations, memory."""
     from vidtune.inputs import prompt_schedule
-    from vidtune.stages.codenoise import clip_batches, plan_clips
-    from vidtune.windows import plan_text
-
+    from vidtune.stages.codenoise import clip_batches
     from vidtune.validate import check_run
+    from vidtune.windows import plan_text
 
     c, s = cfg.codenoise, cfg.sampling
     num_frames, fps, summary = count_frames(cfg)
     check_run(cfg, num_frames)
-    plan = plan_clips(c, num_frames, prompt_schedule(cfg.inputs))
+    plan = plan_merge(c, num_frames, prompt_schedule(cfg.inputs))
     guidance = s.guidance > 1.0
     steps = s.steps
     if c.init == "fused":
@@ -444,7 +469,8 @@ def plan_report(cfg: RunConfig) -> str:
         f"  activations    {_gib(est.activations):>11}  one UNet batch of {rows} frames ({len(batches)} batches of "
         f"clips per step, max_batch_frames = {c.max_batch_frames})",
         f"  decoding       {_gib(est.decoding):>11}  VAE, {DECODE_BATCH} frames at a time, after the loop",
-        f"  peak           {_gib(est.peak):>11}  (+ {_gib(est.pose_images)} of pose images in host memory)",
+        f"  peak           {_gib(est.peak):>11}  (+ {_gib(est.pose_images)} of pose images and "
+        f"{_gib(plan.weight_bytes)} of merge weights in host memory)",
         "  (rough: see vidtune.plan's docstring for the formulas and how they were calibrated)",
     ]
     return "\n".join(lines) + "\n"

@@ -192,11 +192,15 @@ class PoseSequence:
         data = self.keypoints if self.keypoints is not None else self.images
         return int(data.shape[0])
 
-    def summary(self) -> str:
-        """One line: frames, format, people tracked, frames filled, joints interpolated, canvas, fps."""
+    def summary(self, num_frames: int | None = None) -> str:
+        """One line: frames, format, people tracked, frames filled, joints interpolated, canvas, fps.
+
+        ``num_frames`` states the count it will be resampled to (`vidtune plan` does not resample).
+        """
         name = Path(self.source).name or self.source
-        frames = f"{self.num_frames} frames"
-        if self.source_frames and self.source_frames != self.num_frames:
+        count = self.num_frames if num_frames is None else num_frames
+        frames = f"{count} frames"
+        if self.source_frames and self.source_frames != count:
             frames += f" (resampled from {self.source_frames})"
         fps = f"{self.fps:g} fps" if self.fps else "fps unknown"
         if self.format == "images":
@@ -589,21 +593,9 @@ def resample_keypoints(keypoints: np.ndarray, num_frames: int) -> np.ndarray:
     return np.where(both[..., None], lerp, nearest).astype(np.float32)
 
 
-def resample(seq: PoseSequence, num_frames: int | None = None, fps: float | None = None) -> PoseSequence:
-    """Change the frame count and/or frame rate, keeping the first and last frames.
-
-    Args:
-        num_frames: the new frame count. With ``fps`` alone it is
-            ``round((N - 1) * fps / seq.fps) + 1`` (needs ``seq.fps``).
-        fps: the new frame rate. With ``num_frames`` alone it becomes
-            ``seq.fps * (num_frames - 1) / (N - 1)`` (same duration), or stays None.
-
-    Keypoints are interpolated linearly in time (:func:`resample_keypoints`); images take the
-    nearest source frame.
-    """
+def resampled_size(seq: PoseSequence, num_frames: int | None, fps: float | None) -> tuple[int, float | None]:
+    """(frames, fps) that :func:`resample` gives, without resampling anything (see its rules)."""
     n = seq.num_frames
-    if num_frames is None and fps is None:
-        return seq
     if fps is not None and fps <= 0:
         raise VidtuneError(f"{seq.source}: fps must be > 0, got {fps}")
     if num_frames is None:
@@ -619,6 +611,25 @@ def resample(seq: PoseSequence, num_frames: int | None = None, fps: float | None
         fps = seq.fps * (num_frames - 1) / (n - 1)
     elif fps is None:
         fps = seq.fps
+    return num_frames, fps
+
+
+def resample(seq: PoseSequence, num_frames: int | None = None, fps: float | None = None) -> PoseSequence:
+    """Change the frame count and/or frame rate, keeping the first and last frames.
+
+    Args:
+        num_frames: the new frame count. With ``fps`` alone it is
+            ``round((N - 1) * fps / seq.fps) + 1`` (needs ``seq.fps``).
+        fps: the new frame rate. With ``num_frames`` alone it becomes
+            ``seq.fps * (num_frames - 1) / (N - 1)`` (same duration), or stays None.
+
+    Keypoints are interpolated linearly in time (:func:`resample_keypoints`); images take the
+    nearest source frame.
+    """
+    n = seq.num_frames
+    if num_frames is None and fps is None:
+        return seq
+    num_frames, fps = resampled_size(seq, num_frames, fps)
     if seq.keypoints is not None:
         return replace(seq, keypoints=resample_keypoints(seq.keypoints, num_frames), fps=fps)
     # nearest source frame, halves rounded up (as resample_keypoints' nearest rule)

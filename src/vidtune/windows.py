@@ -29,6 +29,7 @@ __all__ = [
     "MERGE_WEIGHTS",
     "MergeAccumulator",
     "assign_prompts",
+    "clip_merge_weights",
     "clip_position_weights",
     "clip_windows",
     "frame_merge_weights",
@@ -157,6 +158,35 @@ def clip_position_weights(length: int, kind: str, sigma: float = 0.25) -> torch.
     return MERGE_WEIGHTS[kind](length, float(sigma))
 
 
+def clip_merge_weights(
+    num_frames: int,
+    windows: Sequence[Window],
+    kind: str = "uniform",
+    sigma: float = 0.25,
+    dtype: torch.dtype = torch.float32,
+) -> list[torch.Tensor]:
+    """Normalised merge weights per clip: entry k is ``(end_k - start_k,)``, w_k(f) for f in clip k.
+
+    The same numbers as the non-zero part of `frame_merge_weights`, in O(K M + N) memory instead
+    of a dense (clips, frames) matrix (which at 100k frames is 24 GB in float64).
+
+    Raises:
+        ValueError: when a frame is covered by no window.
+    """
+    num_frames = _positive_int(num_frames, "num_frames")
+    _check_windows(windows, num_frames)
+    total = torch.zeros(num_frames, dtype=torch.float64)
+    shapes: dict[int, torch.Tensor] = {}  # clips of one length share their position weights
+    for start, end in windows:
+        if end - start not in shapes:
+            shapes[end - start] = clip_position_weights(end - start, kind, sigma)
+        total[start:end] += shapes[end - start]
+    uncovered = (total == 0).nonzero().flatten().tolist()
+    if uncovered:
+        raise ValueError(f"windows: frames {_ranges_text(uncovered)} are covered by no clip")
+    return [(shapes[end - start] / total[start:end]).to(dtype) for start, end in windows]
+
+
 def frame_merge_weights(
     num_frames: int,
     windows: Sequence[Window],
@@ -168,21 +198,17 @@ def frame_merge_weights(
 
     Entry (k, f) is clip k's weight for frame f: the clip's position weight of f (see
     `clip_position_weights`) divided by the sum over the clips covering f, and 0 where f is not
-    in clip k. With ``uniform`` it is 1 / (number of clips covering f).
+    in clip k. With ``uniform`` it is 1 / (number of clips covering f). Dense: quadratic in the
+    frame count (K ~ N / S clips); long videos should use `clip_merge_weights`.
 
     Raises:
         ValueError: when a frame is covered by no window.
     """
-    num_frames = _positive_int(num_frames, "num_frames")
-    _check_windows(windows, num_frames)
+    per_clip = clip_merge_weights(num_frames, windows, kind, sigma, dtype=torch.float64)
     weights = torch.zeros(len(windows), num_frames, dtype=torch.float64)
     for k, (start, end) in enumerate(windows):
-        weights[k, start:end] = clip_position_weights(end - start, kind, sigma)
-    total = weights.sum(dim=0)
-    uncovered = (total == 0).nonzero().flatten().tolist()
-    if uncovered:
-        raise ValueError(f"windows: frames {_ranges_text(uncovered)} are covered by no clip")
-    return (weights / total).to(dtype)
+        weights[k, start:end] = per_clip[k]
+    return weights.to(dtype)
 
 
 def _centre_distance(windows: Sequence[Window], num_frames: int) -> torch.Tensor:
@@ -466,10 +492,77 @@ def _level(w: float) -> str:
     return _LEVELS[min(len(_LEVELS) - 1, int(w * len(_LEVELS)))]
 
 
+MAX_LISTED_CLIPS = 60  # longer plans list the first and last half of this many clips
+MAX_PLOTTED_BLOCKS = 12  # ... and plot the first and last half of this many blocks of frames
+
+
+def _per_clip_weights(weights: torch.Tensor | Sequence[torch.Tensor], windows: Sequence[Window],
+                      num_frames: int) -> list[torch.Tensor]:
+    """Merge weights as one (end - start,) float64 tensor per clip, from dense (clips, frames) or per-clip weights."""
+    if isinstance(weights, torch.Tensor):
+        if tuple(weights.shape) != (len(windows), num_frames):
+            raise ValueError(f"weights must be (clips={len(windows)}, frames={num_frames}), got {tuple(weights.shape)}")
+        w = weights.detach().to("cpu", torch.float64)
+        return [w[k, s:e] for k, (s, e) in enumerate(windows)]
+    if len(weights) != len(windows) or any(len(w) != e - s for w, (s, e) in zip(weights, windows)):
+        raise ValueError(f"weights: need one tensor of the clip's length per clip ({len(windows)} clips)")
+    return [w.detach().to("cpu", torch.float64) for w in weights]
+
+
+def _coverage(windows: Sequence[Window], num_frames: int) -> torch.Tensor:
+    """How many clips cover each frame, ``(frames,)`` (a difference array: O(K + N))."""
+    delta = torch.zeros(num_frames + 1, dtype=torch.int64)
+    for start, end in windows:
+        delta[start] += 1
+        delta[end] -= 1
+    return delta.cumsum(0)[:num_frames]
+
+
+def _shown(count: int, limit: int) -> tuple[list[int], int]:
+    """Indices to show out of `count` (all, or the first and last limit // 2) and where the gap goes."""
+    if count <= limit:
+        return list(range(count)), -1
+    half = limit // 2
+    return list(range(half)) + list(range(count - half, count)), half
+
+
+def _clip_lines(windows: Sequence[Window], prompts: Sequence[str]) -> list[str]:
+    kw = len(str(len(windows) - 1))
+    lines = ["  clip  frames       prompt"]
+    shown, gap = _shown(len(windows), MAX_LISTED_CLIPS)
+    for i, k in enumerate(shown):
+        if i == gap:
+            lines.append(f"  ... {len(windows) - len(shown)} clips not listed")
+        (start, end), prompt = windows[k], prompts[k]
+        text = prompt if len(prompt) <= 70 else prompt[:67] + "..."
+        lines.append(f"  {k:>{max(kw, 4)}}  {f'{start}-{end - 1}':<11}  {text!r}")
+    return lines
+
+
+def _plot_block(block_start: int, block_end: int, windows: Sequence[Window], per_clip: list[torch.Tensor],
+                coverage: torch.Tensor, label_w: int) -> list[str]:
+    """The weight plot of frames [block_start, block_end): a ruler, one row per clip in it, the coverage."""
+    cols = range(block_start, block_end)
+    ruler = [" "] * len(cols)
+    for f in cols:
+        if f % 10 == 0:
+            text = str(f)[: len(cols) - (f - block_start)]
+            ruler[f - block_start : f - block_start + len(text)] = text
+    lines = ["", f"{'frame':<{label_w}} {''.join(ruler)}"]
+    for k, (start, end) in enumerate(windows):
+        if end <= block_start or start >= block_end:
+            continue
+        row = [_level(float(per_clip[k][f - start])) if start <= f < end else " " for f in cols]
+        lines.append(f"{f'clip {k}':<{label_w}} " + "".join(row))
+    cover = coverage[block_start:block_end].tolist()
+    lines.append(f"{'cover':<{label_w}} " + "".join(str(c) if c < 10 else "+" for c in cover))
+    return lines
+
+
 def plan_text(
     num_frames: int,
     windows: Sequence[Window],
-    weights: torch.Tensor,
+    weights: torch.Tensor | Sequence[torch.Tensor],
     prompts: Sequence[str],
     *,
     guidance: bool = True,
@@ -478,11 +571,14 @@ def plan_text(
 ) -> str:
     """A readable plan of stage 4: clips, prompts, a text plot of merge weights, UNet evaluations.
 
+    Long plans list the first and last clips and plot the first and last blocks of frames only
+    (the text stays short and the memory O(K M + N) at a million frames).
+
     Args:
         num_frames: N.
         windows: the clips.
         weights: ``(clips, frames)`` merge weights (normalised per frame; per-pixel weights:
-            pass the per-frame ones they were built from).
+            pass the per-frame ones they were built from), or per clip (`clip_merge_weights`).
         prompts: one prompt per clip.
         guidance: classifier-free guidance doubles the UNet evaluations.
         num_steps: denoising steps, for the totals (None: per step only).
@@ -491,11 +587,9 @@ def plan_text(
     num_frames = _positive_int(num_frames, "num_frames")
     width = _positive_int(width, "width")
     _check_windows(windows, num_frames)
-    if tuple(weights.shape) != (len(windows), num_frames):
-        raise ValueError(f"weights must be (clips={len(windows)}, frames={num_frames}), got {tuple(weights.shape)}")
+    per_clip = _per_clip_weights(weights, windows, num_frames)
     if len(prompts) != len(windows):
         raise ValueError(f"prompts: need one per clip ({len(windows)}), got {len(prompts)}")
-    w = weights.detach().to("cpu", torch.float64)
     lengths = sorted({end - start for start, end in windows})
     stride_set = sorted({b[0] - a[0] for a, b in zip(windows, windows[1:])})
     lines = [
@@ -503,30 +597,17 @@ def plan_text(
         f"{'/'.join(map(str, lengths))} frames"
         + (f", clip starts {'/'.join(map(str, stride_set))} frames apart" if stride_set else ""),
         "",
-        "  clip  frames       prompt",
     ]
-    kw = len(str(len(windows) - 1))
-    for k, ((start, end), prompt) in enumerate(zip(windows, prompts)):
-        shown = prompt if len(prompt) <= 70 else prompt[:67] + "..."
-        lines.append(f"  {k:>{max(kw, 4)}}  {f'{start}-{end - 1}':<11}  {shown!r}")
-
-    coverage = (w > 0).sum(dim=0).tolist()
+    lines += _clip_lines(windows, prompts)
     lines += ["", f"Merge weights per frame (rows: clips; '{_LEVELS}' = low..high share of the frame, blank = not in the clip):"]
-    label_w = max(6, 5 + kw)
-    for block_start in range(0, num_frames, width):
-        block_end = min(num_frames, block_start + width)
-        cols = range(block_start, block_end)
-        ruler = [" "] * len(cols)
-        for f in cols:
-            if f % 10 == 0:
-                text = str(f)[: len(cols) - (f - block_start)]
-                ruler[f - block_start : f - block_start + len(text)] = text
-        lines += ["", f"{'frame':<{label_w}} {''.join(ruler)}"]
-        for k, (start, end) in enumerate(windows):
-            if end <= block_start or start >= block_end:
-                continue
-            lines.append(f"{f'clip {k}':<{label_w}} " + "".join(_level(float(w[k, f])) for f in cols))
-        lines.append(f"{'cover':<{label_w}} " + "".join(str(c) if c < 10 else "+" for c in coverage[block_start:block_end]))
+    coverage = _coverage(windows, num_frames)
+    label_w = max(6, 5 + len(str(len(windows) - 1)))
+    blocks = list(range(0, num_frames, width))
+    shown, gap = _shown(len(blocks), MAX_PLOTTED_BLOCKS)
+    for i, b in enumerate(shown):
+        if i == gap:
+            lines += ["", f"... frames {blocks[shown[i - 1]] + width}-{blocks[b] - 1} not plotted"]
+        lines += _plot_block(blocks[b], min(num_frames, blocks[b] + width), windows, per_clip, coverage, label_w)
 
     per_step = sum(end - start for start, end in windows) * (2 if guidance else 1)
     cfg_text = " x 2 (CFG)" if guidance else ""

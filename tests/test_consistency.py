@@ -11,7 +11,7 @@ import torch
 from vidtune import fusion as F
 from vidtune.ablate import bootstrap_interval, transition_ratio
 from vidtune.errors import VidtuneError
-from vidtune.segments import prompt_segments, transition_weights
+from vidtune.segments import prompt_segments, transition_frames, transition_weights
 from vidtune.stages.codenoise import reschedule_noise
 from vidtune.stages.common import x0_guide
 from vidtune.windows import frame_prompts
@@ -26,14 +26,16 @@ def test_prompt_segments_are_the_runs_of_equal_prompts():
 
 
 def test_transition_weights_are_one_hot_inside_segments_and_ramp_across_the_boundary():
-    w = transition_weights(24, [(0, 12), (12, 24)], width=8)
-    assert torch.allclose(w.sum(dim=1), torch.ones(24))
-    assert torch.equal(w[:8], torch.tensor([[1.0, 0.0]] * 8))  # far from the boundary: its own segment only
-    assert torch.equal(w[16:], torch.tensor([[0.0, 1.0]] * 8))
-    ramp = w[8:16, 1]
+    segments = [(0, 24), (24, 48)]
+    w = transition_weights(48, segments, width=8)
+    assert torch.allclose(w.sum(dim=1), torch.ones(48))
+    assert torch.equal(w[:20], torch.tensor([[1.0, 0.0]] * 20))  # far from the boundary: its own segment only
+    assert torch.equal(w[28:], torch.tensor([[0.0, 1.0]] * 20))
+    ramp = w[19:29, 1]
     assert (ramp[1:] > ramp[:-1]).all()  # monotone across the boundary
-    assert float(ramp[4] - ramp[3]) == pytest.approx(1 / 8)  # the two frames beside it: 1/width apart, not a cut
-    assert torch.equal(transition_weights(24, [(0, 12), (12, 24)], width=0), transition_weights(24, [(0, 12), (12, 24)], 1))
+    assert float(w[24, 1] - w[23, 1]) == pytest.approx(1 / 8)  # the two frames beside it: 1/width apart, not a cut
+    assert torch.equal(transition_weights(48, segments, width=0), transition_weights(48, segments, 1))
+    assert int(transition_frames(48, segments, 8).sum()) == 8
 
 
 def test_transition_weights_reach_full_weight_inside_a_short_segment():

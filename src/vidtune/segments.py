@@ -40,8 +40,9 @@ def transition_weights(num_frames: int, segments: Sequence[Segment], width: int)
 
     Around the boundary b between segments s and s+1 the frames f with |f + 1/2 - b| < width / 2
     get w_{s+1}(f) = clip((f + 1/2 - b) / width + 1/2, 0, 1) and w_s = 1 - w_{s+1}: the two
-    frames beside the boundary are 1/width apart instead of a full cut. The ramp is limited to
-    half of each neighbouring segment, so a short segment still reaches full weight in its middle.
+    frames beside the boundary are 1/width apart instead of a full cut. The ramp reaches at most a
+    quarter of each neighbouring segment into it, so every segment keeps at least half of its
+    frames at full weight (where its prompt alone holds).
     width <= 1 gives the hard cut (one-hot rows).
     """
     if num_frames < 1:
@@ -55,7 +56,7 @@ def transition_weights(num_frames: int, segments: Sequence[Segment], width: int)
     centres = torch.arange(num_frames, dtype=torch.float32) + 0.5
     for k in range(len(segments) - 1):
         (s0, b), (_, e1) = segments[k], segments[k + 1]
-        half = min(width / 2.0, (b - s0) / 2.0, (e1 - b) / 2.0)
+        half = min(width / 2.0, (b - s0) / 4.0, (e1 - b) / 4.0)
         if half <= 0.5:
             continue
         near = (centres > b - half) & (centres < b + half)
@@ -63,6 +64,11 @@ def transition_weights(num_frames: int, segments: Sequence[Segment], width: int)
         w[near, k] = 1.0 - ramp
         w[near, k + 1] = ramp
     return w
+
+
+def transition_frames(num_frames: int, segments: Sequence[Segment], width: int) -> torch.Tensor:
+    """Bool ``(frames,)``: the frames inside a transition (mixing two segments' prompts)."""
+    return transition_weights(num_frames, segments, width).max(dim=1).values < 1.0
 
 
 def _check_segments(segments: Sequence[Segment], num_frames: int) -> None:

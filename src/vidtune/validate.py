@@ -119,6 +119,7 @@ def check_fusion(cfg: RunConfig) -> None:
     _at_least("fusion.w_f", f.w_f, 0, "the paper's is 1.0")
     _at_least("fusion.w_b", f.w_b, 0, "the paper's is 1.0")
     _at_least("fusion.fidelity", f.fidelity, 0, "e.g. 1.0")
+    _at_least("fusion.dilate", f.dilate, 0, "0 keeps the mask as it is, e.g. 1")
     if f.learn:
         _at_least("fusion.learn_steps", f.learn_steps, 1, "e.g. 50")
         _positive("fusion.learn_lr", f.learn_lr, "e.g. 0.05")
@@ -128,6 +129,10 @@ def check_tuning(cfg: RunConfig) -> None:
     """Stage 3: what `stages.tuning.check_config` checks at stage 3, checked before stage 1."""
     t = cfg.tuning
     _at_least("tuning.steps", t.steps, 1, "e.g. 300")
+    if not 0 < t.max_timestep <= 1:
+        raise _fail("tuning.max_timestep", t.max_timestep, "must be in (0, 1]", "1.0 trains on the whole schedule")
+    if not 0 <= t.uncond_prob <= 1:
+        raise _fail("tuning.uncond_prob", t.uncond_prob, "must be in [0, 1]", "e.g. 0.5")
     _positive("tuning.lr", t.lr, "SD's default is tuning.lr = 5e-6")
     if t.trainable == "lora":
         _at_least("tuning.lora_rank", t.lora_rank, 1, "e.g. 4")
@@ -150,6 +155,7 @@ def check_codenoise(cfg: RunConfig) -> None:
     if not 0 < c.strength <= 1:
         raise _fail("codenoise.strength", c.strength, "must be in (0, 1]", "1 noises the fused frames fully, e.g. 0.8")
     _at_least("codenoise.fg_gain", c.fg_gain, 0, "0 turns it off")
+    _at_least("codenoise.transition", c.transition, 0, "0 cuts between prompts, e.g. 8")
     _at_least("codenoise.max_batch_frames", c.max_batch_frames, 1, "e.g. 16")
 
 

@@ -90,9 +90,12 @@ def make_sequence(motion: str, num_frames: int, prompt: str | PromptAttributes, 
 def make_scheduled_sequence(motion: str, num_frames: int, schedule: dict[int, str], seed: int = 0,
                             height: int = 64, width: int = 64, transition: int = 0) -> SyntheticSequence:
     """The ground truth of a prompt schedule ({first_frame: prompt}): one motion, each segment's
-    frames rendered with its own prompt (scene, time of day, figure colour). The frames within
-    ``transition / 2`` of a boundary are marked as a transition (``frame_attrs`` None), where a
-    generated video is meant to be in between and no single prompt judges it."""
+    frames rendered with its own prompt (scene, time of day, figure colour). The frames of the
+    transitions stage 4 makes (`vidtune.segments.transition_frames` over ``transition`` frames)
+    are marked (``frame_attrs`` None): a generated video is meant to be in between there, and no
+    single prompt judges it."""
+    from vidtune.segments import transition_frames
+
     starts = sorted(schedule)
     if not starts or starts[0] != 0:
         raise ValueError(f"schedule must start at frame 0, got {starts}")
@@ -100,9 +103,9 @@ def make_scheduled_sequence(motion: str, num_frames: int, schedule: dict[int, st
                 for k in starts}
     owner = np.searchsorted(np.array(starts), np.arange(num_frames), side="right") - 1
     pick = [rendered[starts[o]] for o in owner]
-    half = transition / 2.0
-    attrs = tuple(None if any(abs(i + 0.5 - b) < half for b in starts[1:]) else seq.attrs
-                  for i, seq in enumerate(pick))
+    segments = list(zip(starts, starts[1:] + [num_frames]))
+    between = transition_frames(num_frames, segments, transition).tolist()
+    attrs = tuple(None if between[i] else seq.attrs for i, seq in enumerate(pick))
     first = rendered[0]
     return SyntheticSequence(
         keypoints=first.keypoints, frames=np.stack([s.frames[i] for i, s in enumerate(pick)]),

@@ -535,6 +535,44 @@ def adherence_metrics(frames: np.ndarray, truth) -> dict[str, float]:
     return out
 
 
+SEGMENT_KEYS = ("flicker.", "warp_err_dis.", "bg_stability.", "drift_bg.", "drift_fg_color.", "motion_epe.")
+
+
+def segment_consistency(folder: Path, masks: Path, poses: Path, starts: Sequence[int], num_frames: int) -> dict:
+    """A prompt schedule's consistency metrics measured within each segment (a scene meant to change
+    at a boundary is not flicker or drift) and averaged over segments, weighted by their frame pairs.
+    The frame files are hard-linked (copied where links fail) into one folder per segment."""
+    import tempfile
+
+    from vidtune.evaluate import evaluate_video
+
+    bounds = list(starts) + [num_frames]
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            if e - s < 2:
+                continue
+            parts = {}
+            for kind, src in (("frames", folder), ("masks", masks), ("poses", poses)):
+                files = sorted(p for p in src.iterdir() if p.suffix.lower() in (".png", ".jpg"))[s:e]
+                dst = Path(tmp) / f"{s}_{kind}"
+                dst.mkdir()
+                for f in files:
+                    try:
+                        os.link(f, dst / f.name)
+                    except OSError:
+                        shutil.copy2(f, dst / f.name)
+                parts[kind] = str(dst)
+            flat: dict[str, float] = {}
+            _flatten(evaluate_video(parts["frames"], masks=parts["masks"], reference=parts["poses"])["metrics"], "", flat)
+            for k, v in flat.items():
+                if k.startswith(SEGMENT_KEYS) and math.isfinite(v):
+                    sums[k] = sums.get(k, 0.0) + v * (e - s - 1)
+                    weights[k] = weights.get(k, 0.0) + (e - s - 1)
+    return {k: sums[k] / weights[k] for k in sums}
+
+
 def transition_ratio(curve: Sequence[float], boundaries: Sequence[int], width: int) -> float:
     """The largest frame-to-frame change at a schedule boundary against the median within segments.
 
@@ -601,6 +639,8 @@ def score_sequence(run: SequenceRun) -> tuple[dict[str, dict[str, float]], dict[
         result = evaluate_video(str(folder), masks=str(masks), reference=str(poses), windows=run.windows.get(name))
         flat: dict[str, float] = {}
         _flatten(result["metrics"], "", flat)
+        if run.spec.prompts:  # consistency within each prompt's segment; the changes between them: transition.ratio
+            flat.update(segment_consistency(folder, masks, poses, [k for k, _ in run.spec.prompts], run.spec.frames))
         frames = np.stack(list(read_frames(folder)))
         if len(frames) != run.spec.frames:
             raise VidtuneError(f"{folder}: {len(frames)} frames, expected {run.spec.frames}")

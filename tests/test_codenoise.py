@@ -314,7 +314,7 @@ def test_run_restores_the_unet_processors(comps, tmp_path):
     cfg = C.apply_overrides(C.RunConfig(), [
         f"inputs.prompt={PROMPT}", f"inputs.height={SIZE}", f"inputs.width={SIZE}", "sampling.steps=2",
         f"sampling.guidance={GUIDANCE}", "codenoise.clip_length=4", "codenoise.stride=2",
-        "codenoise.attention=global"])
+        "codenoise.attention=global", "codenoise.background=free"])  # stage 4 alone: no stage 2 to keep
     images = np.random.default_rng(0).integers(0, 256, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
     inputs = VideoInputs(pose_images=images, keypoints=None, prompts=[PROMPT] * n, fps=8.0, summary="random")
     info = codenoise.run(cfg, comps, inputs, RunDir(tmp_path / "run"), progress=False)
@@ -433,3 +433,24 @@ def test_pipeline_stages_1_2_4_keep_every_frame(comps, model_dir, shared_dir, tm
                            log=lambda s: None)
     assert [summary.stages[k][0] for k in (1, 2, 4)] == ["ran"] * 3
     assert video_info(tmp_path / "run" / "final.mp4").num_frames == n
+
+    # Stage 2 fused again at every step: where every frame sees background (outside each frame's dilated
+    # figure), the frames agree down to x0 (up to the last step's own noise, sqrt(1 - abar_0) = 0.03), far
+    # more than stage 1's do. Stage 4 kept that background (codenoise.background = "keep"): there it stays
+    # at stage 2's, while the figure is denoised again.
+    from safetensors.torch import load_file
+
+    from vidtune import fusion as F
+
+    s1 = load_file(str(tmp_path / "run/stage1/latents.safetensors"))
+    fg, x1 = s1["fg"], s1["x0"]
+    s2 = load_file(str(tmp_path / "run/stage2/latents.safetensors"))["x0"]
+    s4 = load_file(str(tmp_path / "run/stage4/latents.safetensors"))["x0"]
+    always_bg = (F.dilate(fg, cfg.fusion.dilate) == 0).all(dim=0)[0]  # (h, w)
+    figure = (fg > 0.99).any(dim=0)[0]
+    assert always_bg.any() and figure.any()
+    spread = lambda x: float(x[:, :, always_bg].std(dim=0).mean())  # noqa: E731 - across frames
+    assert spread(s2) < 0.25 * spread(x1)
+    kept = float((s4 - s2)[:, :, always_bg].abs().mean())
+    redrawn = float((s4 - s2)[:, :, figure].abs().mean())
+    assert kept < 0.25 * redrawn

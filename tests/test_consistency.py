@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vidtune import fusion as F
-from vidtune.ablate import bootstrap_interval, transition_ratio
+from vidtune.ablate import bootstrap_interval, segment_cores, transition_ratio
 from vidtune.errors import VidtuneError
 from vidtune.segments import prompt_segments, transition_frames, transition_weights
 from vidtune.stages.codenoise import reschedule_noise
@@ -171,3 +171,9 @@ def test_transition_ratio_flags_a_cut_and_not_a_ramp():
         ramp[p] = 2.5  # the same change spread over 8 pairs
     assert transition_ratio(ramp, [24], width=8) == pytest.approx(2.5)
     assert np.isnan(transition_ratio(calm, [], width=8))
+
+
+def test_segment_cores_leave_out_the_transitions():
+    assert segment_cores([0, 24], 48, transition=8) == [(0, 20), (28, 48)]
+    assert segment_cores([0, 24], 48, transition=0) == [(0, 24), (24, 48)]
+    assert segment_cores([0, 8, 16], 24, transition=8) == [(0, 6), (10, 14), (18, 24)]

@@ -538,19 +538,36 @@ def adherence_metrics(frames: np.ndarray, truth) -> dict[str, float]:
 SEGMENT_KEYS = ("flicker.", "warp_err_dis.", "bg_stability.", "drift_bg.", "drift_fg_color.", "motion_epe.")
 
 
-def segment_consistency(folder: Path, masks: Path, poses: Path, starts: Sequence[int], num_frames: int) -> dict:
-    """A prompt schedule's consistency metrics measured within each segment (a scene meant to change
-    at a boundary is not flicker or drift) and averaged over segments, weighted by their frame pairs.
-    The frame files are hard-linked (copied where links fail) into one folder per segment."""
+def segment_cores(starts: Sequence[int], num_frames: int, transition: int) -> list[tuple[int, int]]:
+    """Each prompt segment without the frames of its transitions: the frames one prompt alone holds
+    (`vidtune.segments.transition_frames`), the same frames for every variant."""
+    from vidtune.segments import transition_frames
+
+    bounds = list(starts) + [num_frames]
+    segments = list(zip(bounds[:-1], bounds[1:]))
+    between = transition_frames(num_frames, segments, transition).tolist()
+    cores = []
+    for s, e in segments:
+        held = [f for f in range(s, e) if not between[f]]
+        if held:
+            cores.append((held[0], held[-1] + 1))
+    return cores
+
+
+def segment_consistency(folder: Path, masks: Path, poses: Path, starts: Sequence[int], num_frames: int,
+                        transition: int = 0) -> dict:
+    """A prompt schedule's consistency metrics measured within each segment's core (`segment_cores`:
+    a scene meant to change at a boundary, or cross-fading into the next, is not flicker or drift)
+    and averaged over the segments, weighted by their frame pairs. The frame files are hard-linked
+    (copied where links fail) into one folder per segment."""
     import tempfile
 
     from vidtune.evaluate import evaluate_video
 
-    bounds = list(starts) + [num_frames]
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for s, e in zip(bounds[:-1], bounds[1:]):
+        for s, e in segment_cores(starts, num_frames, transition):
             if e - s < 2:
                 continue
             parts = {}
@@ -640,7 +657,8 @@ def score_sequence(run: SequenceRun) -> tuple[dict[str, dict[str, float]], dict[
         flat: dict[str, float] = {}
         _flatten(result["metrics"], "", flat)
         if run.spec.prompts:  # consistency within each prompt's segment; the changes between them: transition.ratio
-            flat.update(segment_consistency(folder, masks, poses, [k for k, _ in run.spec.prompts], run.spec.frames))
+            flat.update(segment_consistency(folder, masks, poses, [k for k, _ in run.spec.prompts], run.spec.frames,
+                                            run.transition))
         frames = np.stack(list(read_frames(folder)))
         if len(frames) != run.spec.frames:
             raise VidtuneError(f"{folder}: {len(frames)} frames, expected {run.spec.frames}")

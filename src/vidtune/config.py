@@ -127,6 +127,7 @@ class TuningConfig:
     # translucent figure (measured, README).
     uncond_prob: float = 0.0
     checkpoint_every: int = 100
+    keep_checkpoints: bool = False  # stage 3's checkpoints are removed once it is done (GBs for SD's full UNet)
     mixed_precision: str = field(default="auto", metadata=_choice("auto", "no", "fp16", "bf16"))
     gradient_checkpointing: bool = True
 

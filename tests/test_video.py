@@ -153,3 +153,16 @@ def test_pose_video_loads_as_images(tmp_path):
 def test_video_file_paths_are_str_or_path(tmp_path):
     write_video(str(tmp_path / "s.mp4"), smooth_frames(2, 16, 16), fps=4)
     assert video_info(str(tmp_path / "s.mp4")).num_frames == 2
+
+
+def test_written_video_follows_the_umask(tmp_path):
+    import os
+
+    from vidtune.video import write_video
+
+    old = os.umask(0o022)
+    try:
+        path = write_video(tmp_path / "v.mp4", [np.zeros((16, 16, 3), np.uint8)] * 2, fps=8)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600

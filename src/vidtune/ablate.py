@@ -863,13 +863,9 @@ def stage_compute_seconds(root: Path, variants: Sequence[str]) -> float:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    from vidtune.report import cpu_name
+
+    cpu = cpu_name()
     try:
         import torch
 

@@ -209,15 +209,20 @@ def stage_times(root: Path) -> list[list[object]]:
     return rows
 
 
-def machine() -> str:
-    """The CPU model, cores, GPU (or none) and the torch / Python versions."""
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     cpu = platform.processor() or platform.machine()
     try:
         names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                  if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
+        return names[0] if names else cpu
     except OSError:
-        pass
+        return cpu
+
+
+def machine() -> str:
+    """The CPU model, cores, GPU (or none) and the torch / Python versions."""
+    cpu = cpu_name()
     try:
         import torch
 

@@ -232,6 +232,9 @@ class VideoWriter:
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + self.path.suffix, dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(name)
+        from vidtune.atomic import apply_umask
+
+        apply_umask(self._tmp)  # mkstemp makes it 0600; the finished video gets the umask's mode like every output
         return self
 
     def write(self, frame: np.ndarray) -> None:

@@ -23,27 +23,30 @@ from vidtune.sampling import (EpsFn, FeatureBank, PromptBank, adapter_features, 
                               prepare_scheduler)
 from vidtune.segments import prompt_segments, transition_weights
 from vidtune.stages.common import build_scheduler, decode_to_disk, x0_guide
-from vidtune.windows import MergeAccumulator, Window, assign_prompts, clip_windows, frame_merge_weights, \
-    pixel_merge_weights
+from vidtune.windows import (MergeAccumulator, Window, assign_prompts, clip_merge_weights, clip_windows,
+                             frame_merge_weights, pixel_merge_weights)
 
 
 @dataclass(frozen=True)
 class ClipPlan:
     """The clips of a video and how their predictions merge: windows [(start, end)], per-clip prompt
-    bank (index = clip), merge weights (K, N) or per pixel (K, N, 1, h, w), the global anchor frame."""
+    bank (index = clip), merge weights per clip (weights[k]: (M_k,), or (M_k, 1, h, w) per pixel with
+    codenoise.fg_gain), the global anchor frame."""
 
     windows: list[Window]
     prompts: list[str]
-    weights: torch.Tensor
+    weights: list[torch.Tensor]
     anchor: int
 
 
 def plan_clips(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None) -> ClipPlan:
     """Windows, clip prompts and merge weights for `num_frames` frames (pure; no model)."""
     windows = clip_windows(num_frames, cfg.clip_length, cfg.stride, shrink_clip=cfg.shrink_clip)
-    weights = frame_merge_weights(num_frames, windows, cfg.weighting)
-    if cfg.fg_gain > 0 and fg is not None:
-        weights = pixel_merge_weights(weights, windows, fg, cfg.fg_gain)
+    if cfg.fg_gain > 0 and fg is not None:  # per pixel: dense over the clips (opt-in, O(K N h w))
+        dense = pixel_merge_weights(frame_merge_weights(num_frames, windows, cfg.weighting), windows, fg, cfg.fg_gain)
+        weights = [dense[k, s:e] for k, (s, e) in enumerate(windows)]
+    else:  # per clip: O(K M + N) memory, however long the video
+        weights = clip_merge_weights(num_frames, windows, cfg.weighting)
     return ClipPlan(windows=windows, prompts=assign_prompts(windows, schedule), weights=weights,
                     anchor=num_frames // 2)
 
@@ -94,7 +97,7 @@ def codenoise_eps_fn(unet, xattn: CrossFrameAttention | None, plan: ClipPlan, cl
             eps = guided_eps(unet, x, t, cond, clip_bank.uncond.to(x.device), feats, guidance).to(model_input.dtype)
             for k, eps_k in zip(batch, eps.split(sizes)):
                 s, e = plan.windows[k]
-                acc.add((s, e), eps_k, plan.weights[k, s:e])
+                acc.add((s, e), eps_k, plan.weights[k])
         return acc.result()
 
     return eps_fn

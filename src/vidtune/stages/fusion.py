@@ -69,6 +69,7 @@ def refuse_guide(scheduler, cfg: FusionConfig, fg: torch.Tensor, segments: list[
                  w_f: float | torch.Tensor, w_b: float | torch.Tensor, first_step: int):
     """A `StepGuide` that fuses the predicted x0 again at every step after `first_step` (x0 space,
     each frame re-noised with its own eps), so that the backgrounds stay averaged down to t = 0.
+    These later fusions average every frame of the segment (K = all, whatever fusion.num_samples).
 
     Only the background outside the dilated foreground is replaced: applied at every step, a soft
     mask edge (a thin limb is one or two latent pixels wide) would be blended away step by step."""

@@ -343,13 +343,29 @@ def _png() -> bytes:
     return buf.tobytes()
 
 
+def _probe_tmpfs() -> str:
+    """Why a tmpfs cannot be mounted here ('' when it can): decided once, at collection."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as where:
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", where], capture_output=True,
+                                text=True)
+        if result.returncode != 0:
+            return f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount failed'}): needs root"
+        subprocess.run(["umount", where], check=False)
+    return ""
+
+
+_NO_TMPFS = _probe_tmpfs()
+
+
 def _mount_tmpfs(where: Path, options: str) -> None:
     where.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount failed'}): needs root")
+    assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.skipif(bool(_NO_TMPFS), reason=_NO_TMPFS or "tmpfs available")
 def test_read_only_and_full_disks_are_one_line_errors(finished, tmp_path, capsys):
     model, pose_dir, _ = finished
     ro, full = tmp_path / "ro", tmp_path / "full"

@@ -23,6 +23,11 @@ def build_scheduler(base_scheduler, cfg: SamplingConfig):
     return make_scheduler(cfg.scheduler, config)
 
 
+def vp_factor(scheduler, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """c with c * z = the VP latent sqrt(abar) x0 + sqrt(1-abar) eps (1 for DDIM/DDPM/DPM, 1/sqrt(sigma^2+1) for Euler)."""
+    return scheduler.scale_model_input(torch.ones_like(like[:1]), t).flatten()[0]
+
+
 def x0_guide(scheduler, transform, first_step: int = 0, last_step: int | None = None):
     """A `sampling.StepGuide` applying ``transform`` to the predicted clean latents at every step
     in [first_step, last_step]: z_t -> x0 = x0(z_t, eps) -> transform -> z~_t = renoise(x0~, eps).
@@ -36,7 +41,7 @@ def x0_guide(scheduler, transform, first_step: int = 0, last_step: int | None = 
     def guide(step: int, t: torch.Tensor, latents: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         if step < first_step or (last_step is not None and step > last_step):
             return latents
-        c = scheduler.scale_model_input(torch.ones_like(latents[:1]), t).flatten()[0].float()
+        c = vp_factor(scheduler, t, latents).float()
         alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=latents.device, dtype=torch.float32)
         x0 = F.x0_from_eps(c * latents.float(), eps.float(), alpha_bar)
         z = F.renoise(transform(x0), eps.float(), alpha_bar) / c

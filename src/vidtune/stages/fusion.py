@@ -21,14 +21,9 @@ from vidtune.inputs import VideoInputs
 from vidtune.sampling import denoise, frame_eps_fn, prepare_scheduler
 from vidtune.stages import separate
 from vidtune.segments import prompt_segments
-from vidtune.stages.common import build_scheduler, conditioning, decode_to_disk, x0_guide
+from vidtune.stages.common import build_scheduler, conditioning, decode_to_disk, vp_factor, x0_guide
 
 LATENTS_FILE = "latents.safetensors"
-
-
-def vp_factor(scheduler, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """c with c * z = the VP latent sqrt(abar) x0 + sqrt(1-abar) eps (1 for DDIM/DDPM/DPM, 1/sqrt(sigma^2+1) for Euler)."""
-    return scheduler.scale_model_input(torch.ones_like(like[:1]), t).flatten()[0]
 
 
 def fuse(cfg: FusionConfig, z_vp: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor, fg: torch.Tensor,

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
-            from vidtune.models import make_tiny
+            from vidtune.testing import make_tiny
 
             model = str(make_tiny(Path(tmp) / "tiny", seed=0, with_sam=False))
         base = dict(model=model, device=args.device, size=args.size, threads=args.threads, scheduler="ddim",

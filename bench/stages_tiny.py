@@ -17,8 +17,8 @@ from pathlib import Path
 
 from vidtune import config as C
 from vidtune import pipeline
-from vidtune.evaluate import evaluate_video
-from vidtune.models import make_tiny
+from vidtune.evaluation.evaluate import evaluate_video
+from vidtune.testing import make_tiny
 
 SEQUENCE = Path(__file__).resolve().parents[2] / "shared/data/openpose/DurhamARC__raga-pose-estimation/example_1person"
 

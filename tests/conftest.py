@@ -50,7 +50,7 @@ def models_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """Tiny random components in the exact diffusers folder layout (written once per session)."""
-    from vidtune.models import make_tiny
+    from vidtune.testing import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidtune import ablate
+from vidtune.evaluation import ablate
 from vidtune.errors import VidtuneError
 from vidtune.video import list_image_files, video_info
 
@@ -121,7 +121,7 @@ def test_table_has_every_variant_and_metric(ablation):
     for name in ablate.VARIANTS:
         assert re.search(rf"^\| {name} \| [-0-9]", md, re.M), name
     assert "vidtune ablate" in md and "CPU cores" in md
-    # pose and prompt adherence against the synthetic ground truth (vidtune.synthetic.adherence)
+    # pose and prompt adherence against the synthetic ground truth (vidtune.demo.synthetic.adherence)
     pose = sorted(k for k in summary["ground_truth"] if k.startswith("pose_adherence."))
     prompt = sorted(k for k in summary["ground_truth"] if k.startswith("prompt_adherence."))
     assert pose and prompt

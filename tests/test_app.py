@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidtune import app_jobs
+from vidtune.app import jobs as app_jobs
 from vidtune.errors import VidtuneError
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -74,7 +74,7 @@ def test_progress_line_reads_live_tqdm_bars():
 def openpose_zip(path: Path, frames: int = 8) -> Path:
     """A zip of OpenPose COCO-18 JSON: a synthetic walk on a 256x256 canvas."""
     from vidtune.pose_extract import openpose_record
-    from vidtune.synthetic.world import make_sequence
+    from vidtune.demo.synthetic.world import make_sequence
 
     seq = make_sequence("walk", frames, "a red figure walking on a snowy field during the day", seed=7,
                         height=256, width=256)

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from vidtune.demo import DEMO_MODEL, run_demo
+from vidtune.demo.command import DEMO_MODEL, run_demo
 from vidtune.video import video_info
 
 pytestmark = pytest.mark.skipif(not (DEMO_MODEL / "model_index.json").is_file(),
-                                reason="the embedded demo model (src/vidtune/demo_model) is not in this checkout")
+                                reason="the embedded demo model (src/vidtune/demo/model) is not in this checkout")
 
 
 def test_demo_runs_all_stages_and_writes_the_report(tmp_path):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-DEMO = Path(__file__).resolve().parents[1] / "src" / "vidtune" / "demo_model"
+DEMO = Path(__file__).resolve().parents[1] / "src" / "vidtune" / "demo" / "model"
 pytestmark = pytest.mark.skipif(not (DEMO / "model_index.json").exists(),
-                                reason="the embedded demo model (src/vidtune/demo_model) is not in this checkout")
+                                reason="the embedded demo model (src/vidtune/demo/model) is not in this checkout")
 
 
 def test_layout_and_size() -> None:
@@ -43,15 +43,15 @@ def test_components_load_with_from_pretrained_as_fp32() -> None:
     assert (c.beta_start, c.beta_end, c.beta_schedule, c.num_train_timesteps) == (0.00085, 0.012, "scaled_linear", 1000)
     assert (c.set_alpha_to_one, c.steps_offset, c.prediction_type) == (False, 1, "epsilon")
     # Every word of the grammar is one token.
-    from vidtune.synthetic.grammar import VOCABULARY_TEXTS
+    from vidtune.demo.synthetic.grammar import VOCABULARY_TEXTS
 
     for text in VOCABULARY_TEXTS:
         assert len(tokenizer(text).input_ids) == len(text.split()) + 2
 
 
 def test_generates_a_frame() -> None:
-    from vidtune.demo_train import load_demo_components, sample_frames
-    from vidtune.synthetic import make_sequence
+    from vidtune.demo.train import load_demo_components, sample_frames
+    from vidtune.demo.synthetic import make_sequence
 
     torch.manual_seed(0)
     comps = load_demo_components(DEMO)
@@ -66,7 +66,7 @@ def test_loads_as_a_stable_diffusion_adapter_pipeline() -> None:
     from diffusers import StableDiffusionAdapterPipeline
     from PIL import Image
 
-    from vidtune.synthetic import make_sequence
+    from vidtune.demo.synthetic import make_sequence
 
     pipe = StableDiffusionAdapterPipeline.from_pretrained(DEMO)
     pipe.set_progress_bar_config(disable=True)
@@ -80,7 +80,7 @@ def test_loads_as_a_stable_diffusion_adapter_pipeline() -> None:
 def test_adheres_to_pose_and_prompt() -> None:
     """12 unseen frames, 10 DDIM steps, guidance 5 (~5 s). The shipped weights score IoU 0.78 and
     colour / scene / time 1.00 here (100 samples, 20 steps: 0.75 / 1.00 / 1.00 / 1.00)."""
-    from vidtune.demo_train import evaluate_demo
+    from vidtune.demo.train import evaluate_demo
 
     torch.manual_seed(0)
     r = evaluate_demo(DEMO, samples=12, steps=10, guidance=5.0, flicker_frames=4)

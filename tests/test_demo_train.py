@@ -7,7 +7,7 @@ import json
 import numpy as np
 import torch
 
-from vidtune import demo_train
+from vidtune.demo import train as demo_train
 
 
 def test_min_snr_weight_against_the_schedule() -> None:

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from vidtune import metrics as M
+from vidtune.evaluation import metrics as M
 from vidtune.errors import VidtuneError
-from vidtune.evaluate import evaluate_video, format_table, write_json
+from vidtune.evaluation.evaluate import evaluate_video, format_table, write_json
 from vidtune.video import write_frames_png, write_video
 
 H = W = 64
@@ -198,7 +198,7 @@ def test_adherence_wrappers_need_ground_truth() -> None:
 
 
 def test_adherence_scores_ground_truth_high_and_a_missing_figure_low() -> None:
-    from vidtune.synthetic.world import make_sequence
+    from vidtune.demo.synthetic.world import make_sequence
 
     seq = make_sequence("walk", 6, "a red figure walking on a beach during the day", seed=5)
     good = M.compute_pose_adherence(seq.frames, seq, bucket=4)

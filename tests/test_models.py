@@ -19,9 +19,9 @@ from vidtune.models import (
     describe,
     load_components,
     make_scheduler,
-    make_tiny,
     sd_schedule_config,
 )
+from vidtune.testing import make_tiny
 
 # Exact parameter counts of the real architectures (SD v1-4 UNet 859.5M, VAE 83.7M, CLIP ViT-L/14
 # text tower 123.1M, T2I-Adapter full_adapter 77.4M, SAM ViT-B 93.7M).

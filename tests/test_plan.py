@@ -14,7 +14,7 @@ from vidtune import config as C
 from vidtune import plan
 from vidtune.cli import main
 from vidtune.errors import VidtuneError
-from vidtune.models import tiny_configs
+from vidtune.testing import tiny_configs
 from vidtune.windows import clip_windows
 
 POSES = "data/openpose/DurhamARC__raga-pose-estimation/example_1person"  # 125 frames of OpenPose JSON

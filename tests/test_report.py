@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vidtune import atomic, report
+from vidtune import atomic
+from vidtune.evaluation import report
 from vidtune.config import RunConfig, to_toml
 from vidtune.video import write_frames_png
 

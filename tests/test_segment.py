@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidtune import models
+from vidtune import models, testing
 from vidtune.errors import VidtuneError
 from vidtune.poses import LIMBS, render_pose
 from vidtune.segment import (
@@ -113,7 +113,7 @@ def test_grabcut_rejects_bad_images() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_sam() -> SimpleNamespace:
-    model, processor = models.tiny_sam(seed=0)
+    model, processor = testing.tiny_sam(seed=0)
     return SimpleNamespace(sam_model=model, sam_processor=processor, device=torch.device("cpu"))
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from vidtune.errors import VidtuneError
 from vidtune.poses import render_pose
-from vidtune.synthetic import MOTIONS, make_sequence, motion_keypoints, parse_prompt, render_scene, sample_prompt
-from vidtune.synthetic.adherence import (
+from vidtune.demo.synthetic import MOTIONS, make_sequence, motion_keypoints, parse_prompt, render_scene, sample_prompt
+from vidtune.demo.synthetic.adherence import (
     classify_figure_colour,
     classify_scene,
     frame_adherence,
@@ -17,8 +17,8 @@ from vidtune.synthetic.adherence import (
     pose_iou,
     summarize,
 )
-from vidtune.synthetic.figure import FigureColours, composite, render_figure
-from vidtune.synthetic.grammar import (
+from vidtune.demo.synthetic.figure import FigureColours, composite, render_figure
+from vidtune.demo.synthetic.grammar import (
     COLOURS,
     SCENES,
     TIMES,
@@ -174,7 +174,7 @@ def test_adherence_scores_ground_truth_near_perfectly() -> None:
 
 
 def test_registry_forms_on_a_ground_truth_video() -> None:
-    from vidtune.synthetic.adherence import pose_adherence, prompt_adherence
+    from vidtune.demo.synthetic.adherence import pose_adherence, prompt_adherence
 
     seq = make_sequence("wave", 3, "a green figure waving in a desert at sunset", seed=4)
     assert pose_adherence(seq.frames, seq)["metrics"]["iou"] > 0.9

@@ -13,7 +13,8 @@ from vidtune import atomic
 from vidtune.config import RunConfig, TuningConfig
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
-from vidtune.models import load_components, make_tiny
+from vidtune.models import load_components
+from vidtune.testing import make_tiny
 from vidtune.rundir import RunDir
 from vidtune.stages import tuning
 from vidtune.stages.common import build_scheduler

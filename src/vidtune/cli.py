@@ -103,7 +103,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from vidtune.demo import run_demo
+    from vidtune.demo.command import run_demo
 
     if args.steps is not None and args.steps < 1:
         raise VidtuneError(f"--steps {args.steps}: the number of sampling steps must be >= 1; e.g. --steps 20")
@@ -116,7 +116,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from vidtune import atomic
-    from vidtune.evaluate import evaluate_video, format_table
+    from vidtune.evaluation.evaluate import evaluate_video, format_table
 
     if args.json:
         check_writable_file(args.json, "--json")
@@ -147,7 +147,7 @@ def check_writable_file(path: str, flag: str) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from vidtune.ablate import run_ablation
+    from vidtune.evaluation.ablate import run_ablation
 
     run_ablation(args.config, out=args.out, overrides=args.overrides, progress=not args.quiet, suite=args.suite)
     return 0
@@ -172,14 +172,14 @@ def cmd_poses_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from vidtune.app import serve
+    from vidtune.app.server import serve
 
     serve(host=args.host, port=args.port, runs=args.runs)
     return 0
 
 
 def cmd_models_make_tiny(args: argparse.Namespace) -> int:
-    from vidtune.models import make_tiny
+    from vidtune.testing import make_tiny
 
     path = make_tiny(args.dir, seed=args.seed)
     print(f"vidtune: tiny random components written to {path}")
@@ -187,7 +187,7 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_train_demo(args: argparse.Namespace) -> int:
-    from vidtune.demo_train import run_from_args
+    from vidtune.demo.train import run_from_args
 
     return run_from_args(args)
 
@@ -275,7 +275,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_make_tiny)
 
     p = sub.add_parser("train-demo", help="train the embedded demo model on the synthetic world")
-    from vidtune.demo_train_options import add_arguments as add_train_demo_arguments
+    from vidtune.demo.train_options import add_arguments as add_train_demo_arguments
 
     add_train_demo_arguments(p)
     p.set_defaults(func=cmd_train_demo)

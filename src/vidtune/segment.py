@@ -157,6 +157,10 @@ class GrabCutSegmenter:
         self.border = border
         self.max_side = max_side
         self.threshold = threshold
+        # GrabCut's GMM initialisation (k-means) draws from OpenCV's process-wide RNG: start every
+        # segmenter from its default state, so a run's masks do not depend on what ran before it in
+        # the process (a second run in a notebook, the app or a test gave other masks).
+        cv2.setRNGSeed(0)
 
     @classmethod
     def from_components(cls, components: Any | None = None) -> GrabCutSegmenter:

@@ -2,10 +2,10 @@
 exact mask and OpenPose condition image, procedural motions, a prompt grammar, and weight-free
 adherence checks for generated frames."""
 
-from vidtune.synthetic.grammar import PromptAttributes, format_prompt, parse_prompt, sample_prompt
-from vidtune.synthetic.motions import MOTIONS, motion_keypoints, motion_sequence
-from vidtune.synthetic.scenes import render_scene
-from vidtune.synthetic.world import SyntheticSequence, make_frame, make_sequence
+from vidtune.demo.synthetic.grammar import PromptAttributes, format_prompt, parse_prompt, sample_prompt
+from vidtune.demo.synthetic.motions import MOTIONS, motion_keypoints, motion_sequence
+from vidtune.demo.synthetic.scenes import render_scene
+from vidtune.demo.synthetic.world import SyntheticSequence, make_frame, make_sequence
 
 __all__ = [
     "MOTIONS", "PromptAttributes", "SyntheticSequence", "format_prompt", "make_frame", "make_sequence",

@@ -1,6 +1,6 @@
 """Train the embedded demo model on single frames of the synthetic world (as SD is trained on images).
 
-    vidtune train-demo --out /tmp/demo_train --install     # or: python -m vidtune.demo_train ...
+    vidtune train-demo --out /tmp/demo_train --install     # or: python -m vidtune.demo.train ...
 
 Steps (each resumable; a rerun with the same ``out_dir`` picks up where a killed one stopped):
 
@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vidtune.atomic import atomic_dir, atomic_path, write_json
-from vidtune.demo_train_options import DemoTrainConfig, add_arguments
-from vidtune.synthetic.grammar import VOCABULARY_TEXTS, format_prompt, sample_attributes
-from vidtune.synthetic.motions import MOTIONS, motion_sequence
-from vidtune.synthetic.scenes import render_scene
-from vidtune.synthetic.world import make_frame
+from vidtune.demo.train_options import DemoTrainConfig, add_arguments
+from vidtune.demo.synthetic.grammar import VOCABULARY_TEXTS, format_prompt, sample_attributes
+from vidtune.demo.synthetic.motions import MOTIONS, motion_sequence
+from vidtune.demo.synthetic.scenes import render_scene
+from vidtune.demo.synthetic.world import make_frame
 from vidtune.tokenizer import write_clip_tokenizer
 
 RESOLUTION = 64
@@ -481,7 +481,7 @@ def _vae_l1(vae: torch.nn.Module, frames: np.ndarray, n: int = 256) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vidtune.demo_train --out DIR`` (the `vidtune train-demo` command)."""
+    """``python -m vidtune.demo.train --out DIR`` (the `vidtune train-demo` command)."""
     ap = argparse.ArgumentParser(prog="vidtune train-demo", description=__doc__.split("\n")[0])
     add_arguments(ap)
     args = ap.parse_args(argv)
@@ -494,7 +494,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                        unet_batch=args.unet_batch)
     print(f"model written to {model}")
     if args.install:
-        dest = Path(__file__).parent / "demo_model"
+        dest = Path(__file__).parent / "model"
         readme = (dest / "README.md").read_text() if (dest / "README.md").exists() else None
         with atomic_dir(dest) as tmp:
             shutil.copytree(model, tmp, dirs_exist_ok=True)
@@ -574,12 +574,12 @@ def evaluate_demo(model_dir: str | Path, *, samples: int = 100, steps: int = 20,
     """Adherence and flicker of frame-by-frame generation with a demo model (weight-free checks).
 
     ``samples`` random unseen (prompt, motion, pose, scene) frames: mean pose IoU and colour /
-    scene / time-of-day accuracy (`vidtune.synthetic.adherence`); and the flicker (mean |dI| of
+    scene / time-of-day accuracy (`vidtune.demo.synthetic.adherence`); and the flicker (mean |dI| of
     consecutive frames, 0-255) of a ``flicker_frames``-frame walk generated frame by frame (its
     own noise per frame) against the rendered ground truth's.
     """
-    from vidtune.synthetic.adherence import frame_adherence, summarize
-    from vidtune.synthetic.world import make_sequence
+    from vidtune.demo.synthetic.adherence import frame_adherence, summarize
+    from vidtune.demo.synthetic.world import make_sequence
 
     comps = load_demo_components(model_dir)
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""`vidtune serve`: the local web app (Gradio), a thin page over `vidtune.app_jobs`.
+"""`vidtune serve`: the local web app (Gradio), a thin page over `vidtune.app.jobs`.
 
 Upload a pose source (a zip of OpenPose JSON or pose images, a pose video, an RGB video of a
 person) or pick a synthetic motion; write a prompt or a prompt schedule; set the main settings
@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from vidtune import app_jobs
+from vidtune.app import jobs as app_jobs
 from vidtune.errors import VidtuneError
 
 MOTIONS = ("walk", "run", "wave", "jump", "dance", "squat", "turn")
@@ -37,7 +37,7 @@ def _gradio():
 def _defaults() -> dict:
     """The form's defaults: the demo presets (with fewer frames than the CLI demo, for a quick first run)."""
     from vidtune import config as C
-    from vidtune import demo
+    from vidtune.demo import command as demo
 
     cfg = C.apply_overrides(C.RunConfig(), [o for o in demo.DEMO_OVERRIDES if not o.startswith("model.")])
     return {"steps": cfg.sampling.steps, "clip_length": cfg.codenoise.clip_length, "stride": cfg.codenoise.stride,

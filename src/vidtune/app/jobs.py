@@ -155,7 +155,7 @@ def job_config(req: JobRequest, root: Path, poses_path: str):
     from dataclasses import replace
 
     from vidtune import config as C
-    from vidtune import demo
+    from vidtune.demo import command as demo
 
     prompt, schedule = parse_prompt_schedule(req.prompt)
     cfg = demo.demo_config(root, prompt, req.steps, req.seed, job_overrides(req))
@@ -199,8 +199,9 @@ def progress_line(bars: list[dict], log: list[str], started: float) -> str:
 
 def run_job(req: JobRequest, root: Path, log: Callable[[str], None] = print, components=None) -> JobResult:
     """Make the run folder, run the four stages, write side-by-side video, metrics and report."""
-    from vidtune import demo, pipeline
-    from vidtune.report import write_plots, write_report
+    from vidtune import pipeline
+    from vidtune.demo import command as demo
+    from vidtune.evaluation.report import write_plots, write_report
 
     root.mkdir(parents=True, exist_ok=True)
     atomic.write_json(root / JOB_FILE, {k: v for k, v in req.__dict__.items()})
@@ -227,7 +228,7 @@ def run_job(req: JobRequest, root: Path, log: Callable[[str], None] = print, com
 
 def upload_metrics(root: Path) -> dict:
     """Weight-free metrics of every stage's frames (no ground truth for an upload)."""
-    from vidtune.evaluate import evaluate_video
+    from vidtune.evaluation.evaluate import evaluate_video
 
     result = {}
     for name, rel in (("stage1", "stage1/frames"), ("stage2", "stage2/frames"), ("final", "stage4/frames")):

@@ -17,7 +17,7 @@ from vidtune import atomic
 from vidtune import config as C
 from vidtune.errors import VidtuneError
 
-DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
+DEMO_MODEL = Path(__file__).resolve().parent / "model"
 DEMO_SIZE = 64
 DEMO_FPS = 8.0
 UNSEEN_SEED_OFFSET = 1_000_000  # training sequences use small seeds; the demo never reuses them
@@ -47,7 +47,7 @@ def demo_model_path() -> Path:
     """The embedded demo model folder; a clear error if the package was installed without it."""
     if not (DEMO_MODEL / "model_index.json").is_file():
         raise VidtuneError(f"{DEMO_MODEL}: the embedded demo model is missing; reinstall vidtune or remake it with "
-                           "`vidtune train-demo --out DIR` (see src/vidtune/demo_model/README.md)")
+                           "`vidtune train-demo --out DIR` (see src/vidtune/demo/model/README.md)")
     return DEMO_MODEL
 
 
@@ -58,7 +58,7 @@ def write_source(out: Path, motion: str, frames: int, prompt: str, seed: int, he
 
     With a prompt `schedule` ({first_frame: prompt}) the ground truth follows it: each segment is
     rendered with its own prompt (`make_scheduled_sequence`)."""
-    from vidtune.synthetic.world import make_scheduled_sequence, make_sequence
+    from vidtune.demo.synthetic.world import make_scheduled_sequence, make_sequence
     from vidtune.video import write_frames_png, write_video
 
     if schedule and len(schedule) > 1:
@@ -101,7 +101,7 @@ def side_by_side(out_path: Path, folders: list[Path], fps: float, scale: int = 4
 
 def demo_metrics(out: Path, seq) -> dict:
     """Weight-free consistency + motion-following metrics of every stage's frames and the ground truth."""
-    from vidtune.evaluate import evaluate_video
+    from vidtune.evaluation.evaluate import evaluate_video
 
     videos = {"ground_truth": out / "source" / "gt_frames", "stage1": out / "stage1" / "frames",
               "stage2": out / "stage2" / "frames", "final": out / "stage4" / "frames"}
@@ -117,7 +117,7 @@ def demo_metrics(out: Path, seq) -> dict:
 
 def _adherence(folder: Path, seq) -> dict:
     """Pose and prompt adherence of generated frames against the synthetic ground truth."""
-    from vidtune.synthetic import adherence
+    from vidtune.demo.synthetic import adherence
     from vidtune.video import read_frames
 
     results = [adherence.frame_adherence(frame, mask, seq.attrs, gt_clothes=clothes)
@@ -132,7 +132,7 @@ def run_demo(out: str = "runs/demo", frames: int = 24, motion: str = "walk", pro
     import time
 
     from vidtune import pipeline
-    from vidtune.report import table_html, write_report
+    from vidtune.evaluation.report import table_html, write_report
 
     root = Path(out)
     if root.exists() and not root.is_dir():

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from vidtune.poses import render_pose
-from vidtune.synthetic.figure import FigureColours, FigureLayer, composite, render_figure
-from vidtune.synthetic.grammar import PromptAttributes, format_prompt, parse_prompt
-from vidtune.synthetic.motions import motion_sequence
-from vidtune.synthetic.scenes import FIGURE_LIGHT, render_scene
+from vidtune.demo.synthetic.figure import FigureColours, FigureLayer, composite, render_figure
+from vidtune.demo.synthetic.grammar import PromptAttributes, format_prompt, parse_prompt
+from vidtune.demo.synthetic.motions import motion_sequence
+from vidtune.demo.synthetic.scenes import FIGURE_LIGHT, render_scene
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,14 @@ def make_sequence(motion: str, num_frames: int, prompt: str | PromptAttributes, 
     """Render the ground-truth video of ``motion`` for ``prompt``.
 
     Args:
-        motion: a motion name (`vidtune.synthetic.motions.MOTIONS`).
+        motion: a motion name (`vidtune.demo.synthetic.motions.MOTIONS`).
         num_frames: length of the video.
         prompt: a grammar sentence or its attributes (the prompt's own motion word, if any,
             is only text: ``motion`` decides the movement).
         seed: the motion's seed (body size, phase, start position); the scene uses
             ``scene_seed`` (default: ``seed``).
         height, width: frame size.
-        speed, translate: see `vidtune.synthetic.motions.motion_keypoints`.
+        speed, translate: see `vidtune.demo.synthetic.motions.motion_keypoints`.
     """
     attrs = prompt if isinstance(prompt, PromptAttributes) else parse_prompt(prompt)
     text = prompt if isinstance(prompt, str) else format_prompt(prompt)

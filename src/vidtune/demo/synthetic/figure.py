@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from vidtune.synthetic.grammar import FIGURE_COLOURS, HAIR_RGB, SKIN_RGB
+from vidtune.demo.synthetic.grammar import FIGURE_COLOURS, HAIR_RGB, SKIN_RGB
 
 TROUSER_SHADE = 0.55  # trousers are the shirt's hue, darker
 SHOE_RGB = (40, 40, 46)
@@ -39,7 +39,7 @@ class FigureColours:
 class FigureLayer(NamedTuple):
     """rgb ``(H, W, 3)`` uint8 (zero outside the mask), the exact mask ``(H, W)`` bool, and
     ``clothes`` ``(H, W)`` bool: the mask pixels mostly covered by shirt / trousers (not skin,
-    hair or shoes), the reference region of `vidtune.synthetic.adherence.pose_iou`."""
+    hair or shoes), the reference region of `vidtune.demo.synthetic.adherence.pose_iou`."""
 
     rgb: np.ndarray
     mask: np.ndarray

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vidtune.synthetic.grammar import SCENES, TIMES, PromptAttributes
+from vidtune.demo.synthetic.grammar import SCENES, TIMES, PromptAttributes
 
 SKY: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {  # (top, horizon)
     "day": ((96, 146, 212), (188, 214, 236)),

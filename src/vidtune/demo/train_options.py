@@ -1,7 +1,7 @@
 """`vidtune train-demo`'s configuration and command-line options, without importing torch.
 
 `vidtune.cli` builds its parser from these on every start, so this module stays light; the
-training itself is `vidtune.demo_train`.
+training itself is `vidtune.demo.train`.
 """
 
 from __future__ import annotations
@@ -45,4 +45,4 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", "--no-resume", dest="fresh", action="store_true",
                     help="start over instead of resuming from the checkpoints in OUT")
-    ap.add_argument("--install", action="store_true", help="copy the final model into vidtune/demo_model")
+    ap.add_argument("--install", action="store_true", help="copy the final model into vidtune/demo/model")

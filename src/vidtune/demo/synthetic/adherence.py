@@ -20,7 +20,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from vidtune.synthetic.grammar import COLOURS, FIGURE_COLOURS, SCENES, TIMES, PromptAttributes
+from vidtune.demo.synthetic.grammar import COLOURS, FIGURE_COLOURS, SCENES, TIMES, PromptAttributes
 
 HUE_TOLERANCE = 22.0  # degrees
 MIN_SATURATION = 0.62
@@ -101,7 +101,7 @@ def scene_features(frame: np.ndarray, exclude: np.ndarray | None = None) -> np.n
 def scene_centroids(height: int = 64, width: int = 64, samples: int = 12) -> tuple[tuple[str, str], np.ndarray, np.ndarray]:
     """Class keys (scene, time), centroids (K, D) and per-dimension spreads (K, D) of
     `scene_features`, measured on ``samples`` rendered backgrounds per class."""
-    from vidtune.synthetic.scenes import render_scene
+    from vidtune.demo.synthetic.scenes import render_scene
 
     keys, cents, spreads = [], [], []
     for scene in SCENES:
@@ -171,7 +171,7 @@ def sequence_adherence(frames, truth) -> list[FrameAdherence]:
 
 
 def pose_adherence(frames, ground_truth) -> dict:
-    """Metric-registry form (`vidtune.metrics`): mean pose IoU of a video vs its `SyntheticSequence`."""
+    """Metric-registry form (`vidtune.evaluation.metrics`): mean pose IoU of a video vs its `SyntheticSequence`."""
     res = sequence_adherence(frames, ground_truth)
     return {"metrics": {"iou": float(np.mean([r.pose_iou for r in res]))}, "buckets": []}
 

@@ -1,4 +1,4 @@
-"""Evaluate a video (file or frame folder) with the metrics of ``vidtune.metrics``, in one pass.
+"""Evaluate a video (file or frame folder) with the metrics of ``vidtune.evaluation.metrics``, in one pass.
 
 ``evaluate_video`` streams the frames (and masks, and a reference sequence) once through every
 applicable accumulator and returns a JSON-ready dict; ``format_table`` prints it;
@@ -17,7 +17,7 @@ import numpy as np
 
 from vidtune import atomic
 from vidtune.errors import VidtuneError
-from vidtune.metrics import (
+from vidtune.evaluation.metrics import (
     WEIGHT_FREE,
     BgStability,
     ClipScores,

@@ -929,10 +929,10 @@ def compute_dino_subject_consistency(frames: Iterable[np.ndarray], dino: str, bu
 
 
 def _adherence(frames: Iterable[np.ndarray], ground_truth: Any, keys: tuple[str, ...], bucket: int) -> dict[str, Any]:
-    """Per-frame adherence (``vidtune.synthetic.adherence.frame_adherence``) against a synthetic
+    """Per-frame adherence (``vidtune.demo.synthetic.adherence.frame_adherence``) against a synthetic
     sequence (its ``masks`` and prompt ``attrs``), summarised over the video and per time bucket
     (bucket b holds frames [b * bucket, (b + 1) * bucket))."""
-    from vidtune.synthetic import adherence
+    from vidtune.demo.synthetic import adherence
 
     if ground_truth is None or not hasattr(ground_truth, "masks") or not hasattr(ground_truth, "attrs"):
         raise ValueError("adherence needs ground truth: the synthetic world's sequence (masks and prompt) for these poses")
@@ -955,7 +955,7 @@ def _adherence(frames: Iterable[np.ndarray], ground_truth: Any, keys: tuple[str,
 def compute_pose_adherence(frames: Iterable[np.ndarray], ground_truth: Any = None, bucket: int = 16) -> dict[str, Any]:
     """Pose adherence: mean IoU of the colour-keyed figure mask with the ground-truth mask of the pose.
 
-    ``ground_truth`` is a ``vidtune.synthetic.world.SyntheticSequence`` for the same poses; there is
+    ``ground_truth`` is a ``vidtune.demo.synthetic.world.SyntheticSequence`` for the same poses; there is
     no weight-free way to judge pose adherence without it.
     """
     return _adherence(frames, ground_truth, ("pose_iou",), bucket)
@@ -982,7 +982,7 @@ METRICS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 """Every metric by name. All take a frame stream first and return
 ``{"metrics": {key: float}, "buckets": [{"start", "end", "metrics"}]}`` (the adherence
-wrappers return what ``vidtune.synthetic.adherence`` returns)."""
+wrappers return what ``vidtune.demo.synthetic.adherence`` returns)."""
 
 WEIGHT_FREE: tuple[str, ...] = ("flicker", "warp_err_dis", "bg_stability", "drift_bg", "drift_fg_color")
 """Metrics that need nothing but the frames (and masks, if any): what ``evaluate`` runs by default."""

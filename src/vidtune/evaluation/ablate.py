@@ -46,7 +46,7 @@ Config (TOML, every part optional; no file = the suite's sequences on the embedd
 
     [[sequences]]                       # one table per sequence (default: DEFAULT_SEQUENCES)
     name = "walk"                       # folder / row name (default: the motion)
-    motion = "walk"                     # vidtune.synthetic.motions: walk, run, wave, jump, dance, ...
+    motion = "walk"                     # vidtune.demo.synthetic.motions: walk, run, wave, jump, dance, ...
     prompt = "a blue figure walking on a beach at sunset"   # a sentence of the synthetic grammar
     seed = 11                           # scene + motion seed (offset past the training seeds) and
                                         # the seed of every stage
@@ -264,8 +264,8 @@ def _typed(value: Any, kind: type, key: str, where: str) -> Any:
 
 def parse_spec(data: dict[str, Any], source: str = "config", base: Path | None = None) -> AblationSpec:
     """An `AblationSpec` from the parsed TOML (see the module docstring); errors name the key and the fix."""
-    from vidtune.synthetic.grammar import parse_prompt
-    from vidtune.synthetic.motions import MOTIONS
+    from vidtune.demo.synthetic.grammar import parse_prompt
+    from vidtune.demo.synthetic.motions import MOTIONS
 
     _check_keys(data, ["ablation", "sequences", "run"], source)
     head = data.get("ablation", {})
@@ -331,11 +331,11 @@ def load_spec(path: str | Path | None, suite: str = "default") -> AblationSpec:
 
 def base_config(spec: AblationSpec, overrides: Sequence[str]) -> C.RunConfig:
     """Demo presets (and the demo model unless [run.model] path is given), then [run.*], then --set."""
-    from vidtune.demo import DEMO_OVERRIDES
+    from vidtune.demo.command import DEMO_OVERRIDES
 
     cfg = C.apply_overrides(C.RunConfig(), list(DEMO_OVERRIDES))
     if "path" not in spec.run.get("model", {}):
-        from vidtune.demo import demo_model_path
+        from vidtune.demo.command import demo_model_path
 
         cfg = replace(cfg, model=replace(cfg.model, path=str(demo_model_path())))
     data = C.to_dict(cfg)
@@ -366,7 +366,7 @@ def variant_config(cfg: C.RunConfig, variant: Variant, num_frames: int) -> C.Run
 
 def write_source(out: Path, seq: SequenceSpec, height: int, width: int, fps: float, transition: int = 0):
     """Render the ground truth of `seq` into out/source/: poses/ (+ keypoints.npz), gt_frames/, gt_masks/."""
-    from vidtune import demo
+    from vidtune.demo import command as demo
 
     return demo.write_source(out, seq.motion, seq.frames, seq.prompt, seq.seed, height=height, width=width, fps=fps,
                              schedule=seq.schedule, transition=transition)
@@ -521,8 +521,8 @@ def _flatten(value: Any, prefix: str, out: dict[str, float]) -> None:
 
 def adherence_metrics(frames: np.ndarray, truth) -> dict[str, float]:
     """Pose adherence (figure-mask IoU vs the ground truth) and prompt adherence, flattened to
-    `pose_adherence.<key>` / `prompt_adherence.<key>`; {} while vidtune.synthetic.adherence is absent."""
-    from vidtune import metrics as M
+    `pose_adherence.<key>` / `prompt_adherence.<key>`; {} while vidtune.demo.synthetic.adherence is absent."""
+    from vidtune.evaluation import metrics as M
 
     out: dict[str, float] = {}
     for name in ("pose_adherence", "prompt_adherence"):
@@ -562,7 +562,7 @@ def segment_consistency(folder: Path, masks: Path, poses: Path, starts: Sequence
     (copied where links fail) into one folder per segment."""
     import tempfile
 
-    from vidtune.evaluate import evaluate_video
+    from vidtune.evaluation.evaluate import evaluate_video
 
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
@@ -612,7 +612,7 @@ def schedule_metrics(frames: np.ndarray, truth, starts: Sequence[int], width: in
     """A prompt schedule's metrics: `transition.ratio` (`transition_ratio`, over the truth's transition
     width) and `segment_adherence.min` (the worst segment's worst accuracy of colour, scene and time,
     judged on the frames outside the transitions)."""
-    from vidtune.synthetic import adherence
+    from vidtune.demo.synthetic import adherence
 
     attrs = truth.frame_attrs
     out = {"transition.ratio": transition_ratio(flicker_curve(frames), starts[1:], width)}
@@ -647,7 +647,7 @@ def flicker_curve(frames: np.ndarray) -> list[float]:
 
 def score_sequence(run: SequenceRun) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
     """Every metric of every variant of one sequence (flat `metric.key` dicts) and the flicker curves."""
-    from vidtune.evaluate import evaluate_video
+    from vidtune.evaluation.evaluate import evaluate_video
     from vidtune.video import read_frames
 
     masks, poses = run.root / "source" / "gt_masks", run.root / "source" / "poses"
@@ -863,7 +863,7 @@ def stage_compute_seconds(root: Path, variants: Sequence[str]) -> float:
 
 
 def _machine() -> str:
-    from vidtune.report import cpu_name
+    from vidtune.evaluation.report import cpu_name
 
     cpu = cpu_name()
     try:
@@ -946,7 +946,7 @@ def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
         "drift fg colour = foreground colour-histogram distance to frame 0; seam ratio = |dI| of the frame "
         "pairs across the co-denoising clip boundaries / of the other pairs (for the variants without those "
         "clips, a control: what the content's own motion gives at the same pairs); motion EPE = flow difference to the pose images' "
-        "flow on the figure (px); adherence from vidtune.synthetic.adherence; seconds = the stages the "
+        "flow on the figure (px); adherence from vidtune.demo.synthetic.adherence; seconds = the stages the "
         "variant needs (shared stages counted in each).",
         "",
         markdown_table(result["summary"], variants),
@@ -983,7 +983,7 @@ def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
 
 def write_html(path: Path, result: dict, variants: Sequence[str], images: list[tuple[str, Path]],
                videos: list[tuple[str, Path]]) -> Path:
-    from vidtune.report import table_html, write_report
+    from vidtune.evaluation.report import table_html, write_report
 
     cols = table_columns(result["summary"])
     rows = [[v] + [_cell(result["summary"][v].get(c[0]), c[2]) for c in cols] for v in variants]

@@ -6,7 +6,7 @@
 
 Every prompt the grammar samples parses back to the attributes it was sampled from, so a
 rendered frame always matches its prompt. The colours, scenes and times here are also the
-classes that `vidtune.synthetic.adherence` recognises in generated frames.
+classes that `vidtune.demo.synthetic.adherence` recognises in generated frames.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""`vidtune serve`: the local web app (`server`: the Gradio page; `jobs`: one background run at a time)."""

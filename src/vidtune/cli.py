@@ -59,7 +59,7 @@ def build_config(args: argparse.Namespace):
     if getattr(args, "allow_pickle", False):
         flags.append("model.allow_pickle=true")
     if getattr(args, "seed", None) is not None:
-        flags += [f"{s}.seed={args.seed}" for s in ("separate", "fusion", "tuning", "codenoise")]
+        flags += C.seed_overrides(args.seed)
     cfg = C.apply_overrides(cfg, flags + list(args.overrides))
     if not _adapter_given(args) and Path(cfg.model.path, "adapter").is_dir():
         cfg = replace(cfg, model=replace(cfg.model, adapter=""))  # the model folder's own adapter/

@@ -294,6 +294,14 @@ def _parse_override_value(raw: str, tp: Any) -> Any:
         return raw  # let the type check produce the message
 
 
+SEEDED_SECTIONS = ("separate", "fusion", "tuning", "codenoise")
+
+
+def seed_overrides(seed: int) -> list[str]:
+    """The overrides that give every stage the seed ``seed`` (`--seed`, the demo, the ablation)."""
+    return [f"{section}.seed={seed}" for section in SEEDED_SECTIONS]
+
+
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     """Apply `section.key=value` overrides (values parsed as TOML literals, strings may be bare)."""
     data = to_dict(cfg)

@@ -12,6 +12,7 @@ import torch
 from vidtune import fingerprint, validate
 from vidtune import inputs as inputs_mod
 from vidtune.config import RunConfig
+from vidtune.device import resolve_device, resolve_dtype
 from vidtune.errors import VidtuneError
 from vidtune.lock import RunLock
 from vidtune.rundir import RunDir
@@ -33,23 +34,6 @@ class RunSummary:
         parts = [f"stage {k} {status} {secs:.1f}s" for k, (status, secs) in sorted(self.stages.items())]
         where = ", ".join(str(p) for p in self.outputs) or str(self.root)
         return f"vidtune: {'; '.join(parts)} -> {where}"
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` = CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VidtuneError("model.device = 'cuda' but no CUDA device is visible; use model.device = 'auto' or 'cpu'")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` = fp16 on CUDA, fp32 elsewhere (the CPU runs fp32)."""
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return table[name]
 
 
 def load_components(cfg: RunConfig):

@@ -380,56 +380,29 @@ def count_frames(cfg: RunConfig) -> tuple[int, float, str]:
 
 
 def _device_dtype(cfg: ModelConfig) -> tuple[str, str]:
-    """The device and UNet dtype the run will use (pipeline.resolve_device / resolve_dtype's rules)."""
-    device = cfg.device
-    if device == "auto":
-        import torch
+    """The device and UNet dtype the run will use (`vidtune.device`'s rule; a plan may be made off the GPU)."""
+    from vidtune.device import DTYPE_NAMES, resolve_device, resolve_dtype
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("fp16" if device == "cuda" else "fp32")
-    return device, dtype
-
-
-@dataclass(frozen=True)
-class MergePlan:
-    """Stage 4's clips as the plan shows them: windows, one prompt per clip, merge weights per clip
-    (`windows.clip_merge_weights`: O(K M) memory, where the dense (K, N) matrix is quadratic), the anchor."""
-
-    windows: list[tuple[int, int]]
-    prompts: list[str]
-    weights: list[Any]
-    anchor: int
-
-    @property
-    def weight_bytes(self) -> int:
-        """Host memory of the per-clip weights (float32)."""
-        return 4 * sum(e - s for s, e in self.windows)
-
-
-def plan_merge(c: CodenoiseConfig, num_frames: int, schedule) -> MergePlan:
-    """Windows, clip prompts and per-clip merge weights for `num_frames` frames (pure)."""
-    from vidtune.windows import assign_prompts, clip_merge_weights, clip_windows
-
-    windows = clip_windows(num_frames, c.clip_length, c.stride, shrink_clip=c.shrink_clip)
-    return MergePlan(windows=windows, prompts=assign_prompts(windows, schedule),
-                     weights=clip_merge_weights(num_frames, windows, c.weighting), anchor=num_frames // 2)
+    device = resolve_device(cfg.device, strict=False)
+    return str(device), DTYPE_NAMES[resolve_dtype(cfg.dtype, device)]
 
 
 def plan_report(cfg: RunConfig) -> str:
     """The text `vidtune plan` prints: frames, clips, prompts, merge weights, UNet evaluations, memory."""
     from vidtune.inputs import prompt_schedule
-    from vidtune.stages.codenoise import clip_batches
+    from vidtune.sampling import sdedit_start
+    from vidtune.stages.codenoise import clip_batches, plan_clips
     from vidtune.validate import check_run
     from vidtune.windows import plan_text
 
     c, s = cfg.codenoise, cfg.sampling
     num_frames, fps, summary = count_frames(cfg)
     check_run(cfg, num_frames)
-    plan = plan_merge(c, num_frames, prompt_schedule(cfg.inputs))
+    plan = plan_clips(c, num_frames, prompt_schedule(cfg.inputs))
     guidance = s.guidance > 1.0
     steps = s.steps
     if c.init == "fused":
-        steps -= min(s.steps - 1, int(round((1.0 - c.strength) * s.steps)))  # stages.codenoise.initial_latents
+        steps -= sdedit_start(s.steps, c.strength)
     lines = [f"Pose source: {summary}",
              f"Video: {num_frames} frames at {fps:g} fps, {cfg.inputs.width}x{cfg.inputs.height} px; "
              f"{steps} of {s.steps} {s.scheduler} steps in stage 4 (init {c.init!r}), attention {c.attention!r}, "

@@ -164,6 +164,12 @@ def fusion_index(num_steps: int, fraction: float) -> int:
     return min(num_steps - 1, max(0, int(round(fraction * num_steps))))
 
 
+def sdedit_start(num_steps: int, strength: float) -> int:
+    """SDEdit's first step index: noising to `strength` skips the first (1 - strength) of the steps
+    (at least one step runs). Stage 4's `codenoise.init = "fused"` and `vidtune plan` use it."""
+    return min(num_steps - 1, int(round((1.0 - strength) * num_steps)))
+
+
 def prepare_scheduler(scheduler, num_steps: int, device: torch.device | str, start: int = 0) -> torch.Tensor:
     """Set the scheduler's timesteps and return those from step index `start` on.
 

@@ -84,7 +84,7 @@ def demo_config(out: Path, prompt: str, steps: int | None, seed: int, overrides:
     base = C.apply_overrides(C.RunConfig(), DEMO_OVERRIDES + [f"model.path={demo_model_path()}"])
     base = replace(base, inputs=replace(base.inputs, poses=str(out / "source" / "poses"), prompt=prompt))
     extra = [f"sampling.steps={steps}"] if steps else []
-    extra += [f"{s}.seed={seed}" for s in ("separate", "fusion", "tuning", "codenoise")]
+    extra += C.seed_overrides(seed)
     return C.apply_overrides(base, extra + list(overrides))
 
 

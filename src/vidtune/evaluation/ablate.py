@@ -348,7 +348,7 @@ def sequence_config(base: C.RunConfig, seq: SequenceSpec, poses: Path) -> C.RunC
     """The base config for one sequence: its poses, prompt and seed (every stage's seed)."""
     cfg = replace(base, inputs=replace(base.inputs, poses=str(poses), prompt=seq.prompt, frames=0,
                                        prompts={str(k): p for k, p in seq.prompts}, clip_prompts=[]))
-    return C.apply_overrides(cfg, [f"{s}.seed={seq.seed}" for s in ("separate", "fusion", "tuning", "codenoise")])
+    return C.apply_overrides(cfg, C.seed_overrides(seq.seed))
 
 
 def variant_config(cfg: C.RunConfig, variant: Variant, num_frames: int) -> C.RunConfig:

@@ -19,8 +19,8 @@ from vidtune import atomic
 from vidtune.attention import CrossFrameAttention
 from vidtune.config import CodenoiseConfig, RunConfig
 from vidtune.inputs import VideoInputs
-from vidtune.sampling import (EpsFn, FeatureBank, PromptBank, adapter_features, denoise, guided_eps, initial_noise, make_prompt_bank,
-                              prepare_scheduler)
+from vidtune.sampling import (EpsFn, FeatureBank, PromptBank, adapter_features, denoise, guided_eps, initial_noise,
+                              make_prompt_bank, prepare_scheduler, sdedit_start)
 from vidtune.segments import prompt_segments, transition_weights
 from vidtune.stages.common import build_scheduler, decode_to_disk, x0_guide
 from vidtune.windows import (MergeAccumulator, Window, assign_prompts, clip_merge_weights, clip_windows,
@@ -37,6 +37,11 @@ class ClipPlan:
     prompts: list[str]
     weights: list[torch.Tensor]
     anchor: int
+
+    @property
+    def weight_bytes(self) -> int:
+        """Host memory of the merge weights (float32)."""
+        return 4 * sum(w.numel() for w in self.weights)
 
 
 def plan_clips(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None) -> ClipPlan:
@@ -124,7 +129,7 @@ def initial_latents(cfg: CodenoiseConfig, scheduler, timesteps: torch.Tensor, nu
                                  torch.Generator("cpu").manual_seed(cfg.seed))
     if cfg.init == "noise":
         return noise * scheduler.init_noise_sigma, 0
-    start = min(len(timesteps) - 1, int(round((1.0 - cfg.strength) * len(timesteps))))
+    start = sdedit_start(len(timesteps), cfg.strength)
     t0 = timesteps[start:start + 1]
     if hasattr(scheduler, "set_begin_index"):  # Euler / DPM-Solver's add_noise uses the sigma at the begin index
         scheduler.set_begin_index(start * getattr(scheduler, "order", 1))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-DEMO = Path(__file__).resolve().parents[1] / "src" / "vidtune" / "demo" / "model"
+from vidtune.demo.command import DEMO_MODEL as DEMO
+
 pytestmark = pytest.mark.skipif(not (DEMO / "model_index.json").exists(),
                                 reason="the embedded demo model (src/vidtune/demo/model) is not in this checkout")
 

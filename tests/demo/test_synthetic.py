@@ -173,15 +173,24 @@ def test_adherence_scores_ground_truth_near_perfectly() -> None:
     assert summary["time_accuracy"] == 1.0
 
 
-def test_registry_forms_on_a_ground_truth_video() -> None:
-    from vidtune.demo.synthetic.adherence import pose_adherence, prompt_adherence
+def test_video_adherence_judges_each_frame_against_its_own_prompt() -> None:
+    from vidtune.demo.synthetic.adherence import judge_frames, video_adherence
+    from vidtune.demo.synthetic.world import make_scheduled_sequence
 
     seq = make_sequence("wave", 3, "a green figure waving in a desert at sunset", seed=4)
-    assert pose_adherence(seq.frames, seq)["metrics"]["iou"] > 0.9
-    assert prompt_adherence(seq.frames, seq)["metrics"] == {"colour_accuracy": 1.0, "scene_accuracy": 1.0,
-                                                            "time_accuracy": 1.0}
-    with pytest.raises(ValueError):
-        pose_adherence(seq.frames[:2], seq)
+    s = video_adherence(seq.frames, seq)
+    assert s["pose_iou"] > 0.9 and s["count"] == 3.0
+    assert {k: s[k] for k in ("colour_accuracy", "scene_accuracy", "time_accuracy")} == {
+        "colour_accuracy": 1.0, "scene_accuracy": 1.0, "time_accuracy": 1.0}
+    with pytest.raises(ValueError, match="2 generated frames"):
+        video_adherence(seq.frames[:2], seq)
+    # A prompt schedule: each segment judged by its own prompt, the transition's frames by none.
+    sched = make_scheduled_sequence("walk", 8, {0: "a red figure walking on a beach at sunset",
+                                                4: "a blue figure walking on a snowy field at night"}, seed=2, transition=2)
+    judged = judge_frames(sched.frames, sched)
+    assert [r is None for r in judged] == [a is None for a in sched.frame_attrs] and None in judged
+    s = video_adherence(sched.frames, sched)
+    assert s["count"] == sum(r is not None for r in judged) and s["colour_accuracy"] == 1.0
 
 
 def test_adherence_scores_wrong_frames_low() -> None:

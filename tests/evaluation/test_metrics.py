@@ -145,6 +145,14 @@ def test_bucket_rule() -> None:
     assert len(M.compute_bg_stability(frames)["buckets"]) == len(M.compute_flicker(frames)["buckets"]) == 2
 
 
+def test_flicker_curve_is_each_pairs_mean_abs_difference() -> None:
+    frames = [np.full((4, 4, 3), v, np.uint8) for v in (0, 10, 4, 4)]
+    assert M.flicker_curve(frames) == [10.0, 6.0, 0.0]
+    assert M.flicker_curve(frames[:1]) == []
+    video = add_noise([texture()] * 6, 12.0)
+    assert np.mean(M.flicker_curve(video)) == pytest.approx(M.compute_flicker(video)["metrics"]["mean_abs_diff"])
+
+
 def test_drift_slope_sees_a_wandering_background() -> None:
     frames = [np.clip(texture().astype(int) + 2 * i, 0, 255).astype(np.uint8) for i in range(10)]
     drift = M.compute_drift_bg(frames)["metrics"]

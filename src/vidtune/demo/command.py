@@ -7,6 +7,7 @@ four stages with the demo presets, and writes the run folder: final.mp4, a side-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,8 +101,11 @@ def side_by_side(out_path: Path, folders: list[Path], fps: float, scale: int = 4
 
 
 def demo_metrics(out: Path, seq) -> dict:
-    """Weight-free consistency + motion-following metrics of every stage's frames and the ground truth."""
+    """Weight-free consistency + motion-following metrics of every stage's frames and the ground truth,
+    and their adherence to the poses and the prompt (`vidtune.demo.synthetic.adherence.video_adherence`)."""
+    from vidtune.demo.synthetic.adherence import video_adherence
     from vidtune.evaluation.evaluate import evaluate_video
+    from vidtune.video import read_frames
 
     videos = {"ground_truth": out / "source" / "gt_frames", "stage1": out / "stage1" / "frames",
               "stage2": out / "stage2" / "frames", "final": out / "stage4" / "frames"}
@@ -110,25 +114,16 @@ def demo_metrics(out: Path, seq) -> dict:
         if folder.is_dir():
             r = evaluate_video(str(folder), masks=str(out / "source" / "gt_masks"),
                                reference=str(out / "source" / "poses"))
-            result[name] = r["metrics"]
-            result[name].update(_adherence(folder, seq))
+            result[name] = {**r["metrics"], "adherence": video_adherence(read_frames(folder), seq)}
     return result
-
-
-def _adherence(folder: Path, seq) -> dict:
-    """Pose and prompt adherence of generated frames against the synthetic ground truth."""
-    from vidtune.demo.synthetic import adherence
-    from vidtune.video import read_frames
-
-    results = [adherence.frame_adherence(frame, mask, seq.attrs, gt_clothes=clothes)
-               for frame, mask, clothes in zip(read_frames(folder), seq.masks, seq.clothes_masks)]
-    return {"adherence": adherence.summarize(results)}
 
 
 def run_demo(out: str = "runs/demo", frames: int = 24, motion: str = "walk", prompt: str | None = None,
              seed: int = 0, steps: int | None = None, overrides: list[str] | None = None,
-             progress: bool = True) -> Path:
-    """Render an unseen pose sequence, run the four stages with the demo presets, write the report."""
+             progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Render an unseen pose sequence, run the four stages with the demo presets, write the report.
+
+    `log` receives every message (the pipeline's and the demo's own), one line each."""
     import time
 
     from vidtune import pipeline
@@ -144,7 +139,7 @@ def run_demo(out: str = "runs/demo", frames: int = 24, motion: str = "walk", pro
 
     schedule = prompt_schedule(cfg.inputs) if cfg.inputs.prompts else None
     seq = write_source(root, motion, frames, text, seed, schedule=schedule, transition=cfg.codenoise.transition)
-    summary = pipeline.run(cfg, root, progress=progress)
+    summary = pipeline.run(cfg, root, progress=progress, log=log)
     side = side_by_side(root / "side_by_side.mp4", [root / "inputs" / "poses", root / "stage1" / "frames",
                                                      root / "stage4" / "frames", root / "source" / "gt_frames"],
                         DEMO_FPS)
@@ -158,9 +153,9 @@ def run_demo(out: str = "runs/demo", frames: int = 24, motion: str = "walk", pro
                  [("Metrics (0-255 scale for |dI|; lower is more consistent)", table_html(["video"] + keys, rows)),
                   ("Stages", table_html(["stage", "status", "seconds"], timing))],
                  videos=[("pose | stage 1 (per frame) | final (four stages) | ground truth", side)])
-    print(summary.line())
-    print(f"vidtune demo: {time.perf_counter() - start:.0f}s; final video {root / 'final.mp4'}, side by side {side}, "
-          f"metrics {root / 'metrics.json'}, report {root / 'report.html'}")
+    log(summary.line())
+    log(f"vidtune demo: {time.perf_counter() - start:.0f}s; final video {root / 'final.mp4'}, side by side {side}, "
+        f"metrics {root / 'metrics.json'}, report {root / 'report.html'}")
     return root
 
 

@@ -331,6 +331,8 @@ class Flicker(Metric):
     and RGB channels per pair, then over pairs). ``*_bg`` restricts each pair's mean to pixels
     that are background in both frames of the pair (reported only when masks are given; a pair
     without such pixels is skipped). Ranges: score in [0, 1] (1 = no change), diff in [0, 255].
+    ``curve`` keeps each pair's ``mean_abs_diff`` in pair order (``N - 1`` floats, for plots and
+    the transition ratio).
     """
 
     name = "flicker"
@@ -339,6 +341,7 @@ class Flicker(Metric):
         super().reset()
         self.means = _Means()
         self.has_masks = False
+        self.curve: list[float] = []
 
     def update(self, step: Step) -> None:
         super().update(step)
@@ -346,7 +349,8 @@ class Flicker(Metric):
             return
         b = bucket_of_pair(step.pair, self.bucket)
         diff = np.abs(step.frame.astype(np.int16) - step.prev_frame.astype(np.int16))
-        self.means.add(b, "mad", float(diff.mean()))
+        self.curve.append(float(diff.mean()))
+        self.means.add(b, "mad", self.curve[-1])
         if step.mask is not None and step.prev_mask is not None:
             self.has_masks = True
             bg = ~step.mask & ~step.prev_mask
@@ -867,6 +871,13 @@ def compute_flicker(frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | 
     return _compute(Flicker(bucket), frames, masks)
 
 
+def flicker_curve(frames: Iterable[np.ndarray]) -> list[float]:
+    """Mean |dI| (0-255) of each consecutive frame pair, as ``Flicker`` measures it: N frames -> N - 1 values."""
+    metric = Flicker()
+    run([metric], frames)
+    return metric.curve
+
+
 def compute_warp_err_dis(frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16) -> dict[str, Any]:
     """Lai et al. 2018 warping error with DIS flow (see ``WarpErrorDIS``), colours in [0, 1]."""
     return _compute(WarpErrorDIS(bucket), frames, masks)
@@ -929,17 +940,14 @@ def compute_dino_subject_consistency(frames: Iterable[np.ndarray], dino: str, bu
 
 
 def _adherence(frames: Iterable[np.ndarray], ground_truth: Any, keys: tuple[str, ...], bucket: int) -> dict[str, Any]:
-    """Per-frame adherence (``vidtune.demo.synthetic.adherence.frame_adherence``) against a synthetic
-    sequence (its ``masks`` and prompt ``attrs``), summarised over the video and per time bucket
-    (bucket b holds frames [b * bucket, (b + 1) * bucket))."""
+    """Adherence against a synthetic sequence (``vidtune.demo.synthetic.adherence.judge_frames``: its
+    masks and each frame's prompt), summarised over the video and per time bucket of ``bucket``
+    judged frames (the frames inside a prompt schedule's transitions are not judged)."""
     from vidtune.demo.synthetic import adherence
 
     if ground_truth is None or not hasattr(ground_truth, "masks") or not hasattr(ground_truth, "attrs"):
         raise ValueError("adherence needs ground truth: the synthetic world's sequence (masks and prompt) for these poses")
-    clothes = getattr(ground_truth, "clothes_masks", [None] * len(ground_truth.masks))
-    attrs = getattr(ground_truth, "frame_attrs", ()) or [ground_truth.attrs] * len(ground_truth.masks)
-    results = [adherence.frame_adherence(frame, mask, a, gt_clothes=c)
-               for frame, mask, c, a in zip(frames, ground_truth.masks, clothes, attrs) if a is not None]
+    results = [r for r in adherence.judge_frames(frames, ground_truth) if r is not None]
     if not results:
         raise ValueError("adherence: no frames")
 
@@ -982,7 +990,7 @@ METRICS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 """Every metric by name. All take a frame stream first and return
 ``{"metrics": {key: float}, "buckets": [{"start", "end", "metrics"}]}`` (the adherence
-wrappers return what ``vidtune.demo.synthetic.adherence`` returns)."""
+metrics: keys of ``vidtune.demo.synthetic.adherence.summarize``)."""
 
 WEIGHT_FREE: tuple[str, ...] = ("flicker", "warp_err_dis", "bg_stability", "drift_bg", "drift_fg_color")
 """Metrics that need nothing but the frames (and masks, if any): what ``evaluate`` runs by default."""

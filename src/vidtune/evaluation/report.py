@@ -109,11 +109,11 @@ def frame_folders(root: Path) -> list[tuple[str, Path]]:
 
 
 def pair_flicker(frames: np.ndarray) -> np.ndarray:
-    """Mean |I_t+1 - I_t| of each consecutive frame pair, 0-255: ``(N, H, W, 3)`` -> ``(N - 1,)``."""
-    x = np.asarray(frames, dtype=np.float32)
-    if len(x) < 2:
-        return np.zeros(0, np.float32)
-    return np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))
+    """Mean |I_t+1 - I_t| of each consecutive frame pair, 0-255 (`metrics.flicker_curve`):
+    uint8 ``(N, H, W, 3)`` -> float64 ``(N - 1,)``."""
+    from vidtune.evaluation.metrics import flicker_curve
+
+    return np.asarray(flicker_curve(frames), dtype=np.float64)
 
 
 def _read(folder: Path) -> np.ndarray:

@@ -161,25 +161,30 @@ def frame_adherence(frame: np.ndarray, gt_mask: np.ndarray, attrs: PromptAttribu
                           scene_ok=guess.scene == attrs.scene, time_ok=guess.time == attrs.time)
 
 
-def sequence_adherence(frames, truth) -> list[FrameAdherence]:
-    """`frame_adherence` of every frame of a generated video against its `SyntheticSequence`."""
+def judge_frames(frames, truth) -> list[FrameAdherence | None]:
+    """`frame_adherence` of every frame of a generated video against its `SyntheticSequence`
+    (``masks``, ``clothes_masks``, and each frame's prompt: ``frame_attrs`` for a prompt schedule, else
+    ``attrs``); None for a frame inside a schedule's transition, which no single prompt judges.
+
+    The one place where a video is judged: `video_adherence`, the metrics registry
+    (`vidtune.evaluation.metrics`), the ablation and `vidtune demo` all call it."""
     frames = list(frames)
     if len(frames) != len(truth.masks):
         raise ValueError(f"{len(frames)} generated frames but the ground truth has {len(truth.masks)}")
-    return [frame_adherence(np.asarray(f), m, truth.attrs, c)
-            for f, m, c in zip(frames, truth.masks, truth.clothes_masks)]
+    clothes = getattr(truth, "clothes_masks", None)
+    clothes = [None] * len(frames) if clothes is None else clothes
+    attrs = getattr(truth, "frame_attrs", ()) or [truth.attrs] * len(frames)
+    return [None if a is None else frame_adherence(np.asarray(f), m, a, gt_clothes=c)
+            for f, m, c, a in zip(frames, truth.masks, clothes, attrs)]
 
 
-def pose_adherence(frames, ground_truth) -> dict:
-    """Metric-registry form (`vidtune.evaluation.metrics`): mean pose IoU of a video vs its `SyntheticSequence`."""
-    res = sequence_adherence(frames, ground_truth)
-    return {"metrics": {"iou": float(np.mean([r.pose_iou for r in res]))}, "buckets": []}
-
-
-def prompt_adherence(frames, ground_truth) -> dict:
-    """Metric-registry form: colour / scene / time-of-day recognition accuracy over a video."""
-    s = summarize(sequence_adherence(frames, ground_truth))
-    return {"metrics": {k: s[k] for k in ("colour_accuracy", "scene_accuracy", "time_accuracy")}, "buckets": []}
+def video_adherence(frames, truth) -> dict[str, float]:
+    """`summarize` of a generated video's judged frames (`judge_frames`): mean pose IoU, colour / scene /
+    time-of-day accuracy and the count of judged frames."""
+    judged = [r for r in judge_frames(frames, truth) if r is not None]
+    if not judged:
+        raise ValueError("adherence: no judged frames (every frame lies inside a prompt transition)")
+    return summarize(judged)
 
 
 def summarize(results: list[FrameAdherence]) -> dict[str, float]:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from vidtune.pipeline import run_stage
 from vidtune import config as C
 from vidtune.attention import ATTENTION_MODES, CrossFrameAttention
 from vidtune.config import CodenoiseConfig
@@ -317,7 +318,7 @@ def test_run_restores_the_unet_processors(comps, tmp_path):
         "codenoise.attention=global", "codenoise.background=free"])  # stage 4 alone: no stage 2 to keep
     images = np.random.default_rng(0).integers(0, 256, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
     inputs = VideoInputs(pose_images=images, keypoints=None, prompts=[PROMPT] * n, fps=8.0, summary="random")
-    info = codenoise.run(cfg, comps, inputs, RunDir(tmp_path / "run"), progress=False)
+    info = run_stage(4, cfg, comps, inputs, RunDir(tmp_path / "run"), progress=False)
 
     after = dict(unet.attn_processors)
     assert after.keys() == before.keys()

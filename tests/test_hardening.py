@@ -170,7 +170,9 @@ def test_two_runs_on_one_folder_one_exits_2(tiny_model_dir, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "vidtune.cli", *run_args(tiny_model_dir, pose_dir, run, "--stages", "1,2")]
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The first run samples 300 steps: it still holds the folder when the second has started up.
+    first = subprocess.Popen(cmd + ["--steps", "300"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
     deadline = time.time() + 120
     while not (run / LOCK_NAME).exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.02)

@@ -15,6 +15,8 @@ from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
 from vidtune.models import load_components
 from vidtune.testing import make_tiny
+from vidtune.pipeline import run_conditioning, run_stage
+from vidtune.results import FusionResult
 from vidtune.rundir import RunDir
 from vidtune.stages import tuning
 from vidtune.stages.common import build_scheduler
@@ -50,22 +52,35 @@ def make_run(root: Path, frames: int = FRAMES, masks: int | None = None) -> tupl
     fg = torch.zeros(masks or frames, 1, *LATENT[1:])
     fg[:, :, 2:6, 3:5] = 1.0
     atomic.write_safetensors(rd.stage(1) / "latents.safetensors", {"fg": fg, "x0": torch.randn(frames, *LATENT)})
-    atomic.write_safetensors(rd.stage(2) / "latents.safetensors", {"x0": torch.randn(frames, *LATENT, generator=g)})
+    x0 = torch.randn(frames, *LATENT, generator=g)
+    atomic.write_safetensors(rd.stage(2) / "latents.safetensors", {"x0": x0, "z_fused": x0.clone()})
+    atomic.write_json(rd.stage(2) / "weights.json", {})
     poses = np.random.default_rng(0).integers(0, 256, (frames, 32, 32, 3), dtype=np.uint8)
     inputs = VideoInputs(pose_images=poses, keypoints=None, prompts=["a person dancing on the beach"] * frames,
                          fps=8.0, summary="test")
     return rd, inputs
 
 
+def load_data(cfg: RunConfig, components, inputs: VideoInputs, rd: RunDir) -> tuning.TuningData:
+    """Stage 3's training data from the run folder's stage 2 (as `pipeline` feeds it)."""
+    return tuning.load_data(FusionResult.load(rd.stage(2), frames=False), run_conditioning(cfg, components, inputs),
+                            inputs.num_frames, components.device)
+
+
+def run3(cfg: RunConfig, components, inputs: VideoInputs, rd: RunDir, progress: bool = False) -> dict:
+    """Stage 3 over the run folder through the cache layer; returns what done.json records."""
+    return run_stage(3, cfg, components, inputs, rd, progress=progress)
+
+
 def config(**tuning_fields) -> RunConfig:
-    fields = dict(steps=3, lr=1e-3, checkpoint_every=0, seed=0) | tuning_fields
+    fields = dict(steps=3, lr=1e-3, checkpoint_every=0, seed=0, keep_checkpoints=True) | tuning_fields
     return RunConfig(tuning=TuningConfig(**fields))
 
 
 @torch.no_grad()
 def eps_of(components, rd: RunDir, inputs: VideoInputs) -> torch.Tensor:
     """The UNet's eps on fixed inputs: (FRAMES, 4, 8, 8), conditioned like training."""
-    data = tuning.load_data(config(), components, inputs, rd.stage(1), rd.stage(2))
+    data = load_data(config(), components, inputs, rd)
     z = torch.randn(FRAMES, *LATENT, generator=torch.Generator().manual_seed(1))
     feats = data.features.take(range(FRAMES), z.device, z.dtype)
     return components.unet(z, torch.tensor([10, 300, 600, 900]), encoder_hidden_states=data.prompts.take(range(FRAMES)),
@@ -85,7 +100,7 @@ def changed_names(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor
 def test_loss_goes_down_on_a_fixed_batch(components, tmp_path):
     rd, inputs = make_run(tmp_path)
     cfg = TuningConfig(trainable="full", lr=1e-3, steps=20, batch_size=2)
-    data = tuning.load_data(RunConfig(tuning=cfg), components, inputs, rd.stage(1), rd.stage(2))
+    data = load_data(RunConfig(tuning=cfg), components, inputs, rd)
     noise = build_scheduler(components.scheduler, replace(RunConfig().sampling, scheduler="ddpm"))
     with tuning.training_mode(components.unet, cfg, components.device):
         loop = tuning.TrainLoop(components.unet, data, noise, cfg, tuning.select_trainable(components.unet, cfg))
@@ -101,7 +116,7 @@ def test_loss_goes_down_on_a_fixed_batch(components, tmp_path):
 def test_attention_set_changes_only_attn_to_q(components, tmp_path):
     rd, inputs = make_run(tmp_path)
     before = state(components.unet)
-    info = tuning.run(config(trainable="attention"), components, inputs, rd, progress=False)
+    info = run3(config(trainable="attention"), components, inputs, rd)
     changed = changed_names(before, state(components.unet))
     assert changed, "nothing was trained"
     assert all("to_q" in k and (".attn1." in k or ".attn2." in k) for k in changed), changed
@@ -114,7 +129,7 @@ def test_attention_set_changes_only_attn_to_q(components, tmp_path):
 def test_full_run_writes_its_files_and_leaves_frozen_parts_alone(components, tmp_path):
     rd, inputs = make_run(tmp_path)
     frozen = {name: state(getattr(components, name)) for name in ("text_encoder", "adapter", "vae")}
-    info = tuning.run(config(trainable="full", checkpoint_every=2), components, inputs, rd, progress=False)
+    info = run3(config(trainable="full", checkpoint_every=2), components, inputs, rd)
     for name, before in frozen.items():
         assert not changed_names(before, state(getattr(components, name))), name
     s3 = rd.stage(3)
@@ -133,7 +148,7 @@ def test_saved_result_reloads_to_the_same_model(kind, components, tiny_dir, tmp_
     rd, inputs = make_run(tmp_path)
     base_eps = eps_of(components, rd, inputs)
     base = state(components.unet)
-    tuning.run(config(trainable=kind, lora_rank=2), components, inputs, rd, progress=False)
+    run3(config(trainable=kind, lora_rank=2), components, inputs, rd)
     tuned_eps = eps_of(components, rd, inputs)
     assert (tuned_eps - base_eps).abs().max() > 1e-4
     if kind == "lora":  # the base weights stay; only the adapter learned
@@ -152,7 +167,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tiny_dir, tmp_path, monkeypatch
     cfg = config(trainable="lora", steps=4, checkpoint_every=2, batch_size=2, grad_accum=2, warmup_steps=2)
     straight = load_components(tiny_dir)
     rd_a, inputs = make_run(tmp_path / "a")
-    info_a = tuning.run(cfg, straight, inputs, rd_a, progress=False)
+    info_a = run3(cfg, straight, inputs, rd_a)
 
     rd_b, _ = make_run(tmp_path / "b")
     original = tuning.TrainLoop.run_step
@@ -164,10 +179,10 @@ def test_resumed_run_equals_an_uninterrupted_one(tiny_dir, tmp_path, monkeypatch
 
     monkeypatch.setattr(tuning.TrainLoop, "run_step", killed_at_step_4)
     with pytest.raises(KeyboardInterrupt):
-        tuning.run(cfg, load_components(tiny_dir), inputs, rd_b, progress=False)
+        run3(cfg, load_components(tiny_dir), inputs, rd_b)
     monkeypatch.setattr(tuning.TrainLoop, "run_step", original)
     resumed = load_components(tiny_dir)  # a new process
-    info_b = tuning.run(cfg, resumed, inputs, rd_b, progress=False)
+    info_b = run3(cfg, resumed, inputs, rd_b)
 
     assert info_b["resumed_from"] == 2 and info_b["steps"] == 4
     assert info_b["final_loss"] == pytest.approx(info_a["final_loss"], abs=1e-6)
@@ -178,7 +193,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tiny_dir, tmp_path, monkeypatch
 
     # Another config never resumes the old checkpoints (step_000002 has another key).
     other = replace(cfg, tuning=replace(cfg.tuning, lr=2e-3, steps=2))
-    info_c = tuning.run(other, load_components(tiny_dir), inputs, rd_b, progress=False)
+    info_c = run3(other, load_components(tiny_dir), inputs, rd_b)
     assert info_c["resumed_from"] == 0
 
 
@@ -193,21 +208,21 @@ def test_resumed_run_equals_an_uninterrupted_one(tiny_dir, tmp_path, monkeypatch
 def test_bad_config_is_a_vidtune_error(fields, words, components, tmp_path):
     rd, inputs = make_run(tmp_path)
     with pytest.raises(VidtuneError) as err:
-        tuning.run(config(**fields), components, inputs, rd, progress=False)
+        run3(config(**fields), components, inputs, rd)
     assert all(w in str(err.value) for w in words) and "\n" not in str(err.value)
 
 
 def test_missing_stage2_says_which_file_and_what_to_run(components, tmp_path):
     rd, inputs = make_run(tmp_path)
     (rd.stage(2) / "latents.safetensors").unlink()
-    with pytest.raises(VidtuneError, match=r"stage2/latents\.safetensors.*--stages 2,3"):
-        tuning.run(config(), components, inputs, rd, progress=False)
+    with pytest.raises(VidtuneError, match=r"stage2/latents\.safetensors.*--stages 1,2"):
+        run3(config(), components, inputs, rd)
 
 
 def test_mask_count_must_match_frames(components, tmp_path):
     rd, inputs = make_run(tmp_path, masks=FRAMES - 1)
     with pytest.raises(VidtuneError, match=rf"{FRAMES - 1} masks.*{FRAMES} fused frames"):
-        tuning.run(config(), components, inputs, rd, progress=False)
+        run3(config(), components, inputs, rd)
 
 
 def test_apply_tuned_without_a_finished_stage3(components, tmp_path):

@@ -169,6 +169,52 @@ class RunConfig:
 
 SECTIONS: dict[str, type] = typing.get_type_hints(RunConfig)
 
+
+# --- what each stage may read ------------------------------------------------------------------
+# A stage function receives the view of its own sections and those of the stages before it, exactly
+# the fields `stage_hash` covers: a stage that read a field outside its hash would resume wrongly when
+# that field changed, and with these views it cannot (the attribute is not there).
+
+@dataclass(frozen=True)
+class SeparateStageConfig:
+    """What stage 1 reads: the model, the inputs, the sampler and its own section."""
+
+    model: ModelConfig
+    inputs: InputConfig
+    sampling: SamplingConfig
+    separate: SeparateConfig
+
+
+@dataclass(frozen=True)
+class FusionStageConfig(SeparateStageConfig):
+    """What stage 2 reads: stage 1's view and `fusion`."""
+
+    fusion: FusionConfig
+
+
+@dataclass(frozen=True)
+class TuningStageConfig(FusionStageConfig):
+    """What stage 3 reads: stage 2's view and `tuning`."""
+
+    tuning: TuningConfig
+
+
+@dataclass(frozen=True)
+class CodenoiseStageConfig(TuningStageConfig):
+    """What stage 4 reads: stage 3's view and `codenoise`."""
+
+    codenoise: CodenoiseConfig
+
+
+STAGE_CONFIGS: dict[int, type] = {1: SeparateStageConfig, 2: FusionStageConfig, 3: TuningStageConfig,
+                                  4: CodenoiseStageConfig}
+
+
+def stage_config(cfg: RunConfig, stage: int):
+    """The view of `cfg` that stage `stage` receives (the sections its resume hash covers)."""
+    cls = STAGE_CONFIGS[stage]
+    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
+
 # Which config sections each stage depends on (its own and everything before it).
 STAGE_SECTIONS: dict[int, tuple[str, ...]] = {
     1: ("model", "inputs", "sampling", "separate"),

@@ -114,6 +114,9 @@ class Components:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     sources: dict[str, str] = field(default_factory=dict)
+    # Which stage-3 result the UNet carries (a run folder's stage3/ path, or an in-memory result's key);
+    # None = the base model. Set by whoever loads a tuning result into the UNet (`pipeline`, the API).
+    tuned_by: str | None = None
 
     @property
     def vae_scale_factor(self) -> int:

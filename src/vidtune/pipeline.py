@@ -1,4 +1,9 @@
-"""Run the stages over a run folder: resume what is done, run what is not, time each stage."""
+"""The run folder as a cache over the stages: resume what is done, run what is not, time each stage.
+
+Each stage is a function of its config view, the components, the shared conditioning and the previous
+stage's typed result (`vidtune.stages`, `vidtune.results`); this module decides which stages run,
+feeds them, saves their results with `vidtune.artifacts`' names and marks them done (`vidtune.rundir`).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,17 @@ from pathlib import Path
 
 import torch
 
+from vidtune import artifacts as A
 from vidtune import fingerprint, validate
 from vidtune import inputs as inputs_mod
-from vidtune.config import RunConfig
+from vidtune.config import RunConfig, stage_config
 from vidtune.device import resolve_device, resolve_dtype
 from vidtune.errors import VidtuneError
 from vidtune.lock import RunLock
+from vidtune.models import Components
+from vidtune.results import CodenoiseResult, FusionResult, SeparateResult, StageResult, TuningResult
 from vidtune.rundir import RunDir
+from vidtune.stages.common import Conditioning, StageCallback, conditioning
 
 STAGE_TITLES = {1: "separate generation", 2: "average fusion", 3: "combined tuning", 4: "co-denoising"}
 # Stage k cannot run unless these stages are done (stage 4 uses stage 3's UNet when it exists).
@@ -36,7 +45,7 @@ class RunSummary:
         return f"vidtune: {'; '.join(parts)} -> {where}"
 
 
-def load_components(cfg: RunConfig):
+def load_components(cfg: RunConfig) -> Components:
     """Load the configured model (and adapter / SAM) on the configured device and dtype."""
     from vidtune.models import load_components as load
 
@@ -109,39 +118,129 @@ def clean_temporaries(rd: RunDir, log: Callable[[str], None]) -> None:
         log(f"vidtune: restored {path.relative_to(rd.root)} (an interrupted run was replacing it)")
 
 
-def _runner(k: int):
+def run_conditioning(cfg: RunConfig, components: Components, inputs: inputs_mod.VideoInputs) -> Conditioning:
+    """Every frame's prompt embedding and adapter features, computed once per run and shared by the
+    stages. On an accelerator the features wait in host memory and each batch copies its frames over
+    (at 1024 SD frames they are ~4.5 GiB in fp16, more than the latents and one batch's activations)."""
+    storage = torch.device("cpu") if torch.device(components.device).type != "cpu" else None
+    return conditioning(components, inputs.pose_images, inputs.prompts, cfg.inputs.negative_prompt,
+                        cfg.sampling.adapter_scale, storage=storage)
+
+
+def use_unet(components: Components, tuned: TuningResult | None, key: str | None) -> None:
+    """Make ``components.unet`` the model stage 4 must run: `tuned` loaded into it (once: `key` names
+    the result, e.g. its stage3/ folder), or the base model, which a tuned UNet can no longer give back."""
+    if tuned is None:
+        if components.tuned_by:
+            raise VidtuneError(f"the loaded UNet was tuned by {components.tuned_by}; load the model again for a "
+                               "stage 4 on the base model")
+        return
+    if components.tuned_by != key:
+        tuned.apply(components.unet)
+        components.tuned_by = key
+
+
+class StageCache:
+    """The stages' results of one run folder: computed ones kept in memory, finished ones loaded from
+    their folders when a later stage needs them (without their decoded frames)."""
+
+    def __init__(self, rd: RunDir, cfg: RunConfig, components: Components, inputs: inputs_mod.VideoInputs) -> None:
+        self.rd, self.cfg, self.components, self.inputs = rd, cfg, components, inputs
+        self.results: dict[int, StageResult] = {}
+        self._cond: Conditioning | None = None
+
+    @property
+    def cond(self) -> Conditioning:
+        if self._cond is None:
+            self._cond = run_conditioning(self.cfg, self.components, self.inputs)
+        return self._cond
+
+    def get(self, k: int) -> StageResult:
+        if k not in self.results:
+            loader = {1: SeparateResult.load, 2: FusionResult.load, 4: CodenoiseResult.load}
+            folder = self.rd.stage(k)
+            self.results[k] = TuningResult.load(folder) if k == 3 else loader[k](folder, frames=False)
+        return self.results[k]
+
+    def tuned(self) -> tuple[TuningResult | None, str | None]:
+        """Stage 3's result when it is done with this config (stage 4 then runs the tuned UNet)."""
+        if not self.rd.is_done(3, self.cfg):
+            return None, None
+        return self.get(3), str(self.rd.stage(3).resolve())
+
+
+def compute_stage(k: int, cache: StageCache, progress: bool = True, callback: StageCallback | None = None,
+                  log: Callable[[str], None] = print) -> StageResult:
+    """Run stage k on what the earlier stages produced (in memory or in the run folder)."""
+    from vidtune.stages import codenoise, fusion, separate, tuning
+
+    cfg, comps, inputs = stage_config(cache.cfg, k), cache.components, cache.inputs
     if k == 1:
-        from vidtune.stages import separate as mod
-    elif k == 2:
-        from vidtune.stages import fusion as mod
-    elif k == 3:
-        from vidtune.stages import tuning as mod
-    else:
-        from vidtune.stages import codenoise as mod
-    return mod.run
+        return separate.run(cfg, comps, inputs, cache.cond, callback=callback, progress=progress)
+    if k == 2:
+        return fusion.run(cfg, comps, inputs, cache.cond, cache.get(1), callback=callback, progress=progress, log=log)
+    if k == 3:
+        result = tuning.run(cfg, comps, inputs, cache.cond, cache.get(2), out_dir=cache.rd.stage(3),
+                            callback=callback, progress=progress)
+        comps.tuned_by = str(cache.rd.stage(3).resolve())  # the in-memory UNet is now this run's tuned UNet
+        return result
+    tuned, key = cache.tuned()
+    use_unet(comps, tuned, key)
+    s2 = cache.get(2) if codenoise.needs_fusion(cfg.codenoise) else None
+    return codenoise.run(cfg, comps, inputs, cache.cond, s2, tuned=tuned is not None, callback=callback,
+                         progress=progress)
+
+
+def save_stage(k: int, result: StageResult, rd: RunDir, fps: float, components: Components) -> dict:
+    """Write stage k's result into its folder; returns what its done.json records."""
+    if isinstance(result, TuningResult):
+        result.save(rd.stage(3), unet=components.unet)
+        return result.done_info()
+    if isinstance(result, CodenoiseResult):
+        result.save(rd.stage(4), rd.final_video, fps)
+        return result.info
+    result.save(rd.stage(k), fps)
+    return result.info()
+
+
+def run_stage(k: int, cfg: RunConfig, components: Components, inputs: inputs_mod.VideoInputs, rd: RunDir,
+              progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Run stage k alone over a run folder (its inputs from earlier stages' folders) and mark it done;
+    returns what done.json records."""
+    summary = RunSummary(root=rd.root)
+    cache = StageCache(rd, cfg, components, inputs)
+    _run_stage(k, cache, progress, None, log, summary)
+    return rd.done_info(k) or {}
 
 
 def run(cfg: RunConfig, out_dir: str | Path, stages: Sequence[int] = (1, 2, 3, 4), progress: bool = True,
-        components=None, log: Callable[[str], None] = print) -> RunSummary:
+        components: Components | None = None, log: Callable[[str], None] = print,
+        callback: StageCallback | None = None, inputs: inputs_mod.VideoInputs | None = None,
+        results: dict[int, StageResult] | None = None) -> RunSummary:
     """Run `stages` in order over the run folder, skipping those already done with this config and inputs.
 
     1. check the config, build the inputs in memory, check the config against them (no writes yet);
     2. lock the run folder (one run per folder) and decide what runs;
     3. load the model; only then touch the folder: temporaries of killed runs, config.toml, inputs/;
-    4. run each stage (invalidating what follows it), marking it done last.
+    4. run each stage (invalidating what follows it), save its result, mark it done last.
+
+    `results`, when given, receives every stage's typed result (those that ran, and those skipped,
+    loaded from the folder).
     """
     validate.check_config(cfg)
-    inputs = build_inputs(cfg, Path(out_dir) / "inputs" / "extracted")
+    if inputs is None:
+        inputs = build_inputs(cfg, Path(out_dir) / A.INPUTS / A.EXTRACTED)
     validate.check_frames(cfg, inputs.num_frames, stages)
     rd = RunDir(out_dir, inputs_key=fingerprint.inputs_key(inputs, cfg.model))
     with RunLock(rd.root) as lock:
         if lock.took_over:
             log(f"vidtune: took over the lock of process {lock.took_over.get('pid', '?')}, which is gone")
-        return _run_locked(cfg, rd, inputs, stages, progress, components, log)
+        return _run_locked(cfg, rd, inputs, stages, progress, components, log, callback, results)
 
 
 def _run_locked(cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, stages: Sequence[int], progress: bool,
-                components, log: Callable[[str], None]) -> RunSummary:
+                components: Components | None, log: Callable[[str], None], callback: StageCallback | None,
+                results: dict[int, StageResult] | None) -> RunSummary:
     """Steps 2-4 of `run`, under the lock."""
     summary = RunSummary(root=rd.root)
     todo = plan_stages(rd, cfg, stages)
@@ -151,6 +250,8 @@ def _run_locked(cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, stag
     if not todo:
         clean_temporaries(rd, log)
         summary.outputs = rd.outputs(cfg)
+        if results is not None:
+            results.update(_load_done(rd, stages))
         return summary
     check_prerequisites(rd, cfg, todo)
     log(f"vidtune: poses {inputs.summary}")
@@ -164,26 +265,39 @@ def _run_locked(cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, stag
     rd.save_config(cfg)
     if 1 in todo or not (rd.inputs / "keypoints.npz").exists():
         inputs_mod.save(inputs, rd.inputs)
+    cache = StageCache(rd, cfg, components, inputs)
     for k in todo:
-        _run_stage(k, cfg, rd, inputs, components, progress, log, summary)
+        _run_stage(k, cache, progress, callback, log, summary)
     summary.outputs = rd.outputs(cfg)
+    if results is not None:
+        results.update(_load_done(rd, [k for k in stages if k not in todo]))
+        results.update({k: cache.results[k] for k in todo})
     return summary
 
 
-def _run_stage(k: int, cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, components, progress: bool,
+def _load_done(rd: RunDir, stages: Sequence[int]) -> dict[int, StageResult]:
+    """The typed results of finished stages, from their folders."""
+    loaders = {1: SeparateResult.load, 2: FusionResult.load, 3: TuningResult.load, 4: CodenoiseResult.load}
+    return {k: loaders[k](rd.stage(k)) for k in sorted(set(stages))}
+
+
+def _run_stage(k: int, cache: StageCache, progress: bool, callback: StageCallback | None,
                log: Callable[[str], None], summary: RunSummary) -> None:
-    """Invalidate stage k and what follows, run it, mark it done; stage 3 then drops its checkpoints."""
+    """Invalidate stage k and what follows, run it, save it, mark it done; stage 3 then drops its checkpoints."""
+    rd, cfg = cache.rd, cache.cfg
     if rd.final_video in rd.begin(k):
         log(f"vidtune: removed {rd.final_video} (it no longer matches: stage {k} reruns)")
+    for later in range(k, 5):
+        cache.results.pop(later, None)
     start = time.perf_counter()
-    info = _runner(k)(cfg, components, inputs, rd, progress=progress)
-    if k == 3:  # the in-memory UNet is now this run's tuned UNet (stage 4 must not tune it twice)
-        components.sources["tuned"] = str(rd.stage(3).resolve())
+    result = compute_stage(k, cache, progress, callback, log)
+    cache.results[k] = result
+    info = save_stage(k, result, rd, cache.inputs.fps, cache.components)
     seconds = time.perf_counter() - start
     rd.mark_done(k, cfg, seconds, **(info or {}))
     summary.stages[k] = ("ran", seconds)
     log(f"vidtune: stage {k} ({STAGE_TITLES[k]}) done in {seconds:.1f}s: {info}")
-    if k == 3 and not getattr(cfg.tuning, "keep_checkpoints", False):
+    if k == 3 and not cfg.tuning.keep_checkpoints:
         from vidtune.stages.tuning import drop_checkpoints
 
         freed = drop_checkpoints(rd.stage(3))

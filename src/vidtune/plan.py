@@ -48,7 +48,7 @@ from vidtune.errors import VidtuneError
 LATENT_COPIES = 8
 ACT_PER_CHANNEL = 0.8  # C1
 ACT_PER_PIXEL = 1000.0  # C0
-DECODE_BATCH = 4  # stages.common.decode_to_disk's default chunk
+DECODE_BATCH = 4  # stages.common.decode_frames's default chunk
 DECODE_PER_CHANNEL = 10.5  # D1
 
 _DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}

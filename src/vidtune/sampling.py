@@ -187,11 +187,13 @@ def prepare_scheduler(scheduler, num_steps: int, device: torch.device | str, sta
 
 def denoise(latents: torch.Tensor, scheduler, timesteps: torch.Tensor, eps_fn: EpsFn, *, start_index: int = 0,
             hook: StepHook | None = None, guide: StepGuide | None = None, eta: float = 0.0,
-            generator: torch.Generator | None = None, progress: bool = True, desc: str = "denoising") -> torch.Tensor:
+            generator: torch.Generator | None = None, progress: bool = True, desc: str = "denoising",
+            callback: StepHook | None = None) -> torch.Tensor:
     """Run the sampler from `timesteps[0]` (step index `start_index`) to x0 on the whole video.
 
     Per step: hook (may replace z_t) -> scale_model_input -> eps for every frame -> guide (may
-    replace z_t given eps) -> ONE scheduler step on all frames. Returns the final latents (N, C, h, w).
+    replace z_t given eps) -> ONE scheduler step on all frames -> callback(step, t, z_{t-1}) (may
+    replace the new latents, like diffusers' `callback_on_step_end`). Returns the final latents (N, C, h, w).
     """
     extra = step_kwargs(scheduler, eta, generator)
     bar = tqdm(total=len(timesteps), desc=desc, disable=not progress, leave=False,
@@ -208,6 +210,10 @@ def denoise(latents: torch.Tensor, scheduler, timesteps: torch.Tensor, eps_fn: E
             latents = guide(step, t, latents, eps)
         latents = scheduler.step(eps, t, latents, **extra, return_dict=False)[0]
         check_finite(latents, desc, step, start_index + len(timesteps), t)
+        if callback is not None:
+            replaced = callback(step, t, latents)
+            if replaced is not None:
+                latents = replaced
         bar.update()
     bar.close()
     return latents

@@ -15,14 +15,16 @@ from dataclasses import dataclass
 
 import torch
 
-from vidtune import atomic
 from vidtune.attention import CrossFrameAttention
-from vidtune.config import CodenoiseConfig, RunConfig
+from vidtune.config import CodenoiseConfig, CodenoiseStageConfig
+from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
-from vidtune.sampling import (EpsFn, FeatureBank, PromptBank, adapter_features, denoise, guided_eps, initial_noise,
-                              make_prompt_bank, prepare_scheduler, sdedit_start)
+from vidtune.models import Components
+from vidtune.results import CodenoiseResult, FusionResult
+from vidtune.sampling import (EpsFn, FeatureBank, PromptBank, denoise, guided_eps, initial_noise, make_prompt_bank,
+                              prepare_scheduler, sdedit_start)
 from vidtune.segments import prompt_segments, transition_weights
-from vidtune.stages.common import build_scheduler, decode_to_disk, x0_guide
+from vidtune.stages.common import Conditioning, StageCallback, build_scheduler, decode_frames, step_callback, x0_guide
 from vidtune.windows import (MergeAccumulator, Window, assign_prompts, clip_merge_weights, clip_windows,
                              frame_merge_weights, pixel_merge_weights)
 
@@ -158,47 +160,37 @@ def keep_background_guide(scheduler, stage2_x0: torch.Tensor, fg: torch.Tensor, 
     return x0_guide(scheduler, lambda x0: x0 + bg * (targets - x0))
 
 
-def use_tuned_unet(components, rd, cfg: RunConfig) -> str:
-    """Load stage 3's result into the UNet when stage 3 is done (once per process); say which UNet runs."""
-    marker = str(rd.stage(3).resolve())
-    tuned = components.sources.get("tuned")
-    if not rd.is_done(3, cfg):
-        if tuned:
-            raise RuntimeError(f"the loaded UNet was tuned by {tuned}; load fresh components for a base-model stage 4")
-        return "base"
-    if components.sources.get("tuned") != marker:
-        from vidtune.stages.tuning import apply_tuned
-
-        apply_tuned(components, rd.stage(3))
-        components.sources["tuned"] = marker
-    return "tuned"
+def needs_fusion(c: CodenoiseConfig) -> bool:
+    """Whether stage 4 reads stage 2's result: to start from it, keep its background or weigh by its masks
+    (a T2V-Zero-like run from noise with `background = "free"` does not)."""
+    return c.init == "fused" or c.background == "keep" or c.fg_gain > 0
 
 
-def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = True) -> dict:
-    """Stage 4: plan clips -> conditioning -> initial latents -> co-denoise -> decode to final.mp4."""
+def run(cfg: CodenoiseStageConfig, components: Components, inputs: VideoInputs, cond: Conditioning,
+        s2: FusionResult | None, tuned: bool = False, callback: StageCallback | None = None,
+        progress: bool = True) -> CodenoiseResult:
+    """Stage 4: plan clips -> initial latents -> co-denoise -> decode. ``components.unet`` is the UNet
+    that runs (the caller loads stage 3's result into it first); `tuned` says which it is, for the record."""
     from vidtune.inputs import prompt_schedule
-    from vidtune.stages import fusion as stage2
-    from vidtune.stages import separate
 
     c, s = cfg.codenoise, cfg.sampling
+    if s2 is None and needs_fusion(c):
+        raise VidtuneError("stage 4 with codenoise.init = 'fused', background = 'keep' or fg_gain > 0 needs stage 2's "
+                           "result; run with --stages 1,2,3,4")
     device, dtype = components.device, components.unet.dtype
-    unet_kind = use_tuned_unet(components, rd, cfg)
-    fg = separate.load(rd.stage(1))["fg"] if c.fg_gain > 0 else None
+    fg = s2.fg if c.fg_gain > 0 else None
     schedule = prompt_schedule(cfg.inputs)
     plan = plan_clips(c, inputs.num_frames, schedule, fg)
     clip_bank = make_prompt_bank(components.tokenizer, components.text_encoder, plan.prompts, cfg.inputs.negative_prompt)
     anchor_bank = make_prompt_bank(components.tokenizer, components.text_encoder, [inputs.prompts[plan.anchor]],
                                    cfg.inputs.negative_prompt)
-    # On an accelerator the features of every frame wait in host memory; each batch copies its frames over
-    # (at 1024 SD frames they are ~4.5 GiB in fp16, more than the latents and one batch's activations).
-    storage = torch.device("cpu") if torch.device(device).type != "cpu" else None
-    features = adapter_features(components.adapter, inputs.pose_images, s.adapter_scale, storage=storage)
+    features = cond.features
     scheduler = build_scheduler(components.scheduler, s)
     f = components.vae_scale_factor
     shape = (components.latent_channels, cfg.inputs.height // f, cfg.inputs.width // f)
     all_steps = prepare_scheduler(scheduler, s.steps, device)
-    fused = stage2.load(rd.stage(2))["x0"] if c.init == "fused" else None
-    z, start = initial_latents(c, scheduler, all_steps, inputs.num_frames, shape, device, dtype, fused)
+    z, start = initial_latents(c, scheduler, all_steps, inputs.num_frames, shape, device, dtype,
+                               s2.x0 if c.init == "fused" else None)
     timesteps = prepare_scheduler(scheduler, s.steps, device, start=start)
     segments = prompt_segments(inputs.prompts)
     mix = transition_weights(inputs.num_frames, segments, c.transition)
@@ -209,8 +201,7 @@ def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = Tr
         frame_cond = torch.einsum("ns,sld->nld", mix.to(seg_bank.embeds), seg_bank.embeds)
     guide = None
     if c.background == "keep":
-        guide = keep_background_guide(scheduler, stage2.load(rd.stage(2))["x0"].to(device).float(),
-                                      separate.load(rd.stage(1))["fg"].to(device).float(), segments, mix,
+        guide = keep_background_guide(scheduler, s2.x0.to(device).float(), s2.fg.to(device).float(), segments, mix,
                                       cfg.fusion.dilate)
     xattn = CrossFrameAttention(c.attention)
     xattn.install(components.unet)
@@ -220,13 +211,13 @@ def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = Tr
         with torch.no_grad():
             x0 = denoise(z, scheduler, timesteps, eps_fn, start_index=start, guide=guide, eta=s.eta,
                          generator=torch.Generator("cpu").manual_seed(c.seed), progress=progress,
-                         desc=f"stage 4: co-denoising {len(plan.windows)} clips")
+                         desc=f"stage 4: co-denoising {len(plan.windows)} clips", callback=step_callback(callback, 4))
     finally:
         xattn.remove()
-    del features, eps_fn  # not needed while decoding
-    decode_to_disk(components.vae, x0, rd.stage(4) / "frames", rd.final_video, inputs.fps, progress=progress,
-                   desc="stage 4: decoding")
-    atomic.write_safetensors(rd.stage(4) / "latents.safetensors", {"x0": x0})
-    return {"frames": inputs.num_frames, "clips": len(plan.windows), "unet": unet_kind, "attention": c.attention,
+    del eps_fn  # not needed while decoding
+    frames = decode_frames(components.vae, x0, progress=progress, desc="stage 4: decoding")
+    info = {"frames": inputs.num_frames, "clips": len(plan.windows), "unet": "tuned" if tuned else "base",
+            "attention": c.attention,
             "unet_frame_evals_per_step": (sum(e - s_ for s_, e in plan.windows) + (1 if xattn.uses_anchor else 0))
             * (2 if s.guidance > 1 else 1)}
+    return CodenoiseResult(x0=x0, frames=frames, info=info)

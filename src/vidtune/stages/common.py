@@ -1,9 +1,10 @@
-"""Helpers shared by the stages: scheduler from the config, conditioning, frame/video output."""
+"""Helpers shared by the stages: scheduler from the config, conditioning, decoding, step callbacks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,24 +67,24 @@ def conditioning(components, pose_images: np.ndarray, prompts: list[str], negati
     return Conditioning(prompts=bank, features=feats)
 
 
-def decode_to_disk(vae, latents: torch.Tensor, frames_dir: Path, video_path: Path | None, fps: float,
-                   batch: int = 4, progress: bool = True, desc: str = "decoding") -> int:
-    """Decode in chunks straight to PNG frames and (optionally) a streaming mp4; returns the count."""
-    from vidtune import atomic
-    from vidtune.video import VideoWriter, write_frames_png
-
-    import contextlib
-
-    count = 0
+def decode_frames(vae: Any, latents: torch.Tensor, batch: int = 4, progress: bool = True,
+                  desc: str = "decoding") -> np.ndarray:
+    """Decode latents in chunks to uint8 (N, H, W, 3) RGB frames."""
     bar = tqdm(total=latents.shape[0], desc=desc, disable=not progress, leave=False, unit="frame")
-    writer_cm = VideoWriter(video_path, fps=fps) if video_path is not None else contextlib.nullcontext()
-    with atomic.atomic_dir(frames_dir) as tmp_dir, writer_cm as writer:
-        for chunk in decode(vae, latents, batch=batch):
-            write_frames_png(chunk, tmp_dir, start_index=count)
-            if writer is not None:
-                for frame in chunk:
-                    writer.write(frame)
-            count += len(chunk)
-            bar.update(len(chunk))
+    chunks = []
+    for chunk in decode(vae, latents, batch=batch):
+        chunks.append(chunk)
+        bar.update(len(chunk))
     bar.close()
-    return count
+    return np.concatenate(chunks)
+
+
+StageCallback = Callable[[int, int, int, torch.Tensor], "torch.Tensor | None"]
+"""The user's per-step callback: (stage, step, timestep, latents) -> replacement latents or None."""
+
+
+def step_callback(callback: StageCallback | None, stage: int):
+    """The `sampling.denoise` callback that calls the user's `callback` with its stage number."""
+    if callback is None:
+        return None
+    return lambda step, t, latents: callback(stage, step, int(t), latents)

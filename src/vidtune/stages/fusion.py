@@ -1,29 +1,27 @@
 """Stage 2 — average fusion: at the fusion step t, every frame's background becomes a weighted
 average of the backgrounds of sampled frames (foreground kept), then denoising continues to x0.
 
-Design §3, stage 2 (the seed's eq. 10-11). The math is in `vidtune.fusion`; this module loads
-stage 1's z_t and masks, works in the variance-preserving parametrisation
-z = sqrt(abar) x0 + sqrt(1 - abar) eps whatever the sampler's own scaling (Euler's sigmas), and
-writes `stage2/` (frames, video, latents, the weights used).
+Design §3, stage 2 (the seed's eq. 10-11). The math is in `vidtune.fusion`; this module takes
+stage 1's z_t and masks and works in the variance-preserving parametrisation
+z = sqrt(abar) x0 + sqrt(1 - abar) eps whatever the sampler's own scaling (Euler's sigmas).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 
-from vidtune import atomic
 from vidtune import fusion as F
-from vidtune.config import FusionConfig, RunConfig
+from vidtune.config import FusionConfig, FusionStageConfig
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
+from vidtune.models import Components
+from vidtune.results import FusionResult, SeparateResult
 from vidtune.sampling import denoise, frame_eps_fn, prepare_scheduler
-from vidtune.stages import separate
 from vidtune.segments import prompt_segments
-from vidtune.stages.common import build_scheduler, conditioning, decode_to_disk, vp_factor, x0_guide
-
-LATENTS_FILE = "latents.safetensors"
+from vidtune.stages.common import (Conditioning, StageCallback, build_scheduler, decode_frames, step_callback,
+                                   vp_factor, x0_guide)
 
 
 def fuse(cfg: FusionConfig, z_vp: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor, fg: torch.Tensor,
@@ -85,28 +83,28 @@ def _plain(w: float | torch.Tensor) -> float | list[float]:
     return float(w)
 
 
-def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = True) -> dict:
-    """Stage 2: load z_t -> eps at t -> fuse -> denoise t..0 -> decode -> save."""
-    s1 = separate.load(rd.stage(1))
-    if s1["z_t"].shape[0] != inputs.num_frames or s1["fg"].shape[0] != inputs.num_frames:
-        raise VidtuneError(f"{rd.stage(1)}: stage 1 has {s1['z_t'].shape[0]} frames and {s1['fg'].shape[0]} masks "
-                           f"but the inputs have {inputs.num_frames}; rerun with --stages 1,2")
+def run(cfg: FusionStageConfig, components: Components, inputs: VideoInputs, cond: Conditioning,
+        s1: SeparateResult, callback: StageCallback | None = None, progress: bool = True,
+        log: Callable[[str], None] = print) -> FusionResult:
+    """Stage 2: stage 1's z_t -> eps at t -> fuse -> denoise t..0 -> decode."""
+    if s1.z_t.shape[0] != inputs.num_frames or s1.fg.shape[0] != inputs.num_frames:
+        raise VidtuneError(f"stage 1 has {s1.z_t.shape[0]} frames and {s1.fg.shape[0]} masks but the inputs have "
+                           f"{inputs.num_frames}; rerun with --stages 1,2")
     s = cfg.sampling
     device, dtype = components.device, components.unet.dtype
-    t_index = int(s1["t_index"])
-    cond = conditioning(components, inputs.pose_images, inputs.prompts, cfg.inputs.negative_prompt, s.adapter_scale)
+    t_index = s1.t_index
     scheduler = build_scheduler(components.scheduler, s)
     timesteps = prepare_scheduler(scheduler, s.steps, device, start=t_index)
     t = timesteps[0]
     eps_fn = frame_eps_fn(components.unet, cond.prompts, cond.features, s.guidance, cfg.separate.batch_frames)
-    z_t = s1["z_t"].to(device=device, dtype=dtype)
+    z_t = s1.z_t.to(device=device, dtype=dtype)
     c = vp_factor(scheduler, t, z_t)
     with torch.no_grad():
         eps = eps_fn(scheduler.scale_model_input(z_t, t), t, t_index)
     alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=device, dtype=torch.float32)
-    fg = s1["fg"].to(device).float()
+    fg = s1.fg.to(device).float()
     segments = prompt_segments(inputs.prompts)
-    fused_vp, info = fuse(cfg.fusion, (c * z_t).float(), eps.float(), alpha_bar, fg, segments=segments)
+    fused_vp, info = fuse(cfg.fusion, (c * z_t).float(), eps.float(), alpha_bar, fg, segments=segments, log=log)
     z_fused = (fused_vp / c).to(dtype)
     generator = torch.Generator("cpu").manual_seed(cfg.separate.seed)
     guide = None
@@ -115,19 +113,7 @@ def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = Tr
         guide = refuse_guide(scheduler, cfg.fusion, fg, segments, w_f, w_b, first_step=t_index)
     with torch.no_grad():
         x0 = denoise(z_fused, scheduler, timesteps, eps_fn, start_index=t_index, guide=guide, eta=s.eta,
-                     generator=generator, progress=progress, desc="stage 2: denoising fused frames")
-    decode_to_disk(components.vae, x0, rd.stage(2) / "frames", rd.stage(2) / "stage2.mp4", inputs.fps,
-                   progress=progress, desc="stage 2: decoding")
-    atomic.write_safetensors(rd.stage(2) / LATENTS_FILE, {"x0": x0, "z_fused": z_fused})
-    atomic.write_json(rd.stage(2) / "weights.json", info)
-    return {"frames": inputs.num_frames, "w_f": info["w_f"], "w_b": info["w_b"], "space": info["space"]}
-
-
-def load(stage_dir: Path) -> dict[str, torch.Tensor]:
-    """Stage 2's tensors: x0 (N, C, h, w) fused and denoised latents, z_fused at the fusion step."""
-    from safetensors.torch import load_file
-
-    path = stage_dir / LATENTS_FILE
-    if not path.is_file():
-        raise VidtuneError(f"{path} is missing: stage 2 has not run in this folder; run with --stages 1,2 first")
-    return load_file(str(path))
+                     generator=generator, progress=progress, desc="stage 2: denoising fused frames",
+                     callback=step_callback(callback, 2))
+    frames = decode_frames(components.vae, x0, progress=progress, desc="stage 2: decoding")
+    return FusionResult(x0=x0, z_fused=z_fused, fg=s1.fg, weights=info, frames=frames)

@@ -43,25 +43,28 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
+from vidtune import artifacts as A
 from vidtune import atomic
-from vidtune.config import RunConfig, TuningConfig, stage_hash
+from vidtune.config import TuningConfig, TuningStageConfig, stage_hash
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
 from vidtune.losses import combined_loss
+from vidtune.models import Components
+from vidtune.results import FusionResult, TuningResult
 from vidtune.sampling import FeatureBank, PromptBank
-from vidtune.stages.common import build_scheduler, conditioning
+from vidtune.stages.common import Conditioning, StageCallback, build_scheduler
 
-STAGE2_FILE = "latents.safetensors"  # stage 2's fused latents, key "x0"
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 LORA_ADAPTER = "vidtune"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 WEIGHT_DECAY = 1e-2
 KEEP_CHECKPOINTS = 2
-RESULT_FILES = {"full": "unet", "lora": "unet_lora.safetensors", "attention": "unet_attention.safetensors"}
 _ATTENTION_Q = re.compile(r"\.attn[12]\.to_q\.weight$")
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -121,36 +124,18 @@ def check_config(cfg: TuningConfig) -> None:
                            f"got {cfg.warmup_steps} and {cfg.checkpoint_every}")
 
 
-def _read_tensor(path: Path, key: str, what: str, stages: str) -> torch.Tensor:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise VidtuneError(f"{path}: missing ({what}); run with --stages {stages}")
-    with safe_open(str(path), framework="pt") as f:
-        if key not in f.keys():
-            raise VidtuneError(f"{path}: has no {key!r} tensor ({what}); run with --stages {stages}")
-        return f.get_tensor(key)
-
-
-def load_data(cfg: RunConfig, components, inputs: VideoInputs, stage1_dir: Path, stage2_dir: Path) -> TuningData:
-    """Stage 2's fused latents, stage 1's masks and the frames' conditioning, checked against each other."""
-    from vidtune.stages.separate import LATENTS_FILE as STAGE1_FILE
-
-    x0 = _read_tensor(stage2_dir / STAGE2_FILE, "x0", "stage 2's fused latents", "2,3")
-    fg = _read_tensor(stage1_dir / STAGE1_FILE, "fg", "stage 1's foreground masks", "1,2,3")
+def load_data(s2: FusionResult, cond: Conditioning, num_frames: int, device: torch.device) -> TuningData:
+    """Stage 2's fused latents and masks with the frames' conditioning, checked against each other."""
+    x0, fg = s2.x0, s2.fg
     n = x0.shape[0]
     if fg.shape[0] != n:
-        raise VidtuneError(f"{stage1_dir / STAGE1_FILE}: {fg.shape[0]} masks but stage 2 has {n} fused frames; "
+        raise VidtuneError(f"stage 2: {fg.shape[0]} masks but {n} fused frames; rerun with --stages 1,2,3")
+    if num_frames != n:
+        raise VidtuneError(f"stage 2 has {n} fused frames but the inputs have {num_frames} frames; "
                            f"rerun with --stages 1,2,3")
-    if inputs.num_frames != n:
-        raise VidtuneError(f"{stage2_dir / STAGE2_FILE}: {n} fused frames but the inputs have {inputs.num_frames} "
-                           f"frames; rerun with --stages 1,2,3")
     if x0.ndim != 4 or fg.ndim != 4 or fg.shape[1] != 1 or fg.shape[2:] != x0.shape[2:]:
-        raise VidtuneError(f"{stage1_dir / STAGE1_FILE}: masks {tuple(fg.shape)} do not match the fused latents "
-                           f"{tuple(x0.shape)} (want (N, 1, h, w)); rerun with --stages 1,2,3")
-    cond = conditioning(components, inputs.pose_images, inputs.prompts, cfg.inputs.negative_prompt,
-                        cfg.sampling.adapter_scale)
-    device = components.device
+        raise VidtuneError(f"stage 2: masks {tuple(fg.shape)} do not match the fused latents {tuple(x0.shape)} "
+                           f"(want (N, 1, h, w)); rerun with --stages 1,2,3")
     return TuningData(x0=x0.to(device, torch.float32), fg=fg.to(device, torch.float32).clamp(0, 1),
                       prompts=cond.prompts, features=cond.features)
 
@@ -243,10 +228,11 @@ class TrainLoop:
     ``key`` identifies the run (config and data); a checkpoint with another key is never resumed.
     """
 
-    def __init__(self, unet, data: TuningData, noise_scheduler, cfg: TuningConfig,
-                 params: dict[str, torch.nn.Parameter], out_dir: Path | None = None, key: str = "") -> None:
+    def __init__(self, unet: UNet2DConditionModel, data: TuningData, noise_scheduler: Any, cfg: TuningConfig,
+                 params: dict[str, torch.nn.Parameter], out_dir: Path | None = None, key: str = "",
+                 callback: StageCallback | None = None) -> None:
         self.unet, self.data, self.noise_scheduler, self.cfg = unet, data, noise_scheduler, cfg
-        self.params, self.out_dir, self.key = params, out_dir, key
+        self.params, self.out_dir, self.key, self.callback = params, out_dir, key, callback
         self.device = data.x0.device
         self.precision = resolve_precision(cfg.mixed_precision, self.device)
         self.optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
@@ -260,6 +246,7 @@ class TrainLoop:
         self.step = 0
         self.losses: list[float] = []
         self.seconds: list[float] = []
+        self.last_timestep = 0
         self.generator = torch.Generator("cpu").manual_seed(self.cfg.seed)
         self.optimizer.state.clear()
 
@@ -276,6 +263,8 @@ class TrainLoop:
             self._log(loss)
             if self.out_dir is not None and ((every and self.step % every == 0) or self.step == self.cfg.steps):
                 self.save_checkpoint()
+            if self.callback is not None:  # (stage 3, step, the batch's mean timestep, the step's loss as a 0-d tensor)
+                self.callback(3, self.step, self.last_timestep, torch.tensor(loss))
             bar.set_postfix(loss=f"{loss:.4f}")
             bar.update()
         bar.close()
@@ -306,6 +295,7 @@ class TrainLoop:
         n, g = self.data.num_frames, self.generator
         frames = torch.randperm(n, generator=g)[:min(self.cfg.batch_size, n)]
         t = torch.randint(0, self.max_timestep, (len(frames),), generator=g)
+        self.last_timestep = int(t.float().mean().round())
         eps = torch.randn((len(frames), *self.data.x0.shape[1:]), generator=g)
         uncond = torch.rand(len(frames), generator=g) < self.cfg.uncond_prob if self.cfg.uncond_prob > 0 else None
         return Batch(frames=frames, t=t, eps=eps, uncond=uncond)
@@ -335,7 +325,7 @@ class TrainLoop:
     # --- logging ---------------------------------------------------------------------------
     @property
     def loss_csv(self) -> Path | None:
-        return None if self.out_dir is None else self.out_dir / "loss.csv"
+        return None if self.out_dir is None else self.out_dir / A.LOSS_CSV
 
     def _log(self, loss: float) -> None:
         if self.loss_csv is None:
@@ -354,7 +344,7 @@ class TrainLoop:
     def checkpoint_root(self) -> Path:
         if self.out_dir is None:
             raise ValueError("this TrainLoop has no out_dir, so no checkpoints")
-        return self.out_dir / "checkpoints"
+        return self.out_dir / A.CHECKPOINTS
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """Complete checkpoints (step, folder), oldest first."""
@@ -422,7 +412,7 @@ class TrainLoop:
 
 def drop_checkpoints(stage_dir: Path) -> int:
     """Remove stage 3's checkpoints/ once the stage is done (SD full tuning: ~10 GB each); returns the bytes freed."""
-    root = Path(stage_dir) / "checkpoints"
+    root = Path(stage_dir) / A.CHECKPOINTS
     if not root.is_dir():
         return 0
     freed = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -456,23 +446,35 @@ def training_mode(unet, cfg: TuningConfig, device: torch.device) -> Iterator[Non
 # Results: save, plot, load back
 # --------------------------------------------------------------------------------------------
 
-def save_result(unet, cfg: TuningConfig, stage_dir: Path) -> Path:
-    """Write the tuned weights the in-memory UNet uses (see the module docstring for the files)."""
-    if cfg.trainable == "full":
-        with atomic.atomic_dir(stage_dir / RESULT_FILES["full"]) as tmp:
-            unet.save_pretrained(tmp, safe_serialization=True)
-    elif cfg.trainable == "lora":
+def tuned_state(unet: UNet2DConditionModel, kind: str) -> dict[str, torch.Tensor]:
+    """The tuned tensors of `unet` by name (not copies): the whole UNet, the LoRA "vidtune" adapter's
+    weights (peft's names, without the adapter name) or the attn1/attn2 to_q weights."""
+    if kind == "full":
+        return {n: p.detach() for n, p in unet.state_dict().items()}
+    if kind == "lora":
         from peft.utils import get_peft_model_state_dict
 
-        state = get_peft_model_state_dict(unet, adapter_name=LORA_ADAPTER)
-        atomic.write_safetensors(stage_dir / RESULT_FILES["lora"], {f"unet.{k}": v for k, v in state.items()},
+        return get_peft_model_state_dict(unet, adapter_name=LORA_ADAPTER)
+    return {n: p for n, p in unet.named_parameters() if _ATTENTION_Q.search(n)}
+
+
+def save_state(kind: str, state: dict[str, torch.Tensor], lora_rank: int, stage_dir: Path,
+               unet: UNet2DConditionModel | None = None) -> Path:
+    """Write tuned weights (see the module docstring for the files). "full" needs the `unet` (its
+    config is saved with the weights, as a diffusers folder)."""
+    if kind == "full":
+        if unet is None:
+            raise ValueError("saving a 'full' tuning result needs the tuned UNet")
+        with atomic.atomic_dir(stage_dir / A.TUNED_WEIGHTS["full"]) as tmp:
+            unet.save_pretrained(tmp, safe_serialization=True)
+    elif kind == "lora":
+        atomic.write_safetensors(stage_dir / A.TUNED_WEIGHTS["lora"], {f"unet.{k}": v for k, v in state.items()},
                                  metadata={"format": "pt"})
-        atomic.write_json(stage_dir / "unet_lora_config.json",
-                          {"r": cfg.lora_rank, "lora_alpha": cfg.lora_rank, "target_modules": list(LORA_TARGETS)})
+        atomic.write_json(stage_dir / A.LORA_CONFIG,
+                          {"r": lora_rank, "lora_alpha": lora_rank, "target_modules": list(LORA_TARGETS)})
     else:
-        atomic.write_safetensors(stage_dir / RESULT_FILES["attention"],
-                                 {n: p for n, p in unet.named_parameters() if _ATTENTION_Q.search(n)})
-    return stage_dir / RESULT_FILES[cfg.trainable]
+        atomic.write_safetensors(stage_dir / A.TUNED_WEIGHTS["attention"], state)
+    return stage_dir / A.TUNED_WEIGHTS[kind]
 
 
 def write_loss_plot(losses: list[float], path: Path) -> None:
@@ -494,109 +496,99 @@ def write_loss_plot(losses: list[float], path: Path) -> None:
         fig.savefig(tmp, format="png")
 
 
-def _load_full(unet, stage_dir: Path, info: dict[str, Any]) -> None:
+def load_state(stage_dir: Path, info: dict[str, Any]) -> tuple[str, dict[str, torch.Tensor], int]:
+    """(kind, tuned tensors by name, LoRA rank) of a saved stage 3 (`info`: its tuning.json)."""
     from safetensors.torch import load_file
 
-    folder = stage_dir / RESULT_FILES["full"]
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise VidtuneError(f"{folder}: no .safetensors weights; rerun with --stages 3")
-    state = {k: v for f in files for k, v in load_file(str(f)).items()}
-    missing, unexpected = unet.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise VidtuneError(f"{folder}: does not fit this UNet ({len(missing)} missing, {len(unexpected)} unexpected "
-                           f"weights, e.g. {(missing or unexpected)[0]}); rerun with --stages 3")
+    kind = info.get("trainable")
+    if kind not in A.TUNED_WEIGHTS:
+        raise VidtuneError(f"{stage_dir / A.TUNING_INFO}: unknown trainable kind {kind!r}; rerun with --stages 3")
+    path = stage_dir / A.TUNED_WEIGHTS[kind]
+    if not path.exists():
+        raise VidtuneError(f"{path}: missing (tuning.json says {kind!r}); rerun with --stages 3")
+    if kind == "full":
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise VidtuneError(f"{path}: no .safetensors weights; rerun with --stages 3")
+        return kind, {k: v for f in files for k, v in load_file(str(f)).items()}, 0
+    if kind == "lora":
+        rank = int(json.loads((stage_dir / A.LORA_CONFIG).read_text())["r"])
+        return kind, {k.removeprefix("unet."): v for k, v in load_file(str(path)).items()}, rank
+    return kind, load_file(str(path)), 0
 
 
-def _load_lora(unet, stage_dir: Path, info: dict[str, Any]) -> None:
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    path = stage_dir / RESULT_FILES["lora"]
-    config = json.loads((stage_dir / "unet_lora_config.json").read_text())
-    if LORA_ADAPTER not in (getattr(unet, "peft_config", None) or {}):
-        unet.add_adapter(lora_config(int(config["r"])), adapter_name=LORA_ADAPTER)
-    state = {k.removeprefix("unet."): v for k, v in load_file(str(path)).items()}
-    result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER)
-    if getattr(result, "unexpected_keys", None):
-        raise VidtuneError(f"{path}: LoRA weights do not fit this UNet (e.g. {result.unexpected_keys[0]}); "
-                           f"rerun with --stages 3")
-    unet.set_adapter(LORA_ADAPTER)
-
-
-def _load_attention(unet, stage_dir: Path, info: dict[str, Any]) -> None:
-    from safetensors.torch import load_file
-
-    path = stage_dir / RESULT_FILES["attention"]
-    params = dict(unet.named_parameters())
-    weights = load_file(str(path))
-    bad = [n for n, w in weights.items() if n not in params or params[n].shape != w.shape]
-    if bad:
-        raise VidtuneError(f"{path}: weight {bad[0]} does not fit this UNet; rerun with --stages 3")
-    with torch.no_grad():
-        for name, w in weights.items():
-            params[name].copy_(w)
-
-
-LOADERS: dict[str, Callable[[Any, Path, dict[str, Any]], None]] = {
-    "full": _load_full, "lora": _load_lora, "attention": _load_attention}
-
-
-def apply_tuned(components, stage_dir: Path) -> None:
-    """Load stage 3's result (stage_dir = the run's stage3/) into ``components.unet`` in place.
+def apply_state(unet: UNet2DConditionModel, kind: str, state: dict[str, torch.Tensor], lora_rank: int = 0) -> None:
+    """Load tuned tensors into `unet` in place; afterwards it is frozen and in eval mode.
 
     Idempotent: full weights and to_q weights are overwritten, a LoRA adapter "vidtune" that is
-    already there gets the saved weights instead of a second copy. So calling it on a UNet that
-    `run` just tuned, or twice, is fine. A 'full' or 'attention' result replaces base weights, so
+    already there gets the weights instead of a second copy. So applying a result to the UNet that
+    stage 3 just tuned, or twice, is fine. A 'full' or 'attention' result replaces base weights, so
     the untuned model comes back only by loading the base model again.
     """
-    stage_dir = Path(stage_dir)
-    info_path = stage_dir / "tuning.json"
-    if not info_path.is_file():
-        raise VidtuneError(f"{info_path}: missing, so stage 3 has not finished; run with --stages 3 "
-                           f"(or --stages 2,3)")
-    info = json.loads(info_path.read_text())
-    kind = info.get("trainable")
-    if kind not in LOADERS:
-        raise VidtuneError(f"{info_path}: unknown trainable kind {kind!r}; rerun with --stages 3")
-    result = stage_dir / RESULT_FILES[kind]
-    if not result.exists():
-        raise VidtuneError(f"{result}: missing (tuning.json says {kind!r}); rerun with --stages 3")
-    LOADERS[kind](components.unet, stage_dir, info)
-    components.unet.requires_grad_(False)
-    components.unet.eval()
+    if kind == "full":
+        missing, unexpected = unet.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise VidtuneError(f"stage 3's weights do not fit this UNet ({len(missing)} missing, {len(unexpected)} "
+                               f"unexpected, e.g. {(missing or unexpected)[0]}); rerun with --stages 3")
+    elif kind == "lora":
+        from peft.utils import set_peft_model_state_dict
+
+        if LORA_ADAPTER not in (getattr(unet, "peft_config", None) or {}):
+            unet.add_adapter(lora_config(lora_rank), adapter_name=LORA_ADAPTER)
+        result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER)
+        if getattr(result, "unexpected_keys", None):
+            raise VidtuneError(f"stage 3's LoRA weights do not fit this UNet (e.g. {result.unexpected_keys[0]}); "
+                               f"rerun with --stages 3")
+        unet.set_adapter(LORA_ADAPTER)
+    else:
+        params = dict(unet.named_parameters())
+        bad = [n for n, w in state.items() if n not in params or params[n].shape != w.shape]
+        if bad:
+            raise VidtuneError(f"stage 3's weight {bad[0]} does not fit this UNet; rerun with --stages 3")
+        with torch.no_grad():
+            for name, w in state.items():
+                params[name].copy_(w)
+    unet.requires_grad_(False)
+    unet.eval()
+
+
+def apply_tuned(components: Components, stage_dir: Path) -> None:
+    """Load a saved stage 3 (stage_dir = the run's stage3/) into ``components.unet`` in place."""
+    from vidtune.results import TuningResult
+
+    TuningResult.load(stage_dir).apply(components.unet)
 
 
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
 
-def run_key(cfg: RunConfig, data: TuningData) -> str:
+def run_key(cfg: TuningStageConfig, data: TuningData) -> str:
     """Identity of a tuning run: the config up to stage 3 (steps and checkpoint_every aside, so a
     longer run continues a shorter one) and the data."""
     neutral = replace(cfg, tuning=replace(cfg.tuning, steps=0, checkpoint_every=0))
     return f"{stage_hash(neutral, 3)}-{data.fingerprint()}"
 
 
-def run(cfg: RunConfig, components, inputs: VideoInputs, rd, progress: bool = True) -> dict:
-    """Stage 3: check -> load data -> choose the trainable set -> train (resuming) -> save -> report."""
+def run(cfg: TuningStageConfig, components: Components, inputs: VideoInputs, cond: Conditioning, s2: FusionResult,
+        out_dir: Path | None = None, callback: StageCallback | None = None, progress: bool = True) -> TuningResult:
+    """Stage 3: check -> data -> choose the trainable set -> train (resuming from `out_dir`'s
+    checkpoints when given) -> the tuned state. Afterwards ``components.unet`` is the tuned model."""
     t = cfg.tuning
-    stage_dir = rd.stage(3)
     check_config(t)
-    data = load_data(cfg, components, inputs, rd.stage(1), rd.stage(2))
+    data = load_data(s2, cond, inputs.num_frames, components.device)
     noise_scheduler = build_scheduler(components.scheduler, replace(cfg.sampling, scheduler="ddpm"))
     unet = components.unet
     with training_mode(unet, t, components.device):
         params = select_trainable(unet, t)
-        loop = TrainLoop(unet, data, noise_scheduler, t, params, out_dir=stage_dir, key=run_key(cfg, data))
+        loop = TrainLoop(unet, data, noise_scheduler, t, params, out_dir=out_dir, key=run_key(cfg, data),
+                         callback=callback)
         resumed_from = loop.resume()
         loop.run_loop(progress=progress)
-    save_result(unet, t, stage_dir)
-    write_loss_plot(loop.losses, stage_dir / "loss.png")
     seconds = sum(loop.seconds) / len(loop.seconds) if loop.seconds else 0.0
     info = {"trainable": t.trainable, "lora_rank": t.lora_rank if t.trainable == "lora" else None,
             "steps": loop.step, "final_loss": round(loop.losses[-1], 6), "seconds_per_step": round(seconds, 4),
             "resumed_from": resumed_from, "trainable_parameters": sum(p.numel() for p in params.values()),
             "config": asdict(t)}
-    atomic.write_json(stage_dir / "tuning.json", info)
-    return {k: info[k] for k in ("trainable", "steps", "final_loss", "seconds_per_step", "resumed_from")}
+    return TuningResult(kind=t.trainable, state=tuned_state(unet, t.trainable), losses=list(loop.losses), info=info,
+                        lora_rank=t.lora_rank if t.trainable == "lora" else 0)

@@ -1,0 +1,44 @@
+"""Every file and folder name of a run folder, in one place (design §4).
+
+    runs/<name>/
+      config.toml                 the resolved config (every default written out)
+      inputs/                     pose images, keypoints.npz, prompts.json (and extracted/ poses of footage)
+      stage1/ latents.safetensors z_t, timestep, t_index, x0, fg, fg_pixel
+              frames/ masks/      decoded frames and foreground masks (PNG)
+              stage1.mp4
+      stage2/ latents.safetensors x0, z_fused;  masks.safetensors fg (the masks it fused with)
+              weights.json        the fusion weights used;  frames/  stage2.mp4
+      stage3/ tuning.json loss.csv loss.png checkpoints/ and the tuned weights (TUNED_WEIGHTS)
+      stage4/ latents.safetensors x0;  frames/
+      final.mp4
+      stageK/done.json            written last: the stage finished with this config and these inputs
+"""
+
+from __future__ import annotations
+
+CONFIG = "config.toml"
+INPUTS = "inputs"
+EXTRACTED = "extracted"  # under inputs/: poses extracted from footage (a cache)
+FINAL_VIDEO = "final.mp4"
+DONE = "done.json"
+LATENTS = "latents.safetensors"
+FRAMES = "frames"
+MASKS = "masks"
+STAGE_MASKS = "masks.safetensors"  # stage 2: the foreground masks it fused with
+FUSION_WEIGHTS = "weights.json"
+TUNING_INFO = "tuning.json"
+LOSS_CSV = "loss.csv"
+LOSS_PLOT = "loss.png"
+CHECKPOINTS = "checkpoints"
+LORA_CONFIG = "unet_lora_config.json"
+TUNED_WEIGHTS = {"full": "unet", "lora": "unet_lora.safetensors", "attention": "unet_attention.safetensors"}
+
+
+def stage_dir(k: int) -> str:
+    """The folder of stage k (`stage1` ...)."""
+    return f"stage{k}"
+
+
+def stage_video(k: int) -> str | None:
+    """The video a stage writes inside its folder (stage 4's is the run folder's FINAL_VIDEO)."""
+    return {1: "stage1.mp4", 2: "stage2.mp4"}.get(k)

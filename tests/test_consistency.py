@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vidtune import fusion as F
-from vidtune.evaluation.ablate import bootstrap_interval, segment_cores, transition_ratio
+from vidtune.evaluation.ablation.scoring import bootstrap_interval, segment_cores, transition_ratio
 from vidtune.errors import VidtuneError
 from vidtune.segments import prompt_segments, transition_frames, transition_weights
 from vidtune.stages.codenoise import reschedule_noise

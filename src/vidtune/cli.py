@@ -147,7 +147,7 @@ def check_writable_file(path: str, flag: str) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from vidtune.evaluation.ablate import run_ablation
+    from vidtune.evaluation.ablation import run_ablation
 
     run_ablation(args.config, out=args.out, overrides=args.overrides, progress=not args.quiet, suite=args.suite)
     return 0

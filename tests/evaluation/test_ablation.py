@@ -1,4 +1,4 @@
-"""`vidtune ablate` end to end on the tiny random model: one short sequence, two steps.
+"""`vidtune ablate` (vidtune.evaluation.ablation) end to end on the tiny random model: one short sequence, two steps.
 
 The numbers mean nothing on a random model; what is checked is the wiring: every variant makes a
 video of the right length, the base-model variants run on the untouched base UNet and the tuned
@@ -8,12 +8,11 @@ everything, and the ground truth's static background scores as perfectly still.
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
-from vidtune.evaluation import ablate
+from vidtune.evaluation.ablation import report, runner, spec
 from vidtune.errors import VidtuneError
 from vidtune.video import list_image_files, video_info
 
@@ -66,7 +65,7 @@ def ablation(tiny_model_dir, tiny_components, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread is faster, and fair to a busy machine
     try:
-        out = ablate.run_ablation(str(cfg), out=str(root / "out"), progress=False, components=tiny_components)
+        out = runner.run_ablation(str(cfg), out=str(root / "out"), progress=False, components=tiny_components)
     finally:
         torch.set_num_threads(threads)
     result = json.loads((out / "ablation.json").read_text())
@@ -76,17 +75,17 @@ def ablation(tiny_model_dir, tiny_components, tmp_path_factory):
 
 def test_every_variant_makes_a_video_of_every_frame(ablation):
     outputs = ablation["result"]["outputs"]["wave"]
-    assert set(outputs["frames"]) == set(ablate.VARIANTS)
+    assert set(outputs["frames"]) == set(spec.VARIANTS)
     for name, folder in outputs["frames"].items():
         assert len(list_image_files(folder)) == N, name
     assert video_info(outputs["grid"]).num_frames == N
     curves = ablation["result"]["flicker_curves"]["wave"]
-    assert all(len(curves[v]) == N - 1 for v in ablate.VARIANTS)
+    assert all(len(curves[v]) == N - 1 for v in spec.VARIANTS)
 
 
 def test_base_variants_use_the_base_unet_and_tuned_variants_the_tuned_one(ablation):
     seq = ablation["out"] / "sequences" / "wave"
-    for v in ablate.VARIANTS.values():
+    for v in spec.VARIANTS.values():
         if v.source != "stage4":
             continue
         done = json.loads((seq / v.name / "stage4" / "done.json").read_text())
@@ -95,7 +94,7 @@ def test_base_variants_use_the_base_unet_and_tuned_variants_the_tuned_one(ablati
     assert (seq / "base" / "stage3" / "done.json").is_file()
     # stage 3 tuned a private copy: the shared components are untouched
     assert ablation["unet_after"] == ablation["unet_before"]
-    assert "tuned" not in ablation["components"].sources
+    assert ablation["components"].tuned_by is None
     done = json.loads((seq / "t2v_zero" / "stage4" / "done.json").read_text())
     assert done["clips"] == 1 and done["attention"] == "first"
     done = json.loads((seq / "stages_1_2_3" / "stage4" / "done.json").read_text())
@@ -105,31 +104,31 @@ def test_base_variants_use_the_base_unet_and_tuned_variants_the_tuned_one(ablati
 def test_table_has_every_variant_and_metric(ablation):
     result = ablation["result"]
     summary = result["summary"]
-    keys = [k for k, *_ in ablate.TABLE_METRICS if k not in ablate.SCHEDULE_METRICS]  # no schedule here
-    for v in ablate.VARIANTS.values():
+    keys = [k for k, *_ in report.TABLE_METRICS if k not in report.SCHEDULE_METRICS]  # no schedule here
+    for v in spec.VARIANTS.values():
         for key in keys:
             stat = summary[v.name].get(key)  # seam ratio too: a control for the variants without clips
             assert stat is not None and stat["mean"] is not None, (v.name, key)
     windows = result["outputs"]["wave"]["windows"]
-    assert all(windows[v] == windows["full"] for v in ablate.VARIANTS)  # the same frame pairs for every row
+    assert all(windows[v] == windows["full"] for v in spec.VARIANTS)  # the same frame pairs for every row
     md = (ablation["out"] / "ablation.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| variant | flicker"))
-    for key, title, *_ in ablate.TABLE_METRICS:
-        if key in ablate.SCHEDULE_METRICS:
+    for key, title, *_ in report.TABLE_METRICS:
+        if key in report.SCHEDULE_METRICS:
             continue
         assert f"| {title} |" in header or header.endswith(f"| {title}")
-    for name in ablate.VARIANTS:
+    for name in spec.VARIANTS:
         assert re.search(rf"^\| {name} \| [-0-9]", md, re.M), name
     assert "vidtune ablate" in md and "CPU cores" in md
     # pose and prompt adherence against the synthetic ground truth (vidtune.demo.synthetic.adherence)
     pose = sorted(k for k in summary["ground_truth"] if k.startswith("pose_adherence."))
     prompt = sorted(k for k in summary["ground_truth"] if k.startswith("prompt_adherence."))
     assert pose and prompt
-    for v in ablate.VARIANTS:
+    for v in spec.VARIANTS:
         assert all(summary[v][k]["mean"] is not None for k in pose + prompt), v
     assert pose[0].replace("_adherence.", " adh. ") in header
     gt_iou = summary["ground_truth"][pose[0]]["mean"]
-    assert gt_iou > 0.5 and gt_iou == max(summary[v][pose[0]]["mean"] for v in ablate.VARIANTS)
+    assert gt_iou > 0.5 and gt_iou == max(summary[v][pose[0]]["mean"] for v in spec.VARIANTS)
 
 
 def test_ground_truth_background_is_still(ablation):
@@ -154,7 +153,7 @@ def test_report_embeds_the_plots_and_videos(ablation):
 def test_rerun_resumes_every_stage(ablation):
     seq = ablation["out"] / "sequences" / "wave"
     stamps = {p: p.read_text() for p in seq.glob("*/stage*/done.json")}
-    ablate.run_ablation(str(ablation["config"]), out=str(ablation["out"]), progress=False,
+    runner.run_ablation(str(ablation["config"]), out=str(ablation["out"]), progress=False,
                         components=ablation["components"])
     assert {p: p.read_text() for p in seq.glob("*/stage*/done.json")} == stamps
 
@@ -171,23 +170,22 @@ def test_config_errors_name_the_key(tmp_path, text, fragment):
     path = tmp_path / "a.toml"
     path.write_text(text)
     with pytest.raises(VidtuneError, match=re.escape(fragment)):
-        ablate.load_spec(path)
+        spec.load_spec(path)
 
 
 def test_default_spec_has_three_unseen_motions():
-    spec = ablate.load_spec(None)
-    assert len({s.motion for s in spec.sequences}) >= 3 and all(s.frames >= 16 for s in spec.sequences)
-    assert len({s.prompt for s in spec.sequences}) == len(spec.sequences)
-    assert spec.variants == tuple(ablate.VARIANTS)
-    assert isinstance(Path(ablate.__file__), Path)
+    default = spec.load_spec(None)
+    assert len({s.motion for s in default.sequences}) >= 3 and all(s.frames >= 16 for s in default.sequences)
+    assert len({s.prompt for s in default.sequences}) == len(default.sequences)
+    assert default.variants == tuple(spec.VARIANTS)
 
 
 def test_other_model_weights_start_the_sequences_over(tmp_path, tiny_model_dir):
-    fp = ablate.model_fingerprint(str(tiny_model_dir))
-    assert fp and fp == ablate.model_fingerprint(str(tiny_model_dir))
+    fp = runner.model_fingerprint(str(tiny_model_dir))
+    assert fp and fp == runner.model_fingerprint(str(tiny_model_dir))
     (tmp_path / "sequences" / "walk").mkdir(parents=True)
-    ablate.check_model(tmp_path, fp)
-    ablate.check_model(tmp_path, fp)  # same weights: the runs are kept
+    runner.check_model(tmp_path, fp)
+    runner.check_model(tmp_path, fp)  # same weights: the runs are kept
     assert (tmp_path / "sequences" / "walk").is_dir()
-    ablate.check_model(tmp_path, "0" * 16)  # retrained weights at the same path: start over
+    runner.check_model(tmp_path, "0" * 16)  # retrained weights at the same path: start over
     assert not (tmp_path / "sequences").exists()

@@ -81,7 +81,7 @@ def _adapter_given(args: argparse.Namespace) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vidtune import pipeline
+    from vidtune.api import VidtunePipeline
 
     cfg = build_config(args)
     if args.print_config:
@@ -90,8 +90,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(to_toml(cfg), end="")
         return 0
     out = Path(args.out or Path("runs") / (Path(args.config).stem if args.config else "run"))
-    summary = pipeline.run(cfg, out, stages=args.stages, progress=not args.quiet)
-    print(summary.line())
+    result = VidtunePipeline.from_config(cfg)(config=cfg, run_dir=out, stages=args.stages, progress=not args.quiet,
+                                              log=print)
+    print(result.summary.line())
     return 0
 
 

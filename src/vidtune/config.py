@@ -340,6 +340,14 @@ def _parse_override_value(raw: str, tp: Any) -> Any:
         return raw  # let the type check produce the message
 
 
+def as_overrides(partial: dict[str, dict[str, Any]]) -> list[str]:
+    """A partial config ({section: {key: value}}, e.g. a model's presets) as `section.key=value` overrides."""
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else _toml_value(value)
+
+    return [f"{section}.{key}={text(value)}" for section, values in partial.items() for key, value in values.items()]
+
+
 SEEDED_SECTIONS = ("separate", "fusion", "tuning", "codenoise")
 
 

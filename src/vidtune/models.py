@@ -372,6 +372,26 @@ def _build_empty(cls: Any, config: Any) -> Any:
         return cls(config)
 
 
+PRESETS_FILE = "vidtune.toml"
+DEMO_MODEL = Path(__file__).resolve().parent / "demo" / "model"  # data only: the library imports no demo code
+
+
+def resolve_model_path(model: str | os.PathLike[str]) -> str:
+    """`"demo"` is the embedded demo model's folder; anything else is returned as given."""
+    return str(DEMO_MODEL) if str(model) == "demo" else str(model)
+
+
+def model_presets(model: str | os.PathLike[str]) -> list[str]:
+    """The config overrides a local model folder recommends in its `vidtune.toml` ([] for none, or a hub id):
+    a small model's size, steps and tuning, say. Applied before the user's config and overrides."""
+    from vidtune.config import as_overrides, read_toml
+
+    path = Path(resolve_model_path(model)) / PRESETS_FILE
+    if not path.is_file():
+        return []
+    return as_overrides(read_toml(path, what="model presets", fix="fix or remove it"))
+
+
 def load_components(model: str | os.PathLike[str], adapter: str | os.PathLike[str] | None = None,
                     sam: str | os.PathLike[str] | None = None, *, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32, allow_pickle: bool = False,

@@ -140,11 +140,16 @@ def use_unet(components: Components, tuned: TuningResult | None, key: str | None
         components.tuned_by = key
 
 
-class StageCache:
-    """The stages' results of one run folder: computed ones kept in memory, finished ones loaded from
-    their folders when a later stage needs them (without their decoded frames)."""
+STAGE_METHODS = {1: "separate", 2: "fuse", 3: "tune", 4: "codenoise"}  # VidtunePipeline's names
 
-    def __init__(self, rd: RunDir, cfg: RunConfig, components: Components, inputs: inputs_mod.VideoInputs) -> None:
+
+class StageCache:
+    """The stages' results of one run: computed ones kept in memory and, with a run folder, finished
+    ones loaded from their folders when a later stage needs them (without their decoded frames).
+    Without a run folder (`rd=None`, the Python API in memory) every result comes from memory."""
+
+    def __init__(self, rd: RunDir | None, cfg: RunConfig, components: Components,
+                 inputs: inputs_mod.VideoInputs) -> None:
         self.rd, self.cfg, self.components, self.inputs = rd, cfg, components, inputs
         self.results: dict[int, StageResult] = {}
         self._cond: Conditioning | None = None
@@ -157,16 +162,27 @@ class StageCache:
 
     def get(self, k: int) -> StageResult:
         if k not in self.results:
+            if self.rd is None:
+                raise VidtuneError(f"stage {k + 1} needs stage {k}'s result: run pipe.{STAGE_METHODS[k]}(...) first "
+                                   "or pass its result")
             loader = {1: SeparateResult.load, 2: FusionResult.load, 4: CodenoiseResult.load}
             folder = self.rd.stage(k)
             self.results[k] = TuningResult.load(folder) if k == 3 else loader[k](folder, frames=False)
         return self.results[k]
 
+    def tuned_key(self) -> str:
+        """The name of this run's stage-3 result (what `Components.tuned_by` holds once it is loaded)."""
+        if self.rd is not None:
+            return str(self.rd.stage(3).resolve())
+        return f"memory:{id(self.results[3]):x}"
+
     def tuned(self) -> tuple[TuningResult | None, str | None]:
-        """Stage 3's result when it is done with this config (stage 4 then runs the tuned UNet)."""
+        """Stage 3's result when there is one for this config (stage 4 then runs the tuned UNet)."""
+        if self.rd is None:
+            return (self.results[3], self.tuned_key()) if 3 in self.results else (None, None)
         if not self.rd.is_done(3, self.cfg):
             return None, None
-        return self.get(3), str(self.rd.stage(3).resolve())
+        return self.get(3), self.tuned_key()
 
 
 def compute_stage(k: int, cache: StageCache, progress: bool = True, callback: StageCallback | None = None,
@@ -180,9 +196,11 @@ def compute_stage(k: int, cache: StageCache, progress: bool = True, callback: St
     if k == 2:
         return fusion.run(cfg, comps, inputs, cache.cond, cache.get(1), callback=callback, progress=progress, log=log)
     if k == 3:
-        result = tuning.run(cfg, comps, inputs, cache.cond, cache.get(2), out_dir=cache.rd.stage(3),
-                            callback=callback, progress=progress)
-        comps.tuned_by = str(cache.rd.stage(3).resolve())  # the in-memory UNet is now this run's tuned UNet
+        result = tuning.run(cfg, comps, inputs, cache.cond, cache.get(2),
+                            out_dir=None if cache.rd is None else cache.rd.stage(3), callback=callback,
+                            progress=progress)
+        cache.results[3] = result
+        comps.tuned_by = cache.tuned_key()  # the in-memory UNet is now this run's tuned UNet
         return result
     tuned, key = cache.tuned()
     use_unet(comps, tuned, key)
@@ -214,7 +232,7 @@ def run_stage(k: int, cfg: RunConfig, components: Components, inputs: inputs_mod
 
 
 def run(cfg: RunConfig, out_dir: str | Path, stages: Sequence[int] = (1, 2, 3, 4), progress: bool = True,
-        components: Components | None = None, log: Callable[[str], None] = print,
+        components: Components | Callable[[], Components] | None = None, log: Callable[[str], None] = print,
         callback: StageCallback | None = None, inputs: inputs_mod.VideoInputs | None = None,
         results: dict[int, StageResult] | None = None) -> RunSummary:
     """Run `stages` in order over the run folder, skipping those already done with this config and inputs.
@@ -239,7 +257,7 @@ def run(cfg: RunConfig, out_dir: str | Path, stages: Sequence[int] = (1, 2, 3, 4
 
 
 def _run_locked(cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, stages: Sequence[int], progress: bool,
-                components: Components | None, log: Callable[[str], None], callback: StageCallback | None,
+                components: Components | Callable[[], Components] | None, log: Callable[[str], None], callback: StageCallback | None,
                 results: dict[int, StageResult] | None) -> RunSummary:
     """Steps 2-4 of `run`, under the lock."""
     summary = RunSummary(root=rd.root)
@@ -261,6 +279,8 @@ def _run_locked(cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, stag
     if components is None:
         components = load_components(cfg)
         log(f"vidtune: loaded {cfg.model.path} on {components.device} ({components.dtype})")
+    elif callable(components):  # a loader: the model loads only now that a stage must run
+        components = components()
     clean_temporaries(rd, log)
     rd.save_config(cfg)
     if 1 in todo or not (rd.inputs / "keypoints.npz").exists():

@@ -17,31 +17,16 @@ import numpy as np
 from vidtune import atomic
 from vidtune import config as C
 from vidtune.errors import VidtuneError
+from vidtune.models import DEMO_MODEL, model_presets
 
-DEMO_MODEL = Path(__file__).resolve().parent / "model"
 DEMO_SIZE = 64
 DEMO_FPS = 8.0
 UNSEEN_SEED_OFFSET = 1_000_000  # training sequences use small seeds; the demo never reuses them
 DEFAULT_PROMPT = "a red figure walking on a snowy field during the day"
 
-# The demo presets: every value that differs from the SD defaults, and why.
-DEMO_OVERRIDES = [
-    "model.adapter=",  # the adapter ships inside the demo model folder
-    "model.sam=",  # no SAM weights: the weight-free GrabCut segmenter (the demo has exact masks for scoring)
-    f"inputs.height={DEMO_SIZE}", f"inputs.width={DEMO_SIZE}", f"inputs.fps={DEMO_FPS}",
-    "sampling.steps=20", "sampling.guidance=5.0",  # a small model: 20 DDIM steps suffice
-    "separate.batch_frames=16",
-    # A 16x16 latent grid: a limb is one or two latent pixels wide, so the figure's mask grows by two before
-    # fusion replaces the background around it (dilate 1 cost pose IoU 0.013 on four development sequences).
-    "fusion.dilate=2",
-    # With stage 4 keeping stage 2's background, full tuning (lr 2e-5) and LoRA (rank 4, lr 1e-4) gave the same
-    # flicker, warp and drift on the benchmark, and full tuning cost pose IoU 0.025 (the pink figure washed out:
-    # 0.61 -> 0.54); LoRA 0.003 (bench/results/benchmark.md).
-    "tuning.trainable=lora", "tuning.lr=1e-4", "tuning.steps=60", "tuning.checkpoint_every=30",
-    "codenoise.clip_length=8", "codenoise.stride=4", "codenoise.max_batch_frames=32",
-    # Stage 4 refines the figure only (its background is stage 2's): a light SDEdit start suffices.
-    "codenoise.init=fused", "codenoise.strength=0.4", "codenoise.noise_mode=shared",
-]
+# The demo presets (every value that differs from the SD defaults, and why: see the file) ship with the
+# model, so that the Python API's `VidtunePipeline.from_pretrained("demo")` starts from them too.
+DEMO_OVERRIDES = model_presets(DEMO_MODEL)
 
 
 def demo_model_path() -> Path:
@@ -126,7 +111,7 @@ def run_demo(out: str = "runs/demo", frames: int = 24, motion: str = "walk", pro
     `log` receives every message (the pipeline's and the demo's own), one line each."""
     import time
 
-    from vidtune import pipeline
+    from vidtune.api import VidtunePipeline
     from vidtune.evaluation.report import table_html, write_report
 
     root = Path(out)
@@ -139,7 +124,7 @@ def run_demo(out: str = "runs/demo", frames: int = 24, motion: str = "walk", pro
 
     schedule = prompt_schedule(cfg.inputs) if cfg.inputs.prompts else None
     seq = write_source(root, motion, frames, text, seed, schedule=schedule, transition=cfg.codenoise.transition)
-    summary = pipeline.run(cfg, root, progress=progress, log=log)
+    summary = VidtunePipeline.from_config(cfg)(config=cfg, run_dir=root, progress=progress, log=log).summary
     side = side_by_side(root / "side_by_side.mp4", [root / "inputs" / "poses", root / "stage1" / "frames",
                                                      root / "stage4" / "frames", root / "source" / "gt_frames"],
                         DEMO_FPS)

@@ -552,6 +552,29 @@ def apply_state(unet: UNet2DConditionModel, kind: str, state: dict[str, torch.Te
     unet.eval()
 
 
+def base_snapshot(unet: UNet2DConditionModel, kind: str) -> dict[str, torch.Tensor]:
+    """Copies (on the CPU) of the base weights that tuning `kind` will change, so that `restore_base` can
+    give the base model back: every weight for "full", the to_q weights for "attention", none for "lora"
+    (LoRA leaves the base weights alone)."""
+    if kind == "lora":
+        return {}
+    names = None if kind == "full" else {n for n, _ in unet.named_parameters() if _ATTENTION_Q.search(n)}
+    return {n: p.detach().to("cpu", copy=True) for n, p in unet.state_dict().items() if names is None or n in names}
+
+
+def restore_base(unet: UNet2DConditionModel, snapshot: dict[str, torch.Tensor]) -> None:
+    """Undo a tuning: remove the LoRA adapter "vidtune" and write back the `base_snapshot` weights."""
+    if LORA_ADAPTER in (getattr(unet, "peft_config", None) or {}):
+        unet.delete_adapters(LORA_ADAPTER)
+    if snapshot:
+        params = unet.state_dict()
+        with torch.no_grad():
+            for name, w in snapshot.items():
+                params[name].copy_(w)
+    unet.requires_grad_(False)
+    unet.eval()
+
+
 def apply_tuned(components: Components, stage_dir: Path) -> None:
     """Load a saved stage 3 (stage_dir = the run's stage3/) into ``components.unet`` in place."""
     from vidtune.results import TuningResult

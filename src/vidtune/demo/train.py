@@ -10,7 +10,8 @@ Steps (each resumable; a rerun with the same ``out_dir`` picks up where a killed
    a tiny KL over random 32x32 crops, for a time budget; then every frame is encoded once (posterior mean and std) and the latent scaling
    factor is set so that scaled latents have unit variance, as SD's 0.18215 does;
 3. unet:     UNet2DConditionModel + T2IAdapter (full_adapter) + CLIPTextModel trained jointly on
-   the epsilon loss (Min-SNR-5 weighted) under SD's schedule (scaled_linear 0.00085 -> 0.012, 1000 steps), 10% of the
+   the epsilon loss (Min-SNR-5 weighted) under SD's schedule (`vidtune.models.sd_schedule_config`:
+   scaled_linear 0.00085 -> 0.012, 1000 steps), 10% of the
    prompts dropped to "" for classifier-free guidance, EMA of the weights, for a time budget;
 4. export:   the diffusers folder layout (model_index.json, unet/, vae/, text_encoder/,
    tokenizer/, scheduler/, adapter/) as safetensors; UNet, adapter and VAE stored in fp16 so the
@@ -31,6 +32,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from multiprocessing import get_context
@@ -47,11 +49,10 @@ from vidtune.demo.synthetic.grammar import VOCABULARY_TEXTS, format_prompt, samp
 from vidtune.demo.synthetic.motions import MOTIONS, motion_sequence
 from vidtune.demo.synthetic.scenes import render_scene
 from vidtune.demo.synthetic.world import make_frame
+from vidtune.models import make_scheduler, sd_schedule_config
 from vidtune.tokenizer import write_clip_tokenizer
 
 RESOLUTION = 64
-SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ def _save_ckpt(path: Path, state: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def train_vae(out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.ndarray, log: _LossLog) -> None:
+def train_vae(out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.ndarray, losses: _LossLog) -> None:
     """Time-budgeted VAE training (L1 + kl_weight * KL); resumes from out/ckpt_vae.pt."""
     ckpt = out / "ckpt_vae.pt"
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
@@ -247,7 +248,7 @@ def train_vae(out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.
         step += 1
         dt = time.monotonic() - t0
         elapsed += dt
-        mean = log.add("vae", step, elapsed, loss.item(), lr)
+        mean = losses.add("vae", step, elapsed, loss.item(), lr)
         bar.update(int(min(elapsed, budget)) - bar.n)
         if mean is not None:
             bar.set_postfix(step=step, l1=f"{mean:.4f}")
@@ -286,12 +287,10 @@ def _min_snr_weight(sched, t: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def train_unet(out: Path, cfg: DemoTrainConfig, comps: dict[str, torch.nn.Module], latents: tuple[np.ndarray, np.ndarray],
-               poses: np.ndarray, ids: torch.Tensor, empty_ids: torch.Tensor, scaling: float, log: _LossLog,
+               poses: np.ndarray, ids: torch.Tensor, empty_ids: torch.Tensor, scaling: float, losses: _LossLog,
                export_fn) -> None:
     """Time-budgeted epsilon-loss training of unet + adapter + text encoder, with EMA; resumable."""
-    from diffusers import DDPMScheduler
-
-    sched = DDPMScheduler(**{k: v for k, v in SCHEDULE.items() if k not in ("set_alpha_to_one", "steps_offset")})
+    sched = make_scheduler("ddpm", sd_schedule_config())  # the forward process: SD's betas
     names = ("unet", "adapter", "text_encoder")
     params = [p for n in names for p in comps[n].parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
@@ -346,7 +345,7 @@ def train_unet(out: Path, cfg: DemoTrainConfig, comps: dict[str, torch.nn.Module
                     else:
                         ema[n][k].copy_(v)
         elapsed += time.monotonic() - t0
-        mean = log.add("unet", step, elapsed, loss.item(), lr)
+        mean = losses.add("unet", step, elapsed, loss.item(), lr)
         bar.update(int(min(elapsed, budget)) - bar.n)
         if mean is not None:
             bar.set_postfix(step=step, loss=f"{mean:.4f}")
@@ -370,16 +369,15 @@ def train_unet(out: Path, cfg: DemoTrainConfig, comps: dict[str, torch.nn.Module
 
 
 def export_model(dest: Path, comps: dict[str, torch.nn.Module], tokenizer_dir: Path, info: dict) -> None:
-    """Write the diffusers folder layout; unet/adapter/vae in fp16, text encoder in fp32."""
-    from diffusers import DDIMScheduler
-
+    """Write the diffusers folder layout; unet/adapter/vae in fp16, text encoder in fp32; SD's schedule
+    (`vidtune.models.sd_schedule_config`) with a DDIM scheduler."""
     with atomic_dir(dest) as tmp:
         for name in ("unet", "adapter", "vae"):
             comps[name].to(torch.float16).save_pretrained(tmp / name, safe_serialization=True)
             comps[name].to(torch.float32)
         comps["text_encoder"].save_pretrained(tmp / "text_encoder", safe_serialization=True)
         shutil.copytree(tokenizer_dir, tmp / "tokenizer")
-        DDIMScheduler(**SCHEDULE).save_pretrained(tmp / "scheduler")
+        make_scheduler("ddim", sd_schedule_config()).save_pretrained(tmp / "scheduler")
         write_json(tmp / "model_index.json", {
             "_class_name": "StableDiffusionAdapterPipeline", "_diffusers_version": _diffusers_version(),
             "adapter": ["diffusers", "T2IAdapter"], "feature_extractor": [None, None],
@@ -434,11 +432,11 @@ def train_demo(out_dir: str | Path, *, vae_minutes: float = DemoTrainConfig.vae_
     prompts = json.loads((out / "data" / "prompts.json").read_text())
     tokenizer = _make_tokenizer(out)
     comps = build_components(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, cfg.seed)
-    log = _LossLog(out / "loss_log.csv")
+    losses = _LossLog(out / "loss_log.csv")
 
     # 2. VAE, then the latent cache and scaling factor
     if not (out / "vae_done.json").exists():
-        train_vae(out, cfg, comps["vae"], frames, log)
+        train_vae(out, cfg, comps["vae"], frames, losses)
         mean, std = encode_dataset(comps["vae"], frames)
         scaling = float(1.0 / mean.astype(np.float32).std())
         for name, arr in (("latents_mean", mean), ("latents_std", std)):
@@ -468,7 +466,7 @@ def train_demo(out_dir: str | Path, *, vae_minutes: float = DemoTrainConfig.vae_
         for n, sd in live.items():
             comps[n].load_state_dict(sd)
 
-    train_unet(out, cfg, comps, latents, poses, ids, empty_ids, scaling, log, export_fn)
+    train_unet(out, cfg, comps, latents, poses, ids, empty_ids, scaling, losses, export_fn)
     return out / "model"
 
 
@@ -488,11 +486,12 @@ def main(argv: list[str] | None = None) -> int:
     return run_from_args(args)
 
 
-def run_from_args(args: argparse.Namespace) -> int:
+def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
+    """Train (and with ``--install`` install) the demo model from parsed options; `log` receives the messages."""
     model = train_demo(args.out, vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,
                        resume=not args.fresh, seed=args.seed, num_frames=args.num_frames,
                        unet_batch=args.unet_batch)
-    print(f"model written to {model}")
+    log(f"model written to {model}")
     if args.install:
         dest = Path(__file__).parent / "model"
         readme = (dest / "README.md").read_text() if (dest / "README.md").exists() else None
@@ -500,43 +499,32 @@ def run_from_args(args: argparse.Namespace) -> int:
             shutil.copytree(model, tmp, dirs_exist_ok=True)
             if readme is not None:
                 (tmp / "README.md").write_text(readme)
-        print(f"installed into {dest}")
+        log(f"installed into {dest}")
     return 0
 
 
-if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    raise SystemExit(main())
-
 
 # --------------------------------------------------------------------------------------------
-# Quick sampling (measurements and tests; the real pipeline lives in vidtune.sampling)
+# Checks of a trained model: frame-by-frame sampling on the library's code path
 # --------------------------------------------------------------------------------------------
 
 
-def load_demo_components(path: str | Path) -> dict:
-    """Load a demo-model folder with the plain diffusers / transformers ``from_pretrained`` calls (fp32)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, T2IAdapter, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+def load_demo_components(path: str | Path):
+    """A demo-model folder loaded as `vidtune demo` loads it (`vidtune.models.load_components`: fp32 on
+    the CPU, the adapter from ``<path>/adapter``)."""
+    from vidtune.models import load_components
 
-    path = Path(path)
-    f32 = {"torch_dtype": torch.float32}
-    return {
-        "vae": AutoencoderKL.from_pretrained(path, subfolder="vae", **f32).eval(),
-        "unet": UNet2DConditionModel.from_pretrained(path, subfolder="unet", **f32).eval(),
-        "adapter": T2IAdapter.from_pretrained(path, subfolder="adapter", **f32).eval(),
-        "text_encoder": CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=torch.float32).eval(),
-        "tokenizer": CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"),
-        "scheduler": DDIMScheduler.from_pretrained(path, subfolder="scheduler"),
-    }
+    return load_components(path)
 
 
 @torch.no_grad()
-def sample_frames(comps: dict, prompts: list[str], pose_images: np.ndarray, *, steps: int = 25,
+def sample_frames(comps, prompts: list[str], pose_images: np.ndarray, *, steps: int = 25,
                   guidance: float = 7.5, seed: int = 0, adapter_scale: float = 1.0) -> np.ndarray:
-    """Frame-by-frame generation: DDIM (eta 0) with classifier-free guidance and adapter residuals.
+    """Frame-by-frame generation as stage 1 of `vidtune demo` runs it: DDIM (eta 0) on the model's
+    schedule, classifier-free guidance and adapter residuals (`vidtune.sampling`).
 
     Args:
+        comps: `vidtune.models.Components` (`load_demo_components`).
         prompts: one prompt per frame.
         pose_images: ``(B, H, W, 3)`` uint8 OpenPose images at the model resolution.
         seed: frame ``i`` starts from the noise of ``torch.Generator().manual_seed(seed + i)``.
@@ -544,29 +532,20 @@ def sample_frames(comps: dict, prompts: list[str], pose_images: np.ndarray, *, s
     Returns:
         ``(B, H, W, 3)`` uint8 RGB frames.
     """
-    tok, te, unet, vae, adapter = comps["tokenizer"], comps["text_encoder"], comps["unet"], comps["vae"], comps["adapter"]
-    sched = type(comps["scheduler"]).from_config(comps["scheduler"].config)
-    b = len(prompts)
+    from vidtune.sampling import (adapter_features, decode, denoise, frame_eps_fn, initial_noise, make_prompt_bank,
+                                  prepare_scheduler)
 
-    def embed(texts: list[str]) -> torch.Tensor:
-        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
-        return te(ids)[0]
-
-    cond, uncond = embed(list(prompts)), embed([""] * b)
-    feats = [f * adapter_scale for f in adapter(_to_unit(np.asarray(pose_images)))]
-    h, w = pose_images.shape[1] // 4, pose_images.shape[2] // 4
-    z = torch.cat([torch.randn((1, unet.config.in_channels, h, w), generator=torch.Generator().manual_seed(seed + i))
-                   for i in range(b)])
-    sched.set_timesteps(steps)
-    z = z * sched.init_noise_sigma
-    for t in sched.timesteps:
-        zin = sched.scale_model_input(torch.cat([z, z]), t)
-        eps = unet(zin, t, encoder_hidden_states=torch.cat([uncond, cond]),
-                   down_intrablock_additional_residuals=[torch.cat([f, f]) for f in feats]).sample
-        e_u, e_c = eps.chunk(2)
-        z = sched.step(e_u + guidance * (e_c - e_u), t, z).prev_sample
-    img = vae.decode(z / vae.config.scaling_factor).sample
-    return ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    pose_images = np.asarray(pose_images)
+    bank = make_prompt_bank(comps.tokenizer, comps.text_encoder, list(prompts))
+    feats = adapter_features(comps.adapter, pose_images, adapter_scale)
+    scheduler = make_scheduler("ddim", comps.scheduler)
+    timesteps = prepare_scheduler(scheduler, steps, comps.device)
+    f = comps.vae_scale_factor
+    shape = (comps.latent_channels, pose_images.shape[1] // f, pose_images.shape[2] // f)
+    z = initial_noise(len(prompts), shape, seed, device=comps.device, dtype=comps.unet.dtype)
+    eps_fn = frame_eps_fn(comps.unet, bank, feats, guidance, batch_frames=len(prompts))
+    x0 = denoise(z * scheduler.init_noise_sigma, scheduler, timesteps, eps_fn, progress=False)
+    return np.concatenate(list(decode(comps.vae, x0)))
 
 
 def evaluate_demo(model_dir: str | Path, *, samples: int = 100, steps: int = 20, guidance: float = 5.0,
@@ -575,11 +554,12 @@ def evaluate_demo(model_dir: str | Path, *, samples: int = 100, steps: int = 20,
 
     ``samples`` random unseen (prompt, motion, pose, scene) frames: mean pose IoU and colour /
     scene / time-of-day accuracy (`vidtune.demo.synthetic.adherence`); and the flicker (mean |dI| of
-    consecutive frames, 0-255) of a ``flicker_frames``-frame walk generated frame by frame (its
-    own noise per frame) against the rendered ground truth's.
+    consecutive frames, 0-255, `vidtune.evaluation.metrics.Flicker`) of a ``flicker_frames``-frame
+    walk generated frame by frame (its own noise per frame) against the rendered ground truth's.
     """
     from vidtune.demo.synthetic.adherence import frame_adherence, summarize
     from vidtune.demo.synthetic.world import make_sequence
+    from vidtune.evaluation.metrics import compute_flicker
 
     comps = load_demo_components(model_dir)
     rng = np.random.default_rng(seed)
@@ -601,8 +581,13 @@ def evaluate_demo(model_dir: str | Path, *, samples: int = 100, steps: int = 20,
                           for k, chunk in enumerate(np.array_split(walk.pose_images, max(1, flicker_frames // batch)))])
 
     def flicker(x: np.ndarray) -> float:
-        return float(np.abs(np.diff(x.astype(np.int16), axis=0)).mean())
+        return float(compute_flicker(x)["metrics"]["mean_abs_diff"])
 
     out.update(flicker_generated=flicker(gen), flicker_ground_truth=flicker(walk.frames), steps=float(steps),
                guidance=float(guidance))
     return out
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main())

@@ -4,7 +4,7 @@
 and `BENCHMARK_SEQUENCES` the synthetic sequences of the two `SUITES`; `parse_spec` / `load_spec`
 read the ablation TOML into an `AblationSpec` (errors name the key and the fix), and
 `base_config` / `sequence_config` / `variant_config` derive the run config of one variant of one
-sequence from the demo presets. No I/O beyond reading the TOML.
+sequence from the demo presets. No I/O beyond reading the TOML (and finding the demo model).
 """
 
 from __future__ import annotations

@@ -55,11 +55,13 @@ class VidtuneOutput:
 class VidtunePipeline:
     """SD 1.x + T2I-Adapter (+ SAM) components and a base config; see the module docstring."""
 
-    def __init__(self, components: Components | None, config: RunConfig | None = None) -> None:
+    def __init__(self, components: Components | None, config: RunConfig | None = None, keep_base: bool = True) -> None:
         self._components = components
         self.config = config or RunConfig()
+        # Keep (in host memory) the base weights stage 3 changes, so that a later call starts from the base
+        # model again; a one-shot run (`vidtune run`) does without (`from_config`).
+        self.keep_base = keep_base
         self._session: pipeline.StageCache | None = None
-        self._base: dict[str, torch.Tensor] | None = None  # the base weights stage 3 changes (tuning.base_snapshot)
 
     @property
     def components(self) -> Components:
@@ -71,9 +73,9 @@ class VidtunePipeline:
     # --- construction ----------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: RunConfig) -> VidtunePipeline:
-        """A pipeline for `config`'s model that loads it only when a stage must run (`vidtune run` on a
-        finished run folder loads nothing)."""
-        return cls(None, config)
+        """A one-shot pipeline for `config`'s model (`vidtune run`): it loads the model only when a stage
+        must run (a finished run folder loads nothing) and keeps no copy of the base weights."""
+        return cls(None, config, keep_base=False)
 
     @classmethod
     def from_pretrained(cls, model: str | Path = "CompVis/stable-diffusion-v1-4", *, adapter: str | None = None,
@@ -136,7 +138,8 @@ class VidtunePipeline:
             inputs = pipeline.build_inputs(cfg, Path(run_dir) / "inputs" / "extracted")
             results: dict[int, StageResult] = {}
             summary = pipeline.run(cfg, run_dir, stages, progress=progress, components=self._run_components(cfg, log),
-                                   log=log, callback=callback, inputs=inputs, results=results)
+                                   log=log, callback=callback, inputs=inputs, results=results,
+                                   keep_base=self.keep_base)
             timings = {k: secs for k, (_, secs) in summary.stages.items()}
             return VidtuneOutput(frames=_video_of(results), stages=results, config=cfg, run_dir=Path(run_dir),
                                  timings=timings, summary=summary)
@@ -212,17 +215,14 @@ class VidtunePipeline:
         validate.check_config(cfg)
         return cfg
 
-    def _run_components(self, cfg: RunConfig, log: Callable[[str], None]) -> Callable[[], Components]:
-        """The components for a run folder, as a loader called only when a stage runs: the base UNet (a
-        tuning this pipeline made is undone), its weights that stage 3 changes kept for the next call."""
-        def load() -> Components:
-            from vidtune.stages import tuning
+    def _run_components(self, cfg: RunConfig, log: Callable[[str], None]) -> Components | Callable[[], Components]:
+        """The components for a run folder: those loaded, or a loader the run calls only when a stage runs."""
+        if self._components is not None:
+            return self._components
 
-            if self._components is None:
-                self._components = pipeline.load_components(cfg)
-                log(f"vidtune: loaded {cfg.model.path} on {self._components.device} ({self._components.dtype})")
-            self._restore_base()
-            self._base = tuning.base_snapshot(self._components.unet, cfg.tuning.trainable)
+        def load() -> Components:
+            self._components = pipeline.load_components(cfg)
+            log(f"vidtune: loaded {cfg.model.path} on {self._components.device} ({self._components.dtype})")
             return self._components
 
         return load
@@ -246,35 +246,15 @@ class VidtunePipeline:
                  progress: bool) -> Any:
         import time
 
-        from vidtune.stages import tuning
-
         for later in range(k + 1, 5):  # what followed stage k is stale once it reruns
             session.results.pop(later, None)
-        tuned, key = session.tuned() if k == 4 else (None, None)
-        if tuned is None or self.components.tuned_by not in (None, key):
-            self._restore_base()  # stages 1-3 and a base-model stage 4 run the base UNet; another tuning is undone
-        if k == 3:
-            self._base = tuning.base_snapshot(self.components.unet, session.cfg.tuning.trainable)
+        session.keep_base = self.keep_base
         start = time.perf_counter()
         result = pipeline.compute_stage(k, session, progress=progress, callback=callback, log=logger.info)
         result = replace(result, seconds=time.perf_counter() - start)
         session.results[k] = result
-        if k == 3:
-            self.components.tuned_by = session.tuned_key()
         logger.info(f"vidtune: stage {k} ({pipeline.STAGE_TITLES[k]}) done in {result.seconds:.1f}s")
         return result
-
-    def _restore_base(self) -> None:
-        """Give the UNet its base weights back after a tuning made by this pipeline."""
-        from vidtune.stages import tuning
-
-        if self.components.tuned_by is None:
-            return
-        if self._base is None:
-            raise VidtuneError(f"the UNet was tuned by {self.components.tuned_by} outside this pipeline; load the "
-                               "model again for the base model")
-        tuning.restore_base(self.components.unet, self._base)
-        self.components.tuned_by = None
 
 
 def _as_config(config: RunConfig | str | Path, model_path: str) -> RunConfig:

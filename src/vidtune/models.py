@@ -117,6 +117,9 @@ class Components:
     # Which stage-3 result the UNet carries (a run folder's stage3/ path, or an in-memory result's key);
     # None = the base model. Set by whoever loads a tuning result into the UNet (`pipeline`, the API).
     tuned_by: str | None = None
+    # The base weights a tuning changes (CPU copies, `stages.tuning.base_snapshot`), kept when the caller asked
+    # for the base model back later (the Python API); None = not kept, a tuned UNet then stays tuned.
+    base_weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def vae_scale_factor(self) -> int:

@@ -127,15 +127,26 @@ def run_conditioning(cfg: RunConfig, components: Components, inputs: inputs_mod.
                         cfg.sampling.adapter_scale, storage=storage)
 
 
-def use_unet(components: Components, tuned: TuningResult | None, key: str | None) -> None:
-    """Make ``components.unet`` the model stage 4 must run: `tuned` loaded into it (once: `key` names
-    the result, e.g. its stage3/ folder), or the base model, which a tuned UNet can no longer give back."""
-    if tuned is None:
-        if components.tuned_by:
-            raise VidtuneError(f"the loaded UNet was tuned by {components.tuned_by}; load the model again for a "
-                               "stage 4 on the base model")
-        return
-    if components.tuned_by != key:
+def use_unet(components: Components, tuned: TuningResult | None, key: str | None, keep_base: bool = False) -> None:
+    """Make ``components.unet`` the model a stage must run: `tuned` loaded into it (once: `key` names the
+    result, e.g. its stage3/ folder), or the base model (`tuned` None).
+
+    A UNet tuned by something else gets its base model back when it can: a LoRA by removing the adapter,
+    a full or attention tuning from the base weights kept before it (`Components.base_weights`, kept
+    when `keep_base`); otherwise asking for the base model is an error (load the model again)."""
+    from vidtune.stages.tuning import base_snapshot, restore_base
+
+    if components.tuned_by is not None and components.tuned_by != key:
+        if components.base_weights is not None:
+            restore_base(components.unet, components.base_weights)
+            components.tuned_by = None
+        elif tuned is None:
+            raise VidtuneError(f"the loaded UNet was tuned by {components.tuned_by}; load the model again to run "
+                               "on the base model")
+    if tuned is not None and components.tuned_by != key:
+        if components.tuned_by is None:
+            components.base_weights = base_snapshot(components.unet, tuned.kind) if keep_base or tuned.kind == "lora" \
+                else None
         tuned.apply(components.unet)
         components.tuned_by = key
 
@@ -149,8 +160,9 @@ class StageCache:
     Without a run folder (`rd=None`, the Python API in memory) every result comes from memory."""
 
     def __init__(self, rd: RunDir | None, cfg: RunConfig, components: Components,
-                 inputs: inputs_mod.VideoInputs) -> None:
+                 inputs: inputs_mod.VideoInputs, keep_base: bool = False) -> None:
         self.rd, self.cfg, self.components, self.inputs = rd, cfg, components, inputs
+        self.keep_base = keep_base  # keep the base weights stage 3 changes (Components.base_weights)
         self.results: dict[int, StageResult] = {}
         self._cond: Conditioning | None = None
 
@@ -191,6 +203,11 @@ def compute_stage(k: int, cache: StageCache, progress: bool = True, callback: St
     from vidtune.stages import codenoise, fusion, separate, tuning
 
     cfg, comps, inputs = stage_config(cache.cfg, k), cache.components, cache.inputs
+    if k < 4:
+        use_unet(comps, None, None)  # stages 1-3 run (and tune) the base model
+    if k == 3:  # a LoRA is undone by removing it: nothing to keep
+        keep = cache.keep_base or cfg.tuning.trainable == "lora"
+        comps.base_weights = tuning.base_snapshot(comps.unet, cfg.tuning.trainable) if keep else None
     if k == 1:
         return separate.run(cfg, comps, inputs, cache.cond, callback=callback, progress=progress)
     if k == 2:
@@ -203,7 +220,7 @@ def compute_stage(k: int, cache: StageCache, progress: bool = True, callback: St
         comps.tuned_by = cache.tuned_key()  # the in-memory UNet is now this run's tuned UNet
         return result
     tuned, key = cache.tuned()
-    use_unet(comps, tuned, key)
+    use_unet(comps, tuned, key, keep_base=cache.keep_base)
     s2 = cache.get(2) if codenoise.needs_fusion(cfg.codenoise) else None
     return codenoise.run(cfg, comps, inputs, cache.cond, s2, tuned=tuned is not None, callback=callback,
                          progress=progress)
@@ -234,7 +251,7 @@ def run_stage(k: int, cfg: RunConfig, components: Components, inputs: inputs_mod
 def run(cfg: RunConfig, out_dir: str | Path, stages: Sequence[int] = (1, 2, 3, 4), progress: bool = True,
         components: Components | Callable[[], Components] | None = None, log: Callable[[str], None] = print,
         callback: StageCallback | None = None, inputs: inputs_mod.VideoInputs | None = None,
-        results: dict[int, StageResult] | None = None) -> RunSummary:
+        results: dict[int, StageResult] | None = None, keep_base: bool = False) -> RunSummary:
     """Run `stages` in order over the run folder, skipping those already done with this config and inputs.
 
     1. check the config, build the inputs in memory, check the config against them (no writes yet);
@@ -243,7 +260,8 @@ def run(cfg: RunConfig, out_dir: str | Path, stages: Sequence[int] = (1, 2, 3, 4
     4. run each stage (invalidating what follows it), save its result, mark it done last.
 
     `results`, when given, receives every stage's typed result (those that ran, and those skipped,
-    loaded from the folder).
+    loaded from the folder). `keep_base`: keep the base weights stage 3 changes, so that the same
+    components can later run the base model again (the Python API; costs a copy of them in host memory).
     """
     validate.check_config(cfg)
     if inputs is None:
@@ -253,12 +271,12 @@ def run(cfg: RunConfig, out_dir: str | Path, stages: Sequence[int] = (1, 2, 3, 4
     with RunLock(rd.root) as lock:
         if lock.took_over:
             log(f"vidtune: took over the lock of process {lock.took_over.get('pid', '?')}, which is gone")
-        return _run_locked(cfg, rd, inputs, stages, progress, components, log, callback, results)
+        return _run_locked(cfg, rd, inputs, stages, progress, components, log, callback, results, keep_base)
 
 
 def _run_locked(cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, stages: Sequence[int], progress: bool,
                 components: Components | Callable[[], Components] | None, log: Callable[[str], None], callback: StageCallback | None,
-                results: dict[int, StageResult] | None) -> RunSummary:
+                results: dict[int, StageResult] | None, keep_base: bool = False) -> RunSummary:
     """Steps 2-4 of `run`, under the lock."""
     summary = RunSummary(root=rd.root)
     todo = plan_stages(rd, cfg, stages)
@@ -285,7 +303,7 @@ def _run_locked(cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, stag
     rd.save_config(cfg)
     if 1 in todo or not (rd.inputs / "keypoints.npz").exists():
         inputs_mod.save(inputs, rd.inputs)
-    cache = StageCache(rd, cfg, components, inputs)
+    cache = StageCache(rd, cfg, components, inputs, keep_base=keep_base)
     for k in todo:
         _run_stage(k, cache, progress, callback, log, summary)
     summary.outputs = rd.outputs(cfg)

@@ -199,7 +199,7 @@ def progress_line(bars: list[dict], log: list[str], started: float) -> str:
 
 def run_job(req: JobRequest, root: Path, log: Callable[[str], None] = print, components=None) -> JobResult:
     """Make the run folder, run the four stages, write side-by-side video, metrics and report."""
-    from vidtune import pipeline
+    from vidtune.api import VidtunePipeline
     from vidtune.demo import command as demo
     from vidtune.evaluation.report import write_plots, write_report
 
@@ -213,7 +213,7 @@ def run_job(req: JobRequest, root: Path, log: Callable[[str], None] = print, com
         seq = demo.write_source(root, req.motion, int(req.frames), prompt, req.seed)
         poses_path = str(root / "source" / "poses")
     cfg = job_config(req, root, poses_path)
-    summary = pipeline.run(cfg, root, progress=True, components=components, log=log)
+    summary = VidtunePipeline(components, cfg, keep_base=False)(config=cfg, run_dir=root, log=log).summary
     log("vidtune: writing the side-by-side video, metrics and report")
     panels = [root / "inputs" / "poses", root / "stage1" / "frames", root / "stage4" / "frames"]
     if seq is not None:

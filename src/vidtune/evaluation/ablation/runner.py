@@ -2,7 +2,7 @@
 
 One base run folder per sequence holds stages 1-3; each stage-4 variant has its own run folder
 holding hard links (`link_base`) of the base's inputs/ and the stages it uses, and runs
-`pipeline.run(..., stages=[4])`; base-UNet variants run before stage 3, tuned ones on a private
+`run_stages(..., stages=[4])`; base-UNet variants run before stage 3, tuned ones on a private
 copy of the UNet that stage 3 tunes (`fresh_unet_copy`). Reruns skip what is done; other model
 weights at the same path start the sequences over (`model_fingerprint`, `check_model`).
 `run_ablation` scores what `run_sequence` made (`scoring`) and writes the outputs (`report`).
@@ -109,6 +109,15 @@ def stage_seconds(folder: Path, k: int) -> float:
         return 0.0
 
 
+def run_stages(cfg: C.RunConfig, folder: Path, stages, progress: bool, components, log) -> None:
+    """Run `stages` of `cfg` in `folder` through the Python API on the given components (shared by variants;
+    no copy of the base weights: the ablation tunes a private UNet copy instead)."""
+    from vidtune.api import VidtunePipeline
+
+    VidtunePipeline(components, cfg, keep_base=False)(config=cfg, run_dir=folder, stages=stages, progress=progress,
+                                                      log=log)
+
+
 def run_sequence(seq: SequenceSpec, base_cfg: C.RunConfig, variants: Sequence[str], root: Path, components,
                  progress: bool = True, log: Callable[[str], None] = print) -> SequenceRun:
     """Every variant of one sequence: source -> base stages 1-2 -> base-UNet variants -> stage 3 ->
@@ -127,13 +136,13 @@ def run_sequence(seq: SequenceSpec, base_cfg: C.RunConfig, variants: Sequence[st
     quiet = (lambda s: None) if not progress else log
 
     log(f"vidtune ablate [{seq.name}]: base stages {sorted(needs)} in {base_dir}")
-    pipeline.run(cfg, base_dir, stages=sorted(needs), progress=progress, components=components, log=quiet)
+    run_stages(cfg, base_dir, stages=sorted(needs), progress=progress, components=components, log=quiet)
     for v in chosen:
         same_as_base = C.stage_hash(variant_config(cfg, v, seq.frames), 1) == C.stage_hash(cfg, 1)
         if v.source == "stage1" and v.own_folder and not same_as_base:
             folder = root / v.name
             log(f"vidtune ablate [{seq.name}]: {v.name} (stage 1) in {folder}")
-            pipeline.run(variant_config(cfg, v, seq.frames), folder, stages=[1], progress=progress,
+            run_stages(variant_config(cfg, v, seq.frames), folder, stages=[1], progress=progress,
                          components=components, log=quiet)
             result.frames[v.name] = folder / "stage1" / "frames"
             result.seconds[v.name] = stage_seconds(folder, 1)
@@ -151,7 +160,7 @@ def run_sequence(seq: SequenceSpec, base_cfg: C.RunConfig, variants: Sequence[st
         links = tuple(v.links) + ((2,) if vcfg.codenoise.init == "fused" and 2 not in v.links else ())
         link_base(base_dir, folder, sorted(links))
         log(f"vidtune ablate [{seq.name}]: {v.name} (stage 4, {v.unet} UNet) in {folder}")
-        pipeline.run(vcfg, folder, stages=[4], progress=progress, components=comps, log=quiet)
+        run_stages(vcfg, folder, stages=[4], progress=progress, components=comps, log=quiet)
         done = json.loads((folder / "stage4" / "done.json").read_text())
         if done.get("unet") != v.unet:
             raise VidtuneError(f"{folder}: variant {v.name} ran on the {done.get('unet')} UNet, expected {v.unet}")
@@ -167,7 +176,7 @@ def run_sequence(seq: SequenceSpec, base_cfg: C.RunConfig, variants: Sequence[st
     if tuned:
         tuning = fresh_unet_copy(components)
         log(f"vidtune ablate [{seq.name}]: stage 3 (combined tuning) in {base_dir}")
-        pipeline.run(cfg, base_dir, stages=[3], progress=progress, components=tuning, log=quiet)
+        run_stages(cfg, base_dir, stages=[3], progress=progress, components=tuning, log=quiet)
         for v in tuned:
             run_stage4(v, tuning)
         del tuning

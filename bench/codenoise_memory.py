@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "codenoise_memory.md"
-MIB = 2 ** 20
+MIB = 2**20
 
 
 def _rss() -> int:
@@ -69,8 +69,12 @@ def worker(job: dict) -> dict:
         base = _rss()
 
     n, size, prompt = job["frames"], job["size"], "a person dancing"
-    cfg = CodenoiseConfig(clip_length=min(job["clip_length"], n), stride=min(job["stride"], n),
-                          attention=job["attention"], max_batch_frames=job["max_batch_frames"])
+    cfg = CodenoiseConfig(
+        clip_length=min(job["clip_length"], n),
+        stride=min(job["stride"], n),
+        attention=job["attention"],
+        max_batch_frames=job["max_batch_frames"],
+    )
     poses = np.random.default_rng(0).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
     with torch.no_grad():
         features = adapter_features(comps.adapter, poses)
@@ -83,17 +87,25 @@ def worker(job: dict) -> dict:
     z = initial_noise(n, (comps.latent_channels, size // f, size // f), 0, device=device) * scheduler.init_noise_sigma
 
     rows: list[int] = []  # UNet batch rows, every forward
-    counter = comps.unet.register_forward_pre_hook(lambda mod, args, kwargs: rows.append(args[0].shape[0]),
-                                                   with_kwargs=True)
+    counter = comps.unet.register_forward_pre_hook(
+        lambda mod, args, kwargs: rows.append(args[0].shape[0]), with_kwargs=True
+    )
     stamps: list[float] = []
     xattn = CrossFrameAttention(cfg.attention)
     xattn.install(comps.unet)
     try:
-        eps_fn = codenoise_eps_fn(comps.unet, xattn, plan, clip_bank, anchor_bank, features, job["guidance"],
-                                  cfg.max_batch_frames)
+        eps_fn = codenoise_eps_fn(
+            comps.unet, xattn, plan, clip_bank, anchor_bank, features, job["guidance"], cfg.max_batch_frames
+        )
         with torch.no_grad():
-            x0 = denoise(z, scheduler, timesteps, eps_fn, progress=False,
-                         hook=lambda step, t, latents: stamps.append(time.perf_counter()))
+            x0 = denoise(
+                z,
+                scheduler,
+                timesteps,
+                eps_fn,
+                progress=False,
+                hook=lambda step, t, latents: stamps.append(time.perf_counter()),
+            )
         if cuda:
             torch.cuda.synchronize()
         stamps.append(time.perf_counter())
@@ -103,7 +115,10 @@ def worker(job: dict) -> dict:
     peak = torch.cuda.max_memory_allocated() if cuda else _maxrss()
     step_seconds = [b - a for a, b in zip(stamps, stamps[1:])]
     return {
-        "frames": n, "clips": len(plan.windows), "clip_length": cfg.clip_length, "stride": cfg.stride,
+        "frames": n,
+        "clips": len(plan.windows),
+        "clip_length": cfg.clip_length,
+        "stride": cfg.stride,
         "peak_over_model": peak - base,
         "pose_images": poses.nbytes,
         "features": sum(level.nbytes for level in features.levels),
@@ -132,37 +147,52 @@ def memory_table(results: list[dict], latent_copies: int) -> str:
         per_frame = r["pose_images"] + r["features"] + latent_copies * r["latents"]
         rest = r["peak_over_model"] - per_frame
         step = statistics.median(r["step_seconds"]) / r["frames"]
-        lines.append(f"| {r['frames']} | {r['clips']} | {r['peak_over_model'] / MIB:.1f} | "
-                     f"{r['pose_images'] / MIB:.2f} | {r['features'] / MIB:.2f} | "
-                     f"{latent_copies * r['latents'] / MIB:.2f} | {rest / MIB:.1f} | {step * 1e3:.2f} ms |")
+        lines.append(
+            f"| {r['frames']} | {r['clips']} | {r['peak_over_model'] / MIB:.1f} | "
+            f"{r['pose_images'] / MIB:.2f} | {r['features'] / MIB:.2f} | "
+            f"{latent_copies * r['latents'] / MIB:.2f} | {rest / MIB:.1f} | {step * 1e3:.2f} ms |"
+        )
     return "\n".join(lines)
 
 
 def speed_table(results: list[dict]) -> str:
-    lines = ["| M | S | N | clips | s / step / frame | UNet frame evals / frame / step | expected |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| M | S | N | clips | s / step / frame | UNet frame evals / frame / step | expected |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         step = statistics.median(r["step_seconds"]) / r["frames"]
         evals = r["unet_rows"] / r["steps"] / r["frames"]
         expected = r["clips"] * r["clip_length"] * 2 / r["frames"]  # CFG: x 2
-        lines.append(f"| {r['clip_length']} | {r['stride']} | {r['frames']} | {r['clips']} | {step * 1e3:.2f} ms | "
-                     f"{evals:.3f} | {expected:.3f} |")
+        lines.append(
+            f"| {r['clip_length']} | {r['stride']} | {r['frames']} | {r['clips']} | {step * 1e3:.2f} ms | "
+            f"{evals:.3f} | {expected:.3f} |"
+        )
     return "\n".join(lines)
 
 
 def sd_table(frames: list[int]) -> str:
     """vidtune.plan's estimate of the same parts for SD v1-4 + its openpose adapter, 512x512, fp16, CFG."""
-    from vidtune.plan import SD14_CONFIGS, ModelSizes, _COUNTERS, memory_estimate
+    from vidtune.plan import _COUNTERS, SD14_CONFIGS, ModelSizes, memory_estimate
 
-    sizes = ModelSizes(configs=SD14_CONFIGS, parameters={k: _COUNTERS[k](c) for k, c in SD14_CONFIGS.items()},
-                       counted=dict.fromkeys(SD14_CONFIGS, "assumed"), source="SD v1-4")
-    lines = ["| N frames | pose images (host) | adapter features | latents x8 | one batch's activations | "
-             "decoding (4 frames, fp32) | weights | peak (device) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    sizes = ModelSizes(
+        configs=SD14_CONFIGS,
+        parameters={k: _COUNTERS[k](c) for k, c in SD14_CONFIGS.items()},
+        counted=dict.fromkeys(SD14_CONFIGS, "assumed"),
+        source="SD v1-4",
+    )
+    lines = [
+        "| N frames | pose images (host) | adapter features | latents x8 | one batch's activations | "
+        "decoding (4 frames, fp32) | weights | peak (device) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for n in frames:
         e = memory_estimate(sizes, n, 512, 512, batch_frames=16, guidance=True, element_bytes=2)
-        lines.append(f"| {n} | {e.pose_images / MIB:.0f} MiB | {e.features / MIB:.0f} MiB | "
-                     f"{e.latents / MIB:.0f} MiB | {e.activations / MIB:.0f} MiB | {e.decoding / MIB:.0f} MiB | "
-                     f"{e.weights / MIB:.0f} MiB | {e.peak / 2 ** 30:.2f} GiB |")
+        lines.append(
+            f"| {n} | {e.pose_images / MIB:.0f} MiB | {e.features / MIB:.0f} MiB | "
+            f"{e.latents / MIB:.0f} MiB | {e.activations / MIB:.0f} MiB | {e.decoding / MIB:.0f} MiB | "
+            f"{e.weights / MIB:.0f} MiB | {e.peak / 2**30:.2f} GiB |"
+        )
     return "\n".join(lines)
 
 
@@ -191,51 +221,62 @@ def main(argv: list[str] | None = None) -> int:
             from vidtune.testing import make_tiny
 
             model = str(make_tiny(Path(tmp) / "tiny", seed=0, with_sam=False))
-        base = dict(model=model, device=args.device, size=args.size, threads=args.threads, scheduler="ddim",
-                    guidance=7.5, attention="middle", max_batch_frames=16)
+        base = dict(
+            model=model,
+            device=args.device,
+            size=args.size,
+            threads=args.threads,
+            scheduler="ddim",
+            guidance=7.5,
+            attention="middle",
+            max_batch_frames=16,
+        )
         memory = []
         for n in args.frames:
             memory.append(run_job({**base, "frames": n, "steps": args.steps, "clip_length": 16, "stride": 8}))
             print(f"N = {n}: {memory[-1]['peak_over_model'] / MIB:.1f} MiB over the model", file=sys.stderr)
         speed = []
         for m, s in ((16, 4), (16, 8), (16, 16)):
-            speed.append(run_job({**base, "frames": args.speed_frames, "steps": args.speed_steps, "clip_length": m,
-                                  "stride": s}))
+            speed.append(
+                run_job({**base, "frames": args.speed_frames, "steps": args.speed_steps, "clip_length": m, "stride": s})
+            )
             print(f"(M, S) = ({m}, {s}) done", file=sys.stderr)
 
     import torch
 
     where = "CUDA max_memory_allocated" if args.device.startswith("cuda") else "peak RSS (ru_maxrss)"
-    text = "\n".join([
-        "# Stage 4 (co-denoising): memory and speed against the video length",
-        "",
-        f"`python bench/codenoise_memory.py` on {platform.machine()} {args.device}, torch {torch.__version__}, "
-        f"{args.threads} CPU thread(s); model: {'tiny random (make_tiny)' if args.model is None else args.model}, "
-        f"{args.size}x{args.size} px, random pose images, DDIM, guidance 7.5 (CFG), attention `middle`, "
-        "max_batch_frames 16. Each row is a fresh process.",
-        "",
-        f"## Memory (M = 16, S = 8, {args.steps} steps; {where} minus the process after loading the model)",
-        "",
-        "Per-frame tensors: the pose images (uint8), the T2I-Adapter features of every frame (computed once), "
-        f"and the video latents counted {LATENT_COPIES} times (vidtune.plan.LATENT_COPIES: z_t, model input, merged "
-        "eps, merge sums, scheduler temporaries). *rest* = peak - those: one batch of clips' activations, "
-        "allocator and library overheads; it must not grow with N.",
-        "",
-        memory_table(memory, LATENT_COPIES),
-        "",
-        f"## Speed ({args.speed_frames} frames, {args.speed_steps} steps; median step)",
-        "",
-        speed_table(speed),
-        "",
-        "## The same parts for SD v1-4 (estimated, not measured)",
-        "",
-        "`vidtune.plan.memory_estimate` for SD v1-4 + the openpose T2I-Adapter at 512x512, fp16, CFG, "
-        "max_batch_frames 16; peak = weights + latents + features + max(activations, decoding), since the "
-        "features are still held while the frames are decoded:",
-        "",
-        sd_table(args.frames),
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Stage 4 (co-denoising): memory and speed against the video length",
+            "",
+            f"`python bench/codenoise_memory.py` on {platform.machine()} {args.device}, torch {torch.__version__}, "
+            f"{args.threads} CPU thread(s); model: {'tiny random (make_tiny)' if args.model is None else args.model}, "
+            f"{args.size}x{args.size} px, random pose images, DDIM, guidance 7.5 (CFG), attention `middle`, "
+            "max_batch_frames 16. Each row is a fresh process.",
+            "",
+            f"## Memory (M = 16, S = 8, {args.steps} steps; {where} minus the process after loading the model)",
+            "",
+            "Per-frame tensors: the pose images (uint8), the T2I-Adapter features of every frame (computed once), "
+            f"and the video latents counted {LATENT_COPIES} times (vidtune.plan.LATENT_COPIES: z_t, model input, merged "
+            "eps, merge sums, scheduler temporaries). *rest* = peak - those: one batch of clips' activations, "
+            "allocator and library overheads; it must not grow with N.",
+            "",
+            memory_table(memory, LATENT_COPIES),
+            "",
+            f"## Speed ({args.speed_frames} frames, {args.speed_steps} steps; median step)",
+            "",
+            speed_table(speed),
+            "",
+            "## The same parts for SD v1-4 (estimated, not measured)",
+            "",
+            "`vidtune.plan.memory_estimate` for SD v1-4 + the openpose T2I-Adapter at 512x512, fp16, CFG, "
+            "max_batch_frames 16; peak = weights + latents + features + max(activations, decoding), since the "
+            "features are still held while the frames are decoded:",
+            "",
+            sd_table(args.frames),
+            "",
+        ]
+    )
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

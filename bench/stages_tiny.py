@@ -34,27 +34,42 @@ def main() -> None:
     start = time.perf_counter()
     model = make_tiny(out / "tiny", seed=0, sample_size=args.size)
     make_tiny_s = time.perf_counter() - start
-    cfg = C.apply_overrides(C.RunConfig(), [
-        f"model.path={model}", "model.adapter=", f"inputs.poses={SEQUENCE}", f"inputs.frames={args.frames}",
-        "inputs.prompt=a person singing on a stage", f"inputs.height={args.size}", f"inputs.width={args.size}",
-        f"sampling.steps={args.steps}", "separate.batch_frames=32", "tuning.steps=50", "tuning.trainable=lora",
-        "codenoise.max_batch_frames=64"])
+    cfg = C.apply_overrides(
+        C.RunConfig(),
+        [
+            f"model.path={model}",
+            "model.adapter=",
+            f"inputs.poses={SEQUENCE}",
+            f"inputs.frames={args.frames}",
+            "inputs.prompt=a person singing on a stage",
+            f"inputs.height={args.size}",
+            f"inputs.width={args.size}",
+            f"sampling.steps={args.steps}",
+            "separate.batch_frames=32",
+            "tuning.steps=50",
+            "tuning.trainable=lora",
+            "codenoise.max_batch_frames=64",
+        ],
+    )
     summary = pipeline.run(cfg, out / "run", progress=False, log=lambda s: None)
     rows = [f"| make-tiny | {make_tiny_s:.1f} |"]
     rows += [f"| stage {k} | {secs:.1f} |" for k, (_, secs) in sorted(summary.stages.items())]
     run = out / "run"
     flicker = {}
     for k in (1, 2, 4):
-        r = evaluate_video(str(run / f"stage{k}" / "frames"), masks=str(run / "stage1" / "masks"),
-                           metrics=["flicker", "bg_stability"])
+        r = evaluate_video(
+            str(run / f"stage{k}" / "frames"), masks=str(run / "stage1" / "masks"), metrics=["flicker", "bg_stability"]
+        )
         flicker[k] = r["metrics"]
     n = json.loads((run / "stage1" / "done.json").read_text())["frames"]
     print(f"tiny model ({args.size}px, {args.steps} steps), {n} frames of {SEQUENCE.name}\n")
     print("| step | seconds |\n|---|---:|\n" + "\n".join(rows) + "\n")
     print("| frames | mean abs dI (all) | mean abs dI (background) | bg temporal std |\n|---|---:|---:|---:|")
     for k, m in flicker.items():
-        print(f"| stage {k} | {m['flicker']['mean_abs_diff']:.2f} | {m['flicker'].get('mean_abs_diff_bg', float('nan')):.2f} "
-              f"| {m['bg_stability']['std']:.2f} |")
+        print(
+            f"| stage {k} | {m['flicker']['mean_abs_diff']:.2f} | {m['flicker'].get('mean_abs_diff_bg', float('nan')):.2f} "
+            f"| {m['bg_stability']['std']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

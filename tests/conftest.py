@@ -20,9 +20,14 @@ REAL_MODELS = SHARED / "data" / "models"
 
 # Fixture -> (is its data here, why a test that uses it is skipped when not). A fresh clone has no ../shared.
 _NEEDS_DATA = {
-    "shared_dir": (SHARED.is_dir(), f"shared data folder {SHARED} not found (only present in the development checkout)"),
-    "models_dir": ((REAL_MODELS / "sd-v1-4" / "model_index.json").is_file(),
-                   f"{REAL_MODELS}/sd-v1-4 not found: the real model configs are only in the development checkout"),
+    "shared_dir": (
+        SHARED.is_dir(),
+        f"shared data folder {SHARED} not found (only present in the development checkout)",
+    ),
+    "models_dir": (
+        (REAL_MODELS / "sd-v1-4" / "model_index.json").is_file(),
+        f"{REAL_MODELS}/sd-v1-4 not found: the real model configs are only in the development checkout",
+    ),
 }
 
 

@@ -40,16 +40,25 @@ def golden():
 @pytest.fixture(scope="module")
 def out(pipe, poses):
     calls = []
-    result = pipe(poses=poses, prompt=DEFAULT_PROMPT, overrides=STEPS, progress=False,
-                  callback=lambda stage, step, t, z: calls.append((stage, step, t, tuple(z.shape))))
+    result = pipe(
+        poses=poses,
+        prompt=DEFAULT_PROMPT,
+        overrides=STEPS,
+        progress=False,
+        callback=lambda stage, step, t, z: calls.append((stage, step, t, tuple(z.shape))),
+    )
     return result, calls
 
 
 def test_the_example_runs_and_equals_vidtune_demo(out, golden):
     result, _ = out
     assert result.frames.dtype == np.uint8 and result.frames.shape == (8, 64, 64, 3)
-    assert [type(result.stages[k]) for k in (1, 2, 3, 4)] == [SeparateResult, FusionResult, TuningResult,
-                                                               CodenoiseResult]
+    assert [type(result.stages[k]) for k in (1, 2, 3, 4)] == [
+        SeparateResult,
+        FusionResult,
+        TuningResult,
+        CodenoiseResult,
+    ]
     assert result.config.inputs.height == 64 and result.config.tuning.trainable == "lora"  # the model's presets
     for key in ("stage1.x0", "stage1.fg", "stage2.x0", "stage4.x0"):
         stage, name = key.split(".")
@@ -74,8 +83,9 @@ def test_a_callback_may_replace_the_latents(pipe, poses, out):
     def zero_at_the_end(stage, step, t, z):
         return torch.zeros_like(z) if stage == 4 and step == 5 else None
 
-    result = pipe(poses=poses, prompt=DEFAULT_PROMPT, overrides=STEPS, progress=False, callback=zero_at_the_end,
-                  stages=(1, 2, 4))
+    result = pipe(
+        poses=poses, prompt=DEFAULT_PROMPT, overrides=STEPS, progress=False, callback=zero_at_the_end, stages=(1, 2, 4)
+    )
     assert torch.count_nonzero(result.stages[4].x0) == 0
     assert torch.equal(result.stages[2].x0, out[0].stages[2].x0)  # stages 1-2 on the base UNet again
 
@@ -102,6 +112,9 @@ def test_a_run_folder_caches_and_resumes(pipe, poses, out, tmp_path):
 
 
 def test_a_prompt_schedule_reaches_the_frames(pipe, poses):
-    inputs = pipe.prepare_inputs(poses, prompts={0: DEFAULT_PROMPT, 4: "a red figure walking on a beach at sunset"},
-                                 overrides=STEPS)
-    assert inputs.prompts[:4] == [DEFAULT_PROMPT] * 4 and inputs.prompts[4] == "a red figure walking on a beach at sunset"
+    inputs = pipe.prepare_inputs(
+        poses, prompts={0: DEFAULT_PROMPT, 4: "a red figure walking on a beach at sunset"}, overrides=STEPS
+    )
+    assert (
+        inputs.prompts[:4] == [DEFAULT_PROMPT] * 4 and inputs.prompts[4] == "a red figure walking on a beach at sunset"
+    )

@@ -27,8 +27,14 @@ from vidtune.app import jobs as app_jobs
 from vidtune.errors import VidtuneError
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = os.environ.get("VIDTUNE_SCREENSHOTS")  # a folder: save the page's screenshots there
 
 
@@ -73,11 +79,12 @@ def test_progress_line_reads_live_tqdm_bars():
 
 def openpose_zip(path: Path, frames: int = 8) -> Path:
     """A zip of OpenPose COCO-18 JSON: a synthetic walk on a 256x256 canvas."""
-    from vidtune.pose_extract import openpose_record
     from vidtune.demo.synthetic.world import make_sequence
+    from vidtune.pose_extract import openpose_record
 
-    seq = make_sequence("walk", frames, "a red figure walking on a snowy field during the day", seed=7,
-                        height=256, width=256)
+    seq = make_sequence(
+        "walk", frames, "a red figure walking on a snowy field during the day", seed=7, height=256, width=256
+    )
     with zipfile.ZipFile(path, "w") as zf:
         for i, kp in enumerate(seq.keypoints.astype(np.float32)):
             zf.writestr(f"walk/walk_{i:012d}_keypoints.json", json.dumps(openpose_record(kp[None])))
@@ -109,8 +116,13 @@ def server(tmp_path):
     port = _free_port()
     runs = tmp_path / "runs"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vidtune.cli", "serve", "--port", str(port), "--runs", str(runs)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidtune.cli", "serve", "--port", str(port), "--runs", str(runs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_http(url, proc, timeout=90)
@@ -125,10 +137,13 @@ def server(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (apt-get install chromium); .ci/run installs it")
-@pytest.mark.skipif(importlib.util.find_spec("gradio") is None or importlib.util.find_spec("playwright") is None,
-                    reason="gradio or playwright not installed: pip install -e '.[test]' installs both")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gradio") is None or importlib.util.find_spec("playwright") is None,
+    reason="gradio or playwright not installed: pip install -e '.[test]' installs both",
+)
 def test_app_in_a_headless_browser_runs_an_upload_and_shows_the_video(server, tmp_path):
     from playwright import sync_api
+
     url, runs = server
     upload = openpose_zip(tmp_path / "walk_openpose.zip")
     with sync_api.sync_playwright() as pw:
@@ -156,7 +171,8 @@ def test_app_in_a_headless_browser_runs_an_upload_and_shows_the_video(server, tm
         assert src and ".mp4" in src
         ready = page.wait_for_function(
             "(() => { const v = document.querySelector('#final-video video'); return v && v.readyState >= 1 && v.videoWidth > 0; })()",
-            timeout=30_000)
+            timeout=30_000,
+        )
         assert ready
         assert page.locator("#side-by-side video[src]").count() == 1
         assert page.locator("#flicker img").count() == 1
@@ -169,7 +185,9 @@ def test_app_in_a_headless_browser_runs_an_upload_and_shows_the_video(server, tm
         page.locator("#upload input[type=file]").set_input_files(str(bad))
         page.wait_for_selector("#upload a[href]", timeout=30_000)
         page.locator("#run").click()
-        page.wait_for_function("document.querySelector('#status').innerText.includes('not a valid zip')", timeout=60_000)
+        page.wait_for_function(
+            "document.querySelector('#status').innerText.includes('not a valid zip')", timeout=60_000
+        )
         assert "Traceback" not in page.content()
         browser.close()
     made = [p for p in runs.iterdir() if (p / "final.mp4").is_file()]

@@ -22,15 +22,25 @@ import numpy as np
 import pytest
 import torch
 
-from vidtune.pipeline import run_stage
 from vidtune import config as C
 from vidtune.attention import ATTENTION_MODES, CrossFrameAttention
 from vidtune.config import CodenoiseConfig
 from vidtune.inputs import VideoInputs
 from vidtune.models import load_components, make_scheduler
+from vidtune.pipeline import run_stage
 from vidtune.rundir import RunDir
-from vidtune.sampling import (FeatureBank, PromptBank, adapter_features, denoise, frame_eps_fn, guided_eps,
-                              initial_noise, make_prompt_bank, prepare_scheduler, step_kwargs)
+from vidtune.sampling import (
+    FeatureBank,
+    PromptBank,
+    adapter_features,
+    denoise,
+    frame_eps_fn,
+    guided_eps,
+    initial_noise,
+    make_prompt_bank,
+    prepare_scheduler,
+    step_kwargs,
+)
 from vidtune.stages import codenoise
 from vidtune.stages.codenoise import ClipPlan, clip_batches, codenoise_eps_fn, plan_clips
 from vidtune.video import video_info
@@ -79,30 +89,60 @@ class Video:
         return self.noise.shape[0]
 
 
-def make_video(comps, n: int, m: int, s: int, *, weighting: str = "uniform", identical: bool = False,
-               seed: int = 0) -> Video:
+def make_video(
+    comps, n: int, m: int, s: int, *, weighting: str = "uniform", identical: bool = False, seed: int = 0
+) -> Video:
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(1 if identical else n, SIZE, SIZE, 3), dtype=np.uint8)
     images = np.repeat(images, n, axis=0) if identical else images
     plan = plan_clips(CodenoiseConfig(clip_length=m, stride=s, weighting=weighting), n, PROMPT)
     bank = lambda prompts: make_prompt_bank(comps.tokenizer, comps.text_encoder, prompts)  # noqa: E731
-    return Video(plan=plan, clip_bank=bank(plan.prompts), anchor_bank=bank([PROMPT]), frame_bank=bank([PROMPT] * n),
-                 features=adapter_features(comps.adapter, images),
-                 noise=initial_noise(n, LATENT, seed, shared=identical))
+    return Video(
+        plan=plan,
+        clip_bank=bank(plan.prompts),
+        anchor_bank=bank([PROMPT]),
+        frame_bank=bank([PROMPT] * n),
+        features=adapter_features(comps.adapter, images),
+        noise=initial_noise(n, LATENT, seed, shared=identical),
+    )
 
 
-def ours(comps, video: Video, *, scheduler: str = "ddim", steps: int = 3, mode: str = "middle",
-         max_batch_frames: int = 64, eta: float = 0.0, wrap=None) -> torch.Tensor:
+def ours(
+    comps,
+    video: Video,
+    *,
+    scheduler: str = "ddim",
+    steps: int = 3,
+    mode: str = "middle",
+    max_batch_frames: int = 64,
+    eta: float = 0.0,
+    wrap=None,
+) -> torch.Tensor:
     """Stage 4's loop: codenoise_eps_fn merged eps, one scheduler step per timestep. Returns x0 latents."""
     sched = make_scheduler(scheduler, comps.scheduler)
     timesteps = prepare_scheduler(sched, steps, "cpu")
     if wrap is not None:
         wrap(sched)
     with torch.no_grad(), _installed(comps.unet, mode) as xattn:
-        eps_fn = codenoise_eps_fn(comps.unet, xattn, video.plan, video.clip_bank, video.anchor_bank,
-                                  video.features, GUIDANCE, max_batch_frames)
-        return denoise(video.noise * sched.init_noise_sigma, sched, timesteps, eps_fn, eta=eta,
-                       generator=torch.Generator().manual_seed(1), progress=False)
+        eps_fn = codenoise_eps_fn(
+            comps.unet,
+            xattn,
+            video.plan,
+            video.clip_bank,
+            video.anchor_bank,
+            video.features,
+            GUIDANCE,
+            max_batch_frames,
+        )
+        return denoise(
+            video.noise * sched.init_noise_sigma,
+            sched,
+            timesteps,
+            eps_fn,
+            eta=eta,
+            generator=torch.Generator().manual_seed(1),
+            progress=False,
+        )
 
 
 def plain(comps, video: Video, *, scheduler: str = "ddim", steps: int = 3, mode: str | None = None) -> torch.Tensor:
@@ -115,12 +155,27 @@ def plain(comps, video: Video, *, scheduler: str = "ddim", steps: int = 3, mode:
     with torch.no_grad(), _installed(comps.unet, mode) as xattn:
         if xattn is not None:
             xattn.set_groups([n, n])  # CFG: the uncond group, then the cond group
-        return denoise(video.noise * sched.init_noise_sigma, sched, timesteps, eps_fn,
-                       generator=torch.Generator().manual_seed(1), progress=False)
+        return denoise(
+            video.noise * sched.init_noise_sigma,
+            sched,
+            timesteps,
+            eps_fn,
+            generator=torch.Generator().manual_seed(1),
+            progress=False,
+        )
 
 
-def per_clip_stepped(comps, video: Video, *, scheduler: str, steps: int = 3, mode: str = "middle",
-                     shared_scheduler: bool = False, eta: float = 0.0, timesteps_to_run: int | None = None):
+def per_clip_stepped(
+    comps,
+    video: Video,
+    *,
+    scheduler: str,
+    steps: int = 3,
+    mode: str = "middle",
+    shared_scheduler: bool = False,
+    eta: float = 0.0,
+    timesteps_to_run: int | None = None,
+):
     """Gen-L-Video's form: step every clip on its own, then z_{t-1}(f) = mean over clips containing f.
 
     Each clip has its own scheduler (its own multistep history), or, with `shared_scheduler`, one
@@ -139,8 +194,15 @@ def per_clip_stepped(comps, video: Video, *, scheduler: str, steps: int = 3, mod
                 sched = scheds[0 if shared_scheduler else k]
                 xattn.set_groups([e - s, e - s])
                 cond = video.clip_bank.take([k]).expand(e - s, -1, -1)
-                eps = guided_eps(comps.unet, sched.scale_model_input(z[s:e], t), t, cond, video.clip_bank.uncond,
-                                 video.features.take(list(range(s, e)), z.device, z.dtype), GUIDANCE)
+                eps = guided_eps(
+                    comps.unet,
+                    sched.scale_model_input(z[s:e], t),
+                    t,
+                    cond,
+                    video.clip_bank.uncond,
+                    video.features.take(list(range(s, e)), z.device, z.dtype),
+                    GUIDANCE,
+                )
                 total[s:e] += sched.step(eps, t, z[s:e], **step_kwargs(sched, eta, generator), return_dict=False)[0]
                 count[s:e] += 1
             z = total / count
@@ -226,8 +288,7 @@ def test_shared_scheduler_stepped_per_clip_breaks_dpmpp(comps):
     then runs off the end of the sigma table or uses the wrong sigmas."""
     video = make_video(comps, n=10, m=6, s=2)
     k = len(video.plan.windows)
-    _, (sched,) = per_clip_stepped(comps, video, scheduler="dpmpp", steps=3, shared_scheduler=True,
-                                   timesteps_to_run=1)
+    _, (sched,) = per_clip_stepped(comps, video, scheduler="dpmpp", steps=3, shared_scheduler=True, timesteps_to_run=1)
     assert sched.step_index == k != 1
     history = [m for m in sched.model_outputs if m is not None]
     assert len(history) >= 2 and not torch.equal(history[-1], history[-2])  # two clips' x0, not one clip's
@@ -312,10 +373,20 @@ def test_run_restores_the_unet_processors(comps, tmp_path):
         out_before = unet(x, torch.tensor(500), encoder_hidden_states=ctx).sample
 
     n = 7
-    cfg = C.apply_overrides(C.RunConfig(), [
-        f"inputs.prompt={PROMPT}", f"inputs.height={SIZE}", f"inputs.width={SIZE}", "sampling.steps=2",
-        f"sampling.guidance={GUIDANCE}", "codenoise.clip_length=4", "codenoise.stride=2",
-        "codenoise.attention=global", "codenoise.background=free"])  # stage 4 alone: no stage 2 to keep
+    cfg = C.apply_overrides(
+        C.RunConfig(),
+        [
+            f"inputs.prompt={PROMPT}",
+            f"inputs.height={SIZE}",
+            f"inputs.width={SIZE}",
+            "sampling.steps=2",
+            f"sampling.guidance={GUIDANCE}",
+            "codenoise.clip_length=4",
+            "codenoise.stride=2",
+            "codenoise.attention=global",
+            "codenoise.background=free",
+        ],
+    )  # stage 4 alone: no stage 2 to keep
     images = np.random.default_rng(0).integers(0, 256, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
     inputs = VideoInputs(pose_images=images, keypoints=None, prompts=[PROMPT] * n, fps=8.0, summary="random")
     info = run_stage(4, cfg, comps, inputs, RunDir(tmp_path / "run"), progress=False)
@@ -376,8 +447,16 @@ def clip_predictions(comps, video: Video, mode: str, monkeypatch) -> dict[tuple[
     _Recorder.added = []
     monkeypatch.setattr(codenoise, "MergeAccumulator", _Recorder)
     with torch.no_grad(), _installed(comps.unet, mode) as xattn:
-        eps_fn = codenoise_eps_fn(comps.unet, xattn, video.plan, video.clip_bank, video.anchor_bank, video.features,
-                                  GUIDANCE, max_batch_frames=8)
+        eps_fn = codenoise_eps_fn(
+            comps.unet,
+            xattn,
+            video.plan,
+            video.clip_bank,
+            video.anchor_bank,
+            video.features,
+            GUIDANCE,
+            max_batch_frames=8,
+        )
         eps_fn(video.noise, torch.tensor(500), 0)
     return dict(_Recorder.added)
 
@@ -393,7 +472,7 @@ def test_global_attention_gives_every_clip_the_same_anchor(comps, monkeypatch):
         assert list(preds) == windows
         for (s1, e1), (s2, e2) in zip(windows, windows[1:]):
             lo, hi = max(s1, s2), min(e1, e2)
-            a, b = preds[(s1, e1)][lo - s1:hi - s1], preds[(s2, e2)][lo - s2:hi - s2]
+            a, b = preds[(s1, e1)][lo - s1 : hi - s1], preds[(s2, e2)][lo - s2 : hi - s2]
             if same:
                 torch.testing.assert_close(a, b, **TOL)
             else:
@@ -425,13 +504,26 @@ def test_pipeline_stages_1_2_4_keep_every_frame(comps, model_dir, shared_dir, tm
 
     n = 20
     poses = shared_dir / "data/openpose/DurhamARC__raga-pose-estimation/example_1person"
-    cfg = C.apply_overrides(C.RunConfig(), [
-        f"model.path={model_dir}", "model.adapter=", f"inputs.poses={poses}", f"inputs.prompt={PROMPT}",
-        f"inputs.frames={n}", f"inputs.height={SIZE}", f"inputs.width={SIZE}", "sampling.steps=2",
-        f"sampling.guidance={GUIDANCE}", "separate.segmenter=grabcut", "codenoise.clip_length=8",
-        "codenoise.stride=5"])  # clips (0, 8), (5, 13), (10, 18) and the tail clip (12, 20)
-    summary = pipeline.run(cfg, tmp_path / "run", stages=[1, 2, 4], progress=False, components=comps,
-                           log=lambda s: None)
+    cfg = C.apply_overrides(
+        C.RunConfig(),
+        [
+            f"model.path={model_dir}",
+            "model.adapter=",
+            f"inputs.poses={poses}",
+            f"inputs.prompt={PROMPT}",
+            f"inputs.frames={n}",
+            f"inputs.height={SIZE}",
+            f"inputs.width={SIZE}",
+            "sampling.steps=2",
+            f"sampling.guidance={GUIDANCE}",
+            "separate.segmenter=grabcut",
+            "codenoise.clip_length=8",
+            "codenoise.stride=5",
+        ],
+    )  # clips (0, 8), (5, 13), (10, 18) and the tail clip (12, 20)
+    summary = pipeline.run(
+        cfg, tmp_path / "run", stages=[1, 2, 4], progress=False, components=comps, log=lambda s: None
+    )
     assert [summary.stages[k][0] for k in (1, 2, 4)] == ["ran"] * 3
     assert video_info(tmp_path / "run" / "final.mp4").num_frames == n
 

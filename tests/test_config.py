@@ -13,7 +13,12 @@ def test_paper_defaults_are_written_out():
     cfg = C.RunConfig()
     assert (cfg.sampling.beta_start, cfg.sampling.beta_end) == (0.00085, 0.012)
     assert cfg.sampling.beta_schedule == "scaled_linear" and cfg.sampling.num_train_timesteps == 1000
-    assert (cfg.sampling.scheduler, cfg.sampling.steps, cfg.sampling.eta, cfg.sampling.guidance) == ("ddim", 50, 0.0, 7.5)
+    assert (cfg.sampling.scheduler, cfg.sampling.steps, cfg.sampling.eta, cfg.sampling.guidance) == (
+        "ddim",
+        50,
+        0.0,
+        7.5,
+    )
     assert cfg.separate.fusion_step == 0.5 and cfg.tuning.lr == 5e-6 and cfg.tuning.trainable == "full"
     text = C.to_toml(cfg)
     data = tomllib.loads(text)
@@ -23,9 +28,13 @@ def test_paper_defaults_are_written_out():
 
 def test_round_trip_through_toml(tmp_path):
     cfg = C.RunConfig()
-    cfg = replace(cfg, inputs=replace(cfg.inputs, prompt='a "quoted" prompt', prompts={"0": "a", "8": "b"},
-                                      clip_prompts=["x", "y"], fps=12.5),
-                  tuning=replace(cfg.tuning, lr=1e-4, trainable="lora"))
+    cfg = replace(
+        cfg,
+        inputs=replace(
+            cfg.inputs, prompt='a "quoted" prompt', prompts={"0": "a", "8": "b"}, clip_prompts=["x", "y"], fps=12.5
+        ),
+        tuning=replace(cfg.tuning, lr=1e-4, trainable="lora"),
+    )
     path = tmp_path / "c.toml"
     path.write_text(C.to_toml(cfg))
     assert C.load(path) == cfg
@@ -42,13 +51,16 @@ def test_unknown_key_names_key_and_valid_ones(tmp_path):
         C.load(path)
 
 
-@pytest.mark.parametrize("text, match", [
-    ("[sampling]\nsteps = 'many'\n", "sampling.steps must be int"),
-    ("[sampling]\nguidance = true\n", "sampling.guidance must be float"),
-    ("[fusion]\nspace = 'pixels'\n", "fusion.space = 'pixels' is not one of x0, latent"),
-    ("[inputs]\nprompts = {0 = 1}\n", "inputs.prompts must be dict"),
-    ("[sampling\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[sampling]\nsteps = 'many'\n", "sampling.steps must be int"),
+        ("[sampling]\nguidance = true\n", "sampling.guidance must be float"),
+        ("[fusion]\nspace = 'pixels'\n", "fusion.space = 'pixels' is not one of x0, latent"),
+        ("[inputs]\nprompts = {0 = 1}\n", "inputs.prompts must be dict"),
+        ("[sampling\n", "not valid TOML"),
+    ],
+)
 def test_wrong_types_and_values(tmp_path, text, match):
     path = tmp_path / "c.toml"
     path.write_text(text)
@@ -57,8 +69,16 @@ def test_wrong_types_and_values(tmp_path, text, match):
 
 
 def test_overrides_parse_by_field_type():
-    cfg = C.apply_overrides(C.RunConfig(), ["sampling.steps=20", "inputs.prompt=a man dancing",
-                                            "fusion.learn=true", "tuning.lr=1e-4", 'inputs.prompts={"0"="a"}'])
+    cfg = C.apply_overrides(
+        C.RunConfig(),
+        [
+            "sampling.steps=20",
+            "inputs.prompt=a man dancing",
+            "fusion.learn=true",
+            "tuning.lr=1e-4",
+            'inputs.prompts={"0"="a"}',
+        ],
+    )
     assert cfg.sampling.steps == 20 and cfg.inputs.prompt == "a man dancing" and cfg.fusion.learn is True
     assert cfg.tuning.lr == 1e-4 and cfg.inputs.prompts == {"0": "a"}
     with pytest.raises(VidtuneError, match="unknown key sampling.stepz"):

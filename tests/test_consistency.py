@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vidtune import fusion as F
-from vidtune.evaluation.ablation.scoring import bootstrap_interval, segment_cores, transition_ratio
 from vidtune.errors import VidtuneError
+from vidtune.evaluation.ablation.scoring import bootstrap_interval, segment_cores, transition_ratio
 from vidtune.segments import prompt_segments, transition_frames, transition_weights
 from vidtune.stages.codenoise import reschedule_noise
 from vidtune.stages.common import x0_guide
@@ -45,11 +45,14 @@ def test_transition_weights_reach_full_weight_inside_a_short_segment():
     assert float(w[0, 0]) == 1.0 and float(w[29, 2]) == 1.0
 
 
-@pytest.mark.parametrize("schedule, fragment", [
-    ({"3": "a red figure"}, "starts at frame 3"),
-    ({"0": "a red figure", "40": "a blue figure"}, "starts at frame 40"),
-    ({"0": "  "}, "is empty"),
-])
+@pytest.mark.parametrize(
+    "schedule, fragment",
+    [
+        ({"3": "a red figure"}, "starts at frame 3"),
+        ({"0": "a red figure", "40": "a blue figure"}, "starts at frame 40"),
+        ({"0": "  "}, "is empty"),
+    ],
+)
 def test_bad_schedules_name_inputs_prompts(schedule, fragment):
     with pytest.raises(VidtuneError) as err:
         frame_prompts(24, schedule)
@@ -145,7 +148,7 @@ def test_rescheduled_noise_is_a_shuffle_of_the_previous_window():
     out = reschedule_noise(noise, window=8, stride=4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out[:8], noise[:8])  # the first window keeps its own noise
     for i in range(8, 20, 4):
-        assert sorted(out[i:i + 4].flatten().tolist()) == sorted(out[i - 8:i - 4].flatten().tolist())
+        assert sorted(out[i : i + 4].flatten().tolist()) == sorted(out[i - 8 : i - 4].flatten().tolist())
     assert set(out.flatten().tolist()) <= set(range(8))  # every later frame reuses the first window's noises
 
 

@@ -13,8 +13,9 @@ RAGA = "data/openpose/DurhamARC__raga-pose-estimation/example_1person"  # 125 fr
 
 
 def vidtune(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vidtune.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "vidtune.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=900
+    )
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def long_run(tmp_path_factory, shared_dir):
     config = root / "run.toml"
     config.write_text(f"""
 [model]
-path = "{root / 'tiny'}"
+path = "{root / "tiny"}"
 adapter = ""
 
 [inputs]
@@ -75,8 +76,9 @@ def test_rerun_skips_and_stage4_alone_reloads_the_tuned_unet(long_run):
     assert first.returncode == 0
     again = vidtune("run", str(config), "--out", str(root / "run"), "--quiet")
     assert again.returncode == 0 and again.stdout.count("skipped (done)") == 4, again.stdout
-    alone = vidtune("run", str(config), "--out", str(root / "run"), "--stages", "4", "--quiet",
-                    "--set", "codenoise.stride=16")
+    alone = vidtune(
+        "run", str(config), "--out", str(root / "run"), "--stages", "4", "--quiet", "--set", "codenoise.stride=16"
+    )
     assert alone.returncode == 0, alone.stderr[-2000:]
     info = json.loads((root / "run" / "stage4" / "done.json").read_text())
     assert info["unet"] == "tuned" and info["clips"] == 8  # 125 frames, M = S = 16: 7 clips + the tail clip

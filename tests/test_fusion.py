@@ -242,8 +242,10 @@ def test_latent_space_fusion_restores_the_variance_at_every_pixel(with_self):
     z = math.sqrt(1 - ab) * eps  # x0 = 0
     bg = torch.rand(n, 1, 3, 3, generator=g)
     bg[:, :, 0, 0] = 0.0  # nobody sees background here: fallback
-    idx = torch.tensor([[0, 1, 2], [1, 2, 3], [2, 3, 0], [3, 0, 1]]) if with_self else torch.tensor(
-        [[1, 2, 3], [2, 3, 0], [3, 0, 1], [0, 1, 2]]
+    idx = (
+        torch.tensor([[0, 1, 2], [1, 2, 3], [2, 3, 0], [3, 0, 1]])
+        if with_self
+        else torch.tensor([[1, 2, 3], [2, 3, 0], [3, 0, 1], [0, 1, 2]])
     )
     out = fuse_latent_space(z, ab, 1 - bg, bg, idx, w_f=0.9, w_b=0.8, generator=g)
     per_pixel_std = out.std(dim=1) / math.sqrt(1 - ab)  # (n, 3, 3)

@@ -24,10 +24,36 @@ from vidtune.errors import VidtuneError
 from vidtune.lock import LOCK_NAME, RunLock
 
 N = 6
-BASE = np.array([[320, 100], [320, 140], [290, 140], [280, 190], [275, 240], [350, 140], [360, 190], [365, 240],
-                 [320, 240], [300, 240], [300, 320], [300, 400], [340, 240], [340, 320], [340, 400],
-                 [312, 92], [328, 92], [305, 96], [335, 96], [340, 410], [345, 410], [340, 405], [300, 410],
-                 [295, 410], [300, 405]], float)
+BASE = np.array(
+    [
+        [320, 100],
+        [320, 140],
+        [290, 140],
+        [280, 190],
+        [275, 240],
+        [350, 140],
+        [360, 190],
+        [365, 240],
+        [320, 240],
+        [300, 240],
+        [300, 320],
+        [300, 400],
+        [340, 240],
+        [340, 320],
+        [340, 400],
+        [312, 92],
+        [328, 92],
+        [305, 96],
+        [335, 96],
+        [340, 410],
+        [345, 410],
+        [340, 405],
+        [300, 410],
+        [295, 410],
+        [300, 405],
+    ],
+    float,
+)
 
 
 def write_poses(folder: Path, n: int = N, shift: float = 0.0, frame_fn=None) -> Path:
@@ -44,10 +70,32 @@ def write_poses(folder: Path, n: int = N, shift: float = 0.0, frame_fn=None) -> 
 
 def run_args(model: Path, pose_dir: Path, out: Path, *extra: str) -> list[str]:
     """`vidtune run` on the tiny model, small enough for the CPU tests."""
-    sets = ["sampling.guidance=3.0", "codenoise.clip_length=4", "codenoise.stride=2", "tuning.steps=2",
-            "tuning.checkpoint_every=1", "separate.segmenter=grabcut"]
-    args = ["run", "--model", str(model), "--poses", str(pose_dir), "--prompt", "a person dancing", "--height", "32",
-            "--width", "32", "--steps", "2", "--quiet", "--out", str(out)]
+    sets = [
+        "sampling.guidance=3.0",
+        "codenoise.clip_length=4",
+        "codenoise.stride=2",
+        "tuning.steps=2",
+        "tuning.checkpoint_every=1",
+        "separate.segmenter=grabcut",
+    ]
+    args = [
+        "run",
+        "--model",
+        str(model),
+        "--poses",
+        str(pose_dir),
+        "--prompt",
+        "a person dancing",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--steps",
+        "2",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     for s in sets:
         args += ["--set", s]
     return args + list(extra)
@@ -107,6 +155,7 @@ def finished(tmp_path_factory, tiny_model_dir):
 
 # --- 1. a failed run must not touch a finished folder -----------------------------------------
 
+
 def test_failed_run_leaves_a_finished_folder_byte_identical(finished, tmp_path, capsys):
     model, pose_dir, src = finished
     run = copy_run(src, tmp_path / "run")
@@ -117,19 +166,32 @@ def test_failed_run_leaves_a_finished_folder_byte_identical(finished, tmp_path, 
     assert snapshot(run) == before and not (run / LOCK_NAME).exists()
     # The original command with a later-stage change: stage 4 reruns on the original poses.
     assert main(run_args(model, pose_dir, run, "--set", "codenoise.weighting=triangular")) == 0
-    assert statuses(capsys.readouterr().out) == {1: "skipped (done)", 2: "skipped (done)", 3: "skipped (done)",
-                                                4: "ran"}
+    assert statuses(capsys.readouterr().out) == {
+        1: "skipped (done)",
+        2: "skipped (done)",
+        3: "skipped (done)",
+        4: "ran",
+    }
     assert (run / "inputs" / "keypoints.npz").read_bytes() == (src / "inputs" / "keypoints.npz").read_bytes()
 
 
 # --- 2. one run per folder -----------------------------------------------------------------------
 
+
 def test_second_run_on_a_folder_in_use_exits_2_naming_the_other_process(finished, tmp_path, capsys):
     model, pose_dir, src = finished
     run = copy_run(src, tmp_path / "run")
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from vidtune.lock import RunLock; "
-                               "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)", str(run)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from vidtune.lock import RunLock; "
+            "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)",
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         start = time.perf_counter()
@@ -139,7 +201,9 @@ def test_second_run_on_a_folder_in_use_exits_2_naming_the_other_process(finished
     finally:
         holder.kill()
         holder.wait()
-    assert json.loads((run / "stage4" / "done.json").read_text()) == json.loads((src / "stage4" / "done.json").read_text())
+    assert json.loads((run / "stage4" / "done.json").read_text()) == json.loads(
+        (src / "stage4" / "done.json").read_text()
+    )
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(finished, tmp_path, capsys):
@@ -171,13 +235,15 @@ def test_two_runs_on_one_folder_one_exits_2(tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "vidtune.cli", *run_args(tiny_model_dir, pose_dir, run, "--stages", "1,2")]
     # The first run samples 300 steps: it still holds the folder when the second has started up.
-    first = subprocess.Popen(cmd + ["--steps", "300"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    first = subprocess.Popen(
+        cmd + ["--steps", "300"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     while not (run / LOCK_NAME).exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    second = subprocess.run(cmd[:-2] + ["--set", "separate.seed=3", "--stages", "1,2"], env=env,
-                            capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        cmd[:-2] + ["--set", "separate.seed=3", "--stages", "1,2"], env=env, capture_output=True, text=True, timeout=300
+    )
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 2 and "in use by vidtune process" in second.stderr, second.stderr
@@ -185,6 +251,7 @@ def test_two_runs_on_one_folder_one_exits_2(tiny_model_dir, tmp_path):
 
 
 # --- 3. stale results -------------------------------------------------------------------------
+
 
 def test_deleted_stage_reruns_every_later_stage(finished, tmp_path, capsys):
     model, pose_dir, src = finished
@@ -227,12 +294,16 @@ def test_model_identity_follows_the_weight_files(tmp_path):
 
 # --- 4. NaN ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sets, key", [
-    (["sampling.beta_start=0.5", "sampling.beta_end=0.1"], "sampling.beta_end"),
-    (["sampling.beta_start=0.1", "sampling.beta_end=0.5"], "sampling.beta_start"),
-    (["sampling.eta=nan"], "sampling.eta"),
-    (["tuning.lr=inf"], "tuning.lr"),
-])
+
+@pytest.mark.parametrize(
+    "sets, key",
+    [
+        (["sampling.beta_start=0.5", "sampling.beta_end=0.1"], "sampling.beta_end"),
+        (["sampling.beta_start=0.1", "sampling.beta_end=0.5"], "sampling.beta_start"),
+        (["sampling.eta=nan"], "sampling.eta"),
+        (["tuning.lr=inf"], "tuning.lr"),
+    ],
+)
 def test_invalid_schedules_are_config_errors(sets, key, tiny_model_dir, tmp_path, capsys):
     pose_dir = write_poses(tmp_path / "poses")
     extra = [x for s in sets for x in ("--set", s)]
@@ -264,10 +335,13 @@ def test_nan_loss_stops_stage_3_unmarked(finished, tmp_path, capsys, monkeypatch
 
 # --- 5. degenerate poses ----------------------------------------------------------------------
 
+
 def test_one_absurd_frame_is_dropped_and_counted(tmp_path):
     clean = poses.load_poses(write_poses(tmp_path / "clean"))
-    for name, fn in [("huge", lambda i, k: k * [1e30, 1e30, 1] if i == 3 else k),
-                     ("negated", lambda i, k: k * [-1, -1, 1] if i == 3 else k)]:
+    for name, fn in [
+        ("huge", lambda i, k: k * [1e30, 1e30, 1] if i == 3 else k),
+        ("negated", lambda i, k: k * [-1, -1, 1] if i == 3 else k),
+    ]:
         seq = poses.load_poses(write_poses(tmp_path / name, frame_fn=fn))
         assert (seq.width, seq.height) == (clean.width, clean.height), name
         assert seq.dropped_joints == 18 and "WARNING: 18 implausible keypoints dropped" in seq.summary()
@@ -287,20 +361,24 @@ def test_sequences_without_a_usable_pose_are_refused(kind, tiny_model_dir, tmp_p
 
 # --- 6, 7. bad values found before stage 1, one line each ----------------------------------
 
-@pytest.mark.parametrize("extra, key", [
-    (["--set", "codenoise.stride=8"], "codenoise.stride"),
-    (["--set", "codenoise.clip_length=0"], "codenoise.clip_length"),
-    (["--set", "codenoise.clip_length=10"], "codenoise.clip_length"),  # 6 frames
-    (["--set", "tuning.lr=0"], "tuning.lr"),
-    (["--set", "tuning.lr=-1e-5"], "tuning.lr"),
-    (["--steps", "0"], "sampling.steps"),
-    (["--steps", "-1"], "sampling.steps"),
-    (["--set", "separate.fusion_step=1.5"], "separate.fusion_step"),
-    (["--set", "separate.batch_frames=0"], "separate.batch_frames"),
-    (["--set", "sampling.num_train_timesteps=0"], "sampling.num_train_timesteps"),
-    (["--set", "sampling.guidance=-1"], "sampling.guidance"),
-    (["--set", "codenoise.strength=2.0"], "codenoise.strength"),
-])
+
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        (["--set", "codenoise.stride=8"], "codenoise.stride"),
+        (["--set", "codenoise.clip_length=0"], "codenoise.clip_length"),
+        (["--set", "codenoise.clip_length=10"], "codenoise.clip_length"),  # 6 frames
+        (["--set", "tuning.lr=0"], "tuning.lr"),
+        (["--set", "tuning.lr=-1e-5"], "tuning.lr"),
+        (["--steps", "0"], "sampling.steps"),
+        (["--steps", "-1"], "sampling.steps"),
+        (["--set", "separate.fusion_step=1.5"], "separate.fusion_step"),
+        (["--set", "separate.batch_frames=0"], "separate.batch_frames"),
+        (["--set", "sampling.num_train_timesteps=0"], "sampling.num_train_timesteps"),
+        (["--set", "sampling.guidance=-1"], "sampling.guidance"),
+        (["--set", "codenoise.strength=2.0"], "codenoise.strength"),
+    ],
+)
 def test_bad_values_exit_2_before_anything_is_written(extra, key, tiny_model_dir, tmp_path, capsys):
     pose_dir = write_poses(tmp_path / "poses")
     assert key in one_line_error(run_args(tiny_model_dir, pose_dir, tmp_path / "run", *extra), capsys)
@@ -309,14 +387,19 @@ def test_bad_values_exit_2_before_anything_is_written(extra, key, tiny_model_dir
 
 def test_guidance_up_to_1_means_no_cfg_and_is_accepted(tiny_model_dir, tmp_path, capsys):
     pose_dir = write_poses(tmp_path / "poses")
-    assert main(run_args(tiny_model_dir, pose_dir, tmp_path / "run", "--set", "sampling.guidance=0.5",
-                         "--stages", "1")) == 0
+    assert (
+        main(run_args(tiny_model_dir, pose_dir, tmp_path / "run", "--set", "sampling.guidance=0.5", "--stages", "1"))
+        == 0
+    )
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--frames", "6"], "codenoise.clip_length = 8"),
-    (["--steps", "0"], "--steps 0"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--frames", "6"], "codenoise.clip_length = 8"),
+        (["--steps", "0"], "--steps 0"),
+    ],
+)
 def test_demo_bad_arguments_exit_2_before_stage_1(args, words, tmp_path, capsys):
     line = one_line_error(["demo", "--out", str(tmp_path / "demo"), "--quiet", *args], capsys)
     assert words in line
@@ -350,8 +433,9 @@ def _probe_tmpfs() -> str:
     import tempfile
 
     with tempfile.TemporaryDirectory() as where:
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", where], capture_output=True,
-                                text=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", where], capture_output=True, text=True
+        )
         if result.returncode != 0:
             return f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount failed'}): needs root"
         subprocess.run(["umount", where], check=False)
@@ -363,7 +447,9 @@ _NO_TMPFS = _probe_tmpfs()
 
 def _mount_tmpfs(where: Path, options: str) -> None:
     where.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -389,6 +475,7 @@ def test_read_only_and_full_disks_are_one_line_errors(finished, tmp_path, capsys
 
 # --- 9. disk reclaimed ----------------------------------------------------------------------
 
+
 def test_temporaries_of_killed_runs_are_removed_and_checkpoints_dropped(finished, tmp_path, capsys):
     model, pose_dir, src = finished
     assert not (src / "stage3" / "checkpoints").exists()  # dropped when stage 3 finished
@@ -410,8 +497,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(finished, tmp_path, caps
     model, pose_dir, src = finished
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vidtune.cli", *run_args(model, pose_dir, run)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidtune.cli", *run_args(model, pose_dir, run)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (run / "stage3" / "loss.csv").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -425,6 +516,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(finished, tmp_path, caps
 
 
 # --- 10. minor -------------------------------------------------------------------------------
+
 
 def test_outputs_respect_the_umask(finished):
     _, _, run = finished
@@ -463,6 +555,7 @@ def test_evaluate_one_frame_explains_the_dashes(tmp_path, capsys):
 
 # --- 8. merge weights: memory linear in the frame count ------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["uniform", "triangular", "gaussian"])
 def test_per_clip_merge_weights_equal_the_dense_ones(kind):
     from vidtune.windows import clip_merge_weights, clip_windows, frame_merge_weights, plan_text
@@ -474,17 +567,37 @@ def test_per_clip_merge_weights_equal_the_dense_ones(kind):
     for k, (s, e) in enumerate(windows):
         assert torch.equal(per_clip[k], dense[k, s:e])
     prompts = ["a"] * len(windows)
-    assert plan_text(n, windows, per_clip, prompts, num_steps=5, width=10) == \
-        plan_text(n, windows, dense, prompts, num_steps=5, width=10)
+    assert plan_text(n, windows, per_clip, prompts, num_steps=5, width=10) == plan_text(
+        n, windows, dense, prompts, num_steps=5, width=10
+    )
 
 
 def test_plan_of_a_million_frames_stays_under_1_gb(tmp_path):
     pose_dir = write_poses(tmp_path / "poses")
-    code = ("import resource, sys; from vidtune.cli import main; rc = main(sys.argv[1:]); "
-            "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
-    result = subprocess.run([sys.executable, "-c", code, "plan", "--poses", str(pose_dir), "--prompt", "a person",
-                             "--frames", "1000000", "--model", str(tmp_path / "no_model")],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    code = (
+        "import resource, sys; from vidtune.cli import main; rc = main(sys.argv[1:]); "
+        "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "plan",
+            "--poses",
+            str(pose_dir),
+            "--prompt",
+            "a person",
+            "--frames",
+            "1000000",
+            "--model",
+            str(tmp_path / "no_model"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     assert "1000000 frames, 124999 clips of 16 frames" in result.stdout
     assert "clips not listed" in result.stdout and "not plotted" in result.stdout

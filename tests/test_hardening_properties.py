@@ -74,8 +74,16 @@ def mutate(data: dict, kind: str, arg) -> str:
 
 def check_inputs(folder: Path, tmp: Path) -> None:
     """build_inputs either gives non-blank pose maps and finite keypoints, or one VidtuneError line."""
-    cfg = C.apply_overrides(C.RunConfig(), [f"inputs.poses={folder}", "inputs.prompt=a person", "inputs.height=64",
-                                            "inputs.width=64", "inputs.framing=person"])
+    cfg = C.apply_overrides(
+        C.RunConfig(),
+        [
+            f"inputs.poses={folder}",
+            "inputs.prompt=a person",
+            "inputs.height=64",
+            "inputs.width=64",
+            "inputs.framing=person",
+        ],
+    )
     try:
         inputs = pipeline.build_inputs(cfg, tmp / "extracted")
     except VidtuneError as exc:
@@ -106,9 +114,14 @@ def test_mutated_openpose_json_runs_or_is_one_line_error(real_frames, tmp_path_f
 # --- TOML configs --------------------------------------------------------------------------
 
 VALUES = st.one_of(
-    st.integers(-3, 3), st.integers(-(2**63), 2**63 - 1), st.sampled_from([0, 1, 2, 4, 8, 16, 50, 1000, 100_001]),
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 0.5, 1.0, 1.5, -0.5, 1e-6, 0.012]),
-    st.booleans(), st.text(max_size=5), st.lists(st.text(max_size=3), max_size=2),
+    st.integers(-3, 3),
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([0, 1, 2, 4, 8, 16, 50, 1000, 100_001]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, 0.5, 1.0, 1.5, -0.5, 1e-6, 0.012]),
+    st.booleans(),
+    st.text(max_size=5),
+    st.lists(st.text(max_size=3), max_size=2),
 )
 SECTION_FIELDS = {name: [f.name for f in fields(cls)] for name, cls in C.SECTIONS.items()}
 PATHS = {("model", "path"), ("model", "adapter"), ("model", "sam"), ("inputs", "poses")}
@@ -143,9 +156,9 @@ def schedule_works(cfg: C.RunConfig, base: dict) -> None:
     """An accepted sampling config gives a scheduler that can be set up and stays finite."""
     import torch
 
+    from vidtune.models import make_scheduler
     from vidtune.sampling import fusion_index, prepare_scheduler
     from vidtune.stages.common import build_scheduler
-    from vidtune.models import make_scheduler
 
     s = cfg.sampling
     scheduler = build_scheduler(make_scheduler("ddim", base), s)

@@ -31,7 +31,9 @@ def imported(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             names.add(base)
             names.update(f"{base}.{a.name}" for a in node.names)
     return names
@@ -44,7 +46,8 @@ def library_modules() -> list[Path]:
 def test_the_library_never_imports_evaluation_demo_or_front_ends():
     modules = library_modules()
     assert {"vidtune.api", "vidtune.pipeline", "vidtune.stages.codenoise", "vidtune.models"} <= {
-        module_name(p) for p in modules}
+        module_name(p) for p in modules
+    }
     bad = {module_name(p): sorted(n for n in imported(p) if n.startswith(UPPER)) for p in modules}
     assert not {k: v for k, v in bad.items() if v}
 
@@ -56,9 +59,11 @@ def test_the_walk_sees_imports_inside_functions(tmp_path):
 
 def test_importing_the_whole_library_loads_no_upper_layer():
     names = [module_name(p) for p in library_modules() if p.name != "__init__.py" or p.parent != PACKAGE]
-    code = ("import sys, importlib\n"
-            f"for n in {names!r}: importlib.import_module(n)\n"
-            f"bad = sorted(m for m in sys.modules if m.startswith({UPPER!r}))\n"
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, importlib\n"
+        f"for n in {names!r}: importlib.import_module(n)\n"
+        f"bad = sorted(m for m in sys.modules if m.startswith({UPPER!r}))\n"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -25,8 +25,13 @@ from vidtune.testing import make_tiny
 
 # Exact parameter counts of the real architectures (SD v1-4 UNet 859.5M, VAE 83.7M, CLIP ViT-L/14
 # text tower 123.1M, T2I-Adapter full_adapter 77.4M, SAM ViT-B 93.7M).
-REAL_PARAMS = {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480,
-               "adapter": 77_369_280, "sam_model": 93_735_728}
+REAL_PARAMS = {
+    "unet": 859_520_964,
+    "vae": 83_653_863,
+    "text_encoder": 123_060_480,
+    "adapter": 77_369_280,
+    "sam_model": 93_735_728,
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -54,8 +59,12 @@ def loaded(tiny: Path) -> Components:
 
 @pytest.fixture(scope="module")
 def real_meta(models_dir: Path) -> Components:
-    return load_components(models_dir / "sd-v1-4", adapter=models_dir / "t2iadapter-openpose-sd14v1",
-                           sam=models_dir / "sam-vit-base", weights=False)
+    return load_components(
+        models_dir / "sd-v1-4",
+        adapter=models_dir / "t2iadapter-openpose-sd14v1",
+        sam=models_dir / "sam-vit-base",
+        weights=False,
+    )
 
 
 def fresh_copy(src: Path, dst: Path) -> Path:
@@ -64,6 +73,7 @@ def fresh_copy(src: Path, dst: Path) -> Path:
 
 
 # ------------------------------------------------------------------ real architectures (meta)
+
 
 def test_real_architectures_on_meta_have_sd14_sizes(real_meta: Components) -> None:
     for name, expected in REAL_PARAMS.items():
@@ -84,17 +94,44 @@ def test_real_clip_tokenizer_loads_offline(real_meta: Components) -> None:
 
 # Keys allowed to differ between the tiny model and SD v1-4: sizes only.
 SIZE_KEYS = {
-    "unet": {"block_out_channels", "layers_per_block", "attention_head_dim", "cross_attention_dim",
-             "sample_size", "down_block_types", "up_block_types"},
+    "unet": {
+        "block_out_channels",
+        "layers_per_block",
+        "attention_head_dim",
+        "cross_attention_dim",
+        "sample_size",
+        "down_block_types",
+        "up_block_types",
+    },
     "vae": {"block_out_channels", "layers_per_block", "sample_size", "down_block_types", "up_block_types"},
-    "text_encoder": {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "projection_dim"},
+    "text_encoder": {
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "projection_dim",
+    },
     "adapter": {"channels", "num_res_blocks", "downscale_factor"},
 }
-IGNORED = {"_diffusers_version", "_name_or_path", "transformers_version", "_use_default_values", "dtype",
-           "torch_dtype", "architectures", "output_attentions", "output_hidden_states", "return_dict",
-           "use_return_dict", "_commit_hash", "_attn_implementation_autoset", "_class_name",
-           "dropout", "initializer_factor"}  # legacy keys of the real configs that transformers 5 no longer writes
+IGNORED = {
+    "_diffusers_version",
+    "_name_or_path",
+    "transformers_version",
+    "_use_default_values",
+    "dtype",
+    "torch_dtype",
+    "architectures",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "use_return_dict",
+    "_commit_hash",
+    "_attn_implementation_autoset",
+    "_class_name",
+    "dropout",
+    "initializer_factor",
+}  # legacy keys of the real configs that transformers 5 no longer writes
 
 
 def config_dict(module: torch.nn.Module) -> dict:
@@ -134,22 +171,42 @@ def test_tiny_differs_from_sd14_only_in_sizes(tiny: Path, real_meta: Components)
     torch.testing.assert_close(real_s.alphas_cumprod, tiny_s.alphas_cumprod)
     assert real_s.config.prediction_type == tiny_s.config.prediction_type == "epsilon"
     # SAM: only sizes differ (no sub-config switches activation, norms, pos-embedding kinds...).
-    sam_size_words = ("hidden_size", "output_channels", "num_hidden_layers", "num_attention_heads", "image_size",
-                      "patch_size", "window_size", "global_attn_indexes", "num_pos_feats", "mlp_dim",
-                      "mask_input_channels", "iou_head_hidden_dim", "image_embedding_size", "scale",
-                      "intermediate_size", "projection_dim")
+    sam_size_words = (
+        "hidden_size",
+        "output_channels",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "image_size",
+        "patch_size",
+        "window_size",
+        "global_attn_indexes",
+        "num_pos_feats",
+        "mlp_dim",
+        "mask_input_channels",
+        "iou_head_hidden_dim",
+        "image_embedding_size",
+        "scale",
+        "intermediate_size",
+        "projection_dim",
+    )
     real, small = flat(config_dict(real_meta.sam_model)), flat(config_dict(tiny_meta.sam_model))
-    differing = {k for k in real.keys() | small.keys()
-                 if k.split(".")[-1] not in IGNORED and real.get(k) != small.get(k)}
+    differing = {
+        k for k in real.keys() | small.keys() if k.split(".")[-1] not in IGNORED and real.get(k) != small.get(k)
+    }
     assert all(k.split(".")[-1] in sam_size_words for k in differing), differing
 
 
 # ------------------------------------------------------------------ tiny round trip
 
+
 def test_tiny_round_trip_weights_equal_saved(tiny: Path, loaded: Components) -> None:
-    files = {"unet": "unet/diffusion_pytorch_model.safetensors", "vae": "vae/diffusion_pytorch_model.safetensors",
-             "adapter": "adapter/diffusion_pytorch_model.safetensors", "text_encoder": "text_encoder/model.safetensors",
-             "sam_model": "sam/model.safetensors"}
+    files = {
+        "unet": "unet/diffusion_pytorch_model.safetensors",
+        "vae": "vae/diffusion_pytorch_model.safetensors",
+        "adapter": "adapter/diffusion_pytorch_model.safetensors",
+        "text_encoder": "text_encoder/model.safetensors",
+        "sam_model": "sam/model.safetensors",
+    }
     for name, rel in files.items():
         saved = load_file(tiny / rel)
         state = getattr(loaded, name).state_dict()
@@ -164,8 +221,9 @@ def test_tiny_round_trip_weights_equal_saved(tiny: Path, loaded: Components) -> 
 def test_tiny_sizes_and_adapter_residuals_line_up(loaded: Components) -> None:
     assert loaded.vae_scale_factor == 4 and loaded.latent_channels == 4
     assert loaded.vae.config.sample_size == 32 and loaded.unet.config.sample_size == 8
-    assert loaded.tokenizer("a person dancing on a beach at night").input_ids[1:-1] == \
-        [loaded.tokenizer.convert_tokens_to_ids(w + "</w>") for w in "a person dancing on a beach at night".split()]
+    assert loaded.tokenizer("a person dancing on a beach at night").input_ids[1:-1] == [
+        loaded.tokenizer.convert_tokens_to_ids(w + "</w>") for w in "a person dancing on a beach at night".split()
+    ]
     g = torch.Generator().manual_seed(0)
     pose = torch.rand(2, 3, 32, 32, generator=g)
     feats = loaded.adapter(pose)
@@ -202,10 +260,13 @@ def test_tiny_model_index_reads_as_sd_pipeline(tiny: Path) -> None:
 
     index = DiffusionPipeline.load_config(tiny)
     assert index["_class_name"] == "StableDiffusionPipeline"
-    for comp, (lib, cls) in {"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),
-                             "text_encoder": ("transformers", "CLIPTextModel"),
-                             "tokenizer": ("transformers", "CLIPTokenizer"),
-                             "scheduler": ("diffusers", "DDIMScheduler")}.items():
+    for comp, (lib, cls) in {
+        "unet": ("diffusers", "UNet2DConditionModel"),
+        "vae": ("diffusers", "AutoencoderKL"),
+        "text_encoder": ("transformers", "CLIPTextModel"),
+        "tokenizer": ("transformers", "CLIPTokenizer"),
+        "scheduler": ("diffusers", "DDIMScheduler"),
+    }.items():
         assert index[comp] == [lib, cls]
         assert (tiny / comp).is_dir()
 
@@ -227,6 +288,7 @@ def test_explicit_adapter_folder_and_no_adapter(tmp_path: Path, tiny: Path) -> N
 
 
 # ------------------------------------------------------------------ errors
+
 
 def error_of(*args, **kwargs) -> str:
     with pytest.raises(VidtuneError) as info:
@@ -335,6 +397,7 @@ def test_single_file_checkpoint_is_explained(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ schedulers
 
+
 def sd_alphas_cumprod() -> torch.Tensor:
     betas = np.linspace(np.sqrt(0.00085), np.sqrt(0.012), 1000, dtype=np.float64) ** 2
     return torch.from_numpy(np.cumprod(1.0 - betas))
@@ -362,8 +425,15 @@ def test_make_scheduler_from_real_sd_scheduler(real_meta: Components) -> None:
 def test_sd_schedule_config_matches_sd14(models_dir: Path) -> None:
     real = json.loads((models_dir / "sd-v1-4" / "scheduler" / "scheduler_config.json").read_text())
     ours = sd_schedule_config()
-    for key in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "set_alpha_to_one",
-                "steps_offset", "clip_sample"):
+    for key in (
+        "beta_start",
+        "beta_end",
+        "beta_schedule",
+        "num_train_timesteps",
+        "set_alpha_to_one",
+        "steps_offset",
+        "clip_sample",
+    ):
         assert ours[key] == real[key], key
 
 

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from vidtune import config as C
 from vidtune import pipeline
 from vidtune.cli import main
-from vidtune.video import list_image_files, video_info
 from vidtune.errors import VidtuneError
+from vidtune.video import list_image_files, video_info
 
 N = 6
 
@@ -20,10 +20,36 @@ N = 6
 def write_openpose_folder(folder: Path, n: int = N) -> Path:
     """A small BODY_25 OpenPose JSON sequence: one walking person plus, in frame 2, nobody."""
     folder.mkdir(parents=True, exist_ok=True)
-    base = np.array([[320, 100], [320, 140], [290, 140], [280, 190], [275, 240], [350, 140], [360, 190], [365, 240],
-                     [320, 240], [300, 240], [300, 320], [300, 400], [340, 240], [340, 320], [340, 400],
-                     [312, 92], [328, 92], [305, 96], [335, 96], [340, 410], [345, 410], [340, 405], [300, 410],
-                     [295, 410], [300, 405]], float)
+    base = np.array(
+        [
+            [320, 100],
+            [320, 140],
+            [290, 140],
+            [280, 190],
+            [275, 240],
+            [350, 140],
+            [360, 190],
+            [365, 240],
+            [320, 240],
+            [300, 240],
+            [300, 320],
+            [300, 400],
+            [340, 240],
+            [340, 320],
+            [340, 400],
+            [312, 92],
+            [328, 92],
+            [305, 96],
+            [335, 96],
+            [340, 410],
+            [345, 410],
+            [340, 405],
+            [300, 410],
+            [295, 410],
+            [300, 405],
+        ],
+        float,
+    )
     for i in range(n):
         people = []
         if i != 2:
@@ -34,9 +60,20 @@ def write_openpose_folder(folder: Path, n: int = N) -> Path:
 
 
 def tiny_config(model: Path, poses: Path, **sections) -> C.RunConfig:
-    overrides = [f"model.path={model}", "model.adapter=", f"inputs.poses={poses}", "inputs.prompt=a person dancing",
-                 "inputs.height=32", "inputs.width=32", "sampling.steps=4", "sampling.guidance=3.0",
-                 "codenoise.clip_length=4", "codenoise.stride=2", "tuning.steps=4", "tuning.checkpoint_every=2"]
+    overrides = [
+        f"model.path={model}",
+        "model.adapter=",
+        f"inputs.poses={poses}",
+        "inputs.prompt=a person dancing",
+        "inputs.height=32",
+        "inputs.width=32",
+        "sampling.steps=4",
+        "sampling.guidance=3.0",
+        "codenoise.clip_length=4",
+        "codenoise.stride=2",
+        "tuning.steps=4",
+        "tuning.checkpoint_every=2",
+    ]
     overrides += [f"{k}={v}" for k, v in sections.items()]
     return C.apply_overrides(C.RunConfig(), overrides)
 
@@ -50,8 +87,9 @@ def test_stage1_writes_frames_masks_latents_and_is_deterministic(tiny_model_dir,
     cfg = tiny_config(tiny_model_dir, poses_dir)
     runs = []
     for name in ("a", "b"):
-        summary = pipeline.run(cfg, tmp_path / name, stages=[1], progress=False, components=tiny_components,
-                               log=lambda s: None)
+        summary = pipeline.run(
+            cfg, tmp_path / name, stages=[1], progress=False, components=tiny_components, log=lambda s: None
+        )
         assert summary.stages[1][0] == "ran"
         runs.append(tmp_path / name / "stage1")
     s1 = runs[0]
@@ -65,8 +103,14 @@ def test_stage1_writes_frames_masks_latents_and_is_deterministic(tiny_model_dir,
     other = load_file(str(runs[1] / "latents.safetensors"))
     for key in ("z_t", "x0", "fg"):
         assert torch.equal(t[key], other[key]), key
-    different = pipeline.run(C.apply_overrides(cfg, ["separate.seed=5"]), tmp_path / "c", stages=[1],
-                             progress=False, components=tiny_components, log=lambda s: None)
+    different = pipeline.run(
+        C.apply_overrides(cfg, ["separate.seed=5"]),
+        tmp_path / "c",
+        stages=[1],
+        progress=False,
+        components=tiny_components,
+        log=lambda s: None,
+    )
     assert different.stages[1][0] == "ran"
     assert not torch.equal(load_file(str(tmp_path / "c/stage1/latents.safetensors"))["x0"], t["x0"])
     assert (tmp_path / "a" / "config.toml").is_file() and C.load(tmp_path / "a" / "config.toml") == cfg
@@ -78,27 +122,49 @@ def test_resume_rule_reruns_only_changed_stage_and_later(tiny_model_dir, poses_d
     comps = load_components(tiny_model_dir)  # stage 3 tunes the UNet in place: use a private copy
     cfg = tiny_config(tiny_model_dir, poses_dir, **{"separate.segmenter": "grabcut"})
     # keep_base: the reruns of stages 2 and 3 below start from the base UNet again, as one process must
-    first = pipeline.run(cfg, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None,
-                         keep_base=True)
+    first = pipeline.run(
+        cfg, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None, keep_base=True
+    )
     assert [first.stages[k][0] for k in (1, 2, 3)] == ["ran"] * 3
     assert comps.tuned_by == str((tmp_path / "r" / "stage3").resolve())
     again = pipeline.run(cfg, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None)
     assert [again.stages[k][0] for k in (1, 2, 3)] == ["skipped (done)"] * 3
     stage1_mtime = (tmp_path / "r/stage1/done.json").stat().st_mtime_ns
     changed = C.apply_overrides(cfg, ["tuning.lr=1e-4"])
-    third = pipeline.run(changed, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps,
-                         log=lambda s: None, keep_base=True)
+    third = pipeline.run(
+        changed, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None, keep_base=True
+    )
     assert [third.stages[k][0] for k in (1, 2, 3)] == ["skipped (done)", "skipped (done)", "ran"]
     assert (tmp_path / "r/stage1/done.json").stat().st_mtime_ns == stage1_mtime
     fusion = C.apply_overrides(changed, ["fusion.w_b=0.5"])
-    fourth = pipeline.run(fusion, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps,
-                          log=lambda s: None, keep_base=True)
+    fourth = pipeline.run(
+        fusion, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None, keep_base=True
+    )
     assert [fourth.stages[k][0] for k in (1, 2, 3)] == ["skipped (done)", "ran", "ran"]
 
 
 def test_stage_without_its_prerequisite_is_a_clear_error(tiny_model_dir, poses_dir, tmp_path, capsys):
-    code = main(["run", "--model", str(tiny_model_dir), "--poses", str(poses_dir), "--prompt", "a person",
-                 "--height", "32", "--width", "32", "--steps", "2", "--stages", "3", "--out", str(tmp_path / "x")])
+    code = main(
+        [
+            "run",
+            "--model",
+            str(tiny_model_dir),
+            "--poses",
+            str(poses_dir),
+            "--prompt",
+            "a person",
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--steps",
+            "2",
+            "--stages",
+            "3",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "stage 3 needs stage 2" in err and "Traceback" not in err
 
@@ -114,12 +180,28 @@ def _cli_error(args, capsys) -> str:
 
 
 def test_bad_inputs_give_one_line_errors(tiny_model_dir, poses_dir, tmp_path, capsys):
-    base = ["run", "--model", str(tiny_model_dir), "--prompt", "a person", "--height", "32", "--width", "32",
-            "--steps", "2", "--stages", "1", "--quiet"]
+    base = [
+        "run",
+        "--model",
+        str(tiny_model_dir),
+        "--prompt",
+        "a person",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--steps",
+        "2",
+        "--stages",
+        "1",
+        "--quiet",
+    ]
     bad_json = tmp_path / "bad"
     bad_json.mkdir()
     (bad_json / "x_000000000000_keypoints.json").write_text("{not json")
-    assert "x_000000000000_keypoints.json" in _cli_error(base + ["--poses", str(bad_json), "--out", str(tmp_path / "o1")], capsys)
+    assert "x_000000000000_keypoints.json" in _cli_error(
+        base + ["--poses", str(bad_json), "--out", str(tmp_path / "o1")], capsys
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "empty" in _cli_error(base + ["--poses", str(empty), "--out", str(tmp_path / "o2")], capsys)
@@ -131,14 +213,30 @@ def test_bad_inputs_give_one_line_errors(tiny_model_dir, poses_dir, tmp_path, ca
     assert "sampling.stepz" in _cli_error(["run", str(cfg), "--out", str(tmp_path / "o3")], capsys)
     cfg.write_text("[sampling]\nsteps = 'x'\n")
     assert "sampling.steps must be int" in _cli_error(["run", str(cfg), "--out", str(tmp_path / "o4")], capsys)
-    msg = _cli_error(base + ["--poses", str(poses_dir), "--set", 'inputs.prompts={"2"="late start"}',
-                             "--out", str(tmp_path / "o5")], capsys)
+    msg = _cli_error(
+        base + ["--poses", str(poses_dir), "--set", 'inputs.prompts={"2"="late start"}', "--out", str(tmp_path / "o5")],
+        capsys,
+    )
     assert "prompt" in msg and "0" in msg
     broken = tmp_path / "broken_model"
     broken.mkdir()
     (broken / "model_index.json").write_text((Path(tiny_model_dir) / "model_index.json").read_text())
-    assert "unet" in _cli_error(["run", "--model", str(broken), "--poses", str(poses_dir), "--prompt", "a",
-                                 "--stages", "1", "--out", str(tmp_path / "o6")], capsys)
+    assert "unet" in _cli_error(
+        [
+            "run",
+            "--model",
+            str(broken),
+            "--poses",
+            str(poses_dir),
+            "--prompt",
+            "a",
+            "--stages",
+            "1",
+            "--out",
+            str(tmp_path / "o6"),
+        ],
+        capsys,
+    )
     assert not (tmp_path / "o6" / "stage1" / "done.json").exists()
 
 
@@ -161,8 +259,22 @@ def test_sdxl_folder_is_refused_as_such(tiny_model_dir, poses_dir, tmp_path, cap
     index = json.loads((sdxl / "model_index.json").read_text())
     index["_class_name"] = "StableDiffusionXLPipeline"
     (sdxl / "model_index.json").write_text(json.dumps(index))
-    msg = _cli_error(["run", "--model", str(sdxl), "--poses", str(poses_dir), "--prompt", "a", "--stages", "1",
-                      "--out", str(tmp_path / "o")], capsys)
+    msg = _cli_error(
+        [
+            "run",
+            "--model",
+            str(sdxl),
+            "--poses",
+            str(poses_dir),
+            "--prompt",
+            "a",
+            "--stages",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert "SDXL" in msg or "XL" in msg
 
 
@@ -174,8 +286,9 @@ def test_a_tuned_unet_is_never_used_as_the_base_model(tiny_model_dir, poses_dir,
 
     cfg = tiny_config(tiny_model_dir, poses_dir, **{"separate.segmenter": "grabcut", "tuning.trainable": "full"})
     comps = load_components(tiny_model_dir)
-    pipeline.run(cfg, tmp_path / "a", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None,
-                 keep_base=True)
+    pipeline.run(
+        cfg, tmp_path / "a", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None, keep_base=True
+    )
     assert comps.tuned_by is not None
     pipeline.run(cfg, tmp_path / "b", stages=[1], progress=False, components=comps, log=lambda s: None)
     assert comps.tuned_by is None  # the base weights were written back

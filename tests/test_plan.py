@@ -21,9 +21,20 @@ POSES = "data/openpose/DurhamARC__raga-pose-estimation/example_1person"  # 125 f
 
 
 def tiny_cfg(model: Path, poses: Path, *overrides: str) -> C.RunConfig:
-    return C.apply_overrides(C.RunConfig(), [
-        f"model.path={model}", "model.adapter=", f"inputs.poses={poses}", "inputs.prompt=a person dancing",
-        "inputs.height=32", "inputs.width=32", "sampling.steps=6", "sampling.guidance=3.0", *overrides])
+    return C.apply_overrides(
+        C.RunConfig(),
+        [
+            f"model.path={model}",
+            "model.adapter=",
+            f"inputs.poses={poses}",
+            "inputs.prompt=a person dancing",
+            "inputs.height=32",
+            "inputs.width=32",
+            "sampling.steps=6",
+            "sampling.guidance=3.0",
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture
@@ -42,8 +53,9 @@ def no_modules_built(monkeypatch):
 
 def test_plan_lists_every_clip_and_the_evaluation_count(tiny_model_dir, shared_dir, no_modules_built):
     n, m, s, steps = 40, 8, 3, 6
-    cfg = tiny_cfg(tiny_model_dir, shared_dir / POSES, f"inputs.frames={n}", f"codenoise.clip_length={m}",
-                   f"codenoise.stride={s}")
+    cfg = tiny_cfg(
+        tiny_model_dir, shared_dir / POSES, f"inputs.frames={n}", f"codenoise.clip_length={m}", f"codenoise.stride={s}"
+    )
     start = time.perf_counter()
     report = plan.plan_report(cfg)
     assert time.perf_counter() - start < 10
@@ -63,9 +75,16 @@ def test_plan_lists_every_clip_and_the_evaluation_count(tiny_model_dir, shared_d
 
 
 def test_plan_counts_prompt_ranges_fused_init_and_the_global_anchor(tiny_model_dir, shared_dir):
-    cfg = tiny_cfg(tiny_model_dir, shared_dir / POSES, "inputs.frames=30", "codenoise.clip_length=10",
-                   "codenoise.stride=10", "codenoise.init=fused", "codenoise.strength=0.5",
-                   "codenoise.attention=global")
+    cfg = tiny_cfg(
+        tiny_model_dir,
+        shared_dir / POSES,
+        "inputs.frames=30",
+        "codenoise.clip_length=10",
+        "codenoise.stride=10",
+        "codenoise.init=fused",
+        "codenoise.strength=0.5",
+        "codenoise.attention=global",
+    )
     cfg = C.apply_overrides(cfg, ['inputs.prompts={ "0" = "a person dancing", "15" = "a person waving" }'])
     report = plan.plan_report(cfg)
     # strength 0.5 of 6 steps: stage 4 starts at step 3 (stages.codenoise.initial_latents)
@@ -76,13 +95,52 @@ def test_plan_counts_prompt_ranges_fused_init_and_the_global_anchor(tiny_model_d
 
 
 def test_plan_through_the_cli(tiny_model_dir, shared_dir, capsys):
-    assert main(["plan", "--model", str(tiny_model_dir), "--poses", str(shared_dir / POSES), "--prompt",
-                 "a person dancing", "--frames", "20", "--height", "32", "--width", "32",
-                 "--set", "codenoise.clip_length=8", "--set", "codenoise.stride=4"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--model",
+                str(tiny_model_dir),
+                "--poses",
+                str(shared_dir / POSES),
+                "--prompt",
+                "a person dancing",
+                "--frames",
+                "20",
+                "--height",
+                "32",
+                "--width",
+                "32",
+                "--set",
+                "codenoise.clip_length=8",
+                "--set",
+                "codenoise.stride=4",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Temporal co-denoising plan: 20 frames, 4 clips of 8 frames" in out
-    assert main(["plan", "--model", str(tiny_model_dir), "--poses", str(shared_dir / POSES), "--prompt", "x",
-                 "--frames", "5", "--height", "32", "--width", "32"]) == 2  # 5 frames < clip_length 16
+    assert (
+        main(
+            [
+                "plan",
+                "--model",
+                str(tiny_model_dir),
+                "--poses",
+                str(shared_dir / POSES),
+                "--prompt",
+                "x",
+                "--frames",
+                "5",
+                "--height",
+                "32",
+                "--width",
+                "32",
+            ]
+        )
+        == 2
+    )  # 5 frames < clip_length 16
     assert "codenoise.shrink_clip" in capsys.readouterr().err
 
 
@@ -96,11 +154,14 @@ def _meta_parameters(configs: dict) -> dict[str, int]:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     with torch.device("meta"):
-        models = {"unet": UNet2DConditionModel.from_config(configs["unet"]),
-                  "vae": AutoencoderKL.from_config(configs["vae"]),
-                  "adapter": T2IAdapter.from_config(configs["adapter"]),
-                  "text_encoder": CLIPTextModel(CLIPTextConfig(**{k: v for k, v in configs["text_encoder"].items()
-                                                                  if not k.startswith("_")}))}
+        models = {
+            "unet": UNet2DConditionModel.from_config(configs["unet"]),
+            "vae": AutoencoderKL.from_config(configs["vae"]),
+            "adapter": T2IAdapter.from_config(configs["adapter"]),
+            "text_encoder": CLIPTextModel(
+                CLIPTextConfig(**{k: v for k, v in configs["text_encoder"].items() if not k.startswith("_")})
+            ),
+        }
     return {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
 
 
@@ -122,8 +183,9 @@ def test_model_sizes_read_weights_headers_configs_or_assume_sd14(tiny_model_dir,
     assert sizes.parameters["unet"] == plan.unet_parameters(tiny_configs()["unet"])
     assert sizes.vae_factor == 4 and sizes.latent_channels == 4 and sizes.block_out_channels == [32, 64]
 
-    sd = plan.model_sizes(C.ModelConfig(path=str(models_dir / "sd-v1-4"),
-                                        adapter=str(models_dir / "t2iadapter-openpose-sd14v1")))
+    sd = plan.model_sizes(
+        C.ModelConfig(path=str(models_dir / "sd-v1-4"), adapter=str(models_dir / "t2iadapter-openpose-sd14v1"))
+    )
     assert sd.counted == dict.fromkeys(("unet", "vae", "text_encoder", "adapter"), "config")
     assert sd.vae_factor == 8 and sd.parameters["adapter"] == 77_369_280
 
@@ -132,10 +194,12 @@ def test_model_sizes_read_weights_headers_configs_or_assume_sd14(tiny_model_dir,
 
 
 def test_memory_estimate_grows_with_frames_only_through_per_frame_tensors(models_dir):
-    sizes = plan.model_sizes(C.ModelConfig(path=str(models_dir / "sd-v1-4"),
-                                           adapter=str(models_dir / "t2iadapter-openpose-sd14v1")))
-    small, large = (plan.memory_estimate(sizes, n, 512, 512, batch_frames=16, guidance=True, element_bytes=2)
-                    for n in (64, 1024))
+    sizes = plan.model_sizes(
+        C.ModelConfig(path=str(models_dir / "sd-v1-4"), adapter=str(models_dir / "t2iadapter-openpose-sd14v1"))
+    )
+    small, large = (
+        plan.memory_estimate(sizes, n, 512, 512, batch_frames=16, guidance=True, element_bytes=2) for n in (64, 1024)
+    )
     assert small.weights == large.weights and small.activations == large.activations
     assert small.decoding == large.decoding
     assert large.latents == 16 * small.latents and large.features == 16 * small.features

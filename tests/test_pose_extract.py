@@ -30,7 +30,7 @@ TOLERANCE_PX = 25.0
 def translate(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
     """The image moved by (dx, dy) >= 0 inside its own frame, black where it moved away."""
     out = np.zeros_like(image)
-    out[dy:, dx:] = image[:image.shape[0] - dy, :image.shape[1] - dx]
+    out[dy:, dx:] = image[: image.shape[0] - dy, : image.shape[1] - dx]
     return out
 
 
@@ -79,7 +79,7 @@ def test_extract_writes_openpose_body25_that_follows_the_translation(extracted):
         neck = kp[1, :2]
         assert np.allclose(neck, (kp[2, :2] + kp[5, :2]) / 2, atol=0.01)  # neck = shoulders' midpoint
     assert max(errors) < TOLERANCE_PX, f"keypoint errors {np.round(errors, 1)} px"
-    for record in records[len(SHIFTS):]:
+    for record in records[len(SHIFTS) :]:
         assert record["people"] == []  # as OpenPose writes a frame with nobody
 
 
@@ -118,8 +118,16 @@ def test_run_inputs_accept_the_video_directly(astronaut_video, tmp_path):
 
 
 def test_pose_source_detection(astronaut_video, tmp_path):
-    rendered = np.stack([poses.render_pose(np.array([[100, 100, 1]] * 18, np.float32) +
-                                           np.array([[i * 5, 0, 0] for i in range(18)], np.float32), 256, 256)] * 2)
+    rendered = np.stack(
+        [
+            poses.render_pose(
+                np.array([[100, 100, 1]] * 18, np.float32) + np.array([[i * 5, 0, 0] for i in range(18)], np.float32),
+                256,
+                256,
+            )
+        ]
+        * 2
+    )
     assert pose_extract.looks_like_pose_render(rendered)
     assert not pose_extract.looks_like_pose_render(astronaut_frames()[:2])
     assert pose_extract.is_rgb_source(astronaut_video, "auto")
@@ -172,4 +180,6 @@ def test_one_cv2_serves_vidtune_and_mediapipe():
     image[8:24, 8:24] = 200
     mask = np.full((32, 32), cv2.GC_PR_BGD, np.uint8)
     mask[10:22, 10:22] = cv2.GC_PR_FGD
-    cv2.grabCut(image, mask, None, np.zeros((1, 65)), np.zeros((1, 65)), 1, cv2.GC_INIT_WITH_MASK)  # segment.py's fallback
+    cv2.grabCut(
+        image, mask, None, np.zeros((1, 65)), np.zeros((1, 65)), 1, cv2.GC_INIT_WITH_MASK
+    )  # segment.py's fallback

@@ -146,7 +146,10 @@ def test_render_rejects_bad_shape():
 def write_frames_json(folder: Path, frames: list[list[list[float]]], prefix: str = "clip_") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for t, people in enumerate(frames):
-        data = {"version": 1.3, "people": [{"person_id": [-1], "pose_keypoints_2d": list(map(float, p))} for p in people]}
+        data = {
+            "version": 1.3,
+            "people": [{"person_id": [-1], "pose_keypoints_2d": list(map(float, p))} for p in people],
+        }
         (folder / f"{prefix}{t:012d}_keypoints.json").write_text(json.dumps(data))
     return folder
 
@@ -190,7 +193,9 @@ def test_track_ignores_list_order_and_starts_with_largest():
         s[:, 0] -= 5 * t
         frames.append(np.stack([b, s] if t % 2 else [s, b]).astype(np.float32))
     track = track_person(frames)
-    np.testing.assert_allclose(track[:, :, 0] - track[0, :, 0], np.arange(10)[:, None] * 5.0 * np.ones((1, 18)), atol=1e-3)
+    np.testing.assert_allclose(
+        track[:, :, 0] - track[0, :, 0], np.arange(10)[:, None] * 5.0 * np.ones((1, 18)), atol=1e-3
+    )
 
 
 def test_interpolation_linear_hold_and_never():
@@ -237,7 +242,9 @@ def test_canvas_inferred_from_extent(tmp_path):
 
 
 def make_seq(kp: np.ndarray, w: int = 640, h: int = 480, fps: float | None = 10.0) -> PoseSequence:
-    return PoseSequence(keypoints=kp.astype(np.float32), images=None, width=w, height=h, fps=fps, source="mem", format="COCO-18")
+    return PoseSequence(
+        keypoints=kp.astype(np.float32), images=None, width=w, height=h, fps=fps, source="mem", format="COCO-18"
+    )
 
 
 def test_resample_double_keeps_endpoints_and_is_linear():

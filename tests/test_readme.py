@@ -13,8 +13,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def python_blocks() -> list[str]:
     text = README.read_text()
-    section = text[text.index("## Python\n"):]
-    section = section[:section.index("\n## ", 1)]
+    section = text[text.index("## Python\n") :]
+    section = section[: section.index("\n## ", 1)]
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 

@@ -6,16 +6,44 @@ import torch
 from PIL import Image
 
 from vidtune.poses import render_pose
-from vidtune.sampling import (adapter_features, denoise, frame_eps_fn, fusion_index, initial_noise, make_prompt_bank,
-                              prepare_scheduler)
+from vidtune.sampling import (
+    adapter_features,
+    denoise,
+    frame_eps_fn,
+    fusion_index,
+    initial_noise,
+    make_prompt_bank,
+    prepare_scheduler,
+)
 
 STEPS = 4
 
 
 def _pose_images(n: int, size: int = 32) -> np.ndarray:
     """n different skeletons (a figure shifting right) at size x size."""
-    base = np.array([[16, 6], [16, 10], [12, 10], [10, 15], [9, 19], [20, 10], [22, 15], [23, 19], [13, 19],
-                     [13, 25], [13, 30], [19, 19], [19, 25], [19, 30], [15, 5], [17, 5], [14, 6], [18, 6]], float)
+    base = np.array(
+        [
+            [16, 6],
+            [16, 10],
+            [12, 10],
+            [10, 15],
+            [9, 19],
+            [20, 10],
+            [22, 15],
+            [23, 19],
+            [13, 19],
+            [13, 25],
+            [13, 30],
+            [19, 19],
+            [19, 25],
+            [19, 30],
+            [15, 5],
+            [17, 5],
+            [14, 6],
+            [18, 6],
+        ],
+        float,
+    )
     out = []
     for i in range(n):
         kps = np.concatenate([base + [i - n // 2, 0], np.ones((18, 1))], axis=1)
@@ -41,14 +69,30 @@ def test_matches_diffusers_adapter_pipeline(tiny_components, guidance):
     from diffusers import StableDiffusionAdapterPipeline
 
     comps = tiny_components
-    pipe = StableDiffusionAdapterPipeline(vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer,
-                                          unet=comps.unet, adapter=comps.adapter, scheduler=comps.scheduler,
-                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionAdapterPipeline(
+        vae=comps.vae,
+        text_encoder=comps.text_encoder,
+        tokenizer=comps.tokenizer,
+        unet=comps.unet,
+        adapter=comps.adapter,
+        scheduler=comps.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     images = _pose_images(1)
     prompt = "a person dancing on a beach"
-    ref = pipe(prompt, image=Image.fromarray(images[0]), height=32, width=32, num_inference_steps=STEPS,
-               guidance_scale=guidance, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    ref = pipe(
+        prompt,
+        image=Image.fromarray(images[0]),
+        height=32,
+        width=32,
+        num_inference_steps=STEPS,
+        guidance_scale=guidance,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+    ).images
     ours = _our_sample(comps, images, [prompt], guidance, seed=0)
     assert ours.shape == ref.shape
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
@@ -60,8 +104,8 @@ def test_batched_frames_equal_frames_alone(tiny_components):
     together = _our_sample(tiny_components, images, prompts, 3.0, batch_frames=2)
     for i in range(3):
         # frame i alone with seed + i draws the same initial noise
-        alone = _our_sample(tiny_components, images[i:i + 1], prompts[i:i + 1], 3.0, seed=i)
-        torch.testing.assert_close(together[i:i + 1], alone, rtol=1e-4, atol=1e-5)
+        alone = _our_sample(tiny_components, images[i : i + 1], prompts[i : i + 1], 3.0, seed=i)
+        torch.testing.assert_close(together[i : i + 1], alone, rtol=1e-4, atol=1e-5)
 
 
 def test_step_hook_sees_and_replaces_z_t_at_the_requested_step(tiny_components):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidtune import models, testing
+from vidtune import testing
 from vidtune.errors import VidtuneError
 from vidtune.poses import LIMBS, render_pose
 from vidtune.segment import (
@@ -23,11 +23,29 @@ from vidtune.segment import (
 )
 
 # A standing person, COCO-18, on a 128 x 128 canvas (x, y, conf).
-SKELETON = np.array([
-    (64, 22, 1), (64, 34, 1), (52, 36, 1), (46, 54, 1), (42, 70, 1), (76, 36, 1), (84, 52, 1), (92, 66, 1),
-    (56, 72, 1), (54, 92, 1), (52, 112, 1), (72, 72, 1), (76, 92, 1), (80, 112, 1),
-    (61, 20, 1), (67, 20, 1), (58, 22, 1), (70, 22, 1),
-], dtype=np.float32)
+SKELETON = np.array(
+    [
+        (64, 22, 1),
+        (64, 34, 1),
+        (52, 36, 1),
+        (46, 54, 1),
+        (42, 70, 1),
+        (76, 36, 1),
+        (84, 52, 1),
+        (92, 66, 1),
+        (56, 72, 1),
+        (54, 92, 1),
+        (52, 112, 1),
+        (72, 72, 1),
+        (76, 92, 1),
+        (80, 112, 1),
+        (61, 20, 1),
+        (67, 20, 1),
+        (58, 22, 1),
+        (70, 22, 1),
+    ],
+    dtype=np.float32,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -47,8 +65,9 @@ def synthetic_frame(size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndar
     kp[:, :2] *= s
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
-    bg = np.stack([30 + 20 * np.sin(xx / (5 * s)), 110 + 40 * np.sin((xx + yy) / (9 * s)),
-                   90 + 50 * (yy / size)], axis=-1)
+    bg = np.stack(
+        [30 + 20 * np.sin(xx / (5 * s)), 110 + 40 * np.sin((xx + yy) / (9 * s)), 90 + 50 * (yy / size)], axis=-1
+    )
     bg += rng.normal(0, 12, bg.shape)
     mask = np.zeros((size, size), np.uint8)
     pts = np.round(kp[:, :2]).astype(np.int32)
@@ -68,6 +87,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------ GrabCut
+
 
 def test_grabcut_finds_the_figure_from_keypoints() -> None:
     image, truth, kp = synthetic_frame()
@@ -111,6 +131,7 @@ def test_grabcut_rejects_bad_images() -> None:
 
 # ------------------------------------------------------------------ SAM (tiny random model)
 
+
 @pytest.fixture(scope="module")
 def tiny_sam() -> SimpleNamespace:
     model, processor = testing.tiny_sam(seed=0)
@@ -143,6 +164,7 @@ def test_sam_prompts_are_the_confident_joints_and_their_box(tiny_sam: SimpleName
 
 # ------------------------------------------------------------------ registry
 
+
 def test_make_segmenter_registry() -> None:
     assert set(SEGMENTERS) == {"sam", "grabcut"}
     assert make_segmenter("auto", None).name == "grabcut"
@@ -156,6 +178,7 @@ def test_make_segmenter_registry() -> None:
 
 
 # ------------------------------------------------------------------ latent masks
+
 
 def test_latent_masks_all_ones_and_shape() -> None:
     out = latent_masks(torch.ones(3, 32, 48), 8)

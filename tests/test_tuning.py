@@ -14,12 +14,12 @@ from vidtune.config import RunConfig, TuningConfig
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
 from vidtune.models import load_components
-from vidtune.testing import make_tiny
 from vidtune.pipeline import run_conditioning, run_stage
 from vidtune.results import FusionResult
 from vidtune.rundir import RunDir
 from vidtune.stages import tuning
 from vidtune.stages.common import build_scheduler
+from vidtune.testing import make_tiny
 
 FRAMES = 4
 LATENT = (4, 8, 8)  # the tiny model: 32 px images, 8 x 8 latents
@@ -56,15 +56,20 @@ def make_run(root: Path, frames: int = FRAMES, masks: int | None = None) -> tupl
     atomic.write_safetensors(rd.stage(2) / "latents.safetensors", {"x0": x0, "z_fused": x0.clone()})
     atomic.write_json(rd.stage(2) / "weights.json", {})
     poses = np.random.default_rng(0).integers(0, 256, (frames, 32, 32, 3), dtype=np.uint8)
-    inputs = VideoInputs(pose_images=poses, keypoints=None, prompts=["a person dancing on the beach"] * frames,
-                         fps=8.0, summary="test")
+    inputs = VideoInputs(
+        pose_images=poses, keypoints=None, prompts=["a person dancing on the beach"] * frames, fps=8.0, summary="test"
+    )
     return rd, inputs
 
 
 def load_data(cfg: RunConfig, components, inputs: VideoInputs, rd: RunDir) -> tuning.TuningData:
     """Stage 3's training data from the run folder's stage 2 (as `pipeline` feeds it)."""
-    return tuning.load_data(FusionResult.load(rd.stage(2), frames=False), run_conditioning(cfg, components, inputs),
-                            inputs.num_frames, components.device)
+    return tuning.load_data(
+        FusionResult.load(rd.stage(2), frames=False),
+        run_conditioning(cfg, components, inputs),
+        inputs.num_frames,
+        components.device,
+    )
 
 
 def run3(cfg: RunConfig, components, inputs: VideoInputs, rd: RunDir, progress: bool = False) -> dict:
@@ -83,8 +88,13 @@ def eps_of(components, rd: RunDir, inputs: VideoInputs) -> torch.Tensor:
     data = load_data(config(), components, inputs, rd)
     z = torch.randn(FRAMES, *LATENT, generator=torch.Generator().manual_seed(1))
     feats = data.features.take(range(FRAMES), z.device, z.dtype)
-    return components.unet(z, torch.tensor([10, 300, 600, 900]), encoder_hidden_states=data.prompts.take(range(FRAMES)),
-                           down_intrablock_additional_residuals=feats, return_dict=False)[0]
+    return components.unet(
+        z,
+        torch.tensor([10, 300, 600, 900]),
+        encoder_hidden_states=data.prompts.take(range(FRAMES)),
+        down_intrablock_additional_residuals=feats,
+        return_dict=False,
+    )[0]
 
 
 def state(module) -> dict[str, torch.Tensor]:
@@ -96,6 +106,7 @@ def changed_names(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor
 
 
 # --------------------------------------------------------------------------------------------
+
 
 def test_loss_goes_down_on_a_fixed_batch(components, tmp_path):
     rd, inputs = make_run(tmp_path)
@@ -123,6 +134,7 @@ def test_attention_set_changes_only_attn_to_q(components, tmp_path):
     assert info["trainable"] == "attention" and info["steps"] == 3
     saved = rd.stage(3) / "unet_attention.safetensors"
     from safetensors.torch import load_file
+
     assert sorted(load_file(str(saved))) == sorted(k for k in before if tuning._ATTENTION_Q.search(k))
 
 
@@ -199,12 +211,16 @@ def test_resumed_run_equals_an_uninterrupted_one(tiny_dir, tmp_path, monkeypatch
 
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fields, words", [
-    (dict(trainable="lora", lora_rank=0), ["tuning.lora_rank"]),
-    (dict(steps=0), ["tuning.steps"]),
-    (dict(lr=0.0), ["tuning.lr"]),
-    (dict(lr=-1e-5), ["tuning.lr"]),
-])
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        (dict(trainable="lora", lora_rank=0), ["tuning.lora_rank"]),
+        (dict(steps=0), ["tuning.steps"]),
+        (dict(lr=0.0), ["tuning.lr"]),
+        (dict(lr=-1e-5), ["tuning.lr"]),
+    ],
+)
 def test_bad_config_is_a_vidtune_error(fields, words, components, tmp_path):
     rd, inputs = make_run(tmp_path)
     with pytest.raises(VidtuneError) as err:

@@ -11,8 +11,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 __all__ = ["RunConfig", "VidtuneOutput", "VidtunePipeline", "VidtuneError", "__version__"]
 
-_LAZY = {"VidtunePipeline": "vidtune.api", "VidtuneOutput": "vidtune.api", "RunConfig": "vidtune.config",
-         "VidtuneError": "vidtune.errors"}
+_LAZY = {
+    "VidtunePipeline": "vidtune.api",
+    "VidtuneOutput": "vidtune.api",
+    "RunConfig": "vidtune.config",
+    "VidtuneError": "vidtune.errors",
+}
 
 if TYPE_CHECKING:
     from vidtune.api import VidtuneOutput, VidtunePipeline

@@ -32,7 +32,7 @@ from vidtune.config import RunConfig
 from vidtune.device import DTYPE_NAMES
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
-from vidtune.models import Components, load_components, model_presets, resolve_model_path
+from vidtune.models import Components, model_presets, resolve_model_path
 from vidtune.results import CodenoiseResult, FusionResult, SeparateResult, StageResult, TuningResult
 from vidtune.stages.common import StageCallback
 
@@ -78,11 +78,18 @@ class VidtunePipeline:
         return cls(None, config, keep_base=False)
 
     @classmethod
-    def from_pretrained(cls, model: str | Path = "CompVis/stable-diffusion-v1-4", *, adapter: str | None = None,
-                        sam: str | None = None, torch_dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None, allow_pickle: bool = False,
-                        config: RunConfig | str | Path | None = None,
-                        overrides: Sequence[str] = ()) -> VidtunePipeline:
+    def from_pretrained(
+        cls,
+        model: str | Path = "CompVis/stable-diffusion-v1-4",
+        *,
+        adapter: str | None = None,
+        sam: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        allow_pickle: bool = False,
+        config: RunConfig | str | Path | None = None,
+        overrides: Sequence[str] = (),
+    ) -> VidtunePipeline:
         """Load from a hub id, a local diffusers folder, the HF cache (`HF_HUB_OFFLINE=1` respected) or
         `"demo"` (the embedded demo model). `adapter` / `sam`: hub ids or folders (None: the config's;
         a model folder's own adapter/ or sam/ when it has one). `torch_dtype` / `device`: None = the
@@ -92,8 +99,10 @@ class VidtunePipeline:
         m = cfg.model
         if adapter is not None:
             m = replace(m, adapter=str(adapter))
-        elif not (isinstance(config, RunConfig) or any(o.startswith("model.adapter=") for o in overrides)) \
-                and (Path(path) / "adapter").is_dir():
+        elif (
+            not (isinstance(config, RunConfig) or any(o.startswith("model.adapter=") for o in overrides))
+            and (Path(path) / "adapter").is_dir()
+        ):
             m = replace(m, adapter="")  # the model folder's own adapter/
         if sam is not None:
             m = replace(m, sam=str(sam))
@@ -121,11 +130,20 @@ class VidtunePipeline:
         return self
 
     # --- the whole method ------------------------------------------------------------------
-    def __call__(self, poses: str | Path | None = None, prompt: str | None = None,
-                 prompts: Mapping[int, str] | Sequence[str] | None = None, *, config: RunConfig | str | Path | None = None,
-                 overrides: Sequence[str] = (), run_dir: str | Path | None = None,
-                 callback: StageCallback | None = None, progress: bool = True,
-                 stages: Sequence[int] = (1, 2, 3, 4), log: Callable[[str], None] | None = None) -> VidtuneOutput:
+    def __call__(
+        self,
+        poses: str | Path | None = None,
+        prompt: str | None = None,
+        prompts: Mapping[int, str] | Sequence[str] | None = None,
+        *,
+        config: RunConfig | str | Path | None = None,
+        overrides: Sequence[str] = (),
+        run_dir: str | Path | None = None,
+        callback: StageCallback | None = None,
+        progress: bool = True,
+        stages: Sequence[int] = (1, 2, 3, 4),
+        log: Callable[[str], None] | None = None,
+    ) -> VidtuneOutput:
         """Generate the video of `poses` (OpenPose JSON folder, pose images, a pose video or footage of a
         person) for `prompt`, or a schedule `prompts` ({first_frame: prompt}, or one prompt per stage-4
         clip as a list). `callback(stage, step, timestep, latents)` runs after every denoising step of
@@ -137,12 +155,27 @@ class VidtunePipeline:
         if run_dir is not None:
             inputs = pipeline.build_inputs(cfg, Path(run_dir) / "inputs" / "extracted")
             results: dict[int, StageResult] = {}
-            summary = pipeline.run(cfg, run_dir, stages, progress=progress, components=self._run_components(cfg, log),
-                                   log=log, callback=callback, inputs=inputs, results=results,
-                                   keep_base=self.keep_base)
+            summary = pipeline.run(
+                cfg,
+                run_dir,
+                stages,
+                progress=progress,
+                components=self._run_components(cfg, log),
+                log=log,
+                callback=callback,
+                inputs=inputs,
+                results=results,
+                keep_base=self.keep_base,
+            )
             timings = {k: secs for k, (_, secs) in summary.stages.items()}
-            return VidtuneOutput(frames=_video_of(results), stages=results, config=cfg, run_dir=Path(run_dir),
-                                 timings=timings, summary=summary)
+            return VidtuneOutput(
+                frames=_video_of(results),
+                stages=results,
+                config=cfg,
+                run_dir=Path(run_dir),
+                timings=timings,
+                summary=summary,
+            )
         with tempfile.TemporaryDirectory(prefix="vidtune-") as tmp:  # footage's extracted poses
             inputs = pipeline.build_inputs(cfg, Path(tmp) / "extracted")
         validate.check_frames(cfg, inputs.num_frames, stages)
@@ -151,13 +184,20 @@ class VidtunePipeline:
         for k in sorted(set(stages)):
             result = self._compute(k, session, callback, progress)
             timings[k] = result.seconds
-        return VidtuneOutput(frames=_video_of(session.results), stages=dict(session.results), config=cfg,
-                             timings=timings)
+        return VidtuneOutput(
+            frames=_video_of(session.results), stages=dict(session.results), config=cfg, timings=timings
+        )
 
     # --- stage by stage --------------------------------------------------------------------
-    def prepare_inputs(self, poses: str | Path, prompt: str | None = None,
-                       prompts: Mapping[int, str] | Sequence[str] | None = None, *,
-                       config: RunConfig | str | Path | None = None, overrides: Sequence[str] = ()) -> VideoInputs:
+    def prepare_inputs(
+        self,
+        poses: str | Path,
+        prompt: str | None = None,
+        prompts: Mapping[int, str] | Sequence[str] | None = None,
+        *,
+        config: RunConfig | str | Path | None = None,
+        overrides: Sequence[str] = (),
+    ) -> VideoInputs:
         """Load, clean, resample and render the poses and give every frame its prompt; later stage
         calls use this config (`config` / `overrides` on top of the pipeline's)."""
         cfg = self._run_config(poses, prompt, prompts, config, overrides)
@@ -166,8 +206,9 @@ class VidtunePipeline:
         self._start(cfg, inputs)
         return inputs
 
-    def separate(self, inputs: VideoInputs, callback: StageCallback | None = None,
-                 progress: bool = True) -> SeparateResult:
+    def separate(
+        self, inputs: VideoInputs, callback: StageCallback | None = None, progress: bool = True
+    ) -> SeparateResult:
         """Stage 1: every frame on its own, with its foreground mask."""
         session = self._session_for(inputs)
         return self._compute(1, session, callback, progress)
@@ -184,8 +225,13 @@ class VidtunePipeline:
         session.results[2] = s2
         return self._compute(3, session, callback, progress)
 
-    def codenoise(self, s2: FusionResult | None, tuned: TuningResult | None = None,
-                  callback: StageCallback | None = None, progress: bool = True) -> CodenoiseResult:
+    def codenoise(
+        self,
+        s2: FusionResult | None,
+        tuned: TuningResult | None = None,
+        callback: StageCallback | None = None,
+        progress: bool = True,
+    ) -> CodenoiseResult:
         """Stage 4: co-denoise the video as overlapping clips (with the tuned UNet when `tuned` is given)."""
         session = self._require_session()
         session.results.pop(2, None)
@@ -197,8 +243,14 @@ class VidtunePipeline:
         return self._compute(4, session, callback, progress)
 
     # --- internals -------------------------------------------------------------------------
-    def _run_config(self, poses: str | Path | None, prompt: str | None, prompts: Any,
-                    config: RunConfig | str | Path | None, overrides: Sequence[str]) -> RunConfig:
+    def _run_config(
+        self,
+        poses: str | Path | None,
+        prompt: str | None,
+        prompts: Any,
+        config: RunConfig | str | Path | None,
+        overrides: Sequence[str],
+    ) -> RunConfig:
         cfg = self.config if config is None else _as_config(config, self.config.model.path)
         cfg = replace(cfg, model=self.config.model)  # the loaded components decide the model section
         inputs = cfg.inputs
@@ -238,12 +290,12 @@ class VidtunePipeline:
 
     def _require_session(self) -> pipeline.StageCache:
         if self._session is None:
-            raise VidtuneError("no inputs yet: call pipe.prepare_inputs(poses, prompt=...) and pipe.separate(inputs) "
-                               "first")
+            raise VidtuneError(
+                "no inputs yet: call pipe.prepare_inputs(poses, prompt=...) and pipe.separate(inputs) first"
+            )
         return self._session
 
-    def _compute(self, k: int, session: pipeline.StageCache, callback: StageCallback | None,
-                 progress: bool) -> Any:
+    def _compute(self, k: int, session: pipeline.StageCache, callback: StageCallback | None, progress: bool) -> Any:
         import time
 
         for later in range(k + 1, 5):  # what followed stage k is stale once it reruns

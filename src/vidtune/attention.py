@@ -158,9 +158,7 @@ class _Plan:
         return _Plan(self.frames, self.sources.to(device), self.table.to(device), anchor)
 
 
-def _build_plan(
-    mode: AttentionMode, sizes: list[int], anchor_index: list[int] | None, include_self: bool
-) -> _Plan:
+def _build_plan(mode: AttentionMode, sizes: list[int], anchor_index: list[int] | None, include_self: bool) -> _Plan:
     layout = group_layout(sizes)
     columns = mode.sources(layout)
     if include_self and mode.name != "none":
@@ -245,9 +243,7 @@ class CrossFrameAttnProcessor:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
 
-    def _keys_values(
-        self, attn: torch.nn.Module, hidden_states: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _keys_values(self, attn: torch.nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values ``(frames, n * tokens, inner)`` from the normed layer inputs
         ``(frames, tokens, channels)``."""
         controller = self.controller
@@ -324,9 +320,7 @@ class CrossFrameAttention:
         originals = dict(unet.attn_processors)
         names = [name for name in originals if name.endswith(SELF_ATTENTION_SUFFIX)]
         if not names:
-            raise ValueError(
-                f"{type(unet).__name__} has no self-attention layers (*.{SELF_ATTENTION_SUFFIX})"
-            )
+            raise ValueError(f"{type(unet).__name__} has no self-attention layers (*.{SELF_ATTENTION_SUFFIX})")
         processors = dict(originals)
         for name in names:
             processors[name] = CrossFrameAttnProcessor(self, name)

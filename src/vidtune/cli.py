@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,13 +28,21 @@ def _stages(text: str) -> list[int]:
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="TOML run config (optional: flags suffice)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config field, e.g. --set sampling.steps=20 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config field, e.g. --set sampling.steps=20 (repeatable)",
+    )
     p.add_argument("--model", help="model folder or hub id (model.path)")
     p.add_argument("--adapter", help="T2I-Adapter folder or hub id (model.adapter)")
     p.add_argument("--sam", help="SAM folder or hub id (model.sam); default: weight-free GrabCut masks")
     p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.ckpt (pickle) weights")
-    p.add_argument("--poses", help="OpenPose JSON folder, pose-image folder, pose video or RGB video of a person (inputs.poses)")
+    p.add_argument(
+        "--poses", help="OpenPose JSON folder, pose-image folder, pose video or RGB video of a person (inputs.poses)"
+    )
     p.add_argument("--prompt", help="text prompt (inputs.prompt)")
     p.add_argument("--frames", type=int, help="resample the poses to N frames (inputs.frames)")
     p.add_argument("--steps", type=int, help="sampling steps (sampling.steps)")
@@ -50,9 +57,17 @@ def build_config(args: argparse.Namespace):
 
     cfg = C.load(args.config) if args.config else C.RunConfig()
     flags = []
-    for flag, key in [("model", "model.path"), ("adapter", "model.adapter"), ("sam", "model.sam"),
-                      ("poses", "inputs.poses"), ("prompt", "inputs.prompt"), ("frames", "inputs.frames"),
-                      ("steps", "sampling.steps"), ("height", "inputs.height"), ("width", "inputs.width")]:
+    for flag, key in [
+        ("model", "model.path"),
+        ("adapter", "model.adapter"),
+        ("sam", "model.sam"),
+        ("poses", "inputs.poses"),
+        ("prompt", "inputs.prompt"),
+        ("frames", "inputs.frames"),
+        ("steps", "sampling.steps"),
+        ("height", "inputs.height"),
+        ("width", "inputs.width"),
+    ]:
         value = getattr(args, flag, None)
         if value is not None:
             flags.append(f"{key}={value}" if not isinstance(value, str) else f"{key}={value}")
@@ -90,8 +105,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(to_toml(cfg), end="")
         return 0
     out = Path(args.out or Path("runs") / (Path(args.config).stem if args.config else "run"))
-    result = VidtunePipeline.from_config(cfg)(config=cfg, run_dir=out, stages=args.stages, progress=not args.quiet,
-                                              log=print)
+    result = VidtunePipeline.from_config(cfg)(
+        config=cfg, run_dir=out, stages=args.stages, progress=not args.quiet, log=print
+    )
     print(result.summary.line())
     return 0
 
@@ -110,8 +126,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise VidtuneError(f"--steps {args.steps}: the number of sampling steps must be >= 1; e.g. --steps 20")
     if args.frames < 1:
         raise VidtuneError(f"--frames {args.frames}: the demo needs at least one frame; e.g. --frames 24")
-    run_demo(out=args.out, frames=args.frames, motion=args.motion, prompt=args.prompt, seed=args.seed,
-             steps=args.steps, overrides=args.overrides, progress=not args.quiet)
+    run_demo(
+        out=args.out,
+        frames=args.frames,
+        motion=args.motion,
+        prompt=args.prompt,
+        seed=args.seed,
+        steps=args.steps,
+        overrides=args.overrides,
+        progress=not args.quiet,
+    )
     return 0
 
 
@@ -121,8 +145,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable_file(args.json, "--json")
-    result = evaluate_video(args.video, masks=args.masks, prompt=args.prompt, clip=args.clip, dino=args.dino,
-                            reference=args.reference, bucket=args.bucket)
+    result = evaluate_video(
+        args.video,
+        masks=args.masks,
+        prompt=args.prompt,
+        clip=args.clip,
+        dino=args.dino,
+        reference=args.reference,
+        bucket=args.bucket,
+    )
     print(format_table(result))
     if args.json:
         atomic.write_json(args.json, result)
@@ -143,8 +174,9 @@ def check_writable_file(path: str, flag: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise VidtuneError(f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc}); "
-                           "give a writable file path") from None
+        raise VidtuneError(
+            f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc}); give a writable file path"
+        ) from None
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -157,8 +189,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_poses_render(args: argparse.Namespace) -> int:
     from vidtune.poses import render_to_folder
 
-    print(render_to_folder(args.src, args.out, height=args.height, width=args.width, num_frames=args.frames,
-                           fps=args.fps, framing=args.framing))
+    print(
+        render_to_folder(
+            args.src,
+            args.out,
+            height=args.height,
+            width=args.width,
+            num_frames=args.frames,
+            fps=args.fps,
+            framing=args.framing,
+        )
+    )
     return 0
 
 
@@ -166,8 +207,12 @@ def cmd_poses_extract(args: argparse.Namespace) -> int:
     from vidtune.pose_extract import ExtractOptions, extract_to_folder
     from vidtune.smoothing import OneEuroParams
 
-    options = ExtractOptions(layout=args.format, min_visibility=args.min_visibility, smooth=args.smooth,
-                             one_euro=OneEuroParams(min_cutoff=args.min_cutoff, beta=args.beta))
+    options = ExtractOptions(
+        layout=args.format,
+        min_visibility=args.min_visibility,
+        smooth=args.smooth,
+        one_euro=OneEuroParams(min_cutoff=args.min_cutoff, beta=args.beta),
+    )
     print(extract_to_folder(args.src, args.out, options))
     return 0
 
@@ -194,8 +239,11 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidtune", description="Long, temporally consistent, pose-guided video "
-                                     "generation: separate tuning, average fusion, combined tuning, co-denoising.")
+    parser = argparse.ArgumentParser(
+        prog="vidtune",
+        description="Long, temporally consistent, pose-guided video "
+        "generation: separate tuning, average fusion, combined tuning, co-denoising.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the four stages (resumes a run folder)")
@@ -234,9 +282,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="run the baselines and ablations and write a report")
     p.add_argument("config", nargs="?", help="TOML ablation config (default: the --suite's sequences)")
-    p.add_argument("--suite", default="default", choices=["default", "benchmark"],
-                   help="default: 3 sequences, every variant; benchmark: 12 sequences (24-96 frames, prompt "
-                        "schedules), the baselines against the defaults, 95%% bootstrap intervals")
+    p.add_argument(
+        "--suite",
+        default="default",
+        choices=["default", "benchmark"],
+        help="default: 3 sequences, every variant; benchmark: 12 sequences (24-96 frames, prompt "
+        "schedules), the baselines against the defaults, 95%% bootstrap intervals",
+    )
     p.add_argument("--out", default="runs/ablation")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--quiet", action="store_true")
@@ -258,7 +310,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder for the *_keypoints.json files")
     p.add_argument("--format", choices=["body25", "coco18"], default="body25")
     p.add_argument("--smooth", action="store_true", help="One-Euro filter the keypoints through time")
-    p.add_argument("--min-cutoff", type=float, default=1.0, help="One-Euro cutoff of a still joint, Hz (lower = smoother)")
+    p.add_argument(
+        "--min-cutoff", type=float, default=1.0, help="One-Euro cutoff of a still joint, Hz (lower = smoother)"
+    )
     p.add_argument("--beta", type=float, default=0.02, help="One-Euro speed coefficient (higher = less lag)")
     p.add_argument("--min-visibility", type=float, default=0.5, help="joints less visible than this are missing")
     p.set_defaults(func=cmd_poses_extract)

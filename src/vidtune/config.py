@@ -175,6 +175,7 @@ SECTIONS: dict[str, type] = typing.get_type_hints(RunConfig)
 # the fields `stage_hash` covers: a stage that read a field outside its hash would resume wrongly when
 # that field changed, and with these views it cannot (the attribute is not there).
 
+
 @dataclass(frozen=True)
 class SeparateStageConfig:
     """What stage 1 reads: the model, the inputs, the sampler and its own section."""
@@ -206,14 +207,19 @@ class CodenoiseStageConfig(TuningStageConfig):
     codenoise: CodenoiseConfig
 
 
-STAGE_CONFIGS: dict[int, type] = {1: SeparateStageConfig, 2: FusionStageConfig, 3: TuningStageConfig,
-                                  4: CodenoiseStageConfig}
+STAGE_CONFIGS: dict[int, type] = {
+    1: SeparateStageConfig,
+    2: FusionStageConfig,
+    3: TuningStageConfig,
+    4: CodenoiseStageConfig,
+}
 
 
 def stage_config(cfg: RunConfig, stage: int):
     """The view of `cfg` that stage `stage` receives (the sections its resume hash covers)."""
     cls = STAGE_CONFIGS[stage]
     return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
+
 
 # Which config sections each stage depends on (its own and everything before it).
 STAGE_SECTIONS: dict[int, tuple[str, ...]] = {
@@ -316,6 +322,7 @@ def load(path: str | Path) -> RunConfig:
 
 def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     """Make relative local paths in the config relative to the config file's folder."""
+
     def fix(value: str) -> str:
         if not value or Path(value).is_absolute():
             return value
@@ -342,6 +349,7 @@ def _parse_override_value(raw: str, tp: Any) -> Any:
 
 def as_overrides(partial: dict[str, dict[str, Any]]) -> list[str]:
     """A partial config ({section: {key: value}}, e.g. a model's presets) as `section.key=value` overrides."""
+
     def text(value: Any) -> str:
         return value if isinstance(value, str) else _toml_value(value)
 

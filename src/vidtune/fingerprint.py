@@ -20,7 +20,7 @@ from vidtune.config import ModelConfig
 from vidtune.inputs import VideoInputs
 
 
-def _hash_array(h: "hashlib._Hash", name: str, array: np.ndarray | None) -> None:
+def _hash_array(h: hashlib._Hash, name: str, array: np.ndarray | None) -> None:
     h.update(name.encode())
     if array is None:
         h.update(b"none")
@@ -73,9 +73,11 @@ def model_identity(cfg: ModelConfig) -> dict[str, object]:
 
     An empty adapter / sam means the model folder's own adapter/ and sam/, already in its file list.
     """
-    return {"model": source_identity(cfg.path, "model_index.json"),
-            "adapter": source_identity(cfg.adapter, "config.json"),
-            "sam": source_identity(cfg.sam, "config.json")}
+    return {
+        "model": source_identity(cfg.path, "model_index.json"),
+        "adapter": source_identity(cfg.adapter, "config.json"),
+        "sam": source_identity(cfg.sam, "config.json"),
+    }
 
 
 def inputs_key(inputs: VideoInputs, model: ModelConfig) -> str:

@@ -85,7 +85,9 @@ def _channel_weight(w: Weight, x: torch.Tensor, name: str) -> torch.Tensor:
     return x.new_tensor(float(w))
 
 
-def _alpha(alpha_bar: float | torch.Tensor, like: torch.Tensor, allow_one: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def _alpha(
+    alpha_bar: float | torch.Tensor, like: torch.Tensor, allow_one: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """sqrt(alpha_bar), sqrt(1 - alpha_bar) as tensors with ``like``'s dtype and device."""
     if isinstance(alpha_bar, torch.Tensor):
         ab = alpha_bar.to(device=like.device, dtype=like.dtype)
@@ -124,9 +126,7 @@ def renoise(x0: torch.Tensor, eps: torch.Tensor, alpha_bar: float | torch.Tensor
 # Sampling and averaging (eq. 10)
 
 
-def sample_frames(
-    num_frames: int, num_samples: int = 0, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def sample_frames(num_frames: int, num_samples: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
     """The K frames whose backgrounds each frame averages, ``(frames, K)`` int64 on the CPU.
 
     Every row contains the frame itself: with K = all (``num_samples`` 0 or >= N) each row is
@@ -223,8 +223,9 @@ def segment_backgrounds(x: torch.Tensor, bg: torch.Tensor, segments, eps: float 
     return BackgroundAverage(torch.stack(means), torch.stack(covers))
 
 
-def background_targets(x: torch.Tensor, segment_bg: BackgroundAverage, weights: torch.Tensor,
-                       eps: float = 1e-6) -> torch.Tensor:
+def background_targets(
+    x: torch.Tensor, segment_bg: BackgroundAverage, weights: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
     """Each frame's background target: its segments' backgrounds mixed by ``weights``
     ``(frames, segments)`` (`vidtune.segments.transition_weights`), renormalised over the segments
     that see background at the pixel; the frame's own value where none does."""
@@ -240,7 +241,9 @@ def background_targets(x: torch.Tensor, segment_bg: BackgroundAverage, weights: 
 # Fusion (eq. 11)
 
 
-def _blend(x: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, mean: torch.Tensor, w_f: torch.Tensor, w_b: torch.Tensor) -> torch.Tensor:
+def _blend(
+    x: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, mean: torch.Tensor, w_f: torch.Tensor, w_b: torch.Tensor
+) -> torch.Tensor:
     """X + (w_f - 1) M_f X + w_b M_b (B - X): eq. 11 rearranged (see `fuse`)."""
     return x + (w_f - 1) * fg * x + w_b * bg * (mean - x)
 
@@ -282,7 +285,9 @@ def fuse(
     _check_frames(x, "x")
     _check_mask(fg, x, "fg")
     mean, _ = background_average(x, bg if average_bg is None else average_bg, sample_idx, eps)
-    return _blend(x, fg.to(x.dtype), bg.to(x.dtype), mean, _channel_weight(w_f, x, "w_f"), _channel_weight(w_b, x, "w_b"))
+    return _blend(
+        x, fg.to(x.dtype), bg.to(x.dtype), mean, _channel_weight(w_f, x, "w_f"), _channel_weight(w_b, x, "w_b")
+    )
 
 
 def fuse_x0_space(
@@ -461,7 +466,9 @@ def learn_fusion_weights(
         v0 = _background_variance(x, bg_).detach().clamp_min(1e-12)
         shape = (x.shape[1],) if per_channel else ()
         u = torch.zeros(shape, dtype=dtype, device=x.device, requires_grad=True)  # w_b = sigmoid(u)
-        v = torch.full(shape, math.log(math.e - 1), dtype=dtype, device=x.device, requires_grad=True)  # w_f = softplus(v)
+        v = torch.full(
+            shape, math.log(math.e - 1), dtype=dtype, device=x.device, requires_grad=True
+        )  # w_f = softplus(v)
         optimizer = torch.optim.Adam([u, v], lr=lr)
 
         def objective() -> torch.Tensor:

@@ -49,8 +49,9 @@ def prompt_schedule(cfg: InputConfig) -> str | list[str] | dict[int, str]:
     return cfg.prompt
 
 
-def per_frame_prompts(num_frames: int, schedule: str | list[str] | dict[int, str],
-                      windows: list[tuple[int, int]] | None = None) -> list[str]:
+def per_frame_prompts(
+    num_frames: int, schedule: str | list[str] | dict[int, str], windows: list[tuple[int, int]] | None = None
+) -> list[str]:
     """Each frame's prompt for the per-frame stages; a per-clip list maps a frame to the clip
     whose centre is nearest (the windows must be given for that)."""
     from vidtune.windows import frame_prompts
@@ -58,8 +59,10 @@ def per_frame_prompts(num_frames: int, schedule: str | list[str] | dict[int, str
     if isinstance(schedule, list):
         if windows is None or len(windows) != len(schedule):
             count = "?" if windows is None else len(windows)
-            raise VidtuneError(f"inputs.clip_prompts has {len(schedule)} prompts but stage 4 makes {count} clips; "
-                               "give one prompt per clip or use inputs.prompts ranges")
+            raise VidtuneError(
+                f"inputs.clip_prompts has {len(schedule)} prompts but stage 4 makes {count} clips; "
+                "give one prompt per clip or use inputs.prompts ranges"
+            )
         centres = np.array([(s + e - 1) / 2 for s, e in windows])
         return [schedule[int(np.argmin(np.abs(centres - f)))] for f in range(num_frames)]
     return frame_prompts(num_frames, schedule)
@@ -74,8 +77,10 @@ def prepare(cfg: InputConfig, out_dir: Path, windows_fn=None) -> VideoInputs:
     from vidtune import pose_extract, poses
 
     if not cfg.poses:
-        raise VidtuneError("inputs.poses is empty: pass --poses PATH (OpenPose JSON folder, pose images, a pose video "
-                           "or an RGB video of a person)")
+        raise VidtuneError(
+            "inputs.poses is empty: pass --poses PATH (OpenPose JSON folder, pose images, a pose video "
+            "or an RGB video of a person)"
+        )
     if cfg.height % 8 or cfg.width % 8:
         raise VidtuneError(f"inputs.height/width must be multiples of 8, got {cfg.height}x{cfg.width}")
     source = pose_extract.prepare_pose_source(cfg.poses, cfg.pose_source, out_dir / "extracted")
@@ -100,10 +105,15 @@ def save(inputs: VideoInputs, out_dir: Path) -> None:
         write_frames_png(inputs.pose_images, tmp)
     with atomic.atomic_path(out_dir / "keypoints.npz") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, keypoints=np.zeros((0,)) if inputs.keypoints is None else inputs.keypoints,
-                     has_keypoints=inputs.keypoints is not None, pose_images=inputs.pose_images)
-    atomic.write_json(out_dir / "prompts.json", {"prompts": inputs.prompts, "fps": inputs.fps,
-                                                 "summary": inputs.summary})
+            np.savez(
+                fh,
+                keypoints=np.zeros((0,)) if inputs.keypoints is None else inputs.keypoints,
+                has_keypoints=inputs.keypoints is not None,
+                pose_images=inputs.pose_images,
+            )
+    atomic.write_json(
+        out_dir / "prompts.json", {"prompts": inputs.prompts, "fps": inputs.fps, "summary": inputs.summary}
+    )
 
 
 def load(out_dir: Path) -> VideoInputs:
@@ -111,5 +121,10 @@ def load(out_dir: Path) -> VideoInputs:
     data = np.load(out_dir / "keypoints.npz")
     meta = json.loads((out_dir / "prompts.json").read_text())
     kps = data["keypoints"] if bool(data["has_keypoints"]) else None
-    return VideoInputs(pose_images=data["pose_images"], keypoints=kps, prompts=meta["prompts"],
-                       fps=float(meta["fps"]), summary=meta["summary"])
+    return VideoInputs(
+        pose_images=data["pose_images"],
+        keypoints=kps,
+        prompts=meta["prompts"],
+        fps=float(meta["fps"]),
+        summary=meta["summary"],
+    )

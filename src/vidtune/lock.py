@@ -76,8 +76,9 @@ class RunLock:
         owner = _owner(self.path)
         who = f"process {owner.get('pid', '?')}" + (f" on {owner['host']}" if owner.get("host") else "")
         since = f" since {owner['started']}" if owner.get("started") else ""
-        return VidtuneError(f"{self.root}: in use by vidtune {who}{since}; wait for it to finish "
-                            f"(or stop it), or pass another --out")
+        return VidtuneError(
+            f"{self.root}: in use by vidtune {who}{since}; wait for it to finish (or stop it), or pass another --out"
+        )
 
     def release(self) -> None:
         """Remove the lock file and drop the lock."""
@@ -92,6 +93,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()

@@ -47,9 +47,15 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, nam
         gradients.
     """
     _check(pred, target)
-    if mask.ndim != 4 or mask.shape[0] != pred.shape[0] or mask.shape[2:] != pred.shape[2:] or mask.shape[1] not in (
-        1,
-        pred.shape[1],
+    if (
+        mask.ndim != 4
+        or mask.shape[0] != pred.shape[0]
+        or mask.shape[2:] != pred.shape[2:]
+        or mask.shape[1]
+        not in (
+            1,
+            pred.shape[1],
+        )
     ):
         raise ValueError(
             f"{name} must be (batch={pred.shape[0]}, 1, {pred.shape[2]}, {pred.shape[3]}) like the latents, "

@@ -19,7 +19,6 @@ SDXL / SD2 model give one `VidtuneError` that names the problem and the fix.
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import re
@@ -47,8 +46,13 @@ _TRANSFORMERS_WEIGHTS = (
     ("model.safetensors", "model.safetensors.index.json"),
     ("pytorch_model.bin", "pytorch_model.bin.index.json"),
 )
-_WEIGHTS = {"unet": _DIFFUSERS_WEIGHTS, "vae": _DIFFUSERS_WEIGHTS, "adapter": _DIFFUSERS_WEIGHTS,
-            "text_encoder": _TRANSFORMERS_WEIGHTS, "sam": _TRANSFORMERS_WEIGHTS}
+_WEIGHTS = {
+    "unet": _DIFFUSERS_WEIGHTS,
+    "vae": _DIFFUSERS_WEIGHTS,
+    "adapter": _DIFFUSERS_WEIGHTS,
+    "text_encoder": _TRANSFORMERS_WEIGHTS,
+    "sam": _TRANSFORMERS_WEIGHTS,
+}
 _SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?$")
 
@@ -56,11 +60,16 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?$")
 # Schedulers
 # --------------------------------------------------------------------------------------------
 
+
 def _scheduler_registry() -> dict[str, Any]:
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
-    return {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "euler": EulerDiscreteScheduler,
-            "dpmpp": DPMSolverMultistepScheduler}
+    return {
+        "ddim": DDIMScheduler,
+        "ddpm": DDPMScheduler,
+        "euler": EulerDiscreteScheduler,
+        "dpmpp": DPMSolverMultistepScheduler,
+    }
 
 
 SCHEDULERS: dict[str, Any] = _scheduler_registry()
@@ -69,16 +78,28 @@ SCHEDULERS: dict[str, Any] = _scheduler_registry()
 _SCHEDULER_OPTIONS: dict[str, dict[str, Any]] = {"dpmpp": {"algorithm_type": "dpmsolver++"}}
 
 
-def sd_schedule_config(beta_start: float = 0.00085, beta_end: float = 0.012,
-                       beta_schedule: str = "scaled_linear", num_train_timesteps: int = 1000) -> dict[str, Any]:
+def sd_schedule_config(
+    beta_start: float = 0.00085,
+    beta_end: float = 0.012,
+    beta_schedule: str = "scaled_linear",
+    num_train_timesteps: int = 1000,
+) -> dict[str, Any]:
     """Stable Diffusion v1-4's training schedule as a diffusers scheduler config dict.
 
     scaled_linear: betas = linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2. The other keys are those
     of SD v1-4's scheduler_config.json (set_alpha_to_one False, steps_offset 1, clip_sample False).
     """
-    return {"beta_start": beta_start, "beta_end": beta_end, "beta_schedule": beta_schedule,
-            "num_train_timesteps": num_train_timesteps, "trained_betas": None, "set_alpha_to_one": False,
-            "steps_offset": 1, "clip_sample": False, "prediction_type": "epsilon"}
+    return {
+        "beta_start": beta_start,
+        "beta_end": beta_end,
+        "beta_schedule": beta_schedule,
+        "num_train_timesteps": num_train_timesteps,
+        "trained_betas": None,
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+        "clip_sample": False,
+        "prediction_type": "epsilon",
+    }
 
 
 def make_scheduler(name: str, config: Mapping[str, Any] | Any) -> Any:
@@ -97,6 +118,7 @@ def make_scheduler(name: str, config: Mapping[str, Any] | Any) -> Any:
 # --------------------------------------------------------------------------------------------
 # Components
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Components:
@@ -144,21 +166,27 @@ def _count(module: Any) -> str:
 
 def describe(components: Components) -> str:
     """One line: parameter counts per model, dtype and device."""
-    parts = [f"unet {_count(components.unet)}", f"vae {_count(components.vae)}",
-             f"text_encoder {_count(components.text_encoder)}"]
+    parts = [
+        f"unet {_count(components.unet)}",
+        f"vae {_count(components.vae)}",
+        f"text_encoder {_count(components.text_encoder)}",
+    ]
     if components.adapter is not None:
         parts.append(f"adapter {_count(components.adapter)}")
     if components.sam_model is not None:
         parts.append(f"sam {_count(components.sam_model)}")
     dtype = str(components.dtype).removeprefix("torch.")
-    return (f"{', '.join(parts)} parameters; {dtype} (vae float32) on {components.device}; "
-            f"scheduler {type(components.scheduler).__name__}; latent x{components.vae_scale_factor}, "
-            f"{components.latent_channels} channels")
+    return (
+        f"{', '.join(parts)} parameters; {dtype} (vae float32) on {components.device}; "
+        f"scheduler {type(components.scheduler).__name__}; latent x{components.vae_scale_factor}, "
+        f"{components.latent_channels} channels"
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Resolving and checking sources
 # --------------------------------------------------------------------------------------------
+
 
 def _offline() -> bool:
     """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as set now, or as huggingface_hub read it at import."""
@@ -167,6 +195,7 @@ def _offline() -> bool:
         return True
     try:
         from huggingface_hub import constants
+
         return bool(constants.HF_HUB_OFFLINE)
     except Exception:  # pragma: no cover - very old huggingface_hub
         return False
@@ -199,13 +228,15 @@ def _resolve(source: str | os.PathLike[str], what: str, repo: str, probe: str) -
             raise VidtuneError(
                 f"{path}: is a single-file checkpoint; vidtune reads the diffusers folder layout of the {what}: "
                 f"download it with {_download_hint(repo)} (or convert the file with diffusers' "
-                f"`from_single_file(...).save_pretrained(DIR)`)")
+                f"`from_single_file(...).save_pretrained(DIR)`)"
+            )
         raise VidtuneError(f"{path}: is a file, expected the {what} folder; get one with {_download_hint(repo)}")
     if _HUB_ID.match(name) and not name.startswith("."):
         if not _offline():
             return _Source(name, None)  # from_pretrained downloads (or reuses the cache) and checks for updates
         try:
             from huggingface_hub import try_to_load_from_cache
+
             cached = try_to_load_from_cache(name, probe)
         except Exception:
             cached = None
@@ -213,7 +244,8 @@ def _resolve(source: str | os.PathLike[str], what: str, repo: str, probe: str) -
             return _Source(name, Path(cached).parent)
         raise VidtuneError(
             f"{name}: the {what} is not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE=1: "
-            f"download it with {_download_hint(name if '/' in name else repo)} and pass DIR, or unset HF_HUB_OFFLINE")
+            f"download it with {_download_hint(name if '/' in name else repo)} and pass DIR, or unset HF_HUB_OFFLINE"
+        )
     raise VidtuneError(f"{path}: no such folder for the {what}; get it with {_download_hint(repo)}")
 
 
@@ -233,15 +265,15 @@ def _find_weights(folder: Path, kind: str, allow_pickle: bool, repo: str) -> dic
         return {"use_safetensors": False}
     # Variant files such as diffusion_pytorch_model.fp16.safetensors.
     stem, _ = safe_names[0].split(".", 1)
-    variants = sorted(p.name.split(".")[1] for p in folder.glob(f"{stem}.*.safetensors")
-                      if p.name.count(".") == 2)
+    variants = sorted(p.name.split(".")[1] for p in folder.glob(f"{stem}.*.safetensors") if p.name.count(".") == 2)
     if variants:
         return {"use_safetensors": True, "variant": variants[0]}
     pickled = [n for n in pickle_names if (folder / n).is_file()] + sorted(p.name for p in folder.glob("*.ckpt"))
     if pickled:
         raise VidtuneError(
             f"{folder}: has only pickle weights ({pickled[0]}), which can run code when loaded: pass --allow-pickle "
-            f"(allow_pickle=True) if you trust this file, or download the safetensors with {_download_hint(repo)}")
+            f"(allow_pickle=True) if you trust this file, or download the safetensors with {_download_hint(repo)}"
+        )
     raise VidtuneError(f"{folder}: no weights ({safe_names[0]}); download them with {_download_hint(repo)}")
 
 
@@ -251,18 +283,29 @@ def _check_sd_folder(root: Path, allow_pickle: bool, weights: bool) -> dict[str,
     index_path = root / "model_index.json"
     if not index_path.is_file():
         singles = sorted(p.name for p in root.iterdir() if p.suffix in _SINGLE_FILE_SUFFIXES)
-        extra = f" (found {singles[0]}: single-file checkpoints are not read; convert with diffusers' " \
-                f"`from_single_file(...).save_pretrained(DIR)`)" if singles else ""
-        raise VidtuneError(f"{root}: no model_index.json, so not a diffusers Stable Diffusion folder{extra}; "
-                           f"download one with {hint}")
+        extra = (
+            f" (found {singles[0]}: single-file checkpoints are not read; convert with diffusers' "
+            f"`from_single_file(...).save_pretrained(DIR)`)"
+            if singles
+            else ""
+        )
+        raise VidtuneError(
+            f"{root}: no model_index.json, so not a diffusers Stable Diffusion folder{extra}; download one with {hint}"
+        )
     index = _read_json(index_path)
     _check_index(index, index_path)
     missing = [c for c in SD_COMPONENTS if not (root / c).is_dir()]
     if missing:
-        raise VidtuneError(f"{root}: missing component folder(s) {', '.join(m + '/' for m in missing)}; "
-                           f"download the whole model with {hint}")
-    configs = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
-               "scheduler": "scheduler_config.json"}
+        raise VidtuneError(
+            f"{root}: missing component folder(s) {', '.join(m + '/' for m in missing)}; "
+            f"download the whole model with {hint}"
+        )
+    configs = {
+        "unet": "config.json",
+        "vae": "config.json",
+        "text_encoder": "config.json",
+        "scheduler": "scheduler_config.json",
+    }
     for comp, fname in configs.items():
         if not (root / comp / fname).is_file():
             raise VidtuneError(f"{root / comp}: no {fname}; download the model again with {hint}")
@@ -280,15 +323,24 @@ def _check_sd_folder(root: Path, allow_pickle: bool, weights: bool) -> dict[str,
 def _check_index(index: Mapping[str, Any], where: Path | str) -> None:
     cls = str(index.get("_class_name", ""))
     if "XL" in cls or "text_encoder_2" in index:
-        raise VidtuneError(f"{where}: this is an SDXL model ({cls or 'text_encoder_2'}); vidtune needs Stable "
-                           f"Diffusion 1.x: use e.g. {SD_REPO} ({_download_hint(SD_REPO)})")
+        raise VidtuneError(
+            f"{where}: this is an SDXL model ({cls or 'text_encoder_2'}); vidtune needs Stable "
+            f"Diffusion 1.x: use e.g. {SD_REPO} ({_download_hint(SD_REPO)})"
+        )
     if cls and not cls.startswith("StableDiffusion") or re.match(r"StableDiffusion\d", cls):
-        raise VidtuneError(f"{where}: model_index.json names {cls}, not a Stable Diffusion 1.x pipeline; "
-                           f"use e.g. {SD_REPO} ({_download_hint(SD_REPO)})")
+        raise VidtuneError(
+            f"{where}: model_index.json names {cls}, not a Stable Diffusion 1.x pipeline; "
+            f"use e.g. {SD_REPO} ({_download_hint(SD_REPO)})"
+        )
 
 
-def _check_sd1(unet_cfg: Mapping[str, Any], vae_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any],
-               sched_cfg: Mapping[str, Any], where: str) -> None:
+def _check_sd1(
+    unet_cfg: Mapping[str, Any],
+    vae_cfg: Mapping[str, Any],
+    text_cfg: Mapping[str, Any],
+    sched_cfg: Mapping[str, Any],
+    where: str,
+) -> None:
     """Raise unless the configs describe an SD 1.x-style model (epsilon, CLIP-L style conditioning)."""
     fix = f"vidtune needs Stable Diffusion 1.x: use e.g. {SD_REPO} ({_download_hint(SD_REPO)})"
     cross = unet_cfg.get("cross_attention_dim")
@@ -297,16 +349,22 @@ def _check_sd1(unet_cfg: Mapping[str, Any], vae_cfg: Mapping[str, Any], text_cfg
     if cross == 1024:
         raise VidtuneError(f"{where}/unet: this is a Stable Diffusion 2.x UNet (cross_attention_dim 1024); {fix}")
     if sched_cfg.get("prediction_type", "epsilon") != "epsilon":
-        raise VidtuneError(f"{where}/scheduler: prediction_type is {sched_cfg.get('prediction_type')!r} "
-                           f"(a Stable Diffusion 2.x v-model); {fix}")
+        raise VidtuneError(
+            f"{where}/scheduler: prediction_type is {sched_cfg.get('prediction_type')!r} "
+            f"(a Stable Diffusion 2.x v-model); {fix}"
+        )
     latent = vae_cfg.get("latent_channels", 4)
     if unet_cfg.get("in_channels", 4) != latent:
-        raise VidtuneError(f"{where}/unet: in_channels {unet_cfg.get('in_channels')} != the VAE's latent_channels "
-                           f"{latent} (an inpainting or depth model?); {fix}")
+        raise VidtuneError(
+            f"{where}/unet: in_channels {unet_cfg.get('in_channels')} != the VAE's latent_channels "
+            f"{latent} (an inpainting or depth model?); {fix}"
+        )
     hidden = text_cfg.get("hidden_size")
     if hidden is not None and cross is not None and hidden != cross:
-        raise VidtuneError(f"{where}: text_encoder hidden_size {hidden} != unet cross_attention_dim {cross}; "
-                           f"the folder mixes models; {fix}")
+        raise VidtuneError(
+            f"{where}: text_encoder hidden_size {hidden} != unet cross_attention_dim {cross}; "
+            f"the folder mixes models; {fix}"
+        )
 
 
 def _check_adapter(adapter_cfg: Mapping[str, Any], unet_cfg: Mapping[str, Any], vae_factor: int, where: str) -> None:
@@ -318,16 +376,20 @@ def _check_adapter(adapter_cfg: Mapping[str, Any], unet_cfg: Mapping[str, Any], 
     channels = list(adapter_cfg.get("channels", [320, 640, 1280, 1280]))
     unet_channels = list(unet_cfg.get("block_out_channels", []))
     if kind == "full_adapter" and channels != unet_channels:
-        raise VidtuneError(f"{where}: adapter channels {channels} do not match the UNet's block_out_channels "
-                           f"{unet_channels}; {fix}")
+        raise VidtuneError(
+            f"{where}: adapter channels {channels} do not match the UNet's block_out_channels {unet_channels}; {fix}"
+        )
     down = adapter_cfg.get("downscale_factor", 8)
     if down != vae_factor:
-        raise VidtuneError(f"{where}: adapter downscale_factor {down} != the VAE's factor {vae_factor}, so its "
-                           f"features miss the UNet's resolutions; {fix}")
+        raise VidtuneError(
+            f"{where}: adapter downscale_factor {down} != the VAE's factor {vae_factor}, so its "
+            f"features miss the UNet's resolutions; {fix}"
+        )
 
 
-def _check_component_folder(folder: Path, kind: str, repo: str, allow_pickle: bool, weights: bool,
-                            extra: Iterable[tuple[str, ...]] = ()) -> dict[str, Any]:
+def _check_component_folder(
+    folder: Path, kind: str, repo: str, allow_pickle: bool, weights: bool, extra: Iterable[tuple[str, ...]] = ()
+) -> dict[str, Any]:
     hint = _download_hint(repo)
     if not (folder / "config.json").is_file():
         raise VidtuneError(f"{folder}: no config.json, so not a {kind} folder; download one with {hint}")
@@ -341,9 +403,11 @@ def _check_component_folder(folder: Path, kind: str, repo: str, allow_pickle: bo
 # Loading
 # --------------------------------------------------------------------------------------------
 
+
 def _dtype_kw(dtype: torch.dtype) -> dict[str, Any]:
     """transformers >= 4.56 calls it `dtype`; earlier versions `torch_dtype`."""
     import transformers
+
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
@@ -395,10 +459,16 @@ def model_presets(model: str | os.PathLike[str]) -> list[str]:
     return as_overrides(read_toml(path, what="model presets", fix="fix or remove it"))
 
 
-def load_components(model: str | os.PathLike[str], adapter: str | os.PathLike[str] | None = None,
-                    sam: str | os.PathLike[str] | None = None, *, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32, allow_pickle: bool = False,
-                    weights: bool = True) -> Components:
+def load_components(
+    model: str | os.PathLike[str],
+    adapter: str | os.PathLike[str] | None = None,
+    sam: str | os.PathLike[str] | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
+    weights: bool = True,
+) -> Components:
     """Load an SD 1.x model (+ optional T2I-Adapter and SAM) from hub ids, local folders or the HF cache.
 
     ``adapter=None`` uses ``<model>/adapter`` when that folder exists, else no adapter; likewise
@@ -438,9 +508,19 @@ def load_components(model: str | os.PathLike[str], adapter: str | os.PathLike[st
             m.requires_grad_(False)
     sources = {"model": sd.name}
     sources.update({k: s.name for k, s in (("adapter", ad_src), ("sam", sam_src)) if s is not None})
-    return Components(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
-                      scheduler=_scheduler_from_config(plan.scheduler), adapter=ad_model, sam_model=sam_model,
-                      sam_processor=sam_processor, device=dev, dtype=dtype, sources=sources)
+    return Components(
+        vae=vae,
+        unet=unet,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=_scheduler_from_config(plan.scheduler),
+        adapter=ad_model,
+        sam_model=sam_model,
+        sam_processor=sam_processor,
+        device=dev,
+        dtype=dtype,
+        sources=sources,
+    )
 
 
 @dataclass(frozen=True)
@@ -483,13 +563,24 @@ def _plan_sd(sd: _Source, opts: _LoadOptions) -> _SdPlan:
         kwargs = _check_sd_folder(sd.local, opts.allow_pickle, opts.weights)
     else:
         kwargs = {c: opts.hub_kwargs() for c in SD_COMPONENTS}
-        _check_index(_wrap("model index", sd.ref, _SD_FIX, DiffusionPipeline.load_config, sd.ref,
-                           local_files_only=opts.local_only), sd.ref)
+        _check_index(
+            _wrap(
+                "model index", sd.ref, _SD_FIX, DiffusionPipeline.load_config, sd.ref, local_files_only=opts.local_only
+            ),
+            sd.ref,
+        )
     unet = _load_config(UNet2DConditionModel, sd.ref, "unet", "UNet", _SD_FIX, opts.local_only)
     vae = _load_config(AutoencoderKL, sd.ref, "vae", "VAE", _SD_FIX, opts.local_only)
     sched = _load_config(DDIMScheduler, sd.ref, "scheduler", "scheduler", _SD_FIX, opts.local_only)
-    text = _wrap("text encoder config", sd.ref, _SD_FIX, CLIPTextConfig.from_pretrained, sd.ref,
-                 subfolder="text_encoder", local_files_only=opts.local_only)
+    text = _wrap(
+        "text encoder config",
+        sd.ref,
+        _SD_FIX,
+        CLIPTextConfig.from_pretrained,
+        sd.ref,
+        subfolder="text_encoder",
+        local_files_only=opts.local_only,
+    )
     _check_sd1(unet, vae, text.to_dict(), sched, sd.ref)
     return _SdPlan(unet=unet, vae=vae, text_encoder=text, scheduler=sched, kwargs=kwargs)
 
@@ -498,8 +589,11 @@ def _plan_adapter(src: _Source, sd: _SdPlan, opts: _LoadOptions) -> tuple[dict[s
     """(config, from_pretrained kwargs) of a checked T2I-Adapter."""
     from diffusers import T2IAdapter
 
-    kw = (_check_component_folder(src.local, "adapter", ADAPTER_REPO, opts.allow_pickle, opts.weights)
-          if src.local is not None else opts.hub_kwargs())
+    kw = (
+        _check_component_folder(src.local, "adapter", ADAPTER_REPO, opts.allow_pickle, opts.weights)
+        if src.local is not None
+        else opts.hub_kwargs()
+    )
     cfg = _load_config(T2IAdapter, src.ref, None, "T2I-Adapter", _ADAPTER_FIX, opts.local_only)
     _check_adapter(cfg, sd.unet, sd.vae_factor, src.ref)
     return cfg, kw
@@ -508,8 +602,14 @@ def _plan_adapter(src: _Source, sd: _SdPlan, opts: _LoadOptions) -> tuple[dict[s
 def _plan_sam(src: _Source, opts: _LoadOptions) -> dict[str, Any]:
     if src.local is None:
         return opts.hub_kwargs()
-    return _check_component_folder(src.local, "sam", SAM_REPO, opts.allow_pickle, opts.weights,
-                                   extra=[("preprocessor_config.json", "processor_config.json")])
+    return _check_component_folder(
+        src.local,
+        "sam",
+        SAM_REPO,
+        opts.allow_pickle,
+        opts.weights,
+        extra=[("preprocessor_config.json", "processor_config.json")],
+    )
 
 
 def _load_sd(sd: _Source, plan: _SdPlan, opts: _LoadOptions) -> tuple[Any, Any, Any, Any]:
@@ -518,19 +618,50 @@ def _load_sd(sd: _Source, plan: _SdPlan, opts: _LoadOptions) -> tuple[Any, Any, 
     from transformers import CLIPTextModel, CLIPTokenizer
 
     local = {"local_files_only": opts.local_only}
-    tokenizer = _wrap("tokenizer", sd.ref, _SD_FIX, CLIPTokenizer.from_pretrained, sd.ref, subfolder="tokenizer",
-                      **local)
+    tokenizer = _wrap(
+        "tokenizer", sd.ref, _SD_FIX, CLIPTokenizer.from_pretrained, sd.ref, subfolder="tokenizer", **local
+    )
     if not opts.weights:
-        return (_build_empty(UNet2DConditionModel, plan.unet), _build_empty(AutoencoderKL, plan.vae),
-                _build_empty(CLIPTextModel, plan.text_encoder), tokenizer)
-    unet = _wrap("UNet", sd.ref, _SD_FIX, UNet2DConditionModel.from_pretrained, sd.ref, subfolder="unet",
-                 torch_dtype=opts.dtype, **plan.kwargs["unet"], **local)
-    vae = _wrap("VAE", sd.ref, _SD_FIX, AutoencoderKL.from_pretrained, sd.ref, subfolder="vae",
-                torch_dtype=torch.float32, **plan.kwargs["vae"], **local)
+        return (
+            _build_empty(UNet2DConditionModel, plan.unet),
+            _build_empty(AutoencoderKL, plan.vae),
+            _build_empty(CLIPTextModel, plan.text_encoder),
+            tokenizer,
+        )
+    unet = _wrap(
+        "UNet",
+        sd.ref,
+        _SD_FIX,
+        UNet2DConditionModel.from_pretrained,
+        sd.ref,
+        subfolder="unet",
+        torch_dtype=opts.dtype,
+        **plan.kwargs["unet"],
+        **local,
+    )
+    vae = _wrap(
+        "VAE",
+        sd.ref,
+        _SD_FIX,
+        AutoencoderKL.from_pretrained,
+        sd.ref,
+        subfolder="vae",
+        torch_dtype=torch.float32,
+        **plan.kwargs["vae"],
+        **local,
+    )
     with _no_weight_loading_bar(enabled=sd.local is not None):  # a download keeps its bar
-        text_encoder = _wrap("text encoder", sd.ref, _SD_FIX, CLIPTextModel.from_pretrained, sd.ref,
-                             subfolder="text_encoder", **_dtype_kw(opts.dtype), **plan.kwargs["text_encoder"],
-                             **local)
+        text_encoder = _wrap(
+            "text encoder",
+            sd.ref,
+            _SD_FIX,
+            CLIPTextModel.from_pretrained,
+            sd.ref,
+            subfolder="text_encoder",
+            **_dtype_kw(opts.dtype),
+            **plan.kwargs["text_encoder"],
+            **local,
+        )
     return unet, vae, text_encoder, tokenizer
 
 
@@ -557,8 +688,16 @@ def _load_adapter(src: _Source, plan: tuple[dict[str, Any], dict[str, Any]], opt
     cfg, kw = plan
     if not opts.weights:
         return _build_empty(T2IAdapter, cfg)
-    return _wrap("T2I-Adapter", src.ref, _ADAPTER_FIX, T2IAdapter.from_pretrained, src.ref, torch_dtype=opts.dtype,
-                 local_files_only=opts.local_only, **kw)
+    return _wrap(
+        "T2I-Adapter",
+        src.ref,
+        _ADAPTER_FIX,
+        T2IAdapter.from_pretrained,
+        src.ref,
+        torch_dtype=opts.dtype,
+        local_files_only=opts.local_only,
+        **kw,
+    )
 
 
 def _load_sam(src: _Source, kw: dict[str, Any], opts: _LoadOptions) -> tuple[Any, Any]:
@@ -570,8 +709,9 @@ def _load_sam(src: _Source, kw: dict[str, Any], opts: _LoadOptions) -> tuple[Any
     if not opts.weights:
         cfg = _wrap("SAM config", src.ref, _SAM_FIX, SamConfig.from_pretrained, src.ref, **local)
         return _build_empty(SamModel, cfg), processor
-    model = _wrap("SAM model", src.ref, _SAM_FIX, SamModel.from_pretrained, src.ref, **_dtype_kw(opts.dtype),
-                  **kw, **local)
+    model = _wrap(
+        "SAM model", src.ref, _SAM_FIX, SamModel.from_pretrained, src.ref, **_dtype_kw(opts.dtype), **kw, **local
+    )
     return model, processor
 
 

@@ -50,8 +50,14 @@ def load_components(cfg: RunConfig) -> Components:
     from vidtune.models import load_components as load
 
     device = resolve_device(cfg.model.device)
-    return load(cfg.model.path, adapter=cfg.model.adapter or None, sam=cfg.model.sam or None, device=device,
-                dtype=resolve_dtype(cfg.model.dtype, device), allow_pickle=cfg.model.allow_pickle)
+    return load(
+        cfg.model.path,
+        adapter=cfg.model.adapter or None,
+        sam=cfg.model.sam or None,
+        device=device,
+        dtype=resolve_dtype(cfg.model.dtype, device),
+        allow_pickle=cfg.model.allow_pickle,
+    )
 
 
 def windows_for(cfg: RunConfig) -> Callable[[int], list[tuple[int, int]]]:
@@ -62,7 +68,6 @@ def windows_for(cfg: RunConfig) -> Callable[[int], list[tuple[int, int]]]:
     return lambda n: clip_windows(n, c.clip_length, c.stride, shrink_clip=c.shrink_clip)
 
 
-
 def build_inputs(cfg: RunConfig, extracted: Path) -> inputs_mod.VideoInputs:
     """The run's inputs in memory (what `inputs.prepare` builds, without writing inputs/): the pose
     source loaded, cleaned, resampled and rendered, and every frame's prompt. Footage has its poses
@@ -71,8 +76,10 @@ def build_inputs(cfg: RunConfig, extracted: Path) -> inputs_mod.VideoInputs:
 
     c = cfg.inputs
     if not c.poses:
-        raise VidtuneError("inputs.poses is empty: pass --poses PATH (OpenPose JSON folder, pose images, a pose video "
-                           "or an RGB video of a person)")
+        raise VidtuneError(
+            "inputs.poses is empty: pass --poses PATH (OpenPose JSON folder, pose images, a pose video "
+            "or an RGB video of a person)"
+        )
     source = pose_extract.prepare_pose_source(c.poses, c.pose_source, extracted)
     seq = poses.load_poses(source.path, canvas=source.canvas, fps=source.fps)
     if c.frames or c.fps:
@@ -83,8 +90,13 @@ def build_inputs(cfg: RunConfig, extracted: Path) -> inputs_mod.VideoInputs:
     keypoints = None if seq.keypoints is None else poses.frame_poses(seq, c.height, c.width, framing=c.framing)
     windows = windows_for(cfg)(len(images)) if c.clip_prompts else None
     prompts = inputs_mod.per_frame_prompts(len(images), inputs_mod.prompt_schedule(c), windows)
-    return inputs_mod.VideoInputs(pose_images=images, keypoints=keypoints, prompts=prompts,
-                                  fps=float(c.fps or seq.fps or inputs_mod.DEFAULT_FPS), summary=seq.summary())
+    return inputs_mod.VideoInputs(
+        pose_images=images,
+        keypoints=keypoints,
+        prompts=prompts,
+        fps=float(c.fps or seq.fps or inputs_mod.DEFAULT_FPS),
+        summary=seq.summary(),
+    )
 
 
 def plan_stages(rd: RunDir, cfg: RunConfig, stages: Sequence[int]) -> list[int]:
@@ -102,8 +114,10 @@ def check_prerequisites(rd: RunDir, cfg: RunConfig, todo: Sequence[int]) -> None
     for k in todo:
         missing = [p for p in PREREQUISITES[k] if p not in todo and not rd.is_done(p, cfg)]
         if missing:
-            raise VidtuneError(f"{rd.root}: stage {k} needs stage {missing[0]} done with this config and these "
-                               f"inputs; run with --stages {','.join(str(i) for i in range(missing[0], k + 1))}")
+            raise VidtuneError(
+                f"{rd.root}: stage {k} needs stage {missing[0]} done with this config and these "
+                f"inputs; run with --stages {','.join(str(i) for i in range(missing[0], k + 1))}"
+            )
 
 
 def clean_temporaries(rd: RunDir, log: Callable[[str], None]) -> None:
@@ -112,8 +126,10 @@ def clean_temporaries(rd: RunDir, log: Callable[[str], None]) -> None:
     if removed.paths:
         names = ", ".join(str(p.relative_to(rd.root)) for p in removed.paths[:3])
         more = f" and {len(removed.paths) - 3} more" if len(removed.paths) > 3 else ""
-        log(f"vidtune: removed {len(removed.paths)} temporaries of an interrupted run "
-            f"({removed.nbytes / 2 ** 20:.1f} MiB): {names}{more}")
+        log(
+            f"vidtune: removed {len(removed.paths)} temporaries of an interrupted run "
+            f"({removed.nbytes / 2**20:.1f} MiB): {names}{more}"
+        )
     for path in removed.restored:
         log(f"vidtune: restored {path.relative_to(rd.root)} (an interrupted run was replacing it)")
 
@@ -123,8 +139,14 @@ def run_conditioning(cfg: RunConfig, components: Components, inputs: inputs_mod.
     stages. On an accelerator the features wait in host memory and each batch copies its frames over
     (at 1024 SD frames they are ~4.5 GiB in fp16, more than the latents and one batch's activations)."""
     storage = torch.device("cpu") if torch.device(components.device).type != "cpu" else None
-    return conditioning(components, inputs.pose_images, inputs.prompts, cfg.inputs.negative_prompt,
-                        cfg.sampling.adapter_scale, storage=storage)
+    return conditioning(
+        components,
+        inputs.pose_images,
+        inputs.prompts,
+        cfg.inputs.negative_prompt,
+        cfg.sampling.adapter_scale,
+        storage=storage,
+    )
 
 
 def use_unet(components: Components, tuned: TuningResult | None, key: str | None, keep_base: bool = False) -> None:
@@ -141,12 +163,14 @@ def use_unet(components: Components, tuned: TuningResult | None, key: str | None
             restore_base(components.unet, components.base_weights)
             components.tuned_by = None
         elif tuned is None:
-            raise VidtuneError(f"the loaded UNet was tuned by {components.tuned_by}; load the model again to run "
-                               "on the base model")
+            raise VidtuneError(
+                f"the loaded UNet was tuned by {components.tuned_by}; load the model again to run on the base model"
+            )
     if tuned is not None and components.tuned_by != key:
         if components.tuned_by is None:
-            components.base_weights = base_snapshot(components.unet, tuned.kind) if keep_base or tuned.kind == "lora" \
-                else None
+            components.base_weights = (
+                base_snapshot(components.unet, tuned.kind) if keep_base or tuned.kind == "lora" else None
+            )
         tuned.apply(components.unet)
         components.tuned_by = key
 
@@ -159,8 +183,14 @@ class StageCache:
     ones loaded from their folders when a later stage needs them (without their decoded frames).
     Without a run folder (`rd=None`, the Python API in memory) every result comes from memory."""
 
-    def __init__(self, rd: RunDir | None, cfg: RunConfig, components: Components,
-                 inputs: inputs_mod.VideoInputs, keep_base: bool = False) -> None:
+    def __init__(
+        self,
+        rd: RunDir | None,
+        cfg: RunConfig,
+        components: Components,
+        inputs: inputs_mod.VideoInputs,
+        keep_base: bool = False,
+    ) -> None:
         self.rd, self.cfg, self.components, self.inputs = rd, cfg, components, inputs
         self.keep_base = keep_base  # keep the base weights stage 3 changes (Components.base_weights)
         self.results: dict[int, StageResult] = {}
@@ -175,8 +205,9 @@ class StageCache:
     def get(self, k: int) -> StageResult:
         if k not in self.results:
             if self.rd is None:
-                raise VidtuneError(f"stage {k + 1} needs stage {k}'s result: run pipe.{STAGE_METHODS[k]}(...) first "
-                                   "or pass its result")
+                raise VidtuneError(
+                    f"stage {k + 1} needs stage {k}'s result: run pipe.{STAGE_METHODS[k]}(...) first or pass its result"
+                )
             loader = {1: SeparateResult.load, 2: FusionResult.load, 4: CodenoiseResult.load}
             folder = self.rd.stage(k)
             self.results[k] = TuningResult.load(folder) if k == 3 else loader[k](folder, frames=False)
@@ -197,8 +228,13 @@ class StageCache:
         return self.get(3), self.tuned_key()
 
 
-def compute_stage(k: int, cache: StageCache, progress: bool = True, callback: StageCallback | None = None,
-                  log: Callable[[str], None] = print) -> StageResult:
+def compute_stage(
+    k: int,
+    cache: StageCache,
+    progress: bool = True,
+    callback: StageCallback | None = None,
+    log: Callable[[str], None] = print,
+) -> StageResult:
     """Run stage k on what the earlier stages produced (in memory or in the run folder)."""
     from vidtune.stages import codenoise, fusion, separate, tuning
 
@@ -213,17 +249,25 @@ def compute_stage(k: int, cache: StageCache, progress: bool = True, callback: St
     if k == 2:
         return fusion.run(cfg, comps, inputs, cache.cond, cache.get(1), callback=callback, progress=progress, log=log)
     if k == 3:
-        result = tuning.run(cfg, comps, inputs, cache.cond, cache.get(2),
-                            out_dir=None if cache.rd is None else cache.rd.stage(3), callback=callback,
-                            progress=progress)
+        result = tuning.run(
+            cfg,
+            comps,
+            inputs,
+            cache.cond,
+            cache.get(2),
+            out_dir=None if cache.rd is None else cache.rd.stage(3),
+            callback=callback,
+            progress=progress,
+        )
         cache.results[3] = result
         comps.tuned_by = cache.tuned_key()  # the in-memory UNet is now this run's tuned UNet
         return result
     tuned, key = cache.tuned()
     use_unet(comps, tuned, key, keep_base=cache.keep_base)
     s2 = cache.get(2) if codenoise.needs_fusion(cfg.codenoise) else None
-    return codenoise.run(cfg, comps, inputs, cache.cond, s2, tuned=tuned is not None, callback=callback,
-                         progress=progress)
+    return codenoise.run(
+        cfg, comps, inputs, cache.cond, s2, tuned=tuned is not None, callback=callback, progress=progress
+    )
 
 
 def save_stage(k: int, result: StageResult, rd: RunDir, fps: float, components: Components) -> dict:
@@ -238,8 +282,15 @@ def save_stage(k: int, result: StageResult, rd: RunDir, fps: float, components: 
     return result.info()
 
 
-def run_stage(k: int, cfg: RunConfig, components: Components, inputs: inputs_mod.VideoInputs, rd: RunDir,
-              progress: bool = True, log: Callable[[str], None] = print) -> dict:
+def run_stage(
+    k: int,
+    cfg: RunConfig,
+    components: Components,
+    inputs: inputs_mod.VideoInputs,
+    rd: RunDir,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run stage k alone over a run folder (its inputs from earlier stages' folders) and mark it done;
     returns what done.json records."""
     summary = RunSummary(root=rd.root)
@@ -248,10 +299,18 @@ def run_stage(k: int, cfg: RunConfig, components: Components, inputs: inputs_mod
     return rd.done_info(k) or {}
 
 
-def run(cfg: RunConfig, out_dir: str | Path, stages: Sequence[int] = (1, 2, 3, 4), progress: bool = True,
-        components: Components | Callable[[], Components] | None = None, log: Callable[[str], None] = print,
-        callback: StageCallback | None = None, inputs: inputs_mod.VideoInputs | None = None,
-        results: dict[int, StageResult] | None = None, keep_base: bool = False) -> RunSummary:
+def run(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    stages: Sequence[int] = (1, 2, 3, 4),
+    progress: bool = True,
+    components: Components | Callable[[], Components] | None = None,
+    log: Callable[[str], None] = print,
+    callback: StageCallback | None = None,
+    inputs: inputs_mod.VideoInputs | None = None,
+    results: dict[int, StageResult] | None = None,
+    keep_base: bool = False,
+) -> RunSummary:
     """Run `stages` in order over the run folder, skipping those already done with this config and inputs.
 
     1. check the config, build the inputs in memory, check the config against them (no writes yet);
@@ -274,9 +333,18 @@ def run(cfg: RunConfig, out_dir: str | Path, stages: Sequence[int] = (1, 2, 3, 4
         return _run_locked(cfg, rd, inputs, stages, progress, components, log, callback, results, keep_base)
 
 
-def _run_locked(cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, stages: Sequence[int], progress: bool,
-                components: Components | Callable[[], Components] | None, log: Callable[[str], None], callback: StageCallback | None,
-                results: dict[int, StageResult] | None, keep_base: bool = False) -> RunSummary:
+def _run_locked(
+    cfg: RunConfig,
+    rd: RunDir,
+    inputs: inputs_mod.VideoInputs,
+    stages: Sequence[int],
+    progress: bool,
+    components: Components | Callable[[], Components] | None,
+    log: Callable[[str], None],
+    callback: StageCallback | None,
+    results: dict[int, StageResult] | None,
+    keep_base: bool = False,
+) -> RunSummary:
     """Steps 2-4 of `run`, under the lock."""
     summary = RunSummary(root=rd.root)
     todo = plan_stages(rd, cfg, stages)
@@ -292,8 +360,10 @@ def _run_locked(cfg: RunConfig, rd: RunDir, inputs: inputs_mod.VideoInputs, stag
     check_prerequisites(rd, cfg, todo)
     log(f"vidtune: poses {inputs.summary}")
     if 4 in todo and inputs.num_frames < cfg.codenoise.clip_length and cfg.codenoise.shrink_clip:
-        log(f"vidtune: {inputs.num_frames} frames < codenoise.clip_length {cfg.codenoise.clip_length}: "
-            f"codenoise.shrink_clip uses one clip of {inputs.num_frames} frames")
+        log(
+            f"vidtune: {inputs.num_frames} frames < codenoise.clip_length {cfg.codenoise.clip_length}: "
+            f"codenoise.shrink_clip uses one clip of {inputs.num_frames} frames"
+        )
     if components is None:
         components = load_components(cfg)
         log(f"vidtune: loaded {cfg.model.path} on {components.device} ({components.dtype})")
@@ -319,8 +389,14 @@ def _load_done(rd: RunDir, stages: Sequence[int]) -> dict[int, StageResult]:
     return {k: loaders[k](rd.stage(k)) for k in sorted(set(stages))}
 
 
-def _run_stage(k: int, cache: StageCache, progress: bool, callback: StageCallback | None,
-               log: Callable[[str], None], summary: RunSummary) -> None:
+def _run_stage(
+    k: int,
+    cache: StageCache,
+    progress: bool,
+    callback: StageCallback | None,
+    log: Callable[[str], None],
+    summary: RunSummary,
+) -> None:
     """Invalidate stage k and what follows, run it, save it, mark it done; stage 3 then drops its checkpoints."""
     rd, cfg = cache.rd, cache.cfg
     if rd.final_video in rd.begin(k):
@@ -340,5 +416,7 @@ def _run_stage(k: int, cache: StageCache, progress: bool, callback: StageCallbac
 
         freed = drop_checkpoints(rd.stage(3))
         if freed:
-            log(f"vidtune: removed stage 3's checkpoints ({freed / 2 ** 20:.1f} MiB; "
-                "tuning.keep_checkpoints = true keeps them)")
+            log(
+                f"vidtune: removed stage 3's checkpoints ({freed / 2**20:.1f} MiB; "
+                "tuning.keep_checkpoints = true keeps them)"
+            )

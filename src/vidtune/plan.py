@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from vidtune.config import CodenoiseConfig, ModelConfig, RunConfig
+from vidtune.config import ModelConfig, RunConfig
 from vidtune.errors import VidtuneError
 
 LATENT_COPIES = 8
@@ -52,21 +52,54 @@ DECODE_BATCH = 4  # stages.common.decode_frames's default chunk
 DECODE_PER_CHANNEL = 10.5  # D1
 
 _DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                      "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+_SAFETENSORS_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 
 # Stable Diffusion v1-4 and TencentARC/t2iadapter_openpose_sd14v1, as their config files say
 # (assumed when the configured model is neither a local folder nor in the Hugging Face cache).
 SD14_CONFIGS: dict[str, dict[str, Any]] = {
-    "unet": {"in_channels": 4, "out_channels": 4, "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2,
-             "cross_attention_dim": 768, "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-             "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3},
-    "vae": {"in_channels": 3, "out_channels": 3, "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
-            "latent_channels": 4},
-    "text_encoder": {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                     "max_position_embeddings": 77},
-    "adapter": {"in_channels": 3, "channels": [320, 640, 1280, 1280], "num_res_blocks": 2, "downscale_factor": 8,
-                "adapter_type": "full_adapter"},
+    "unet": {
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": [320, 640, 1280, 1280],
+        "layers_per_block": 2,
+        "cross_attention_dim": 768,
+        "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    },
+    "vae": {
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": [128, 256, 512, 512],
+        "layers_per_block": 2,
+        "latent_channels": 4,
+    },
+    "text_encoder": {
+        "vocab_size": 49408,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "max_position_embeddings": 77,
+    },
+    "adapter": {
+        "in_channels": 3,
+        "channels": [320, 640, 1280, 1280],
+        "num_res_blocks": 2,
+        "downscale_factor": 8,
+        "adapter_type": "full_adapter",
+    },
 }
 
 
@@ -91,9 +124,18 @@ def _resnet(cin: int, cout: int, temb: int | None) -> int:
 
 def _transformer(c: int, cross: int, layers: int = 1) -> int:
     """diffusers Transformer2DModel (SD 1.x: GroupNorm, 1x1 conv projections) of BasicTransformerBlocks."""
-    block = (2 * c + 3 * c * c + _linear(c, c)  # norm1, attn1 (q, k, v without bias, out)
-             + 2 * c + c * c + 2 * cross * c + _linear(c, c)  # norm2, attn2
-             + 2 * c + _linear(c, 8 * c) + _linear(4 * c, c))  # norm3, GEGLU feed-forward (inner 4c)
+    block = (
+        2 * c
+        + 3 * c * c
+        + _linear(c, c)  # norm1, attn1 (q, k, v without bias, out)
+        + 2 * c
+        + c * c
+        + 2 * cross * c
+        + _linear(c, c)  # norm2, attn2
+        + 2 * c
+        + _linear(c, 8 * c)
+        + _linear(4 * c, c)
+    )  # norm3, GEGLU feed-forward (inner 4c)
     return 2 * c + _conv(c, c, 1) + layers * block + _conv(c, c, 1)
 
 
@@ -158,8 +200,11 @@ def text_encoder_parameters(config: Mapping[str, Any]) -> int:
     """Parameters of a transformers CLIPTextModel."""
     d, ff = int(config["hidden_size"]), int(config["intermediate_size"])
     layer = 4 * _linear(d, d) + _linear(d, ff) + _linear(ff, d) + 4 * d
-    return (int(config["vocab_size"]) + int(config.get("max_position_embeddings", 77))) * d \
-        + int(config["num_hidden_layers"]) * layer + 2 * d
+    return (
+        (int(config["vocab_size"]) + int(config.get("max_position_embeddings", 77))) * d
+        + int(config["num_hidden_layers"]) * layer
+        + 2 * d
+    )
 
 
 def adapter_parameters(config: Mapping[str, Any]) -> int:
@@ -175,8 +220,12 @@ def adapter_parameters(config: Mapping[str, Any]) -> int:
     return n
 
 
-_COUNTERS = {"unet": unet_parameters, "vae": vae_parameters, "text_encoder": text_encoder_parameters,
-             "adapter": adapter_parameters}
+_COUNTERS = {
+    "unet": unet_parameters,
+    "vae": vae_parameters,
+    "text_encoder": text_encoder_parameters,
+    "adapter": adapter_parameters,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,8 +258,12 @@ def safetensors_parameters(path: Path) -> tuple[int, int] | None:
     return elements, nbytes
 
 
-_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
-                 "model.safetensors", "model.safetensors.index.json")
+_WEIGHT_FILES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+)
 
 
 def _local_folder(source: str, probe: str) -> Path | None:
@@ -273,10 +326,12 @@ def model_sizes(cfg: ModelConfig) -> ModelSizes:
     parameters: dict[str, int] = {}
     counted: dict[str, str] = {}
     adapter_source = cfg.adapter or (str(root / "adapter") if root is not None else "")
-    parts = {"unet": (root / "unet" if root else None, "config.json"),
-             "vae": (root / "vae" if root else None, "config.json"),
-             "text_encoder": (root / "text_encoder" if root else None, "config.json"),
-             "adapter": (_local_folder(adapter_source, "config.json") if adapter_source else None, "config.json")}
+    parts = {
+        "unet": (root / "unet" if root else None, "config.json"),
+        "vae": (root / "vae" if root else None, "config.json"),
+        "text_encoder": (root / "text_encoder" if root else None, "config.json"),
+        "adapter": (_local_folder(adapter_source, "config.json") if adapter_source else None, "config.json"),
+    }
     for name, (folder, config_name) in parts.items():
         found = _part(folder, config_name, name)
         if found is None:
@@ -315,8 +370,9 @@ class MemoryEstimate:
         return self.weights + self.latents + self.features + max(self.activations, self.decoding)
 
 
-def memory_estimate(sizes: ModelSizes, num_frames: int, height: int, width: int, batch_frames: int,
-                    guidance: bool, element_bytes: int) -> MemoryEstimate:
+def memory_estimate(
+    sizes: ModelSizes, num_frames: int, height: int, width: int, batch_frames: int, guidance: bool, element_bytes: int
+) -> MemoryEstimate:
     """The memory model of the module docstring for N = `num_frames` frames of `height` x `width`
     pixels and UNet batches of `batch_frames` frames (before CFG doubles them)."""
     f = sizes.vae_factor
@@ -328,20 +384,25 @@ def memory_estimate(sizes: ModelSizes, num_frames: int, height: int, width: int,
         channels = sizes.configs["adapter"].get("channels", sizes.block_out_channels)
         features = num_frames * sum(c * (h >> i) * (w >> i) for i, c in enumerate(channels)) * element_bytes
     rows = batch_frames * (2 if guidance else 1)
-    activations = int(rows * h * w * (ACT_PER_CHANNEL * sum(sizes.block_out_channels) + ACT_PER_PIXEL)
-                      * element_bytes)
+    activations = int(rows * h * w * (ACT_PER_CHANNEL * sum(sizes.block_out_channels) + ACT_PER_PIXEL) * element_bytes)
     vae_c0 = sizes.configs["vae"]["block_out_channels"][0]
     decoding = int(min(DECODE_BATCH, num_frames) * height * width * DECODE_PER_CHANNEL * vae_c0 * 4)
-    return MemoryEstimate(weights=weights, latents=latents, features=features, activations=activations,
-                          decoding=decoding, pose_images=num_frames * height * width * 3)
+    return MemoryEstimate(
+        weights=weights,
+        latents=latents,
+        features=features,
+        activations=activations,
+        decoding=decoding,
+        pose_images=num_frames * height * width * 3,
+    )
 
 
 def _gib(n: float) -> str:
-    if n >= 2 ** 30:
-        return f"{n / 2 ** 30:.2f} GiB"
-    if n >= 2 ** 20:
-        return f"{n / 2 ** 20:.1f} MiB"
-    return f"{n / 2 ** 10:.1f} KiB"
+    if n >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 2**10:.1f} KiB"
 
 
 def _count(n: int) -> str:
@@ -368,14 +429,23 @@ def count_frames(cfg: RunConfig) -> tuple[int, float, str]:
         seq = poses.load_poses(src)  # also raises the loader's own error for a missing path
     else:
         info = video_info(path)
-        seq = poses.PoseSequence(keypoints=np.zeros((info.num_frames, poses.NUM_KEYPOINTS, 3), np.float32),
-                                 images=None, width=info.width, height=info.height, fps=info.fps, source=src,
-                                 format="images", source_frames=info.num_frames)
+        seq = poses.PoseSequence(
+            keypoints=np.zeros((info.num_frames, poses.NUM_KEYPOINTS, 3), np.float32),
+            images=None,
+            width=info.width,
+            height=info.height,
+            fps=info.fps,
+            source=src,
+            format="images",
+            source_frames=info.num_frames,
+        )
     num_frames, seq_fps = seq.num_frames, seq.fps
     if cfg.inputs.frames or cfg.inputs.fps:  # counted, not resampled: a million frames of keypoints are ~1 GB
         num_frames, seq_fps = poses.resampled_size(seq, cfg.inputs.frames or None, cfg.inputs.fps or None)
     fps = float(cfg.inputs.fps or seq_fps or DEFAULT_FPS)
-    summary = seq.summary(num_frames) if is_json else f"{path.name}: {num_frames} frames ({seq.source_frames} in the source)"
+    summary = (
+        seq.summary(num_frames) if is_json else f"{path.name}: {num_frames} frames ({seq.source_frames} in the source)"
+    )
     return num_frames, fps, summary
 
 
@@ -403,30 +473,40 @@ def plan_report(cfg: RunConfig) -> str:
     steps = s.steps
     if c.init == "fused":
         steps -= sdedit_start(s.steps, c.strength)
-    lines = [f"Pose source: {summary}",
-             f"Video: {num_frames} frames at {fps:g} fps, {cfg.inputs.width}x{cfg.inputs.height} px; "
-             f"{steps} of {s.steps} {s.scheduler} steps in stage 4 (init {c.init!r}), attention {c.attention!r}, "
-             f"weighting {c.weighting!r}"]
+    lines = [
+        f"Pose source: {summary}",
+        f"Video: {num_frames} frames at {fps:g} fps, {cfg.inputs.width}x{cfg.inputs.height} px; "
+        f"{steps} of {s.steps} {s.scheduler} steps in stage 4 (init {c.init!r}), attention {c.attention!r}, "
+        f"weighting {c.weighting!r}",
+    ]
     if num_frames < c.clip_length:
-        lines.append(f"Note: {num_frames} frames < codenoise.clip_length = {c.clip_length}: one clip of "
-                     f"{num_frames} frames (codenoise.shrink_clip = true)")
+        lines.append(
+            f"Note: {num_frames} frames < codenoise.clip_length = {c.clip_length}: one clip of "
+            f"{num_frames} frames (codenoise.shrink_clip = true)"
+        )
     if c.fg_gain > 0:
-        lines.append(f"Note: codenoise.fg_gain = {c.fg_gain:g}: the weights below are also multiplied per pixel by "
-                     "stage 1's foreground masks (not known before stage 1 runs)")
+        lines.append(
+            f"Note: codenoise.fg_gain = {c.fg_gain:g}: the weights below are also multiplied per pixel by "
+            "stage 1's foreground masks (not known before stage 1 runs)"
+        )
     lines.append("")
-    lines.append(plan_text(num_frames, plan.windows, plan.weights, plan.prompts, guidance=guidance,
-                           num_steps=steps).rstrip("\n"))
+    lines.append(
+        plan_text(num_frames, plan.windows, plan.weights, plan.prompts, guidance=guidance, num_steps=steps).rstrip("\n")
+    )
     if c.attention == "global":
         anchor = 2 if guidance else 1
-        lines.append(f"Attention 'global': + {anchor} anchor frame evaluation(s) per step (frame {plan.anchor}), "
-                     f"{anchor * steps} in all")
+        lines.append(
+            f"Attention 'global': + {anchor} anchor frame evaluation(s) per step (frame {plan.anchor}), "
+            f"{anchor * steps} in all"
+        )
 
     batches = clip_batches(plan.windows, c.max_batch_frames)
     largest = max(sum(plan.windows[k][1] - plan.windows[k][0] for k in b) for b in batches)
     sizes = model_sizes(cfg.model)
     device, dtype = _device_dtype(cfg.model)
-    est = memory_estimate(sizes, num_frames, cfg.inputs.height, cfg.inputs.width, largest, guidance,
-                          _DTYPE_BYTES[dtype])
+    est = memory_estimate(
+        sizes, num_frames, cfg.inputs.height, cfg.inputs.width, largest, guidance, _DTYPE_BYTES[dtype]
+    )
     f = sizes.vae_factor
     h, w = cfg.inputs.height // f, cfg.inputs.width // f
     params = ", ".join(f"{name} {_count(n)} ({sizes.counted[name]})" for name, n in sizes.parameters.items())

@@ -55,8 +55,9 @@ RENDER_MIN_SATURATION = 0.6  # median HSV saturation of the non-black pixels of 
 # --- pure mapping ----------------------------------------------------------------------------
 
 
-def landmarks_to_body25(landmarks: np.ndarray, width: int, height: int,
-                        min_visibility: float = DEFAULT_MIN_VISIBILITY) -> np.ndarray:
+def landmarks_to_body25(
+    landmarks: np.ndarray, width: int, height: int, min_visibility: float = DEFAULT_MIN_VISIBILITY
+) -> np.ndarray:
     """Map MediaPipe's 33 landmarks of one person to OpenPose BODY_25.
 
     Args:
@@ -146,7 +147,9 @@ def _import_mediapipe():
             import mediapipe as mp
             from mediapipe.python.solutions import pose as mp_pose
     except ImportError as exc:
-        raise VidtuneError(f"pose extraction needs MediaPipe ({exc}); install it with: pip install \"vidtune[pose]\"") from None
+        raise VidtuneError(
+            f'pose extraction needs MediaPipe ({exc}); install it with: pip install "vidtune[pose]"'
+        ) from None
     return mp, mp_pose
 
 
@@ -169,12 +172,18 @@ class PoseDetector:
     detection: 50 px). :func:`smooth_people` (One-Euro, configurable) comes on top when asked.
     """
 
-    def __init__(self, video: bool = True, min_detection_confidence: float = 0.5,
-                 min_tracking_confidence: float = 0.5) -> None:
+    def __init__(
+        self, video: bool = True, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5
+    ) -> None:
         _, self._mp_pose = _import_mediapipe()
-        self._kwargs = dict(static_image_mode=not video, model_complexity=1, smooth_landmarks=video,
-                            enable_segmentation=False, min_detection_confidence=min_detection_confidence,
-                            min_tracking_confidence=min_tracking_confidence)
+        self._kwargs = dict(
+            static_image_mode=not video,
+            model_complexity=1,
+            smooth_landmarks=video,
+            enable_segmentation=False,
+            min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+        )
         self._graph = None
         self.reset()
 
@@ -240,12 +249,15 @@ class ExtractedPoses:
         """One line: frames, frames with a person, canvas, fps."""
         found = sum(1 for p in self.people if len(p))
         fps = f"{self.fps:g} fps" if self.fps else "fps unknown"
-        return (f"{Path(self.source).name}: {len(self.people)} frames, a person in {found}, "
-                f"canvas {self.width}x{self.height}, {fps}")
+        return (
+            f"{Path(self.source).name}: {len(self.people)} frames, a person in {found}, "
+            f"canvas {self.width}x{self.height}, {fps}"
+        )
 
 
-def detect_frames(frames: Iterable[np.ndarray], options: ExtractOptions, fps: float | None,
-                  detector: PoseDetector | None = None) -> Iterator[np.ndarray]:
+def detect_frames(
+    frames: Iterable[np.ndarray], options: ExtractOptions, fps: float | None, detector: PoseDetector | None = None
+) -> Iterator[np.ndarray]:
     """Yield the people of each frame, ``(P, J, 3)`` in the chosen layout (unsmoothed)."""
     own = detector is None
     detector = detector or PoseDetector(video=True)
@@ -276,12 +288,23 @@ def extract(src: str | Path, options: ExtractOptions = ExtractOptions()) -> Extr
 
 def openpose_record(people: np.ndarray) -> dict:
     """One frame as OpenPose's ``--write_json`` writes it (version 1.3, flat pose_keypoints_2d)."""
-    return {"version": 1.3, "people": [
-        {"person_id": [-1], "pose_keypoints_2d": [round(float(v), 3) for v in person.reshape(-1)],
-         "face_keypoints_2d": [], "hand_left_keypoints_2d": [], "hand_right_keypoints_2d": [],
-         "pose_keypoints_3d": [], "face_keypoints_3d": [], "hand_left_keypoints_3d": [],
-         "hand_right_keypoints_3d": []}
-        for person in people]}
+    return {
+        "version": 1.3,
+        "people": [
+            {
+                "person_id": [-1],
+                "pose_keypoints_2d": [round(float(v), 3) for v in person.reshape(-1)],
+                "face_keypoints_2d": [],
+                "hand_left_keypoints_2d": [],
+                "hand_right_keypoints_2d": [],
+                "pose_keypoints_3d": [],
+                "face_keypoints_3d": [],
+                "hand_left_keypoints_3d": [],
+                "hand_right_keypoints_3d": [],
+            }
+            for person in people
+        ],
+    }
 
 
 def _looks_like_extraction(folder: Path) -> bool:
@@ -297,13 +320,20 @@ def write_openpose_folder(poses: ExtractedPoses, out: str | Path, options: Extra
     an existing folder holding other files is refused."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or not _looks_like_extraction(out)):
-        raise VidtuneError(f"{out}: exists and holds files other than *_keypoints.json; choose a new or empty output folder")
+        raise VidtuneError(
+            f"{out}: exists and holds files other than *_keypoints.json; choose a new or empty output folder"
+        )
     stem = Path(poses.source).stem or "frame"
     with atomic.atomic_dir(out) as tmp:
         for i, people in enumerate(poses.people):
             (tmp / f"{stem}_{i:012d}_keypoints.json").write_text(json.dumps(openpose_record(people)))
-        meta = {"source": poses.source, "width": poses.width, "height": poses.height, "fps": poses.fps,
-                "options": asdict(options)}
+        meta = {
+            "source": poses.source,
+            "width": poses.width,
+            "height": poses.height,
+            "fps": poses.fps,
+            "options": asdict(options),
+        }
         (tmp / SOURCE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
@@ -340,11 +370,15 @@ def is_rgb_source(path: str | Path, pose_source: str = "auto", sample: int = 3) 
     if pose_source == "pose":
         return False
     p = Path(path)
-    is_json = p.suffix.lower() == ".json" or (p.is_dir() and (any(p.glob(JSON_PATTERN)) or (p / "keypoints.npz").is_file()))
+    is_json = p.suffix.lower() == ".json" or (
+        p.is_dir() and (any(p.glob(JSON_PATTERN)) or (p / "keypoints.npz").is_file())
+    )
     if pose_source == "rgb":
         if is_json:
-            raise VidtuneError(f"{p}: inputs.pose_source = 'rgb' but this holds OpenPose keypoints; "
-                               "set inputs.pose_source = 'auto' or 'pose'")
+            raise VidtuneError(
+                f"{p}: inputs.pose_source = 'rgb' but this holds OpenPose keypoints; "
+                "set inputs.pose_source = 'auto' or 'pose'"
+            )
         return True
     if is_json or not p.exists():
         return False
@@ -375,8 +409,10 @@ def prepare_pose_source(path: str, pose_source: str, cache: Path, log=print) -> 
     if meta.get("stamp") != json.loads(json.dumps(stamp)):
         poses = extract(path, RUN_OPTIONS)
         if not any(len(p) for p in poses.people):
-            raise VidtuneError(f"{path}: no person found in any frame; give footage of a person "
-                               "(or set inputs.pose_source = 'pose' if it is a pose render)")
+            raise VidtuneError(
+                f"{path}: no person found in any frame; give footage of a person "
+                "(or set inputs.pose_source = 'pose' if it is a pose render)"
+            )
         write_openpose_folder(poses, cache, RUN_OPTIONS)
         meta = json.loads(meta_path.read_text())
         meta["stamp"] = stamp

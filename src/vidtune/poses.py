@@ -183,8 +183,12 @@ class PoseSequence:
             raise ValueError("PoseSequence needs exactly one of keypoints or images")
         if self.keypoints is not None and (self.keypoints.ndim != 3 or self.keypoints.shape[1:] != (NUM_KEYPOINTS, 3)):
             raise ValueError(f"PoseSequence keypoints must be (N, 18, 3), got {self.keypoints.shape}")
-        if self.images is not None and (self.images.ndim != 4 or self.images.shape[3] != 3 or self.images.dtype != np.uint8):
-            raise ValueError(f"PoseSequence images must be (N, H, W, 3) uint8, got {self.images.dtype} {self.images.shape}")
+        if self.images is not None and (
+            self.images.ndim != 4 or self.images.shape[3] != 3 or self.images.dtype != np.uint8
+        ):
+            raise ValueError(
+                f"PoseSequence images must be (N, H, W, 3) uint8, got {self.images.dtype} {self.images.shape}"
+            )
 
     @property
     def num_frames(self) -> int:
@@ -218,8 +222,10 @@ class PoseSequence:
         if never:
             parts.append(f"never detected: {', '.join(never)}")
         if self.dropped_joints:
-            parts.append(f"WARNING: {self.dropped_joints} implausible keypoints dropped (negative, or beyond "
-                         f"{MAX_COORDINATE:g} px or the canvas)")
+            parts.append(
+                f"WARNING: {self.dropped_joints} implausible keypoints dropped (negative, or beyond "
+                f"{MAX_COORDINATE:g} px or the canvas)"
+            )
         parts += [canvas, fps]
         return f"{name}: " + ", ".join(parts)
 
@@ -251,7 +257,9 @@ def parse_openpose_json(path: str | Path) -> tuple[np.ndarray, int]:
     for k, person in enumerate(people):
         flat = person.get("pose_keypoints_2d") if isinstance(person, dict) else None
         if not isinstance(flat, list):
-            raise VidtuneError(f'{path}: person {k} has no "pose_keypoints_2d" list; re-export with OpenPose --write_json')
+            raise VidtuneError(
+                f'{path}: person {k} has no "pose_keypoints_2d" list; re-export with OpenPose --write_json'
+            )
         if len(flat) == 75:
             n = 25
         elif len(flat) == 54:
@@ -262,12 +270,16 @@ def parse_openpose_json(path: str | Path) -> tuple[np.ndarray, int]:
                 " expected 75 (BODY_25) or 54 (COCO-18) numbers"
             )
         if n_kp and n != n_kp:
-            raise VidtuneError(f"{path}: people with both BODY_25 and COCO-18 keypoints in one file; re-export with one model")
+            raise VidtuneError(
+                f"{path}: people with both BODY_25 and COCO-18 keypoints in one file; re-export with one model"
+            )
         n_kp = n
         try:
             arr = np.asarray(flat, dtype=np.float32).reshape(n, 3)
         except (TypeError, ValueError) as e:
-            raise VidtuneError(f"{path}: person {k} has non-numeric keypoints; re-export with OpenPose --write_json") from e
+            raise VidtuneError(
+                f"{path}: person {k} has non-numeric keypoints; re-export with OpenPose --write_json"
+            ) from e
         if n == 25:
             arr = arr[list(BODY25_TO_COCO18)]
         arr[~np.isfinite(arr).all(axis=1)] = 0.0
@@ -509,12 +521,16 @@ def _load_rendered(folder: Path, fps: float | None) -> PoseSequence | None:
         width, height = int(data["width"]), int(data["height"])
         saved_fps = float(data["fps"]) if "fps" in data.files else float("nan")
     except (OSError, KeyError, ValueError) as exc:
-        raise VidtuneError(f"{npz}: unreadable keypoints file ({exc}); re-render it with `vidtune poses render`") from None
+        raise VidtuneError(
+            f"{npz}: unreadable keypoints file ({exc}); re-render it with `vidtune poses render`"
+        ) from None
     if keypoints.ndim != 3 or keypoints.shape[1:] != (NUM_KEYPOINTS, 3):
         raise VidtuneError(f"{npz}: keypoints must be (N, 18, 3), got {keypoints.shape}; re-render the folder")
     keypoints[~np.isfinite(keypoints).all(axis=-1)] = 0.0
     if not has_usable_pose(keypoints):
-        raise VidtuneError(f"{npz}: no usable pose: no frame has two keypoints with confidence > 0; re-render the folder")
+        raise VidtuneError(
+            f"{npz}: no usable pose: no frame has two keypoints with confidence > 0; re-render the folder"
+        )
     if fps is None and np.isfinite(saved_fps):
         fps = saved_fps
     n = keypoints.shape[0]
@@ -539,12 +555,15 @@ def _load_json(files: list[Path], source: str, canvas: tuple[int, int] | None, f
             n_kp, first_file = n, f
         frames.append(people)
     if not n_kp:
-        raise VidtuneError(f"{source}: nobody was detected in any of the {len(files)} JSON files; check the OpenPose run")
+        raise VidtuneError(
+            f"{source}: nobody was detected in any of the {len(files)} JSON files; check the OpenPose run"
+        )
     keypoints, filled, interpolated = clean_track(frames)
     if not has_usable_pose(keypoints):
         why = f" ({dropped} implausible keypoints dropped)" if dropped else ""
-        raise VidtuneError(f"{source}: no usable pose: no frame has two keypoints with confidence > 0{why}; "
-                           "check the OpenPose output")
+        raise VidtuneError(
+            f"{source}: no usable pose: no frame has two keypoints with confidence > 0{why}; check the OpenPose output"
+        )
     inferred = canvas is None
     if canvas is None:
         canvas = infer_canvas(np.concatenate(frames))
@@ -633,7 +652,11 @@ def resample(seq: PoseSequence, num_frames: int | None = None, fps: float | None
     if seq.keypoints is not None:
         return replace(seq, keypoints=resample_keypoints(seq.keypoints, num_frames), fps=fps)
     # nearest source frame, halves rounded up (as resample_keypoints' nearest rule)
-    idx = np.zeros(num_frames, dtype=int) if num_frames == 1 else np.floor(np.linspace(0, n - 1, num_frames) + 0.5).astype(int)
+    idx = (
+        np.zeros(num_frames, dtype=int)
+        if num_frames == 1
+        else np.floor(np.linspace(0, n - 1, num_frames) + 0.5).astype(int)
+    )
     return replace(seq, images=seq.images[idx], fps=fps)
 
 
@@ -677,7 +700,7 @@ def person_box(keypoints: np.ndarray) -> tuple[float, float, float, float] | Non
 
 def image_box(images: np.ndarray, threshold: int = 0) -> tuple[float, float, float, float] | None:
     """``(x0, y0, x1 + 1, y1 + 1)`` around every pixel brighter than ``threshold`` in any frame."""
-    lit = (images.max(axis=(0, 3)) > threshold)
+    lit = images.max(axis=(0, 3)) > threshold
     if not lit.any():
         return None
     rows, cols = np.nonzero(lit.any(axis=1))[0], np.nonzero(lit.any(axis=0))[0]
@@ -755,7 +778,9 @@ def frame_images(seq: PoseSequence, height: int, width: int, framing: str = "fit
     return np.stack([_warp_image(img, f, height, width) for img in seq.images])
 
 
-def render_sequence(seq: PoseSequence, height: int, width: int, framing: str = "fit", margin: float = 0.1) -> np.ndarray:
+def render_sequence(
+    seq: PoseSequence, height: int, width: int, framing: str = "fit", margin: float = 0.1
+) -> np.ndarray:
     """Pose images for every frame: ``(N, height, width, 3)`` uint8 RGB.
 
     Keypoint sequences are framed (:func:`frame_poses`) and drawn at the target size

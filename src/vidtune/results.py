@@ -78,17 +78,29 @@ class SeparateResult:
 
     def info(self) -> dict[str, Any]:
         """What done.json records."""
-        return {"frames": self.num_frames, "segmenter": self.segmenter, "fusion_step_index": self.t_index,
-                "fusion_timestep": self.timestep}
+        return {
+            "frames": self.num_frames,
+            "segmenter": self.segmenter,
+            "fusion_step_index": self.t_index,
+            "fusion_timestep": self.timestep,
+        }
 
     def save(self, folder: str | Path, fps: float) -> None:
         folder = Path(folder)
         write_frames(self.frames, folder / A.FRAMES, folder / A.stage_video(1), fps)
         masks = (self.fg_pixel.cpu().numpy()[..., None] * 255).round().astype(np.uint8)
         write_frames(np.repeat(masks, 3, axis=-1), folder / A.MASKS, None, fps)
-        atomic.write_safetensors(folder / A.LATENTS, {
-            "z_t": self.z_t, "timestep": torch.tensor([self.timestep]), "t_index": torch.tensor([self.t_index]),
-            "x0": self.x0, "fg": self.fg, "fg_pixel": self.fg_pixel})
+        atomic.write_safetensors(
+            folder / A.LATENTS,
+            {
+                "z_t": self.z_t,
+                "timestep": torch.tensor([self.timestep]),
+                "t_index": torch.tensor([self.t_index]),
+                "x0": self.x0,
+                "fg": self.fg,
+                "fg_pixel": self.fg_pixel,
+            },
+        )
 
     @classmethod
     def load(cls, folder: str | Path, frames: bool = True) -> SeparateResult:
@@ -97,9 +109,17 @@ class SeparateResult:
         t = _load_tensors(folder / A.LATENTS, "1")
         _require(t, ("z_t", "timestep", "t_index", "x0", "fg", "fg_pixel"), folder / A.LATENTS, "1")
         done = _done_info(folder)
-        return cls(z_t=t["z_t"], timestep=int(t["timestep"]), t_index=int(t["t_index"]), x0=t["x0"], fg=t["fg"],
-                   fg_pixel=t["fg_pixel"], frames=_read_frames(folder / A.FRAMES) if frames else np.zeros((0,)),
-                   segmenter=str(done.get("segmenter", "")), seconds=float(done.get("seconds", 0.0)))
+        return cls(
+            z_t=t["z_t"],
+            timestep=int(t["timestep"]),
+            t_index=int(t["t_index"]),
+            x0=t["x0"],
+            fg=t["fg"],
+            fg_pixel=t["fg_pixel"],
+            frames=_read_frames(folder / A.FRAMES) if frames else np.zeros((0,)),
+            segmenter=str(done.get("segmenter", "")),
+            seconds=float(done.get("seconds", 0.0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -142,9 +162,14 @@ class FusionResult:
         fg = _load_tensors(masks, "1,2")
         _require(fg, ("fg",), masks, "1,2")
         weights = json.loads((folder / A.FUSION_WEIGHTS).read_text())
-        return cls(x0=t["x0"], z_fused=t["z_fused"], fg=fg["fg"], weights=weights,
-                   frames=_read_frames(folder / A.FRAMES) if frames else np.zeros((0,)),
-                   seconds=float(_done_info(folder).get("seconds", 0.0)))
+        return cls(
+            x0=t["x0"],
+            z_fused=t["z_fused"],
+            fg=fg["fg"],
+            weights=weights,
+            frames=_read_frames(folder / A.FRAMES) if frames else np.zeros((0,)),
+            seconds=float(_done_info(folder).get("seconds", 0.0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -192,8 +217,14 @@ class TuningResult:
         if (folder / A.LOSS_CSV).is_file():
             rows = (folder / A.LOSS_CSV).read_text().splitlines()[1:]
             losses = [float(r.split(",")[1]) for r in rows if r]
-        return cls(kind=kind, state=state, losses=losses, info=info, lora_rank=rank,
-                   seconds=float(_done_info(folder).get("seconds", 0.0)))
+        return cls(
+            kind=kind,
+            state=state,
+            losses=losses,
+            info=info,
+            lora_rank=rank,
+            seconds=float(_done_info(folder).get("seconds", 0.0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -217,10 +248,16 @@ class CodenoiseResult:
         t = _load_tensors(folder / A.LATENTS, "4")
         _require(t, ("x0",), folder / A.LATENTS, "4")
         done = _done_info(folder)
-        return cls(x0=t["x0"], frames=_read_frames(folder / A.FRAMES) if frames else np.zeros((0,)),
-                   info={k: v for k, v in done.items() if k in ("frames", "clips", "unet", "attention",
-                                                                  "unet_frame_evals_per_step")},
-                   seconds=float(done.get("seconds", 0.0)))
+        return cls(
+            x0=t["x0"],
+            frames=_read_frames(folder / A.FRAMES) if frames else np.zeros((0,)),
+            info={
+                k: v
+                for k, v in done.items()
+                if k in ("frames", "clips", "unet", "attention", "unet_frame_evals_per_step")
+            },
+            seconds=float(done.get("seconds", 0.0)),
+        )
 
 
 StageResult = SeparateResult | FusionResult | TuningResult | CodenoiseResult

@@ -55,8 +55,10 @@ class RunDir:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise VidtuneError(f"{self.root}: cannot create the run folder ({exc.strerror or exc}); "
-                               f"pass --out with a folder in a writable place") from None
+            raise VidtuneError(
+                f"{self.root}: cannot create the run folder ({exc.strerror or exc}); "
+                f"pass --out with a folder in a writable place"
+            ) from None
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise VidtuneError(f"{self.root}: the run folder is not writable; pass --out with a writable folder")
 
@@ -114,8 +116,13 @@ class RunDir:
 
     def mark_done(self, k: int, cfg: RunConfig, seconds: float, **info: Any) -> None:
         """Write stage k's done.json (atomically, last, so it only exists when all else does)."""
-        payload = {"stage": k, "config_hash": stage_hash(cfg, k), "seconds": round(seconds, 3),
-                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+        payload = {
+            "stage": k,
+            "config_hash": stage_hash(cfg, k),
+            "seconds": round(seconds, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **info,
+        }
         if self.inputs_key is not None:
             payload["inputs_key"] = self.inputs_key
         atomic.write_json(self.done_path(k), payload)

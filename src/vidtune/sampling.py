@@ -56,7 +56,9 @@ class FeatureBank:
 
     levels: tuple[torch.Tensor, ...]
 
-    def take(self, frames: torch.Tensor | Sequence[int], device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+    def take(
+        self, frames: torch.Tensor | Sequence[int], device: torch.device, dtype: torch.dtype
+    ) -> list[torch.Tensor]:
         idx = torch.as_tensor(frames, dtype=torch.long)
         return [lvl[idx.to(lvl.device)].to(device=device, dtype=dtype) for lvl in self.levels]
 
@@ -66,11 +68,19 @@ class FeatureBank:
 
 
 @torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str], negative_prompt: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(
+    tokenizer, text_encoder, prompts: Sequence[str], negative_prompt: str = ""
+) -> tuple[torch.Tensor, torch.Tensor]:
     """CLIP embeddings as StableDiffusionPipeline computes them: (P, L, D) and the negative (1, L, D)."""
+
     def encode(texts: Sequence[str]) -> torch.Tensor:
-        ids = tokenizer(list(texts), padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(
+            list(texts),
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         return text_encoder(ids.to(text_encoder.device))[0]
 
     return encode(prompts), encode([negative_prompt])
@@ -90,23 +100,31 @@ def pose_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def adapter_features(adapter, images: np.ndarray, scale: float = 1.0, batch: int = 8,
-                     storage: torch.device | None = None) -> FeatureBank:
+def adapter_features(
+    adapter, images: np.ndarray, scale: float = 1.0, batch: int = 8, storage: torch.device | None = None
+) -> FeatureBank:
     """Run the T2I-Adapter once per frame: residuals (scaled by `scale`) reused at every step."""
     if adapter is None:
         return FeatureBank(levels=())
     chunks: list[list[torch.Tensor]] = []
     device, dtype = adapter.device, adapter.dtype
     for start in range(0, len(images), batch):
-        x = pose_tensor(images[start:start + batch]).to(device=device, dtype=dtype)
+        x = pose_tensor(images[start : start + batch]).to(device=device, dtype=dtype)
         feats = adapter(x)
         chunks.append([(f * scale).to(storage or device) for f in feats])
     levels = tuple(torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0])))
     return FeatureBank(levels=levels)
 
 
-def guided_eps(unet, model_input: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
-               features: list[torch.Tensor], guidance: float) -> torch.Tensor:
+def guided_eps(
+    unet,
+    model_input: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    features: list[torch.Tensor],
+    guidance: float,
+) -> torch.Tensor:
     """eps_hat = eps(uncond) + g (eps(cond) - eps(uncond)) for a batch of frames (B, C, h, w).
 
     The batch is evaluated as [uncond frames, cond frames] (diffusers' order); no CFG when g <= 1.
@@ -126,18 +144,25 @@ def guided_eps(unet, model_input: torch.Tensor, t: torch.Tensor, cond: torch.Ten
     return eps
 
 
-def frame_eps_fn(unet, prompts: PromptBank, features: FeatureBank, guidance: float, batch_frames: int,
-                 frames: Sequence[int] | None = None) -> EpsFn:
+def frame_eps_fn(
+    unet,
+    prompts: PromptBank,
+    features: FeatureBank,
+    guidance: float,
+    batch_frames: int,
+    frames: Sequence[int] | None = None,
+) -> EpsFn:
     """Eps of independent frames (stages 1-2): the UNet runs on chunks of `batch_frames` frames.
 
     `frames[j]` is the video frame index of latent row j (defaults to 0..N-1).
     """
+
     def eps_fn(model_input: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
         index = list(range(model_input.shape[0])) if frames is None else list(frames)
         out = []
         for s in range(0, model_input.shape[0], batch_frames):
-            rows = index[s:s + batch_frames]
-            x = model_input[s:s + batch_frames].to(unet.dtype)
+            rows = index[s : s + batch_frames]
+            x = model_input[s : s + batch_frames].to(unet.dtype)
             feats = features.take(rows, x.device, x.dtype) if features.num_frames else []
             cond, uncond = prompts.take(rows).to(x.device), prompts.uncond.to(x.device)
             out.append(guided_eps(unet, x, t, cond, uncond, feats, guidance).to(model_input.dtype))
@@ -185,10 +210,21 @@ def prepare_scheduler(scheduler, num_steps: int, device: torch.device | str, sta
     return timesteps[begin:]
 
 
-def denoise(latents: torch.Tensor, scheduler, timesteps: torch.Tensor, eps_fn: EpsFn, *, start_index: int = 0,
-            hook: StepHook | None = None, guide: StepGuide | None = None, eta: float = 0.0,
-            generator: torch.Generator | None = None, progress: bool = True, desc: str = "denoising",
-            callback: StepHook | None = None) -> torch.Tensor:
+def denoise(
+    latents: torch.Tensor,
+    scheduler,
+    timesteps: torch.Tensor,
+    eps_fn: EpsFn,
+    *,
+    start_index: int = 0,
+    hook: StepHook | None = None,
+    guide: StepGuide | None = None,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+    desc: str = "denoising",
+    callback: StepHook | None = None,
+) -> torch.Tensor:
     """Run the sampler from `timesteps[0]` (step index `start_index`) to x0 on the whole video.
 
     Per step: hook (may replace z_t) -> scale_model_input -> eps for every frame -> guide (may
@@ -196,8 +232,14 @@ def denoise(latents: torch.Tensor, scheduler, timesteps: torch.Tensor, eps_fn: E
     replace the new latents, like diffusers' `callback_on_step_end`). Returns the final latents (N, C, h, w).
     """
     extra = step_kwargs(scheduler, eta, generator)
-    bar = tqdm(total=len(timesteps), desc=desc, disable=not progress, leave=False,
-               unit="step", postfix={"frames": latents.shape[0]})
+    bar = tqdm(
+        total=len(timesteps),
+        desc=desc,
+        disable=not progress,
+        leave=False,
+        unit="step",
+        postfix={"frames": latents.shape[0]},
+    )
     for j, t in enumerate(timesteps):
         step = start_index + j
         if hook is not None:
@@ -222,13 +264,22 @@ def denoise(latents: torch.Tensor, scheduler, timesteps: torch.Tensor, eps_fn: E
 def check_finite(latents: torch.Tensor, desc: str, step: int, num_steps: int, t: torch.Tensor) -> None:
     """Stop the stage (it is then not marked done) when a step produced NaN or infinite latents."""
     if not bool(torch.isfinite(latents).all()):
-        raise VidtuneError(f"{desc}: the latents became NaN/infinite at step {step + 1} of {num_steps} "
-                           f"(timestep {int(t)}); the stage is not marked done: check sampling.guidance, "
-                           f"sampling.eta and the beta schedule, or use model.dtype = 'fp32'")
+        raise VidtuneError(
+            f"{desc}: the latents became NaN/infinite at step {step + 1} of {num_steps} "
+            f"(timestep {int(t)}); the stage is not marked done: check sampling.guidance, "
+            f"sampling.eta and the beta schedule, or use model.dtype = 'fp32'"
+        )
 
 
-def initial_noise(num_frames: int, shape: tuple[int, int, int], seed: int, *, shared: bool = False,
-                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def initial_noise(
+    num_frames: int,
+    shape: tuple[int, int, int],
+    seed: int,
+    *,
+    shared: bool = False,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """z_T: frame i from its own generator seeded `seed + i` (or every frame the noise of `seed`).
 
     Per-frame generators make a frame's noise independent of how many frames are generated.
@@ -245,7 +296,7 @@ def decode(vae, latents: torch.Tensor, batch: int = 4) -> Iterator[np.ndarray]:
     """Decode latents in fp32 chunks; yields uint8 (B, H, W, 3) RGB arrays (streaming)."""
     scale = vae.config.scaling_factor
     for s in range(0, latents.shape[0], batch):
-        z = latents[s:s + batch].to(device=vae.device, dtype=vae.dtype) / scale
+        z = latents[s : s + batch].to(device=vae.device, dtype=vae.dtype) / scale
         img = vae.decode(z, return_dict=False)[0].float()
         img = ((img / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
         yield img.permute(0, 2, 3, 1).cpu().numpy()
@@ -256,6 +307,6 @@ def encode(vae, images: np.ndarray, batch: int = 4, generator: torch.Generator |
     """uint8 (N, H, W, 3) RGB -> scaled latents (N, C, h, w) (the posterior mean, times the scaling factor)."""
     out = []
     for s in range(0, len(images), batch):
-        x = pose_tensor(images[s:s + batch]).to(device=vae.device, dtype=vae.dtype) * 2 - 1
+        x = pose_tensor(images[s : s + batch]).to(device=vae.device, dtype=vae.dtype) * 2 - 1
         out.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
     return torch.cat(out)

@@ -34,8 +34,9 @@ class Segmenter(Protocol):
 
     name: str
 
-    def segment(self, image: np.ndarray, keypoints: np.ndarray | None = None, *,
-                pose_image: np.ndarray | None = None) -> np.ndarray:
+    def segment(
+        self, image: np.ndarray, keypoints: np.ndarray | None = None, *, pose_image: np.ndarray | None = None
+    ) -> np.ndarray:
         """Foreground mask of one frame.
 
         Args:
@@ -53,6 +54,7 @@ class Segmenter(Protocol):
 # --------------------------------------------------------------------------------------------
 # Pose geometry
 # --------------------------------------------------------------------------------------------
+
 
 def _check_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
@@ -103,12 +105,17 @@ def _grow(box: tuple[float, float, float, float], margin: float, height: int, wi
     """The box grown by ``margin`` x its larger side (at least 2 px) on every side, clipped to the image."""
     x0, y0, x1, y1 = box
     pad = max(2.0, margin * max(x1 - x0, y1 - y0))
-    return (int(max(0, np.floor(x0 - pad))), int(max(0, np.floor(y0 - pad))),
-            int(min(width - 1, np.ceil(x1 + pad))), int(min(height - 1, np.ceil(y1 + pad))))
+    return (
+        int(max(0, np.floor(x0 - pad))),
+        int(max(0, np.floor(y0 - pad))),
+        int(min(width - 1, np.ceil(x1 + pad))),
+        int(min(height - 1, np.ceil(y1 + pad))),
+    )
 
 
-def pose_seed(image_shape: tuple[int, int], keypoints: np.ndarray | None, pose_image: np.ndarray | None,
-              threshold: float = 0.0) -> np.ndarray | None:
+def pose_seed(
+    image_shape: tuple[int, int], keypoints: np.ndarray | None, pose_image: np.ndarray | None, threshold: float = 0.0
+) -> np.ndarray | None:
     """(H, W) bool sure-foreground seed: the thick skeleton from keypoints, else the lit pixels of the
     pose image eroded by 3 px; None if there is no pose. Limb thickness is 4% of the skeleton's
     larger side (>= 2 px)."""
@@ -137,6 +144,7 @@ def pose_seed(image_shape: tuple[int, int], keypoints: np.ndarray | None, pose_i
 # GrabCut (weight-free)
 # --------------------------------------------------------------------------------------------
 
+
 class GrabCutSegmenter:
     """OpenCV GrabCut seeded by the pose (weight-free fallback).
 
@@ -150,8 +158,14 @@ class GrabCutSegmenter:
 
     name: ClassVar[str] = "grabcut"
 
-    def __init__(self, iterations: int = 5, box_margin: float = 0.15, border: float = 0.02, max_side: int = 384,
-                 threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        iterations: int = 5,
+        box_margin: float = 0.15,
+        border: float = 0.02,
+        max_side: int = 384,
+        threshold: float = 0.0,
+    ) -> None:
         self.iterations = iterations
         self.box_margin = box_margin
         self.border = border
@@ -166,8 +180,9 @@ class GrabCutSegmenter:
     def from_components(cls, components: Any | None = None) -> GrabCutSegmenter:
         return cls()
 
-    def segment(self, image: np.ndarray, keypoints: np.ndarray | None = None, *,
-                pose_image: np.ndarray | None = None) -> np.ndarray:
+    def segment(
+        self, image: np.ndarray, keypoints: np.ndarray | None = None, *, pose_image: np.ndarray | None = None
+    ) -> np.ndarray:
         image = _check_image(image)
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
@@ -191,7 +206,7 @@ class GrabCutSegmenter:
         height, width = seed.shape
         labels = np.full((height, width), cv2.GC_PR_BGD, np.uint8)
         x0, y0, x1, y1 = _grow(_box(seed), self.box_margin, height, width)
-        labels[y0:y1 + 1, x0:x1 + 1] = cv2.GC_PR_FGD
+        labels[y0 : y1 + 1, x0 : x1 + 1] = cv2.GC_PR_FGD
         b = max(1, int(round(self.border * min(height, width))))
         labels[:b], labels[-b:], labels[:, :b], labels[:, -b:] = (cv2.GC_BGD,) * 4
         labels[seed] = cv2.GC_FGD
@@ -216,6 +231,7 @@ def _keep_touching(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
 # SAM
 # --------------------------------------------------------------------------------------------
 
+
 class SamSegmenter:
     """Segment Anything prompted by the pose: the confident joints as positive points and the
     skeleton's box grown by ``box_margin`` (from a pose image: its lit pixels' box only). Of SAM's
@@ -224,8 +240,14 @@ class SamSegmenter:
 
     name: ClassVar[str] = "sam"
 
-    def __init__(self, model: Any, processor: Any, device: str | torch.device | None = None,
-                 box_margin: float = 0.1, threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        device: str | torch.device | None = None,
+        box_margin: float = 0.1,
+        threshold: float = 0.0,
+    ) -> None:
         self.model = model
         self.processor = processor
         param = next(model.parameters())
@@ -237,13 +259,16 @@ class SamSegmenter:
     @classmethod
     def from_components(cls, components: Any | None) -> SamSegmenter:
         if components is None or getattr(components, "sam_model", None) is None:
-            raise VidtuneError("segmenter 'sam' needs a SAM model: set model.sam = \"facebook/sam-vit-base\" "
-                               "(download: `huggingface-cli download facebook/sam-vit-base --local-dir DIR`) "
-                               "or use segmenter = \"grabcut\"")
+            raise VidtuneError(
+                "segmenter 'sam' needs a SAM model: set model.sam = \"facebook/sam-vit-base\" "
+                "(download: `huggingface-cli download facebook/sam-vit-base --local-dir DIR`) "
+                'or use segmenter = "grabcut"'
+            )
         return cls(components.sam_model, components.sam_processor, components.device)
 
-    def prompts(self, height: int, width: int, keypoints: np.ndarray | None,
-                pose_image: np.ndarray | None) -> tuple[list[list[float]], list[float]] | None:
+    def prompts(
+        self, height: int, width: int, keypoints: np.ndarray | None, pose_image: np.ndarray | None
+    ) -> tuple[list[list[float]], list[float]] | None:
         """(positive points [[x, y], ...], box [x0, y0, x1, y1]) in image pixels, or None without a pose."""
         if keypoints is not None:
             ok = confident_joints(keypoints, height, width, self.threshold)
@@ -258,8 +283,9 @@ class SamSegmenter:
         return [], list(map(float, _grow(_box(seed), self.box_margin, height, width)))
 
     @torch.no_grad()
-    def segment(self, image: np.ndarray, keypoints: np.ndarray | None = None, *,
-                pose_image: np.ndarray | None = None) -> np.ndarray:
+    def segment(
+        self, image: np.ndarray, keypoints: np.ndarray | None = None, *, pose_image: np.ndarray | None = None
+    ) -> np.ndarray:
         image = _check_image(image)
         height, width = image.shape[:2]
         prompt = self.prompts(height, width, keypoints, pose_image)
@@ -270,13 +296,17 @@ class SamSegmenter:
         if points:
             kwargs.update(input_points=[[points]], input_labels=[[[1] * len(points)]])
         inputs = self.processor(images=image, return_tensors="pt", **kwargs)
-        model_inputs = {k: inputs[k].to(self.device, self.dtype if inputs[k].is_floating_point() else inputs[k].dtype)
-                        for k in ("pixel_values", "input_points", "input_labels", "input_boxes") if k in inputs}
+        model_inputs = {
+            k: inputs[k].to(self.device, self.dtype if inputs[k].is_floating_point() else inputs[k].dtype)
+            for k in ("pixel_values", "input_points", "input_labels", "input_boxes")
+            if k in inputs
+        }
         out = self.model(**model_inputs, multimask_output=True)
         best = int(out.iou_scores[0, 0].float().argmax())
-        logits = out.pred_masks[:, :, best:best + 1].float().cpu()  # (1, 1, 1, h, w)
-        masks = self.processor.post_process_masks(logits, inputs["original_sizes"],
-                                                  inputs["reshaped_input_sizes"], binarize=False)
+        logits = out.pred_masks[:, :, best : best + 1].float().cpu()  # (1, 1, 1, h, w)
+        masks = self.processor.post_process_masks(
+            logits, inputs["original_sizes"], inputs["reshaped_input_sizes"], binarize=False
+        )
         return (masks[0][0, 0] > 0).numpy().astype(np.float32)
 
 

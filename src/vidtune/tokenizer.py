@@ -76,10 +76,19 @@ def write_clip_tokenizer(out_dir: str | Path, texts: Iterable[str], model_max_le
         vocab.setdefault(tok, len(vocab))
     (out / "vocab.json").write_text(json.dumps(vocab, indent=0, ensure_ascii=True))
     (out / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    special = {"bos_token": SPECIAL_TOKENS[0], "eos_token": SPECIAL_TOKENS[1],
-               "unk_token": SPECIAL_TOKENS[1], "pad_token": SPECIAL_TOKENS[1]}
+    special = {
+        "bos_token": SPECIAL_TOKENS[0],
+        "eos_token": SPECIAL_TOKENS[1],
+        "unk_token": SPECIAL_TOKENS[1],
+        "pad_token": SPECIAL_TOKENS[1],
+    }
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
-    config = {**special, "model_max_length": model_max_length, "tokenizer_class": "CLIPTokenizer",
-              "do_lower_case": True, "clean_up_tokenization_spaces": True}
+    config = {
+        **special,
+        "model_max_length": model_max_length,
+        "tokenizer_class": "CLIPTokenizer",
+        "do_lower_case": True,
+        "clean_up_tokenization_spaces": True,
+    }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return len(vocab)

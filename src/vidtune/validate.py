@@ -35,12 +35,16 @@ def check_finite(cfg: RunConfig) -> None:
         for f in fields(values):
             value = getattr(values, f.name)
             if isinstance(value, float) and not math.isfinite(value):
-                raise _fail(f"{section.name}.{f.name}", value, "is not a finite number",
-                            f"set {section.name}.{f.name} to a number")
+                raise _fail(
+                    f"{section.name}.{f.name}",
+                    value,
+                    "is not a finite number",
+                    f"set {section.name}.{f.name} to a number",
+                )
 
 
 def _example(key: str, fix: str) -> str:
-    """"e.g. 4" -> "use e.g. separate.batch_frames = 4"; other fixes are kept as they are."""
+    """ "e.g. 4" -> "use e.g. separate.batch_frames = 4"; other fixes are kept as they are."""
     return f"use e.g. {key} = {fix[5:]}" if fix.startswith("e.g. ") else fix
 
 
@@ -72,21 +76,33 @@ def check_sampling(cfg: RunConfig) -> None:
     sd = "SD v1-4's is sampling.beta_start = 0.00085, sampling.beta_end = 0.012"
     _at_least("sampling.num_train_timesteps", s.num_train_timesteps, 1, "SD's is 1000")
     if s.num_train_timesteps > MAX_TRAIN_TIMESTEPS:
-        raise _fail("sampling.num_train_timesteps", s.num_train_timesteps, f"exceeds {MAX_TRAIN_TIMESTEPS}",
-                    "use the model's own training schedule (SD's is 1000)")
+        raise _fail(
+            "sampling.num_train_timesteps",
+            s.num_train_timesteps,
+            f"exceeds {MAX_TRAIN_TIMESTEPS}",
+            "use the model's own training schedule (SD's is 1000)",
+        )
     if not 0 < s.beta_start < 1:
         raise _fail("sampling.beta_start", s.beta_start, "must be in (0, 1)", sd)
     if not s.beta_start <= s.beta_end < 1:
-        raise VidtuneError(f"sampling.beta_end = {s.beta_end!r} must be in [sampling.beta_start = {s.beta_start!r}, 1) "
-                           f"(noise grows along the schedule); {sd}")
+        raise VidtuneError(
+            f"sampling.beta_end = {s.beta_end!r} must be in [sampling.beta_start = {s.beta_start!r}, 1) "
+            f"(noise grows along the schedule); {sd}"
+        )
     abar = final_alpha_bar(s.beta_start, s.beta_end, s.beta_schedule, s.num_train_timesteps)
     if abar < MIN_FINAL_ALPHA_BAR:
-        raise VidtuneError(f"sampling.beta_start = {s.beta_start!r} -> beta_end = {s.beta_end!r} over "
-                           f"{s.num_train_timesteps} steps leaves no signal (alpha_bar at the last step {abar:.3g}); {sd}")
+        raise VidtuneError(
+            f"sampling.beta_start = {s.beta_start!r} -> beta_end = {s.beta_end!r} over "
+            f"{s.num_train_timesteps} steps leaves no signal (alpha_bar at the last step {abar:.3g}); {sd}"
+        )
     _at_least("sampling.steps", s.steps, 1, "use e.g. --steps 50 (DDIM)")
     if s.steps > s.num_train_timesteps:
-        raise _fail("sampling.steps", s.steps, f"exceeds sampling.num_train_timesteps = {s.num_train_timesteps}",
-                    "use fewer sampling steps")
+        raise _fail(
+            "sampling.steps",
+            s.steps,
+            f"exceeds sampling.num_train_timesteps = {s.num_train_timesteps}",
+            "use fewer sampling steps",
+        )
     if not 0 <= s.eta <= 1:
         raise _fail("sampling.eta", s.eta, "must be in [0, 1]", "0 is deterministic DDIM, 1 is DDPM-like")
     _at_least("sampling.guidance", s.guidance, 0, "use 7.5 (SD's default), or a value <= 1 for no guidance")
@@ -107,8 +123,12 @@ def check_separate(cfg: RunConfig) -> None:
     """Stage 1: the fusion step lies inside the schedule; frames per UNet batch."""
     p = cfg.separate
     if not 0 < p.fusion_step < 1:
-        raise _fail("separate.fusion_step", p.fusion_step, "must be in (0, 1) (a fraction of the schedule)",
-                    "the paper's is 0.5")
+        raise _fail(
+            "separate.fusion_step",
+            p.fusion_step,
+            "must be in (0, 1) (a fraction of the schedule)",
+            "the paper's is 0.5",
+        )
     _at_least("separate.batch_frames", p.batch_frames, 1, "e.g. 4")
 
 
@@ -150,8 +170,10 @@ def check_codenoise(cfg: RunConfig) -> None:
     _at_least("codenoise.clip_length", c.clip_length, 1, "e.g. 16")
     _at_least("codenoise.stride", c.stride, 1, "use e.g. half of codenoise.clip_length")
     if c.stride > c.clip_length:
-        raise VidtuneError(f"codenoise.stride = {c.stride} is larger than codenoise.clip_length = {c.clip_length}: "
-                           "frames between clips would never be denoised; use a stride <= the clip length")
+        raise VidtuneError(
+            f"codenoise.stride = {c.stride} is larger than codenoise.clip_length = {c.clip_length}: "
+            "frames between clips would never be denoised; use a stride <= the clip length"
+        )
     if not 0 < c.strength <= 1:
         raise _fail("codenoise.strength", c.strength, "must be in (0, 1]", "1 noises the fused frames fully, e.g. 0.8")
     _at_least("codenoise.fg_gain", c.fg_gain, 0, "0 turns it off")
@@ -174,8 +196,10 @@ def check_frames(cfg: RunConfig, num_frames: int, stages: Sequence[int] = (1, 2,
     if num_frames < 1:
         raise VidtuneError("the pose source gives 0 frames; give a pose source with at least one frame")
     if 4 in stages and num_frames < c.clip_length and not c.shrink_clip:
-        raise VidtuneError(f"the video has {num_frames} frames, fewer than codenoise.clip_length = {c.clip_length}; "
-                           f"set codenoise.clip_length <= {num_frames} (or more frames, or codenoise.shrink_clip = true)")
+        raise VidtuneError(
+            f"the video has {num_frames} frames, fewer than codenoise.clip_length = {c.clip_length}; "
+            f"set codenoise.clip_length <= {num_frames} (or more frames, or codenoise.shrink_clip = true)"
+        )
 
 
 def check_run(cfg: RunConfig, num_frames: int, stages: Sequence[int] = (1, 2, 3, 4)) -> None:

@@ -51,7 +51,9 @@ def list_image_files(folder: str | Path) -> list[Path]:
 
 def _check_exists(path: Path) -> None:
     if not path.exists():
-        raise VidtuneError(f"{path}: does not exist; give a video file (mp4/gif/webm/avi) or a folder of png/jpg frames")
+        raise VidtuneError(
+            f"{path}: does not exist; give a video file (mp4/gif/webm/avi) or a folder of png/jpg frames"
+        )
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -66,7 +68,9 @@ def _read_image(path: Path) -> np.ndarray:
 def _folder_files(folder: Path) -> list[Path]:
     files = list_image_files(folder)
     if not files:
-        raise VidtuneError(f"{folder}: no frames found (looked for {', '.join(IMAGE_PATTERNS)}); put the frames in this folder")
+        raise VidtuneError(
+            f"{folder}: no frames found (looked for {', '.join(IMAGE_PATTERNS)}); put the frames in this folder"
+        )
     return files
 
 
@@ -229,7 +233,9 @@ class VideoWriter:
 
     def __enter__(self) -> VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + self.path.suffix, dir=self.path.parent)
+        fd, name = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp" + self.path.suffix, dir=self.path.parent
+        )
         os.close(fd)
         self._tmp = Path(name)
         from vidtune.atomic import apply_umask
@@ -254,13 +260,17 @@ class VideoWriter:
             )  # fmt: skip
             self._gen.send(None)
         elif (w, h) != self._size:
-            raise ValueError(f"{self.path}: frame {self.num_frames} is {w}x{h}, the first frame was {self._size[0]}x{self._size[1]}")
+            raise ValueError(
+                f"{self.path}: frame {self.num_frames} is {w}x{h}, the first frame was {self._size[0]}x{self._size[1]}"
+            )
         if w % 2 or h % 2:
             frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         self._gen.send(np.ascontiguousarray(frame))
         self.num_frames += 1
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         tmp, self._tmp = self._tmp, None
         gen, self._gen = self._gen, None
         try:

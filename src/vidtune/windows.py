@@ -257,9 +257,7 @@ def pixel_merge_weights(
         dtype and device of ``fg``.
     """
     if frame_weights.ndim != 2 or frame_weights.shape[0] != len(windows):
-        raise ValueError(
-            f"frame_weights must be (clips={len(windows)}, frames), got {tuple(frame_weights.shape)}"
-        )
+        raise ValueError(f"frame_weights must be (clips={len(windows)}, frames), got {tuple(frame_weights.shape)}")
     num_frames = frame_weights.shape[1]
     _check_windows(windows, num_frames)
     if fg.ndim != 4 or fg.shape[0] != num_frames or fg.shape[1] != 1:
@@ -330,7 +328,9 @@ class MergeAccumulator:
             self._out_dtype = pred.dtype
         assert self._weight is not None
         if pred.shape[1:] != self._sum.shape[1:]:
-            raise ValueError(f"pred frames must be {tuple(self._sum.shape[1:])} like the first clip, got {tuple(pred.shape[1:])}")
+            raise ValueError(
+                f"pred frames must be {tuple(self._sum.shape[1:])} like the first clip, got {tuple(pred.shape[1:])}"
+            )
         if weights.ndim == 1:
             weights = weights[:, None, None, None]
         if weights.shape[0] != frames or weights.ndim != 4 or weights.shape[1] != 1:
@@ -377,7 +377,9 @@ def merge_predictions(
             f"{len(windows)} windows, {weights.shape[0]} weight rows"
         )
     if weights.ndim not in (2, 5):
-        raise ValueError(f"weights must be (clips, frames) or (clips, frames, 1, height, width), got {tuple(weights.shape)}")
+        raise ValueError(
+            f"weights must be (clips, frames) or (clips, frames, 1, height, width), got {tuple(weights.shape)}"
+        )
     acc = MergeAccumulator(weights.shape[1])
     for k, (window, pred) in enumerate(zip(windows, preds)):
         acc.add(window, pred, weights[k, window[0] : window[1]])
@@ -403,7 +405,9 @@ def _segments(schedule: Mapping[int | str, str], num_frames: int) -> list[tuple[
         if not isinstance(prompt, str):
             raise VidtuneError(f"inputs.prompts: schedule entry {key!r} must be a string, got {prompt!r}")
         if not prompt.strip():
-            raise VidtuneError(f"inputs.prompts: the prompt of frame {key!r} is empty; give it a text or remove the entry")
+            raise VidtuneError(
+                f"inputs.prompts: the prompt of frame {key!r} is empty; give it a text or remove the entry"
+            )
         if start < 0:
             raise VidtuneError(f"inputs.prompts: schedule key {key!r} is negative; frames count from 0")
         if start in starts:
@@ -456,7 +460,9 @@ def assign_prompts(windows: Sequence[Window], schedule: PromptSchedule) -> list[
                 f"{len(windows)} clips; give exactly {len(windows)} (or a {{start_frame: prompt}} schedule)"
             )
         return list(schedule)
-    raise VidtuneError(f"prompt: expected a string, a list of strings or a {{start_frame: prompt}} dict, got {type(schedule).__name__}")
+    raise VidtuneError(
+        f"prompt: expected a string, a list of strings or a {{start_frame: prompt}} dict, got {type(schedule).__name__}"
+    )
 
 
 def frame_prompts(num_frames: int, schedule: str | Mapping[int | str, str]) -> list[str]:
@@ -496,8 +502,9 @@ MAX_LISTED_CLIPS = 60  # longer plans list the first and last half of this many 
 MAX_PLOTTED_BLOCKS = 12  # ... and plot the first and last half of this many blocks of frames
 
 
-def _per_clip_weights(weights: torch.Tensor | Sequence[torch.Tensor], windows: Sequence[Window],
-                      num_frames: int) -> list[torch.Tensor]:
+def _per_clip_weights(
+    weights: torch.Tensor | Sequence[torch.Tensor], windows: Sequence[Window], num_frames: int
+) -> list[torch.Tensor]:
     """Merge weights as one (end - start,) float64 tensor per clip, from dense (clips, frames) or per-clip weights."""
     if isinstance(weights, torch.Tensor):
         if tuple(weights.shape) != (len(windows), num_frames):
@@ -539,8 +546,14 @@ def _clip_lines(windows: Sequence[Window], prompts: Sequence[str]) -> list[str]:
     return lines
 
 
-def _plot_block(block_start: int, block_end: int, windows: Sequence[Window], per_clip: list[torch.Tensor],
-                coverage: torch.Tensor, label_w: int) -> list[str]:
+def _plot_block(
+    block_start: int,
+    block_end: int,
+    windows: Sequence[Window],
+    per_clip: list[torch.Tensor],
+    coverage: torch.Tensor,
+    label_w: int,
+) -> list[str]:
     """The weight plot of frames [block_start, block_end): a ruler, one row per clip in it, the coverage."""
     cols = range(block_start, block_end)
     ruler = [" "] * len(cols)
@@ -599,7 +612,10 @@ def plan_text(
         "",
     ]
     lines += _clip_lines(windows, prompts)
-    lines += ["", f"Merge weights per frame (rows: clips; '{_LEVELS}' = low..high share of the frame, blank = not in the clip):"]
+    lines += [
+        "",
+        f"Merge weights per frame (rows: clips; '{_LEVELS}' = low..high share of the frame, blank = not in the clip):",
+    ]
     coverage = _coverage(windows, num_frames)
     label_w = max(6, 5 + len(str(len(windows) - 1)))
     blocks = list(range(0, num_frames, width))

@@ -10,8 +10,10 @@ import torch
 
 from vidtune.demo.command import DEMO_MODEL as DEMO
 
-pytestmark = pytest.mark.skipif(not (DEMO / "model_index.json").exists(),
-                                reason="the embedded demo model (src/vidtune/demo/model) is not in this checkout")
+pytestmark = pytest.mark.skipif(
+    not (DEMO / "model_index.json").exists(),
+    reason="the embedded demo model (src/vidtune/demo/model) is not in this checkout",
+)
 
 
 def test_layout_and_size() -> None:
@@ -50,8 +52,8 @@ def test_components_load_with_from_pretrained_as_fp32() -> None:
 
 
 def test_generates_a_frame() -> None:
-    from vidtune.demo.train import load_demo_components, sample_frames
     from vidtune.demo.synthetic import make_sequence
+    from vidtune.demo.train import load_demo_components, sample_frames
 
     torch.manual_seed(0)
     comps = load_demo_components(DEMO)
@@ -71,8 +73,13 @@ def test_loads_as_a_stable_diffusion_adapter_pipeline() -> None:
     pipe = StableDiffusionAdapterPipeline.from_pretrained(DEMO)
     pipe.set_progress_bar_config(disable=True)
     seq = make_sequence("wave", 1, "a blue figure waving on a snowy field at night", seed=2)
-    image = pipe(seq.prompt, image=Image.fromarray(seq.pose_images[0]), num_inference_steps=2,
-                 generator=torch.Generator().manual_seed(0), output_type="np").images
+    image = pipe(
+        seq.prompt,
+        image=Image.fromarray(seq.pose_images[0]),
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
     assert image.shape == (1, 64, 64, 3)
 
 

@@ -16,7 +16,7 @@ def test_min_snr_weight_against_the_schedule() -> None:
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     t = torch.arange(0, 1000, 37)
     # Independent computation: SD's scaled-linear betas -> alpha_bar -> SNR = abar / (1 - abar).
-    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
     abar = np.cumprod(1 - betas)[t.numpy()]
     snr = abar / (1 - abar)
     expected = np.minimum(snr, 5.0) / snr
@@ -28,14 +28,14 @@ def test_min_snr_weight_against_the_schedule() -> None:
 
 def test_training_exports_a_loadable_model_and_resumes(tmp_path) -> None:
     out = tmp_path / "train"
-    small = dict(num_frames=24, scenes_per_kind=2, vae_batch=4, unet_batch=4, workers=1, threads=1,
-                 warmup_steps=2)
+    small = dict(num_frames=24, scenes_per_kind=2, vae_batch=4, unet_batch=4, workers=1, threads=1, warmup_steps=2)
     model = demo_train.train_demo(out, vae_minutes=0.02, unet_minutes=0.03, **small)
     info = json.loads((model / "training_info.json").read_text())
     assert info["final"] and info["unet_steps"] >= 1 and info["config"]["snr_gamma"] == 5.0
     comps = demo_train.load_demo_components(model)
-    frame = demo_train.sample_frames(comps, ["a red figure on a beach during the day"],
-                                     np.zeros((1, 64, 64, 3), np.uint8), steps=2, guidance=2.0)
+    frame = demo_train.sample_frames(
+        comps, ["a red figure on a beach during the day"], np.zeros((1, 64, 64, 3), np.uint8), steps=2, guidance=2.0
+    )
     assert frame.shape == (1, 64, 64, 3)
     # The budgets are spent: a rerun resumes from the checkpoints and trains no further step.
     log = (out / "loss_log.csv").read_text()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidtune.errors import VidtuneError
-from vidtune.poses import render_pose
 from vidtune.demo.synthetic import MOTIONS, make_sequence, motion_keypoints, parse_prompt, render_scene, sample_prompt
 from vidtune.demo.synthetic.adherence import (
     classify_figure_colour,
@@ -27,7 +25,8 @@ from vidtune.demo.synthetic.grammar import (
     format_prompt,
     sample_attributes,
 )
-
+from vidtune.errors import VidtuneError
+from vidtune.poses import render_pose
 
 # ---------------------------------------------------------------- scenes
 
@@ -181,12 +180,20 @@ def test_video_adherence_judges_each_frame_against_its_own_prompt() -> None:
     s = video_adherence(seq.frames, seq)
     assert s["pose_iou"] > 0.9 and s["count"] == 3.0
     assert {k: s[k] for k in ("colour_accuracy", "scene_accuracy", "time_accuracy")} == {
-        "colour_accuracy": 1.0, "scene_accuracy": 1.0, "time_accuracy": 1.0}
+        "colour_accuracy": 1.0,
+        "scene_accuracy": 1.0,
+        "time_accuracy": 1.0,
+    }
     with pytest.raises(ValueError, match="2 generated frames"):
         video_adherence(seq.frames[:2], seq)
     # A prompt schedule: each segment judged by its own prompt, the transition's frames by none.
-    sched = make_scheduled_sequence("walk", 8, {0: "a red figure walking on a beach at sunset",
-                                                4: "a blue figure walking on a snowy field at night"}, seed=2, transition=2)
+    sched = make_scheduled_sequence(
+        "walk",
+        8,
+        {0: "a red figure walking on a beach at sunset", 4: "a blue figure walking on a snowy field at night"},
+        seed=2,
+        transition=2,
+    )
     judged = judge_frames(sched.frames, sched)
     assert [r is None for r in judged] == [a is None for a in sched.frame_attrs] and None in judged
     s = video_adherence(sched.frames, sched)

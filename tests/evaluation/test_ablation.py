@@ -12,8 +12,8 @@ import re
 import pytest
 import torch
 
-from vidtune.evaluation.ablation import report, runner, spec
 from vidtune.errors import VidtuneError
+from vidtune.evaluation.ablation import report, runner, spec
 from vidtune.video import list_image_files, video_info
 
 N = 5
@@ -69,8 +69,14 @@ def ablation(tiny_model_dir, tiny_components, tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     result = json.loads((out / "ablation.json").read_text())
-    return {"out": out, "result": result, "unet_before": before, "unet_after": _checksum(tiny_components.unet),
-            "components": tiny_components, "config": cfg}
+    return {
+        "out": out,
+        "result": result,
+        "unet_before": before,
+        "unet_after": _checksum(tiny_components.unet),
+        "components": tiny_components,
+        "config": cfg,
+    }
 
 
 def test_every_variant_makes_a_video_of_every_frame(ablation):
@@ -153,19 +159,23 @@ def test_report_embeds_the_plots_and_videos(ablation):
 def test_rerun_resumes_every_stage(ablation):
     seq = ablation["out"] / "sequences" / "wave"
     stamps = {p: p.read_text() for p in seq.glob("*/stage*/done.json")}
-    runner.run_ablation(str(ablation["config"]), out=str(ablation["out"]), progress=False,
-                        components=ablation["components"])
+    runner.run_ablation(
+        str(ablation["config"]), out=str(ablation["out"]), progress=False, components=ablation["components"]
+    )
     assert {p: p.read_text() for p in seq.glob("*/stage*/done.json")} == stamps
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ('[ablation]\nvariants = ["full", "nope"]\n', "unknown variant 'nope'"),
-    ('[[sequences]]\nmotion = "fly"\nprompt = "a red figure on a beach at night"\n', "unknown motion 'fly'"),
-    ('[[sequences]]\nmotion = "walk"\nprompt = "a cat"\n', "not in the synthetic grammar"),
-    ('[ablation]\nframe = 3\n', "unknown key 'frame'"),
-    ('[run.sampling]\nstep = 3\n', "sampling.step"),
-    ('[[sequences]]\nmotion = "walk"\n', "missing 'prompt'"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('[ablation]\nvariants = ["full", "nope"]\n', "unknown variant 'nope'"),
+        ('[[sequences]]\nmotion = "fly"\nprompt = "a red figure on a beach at night"\n', "unknown motion 'fly'"),
+        ('[[sequences]]\nmotion = "walk"\nprompt = "a cat"\n', "not in the synthetic grammar"),
+        ("[ablation]\nframe = 3\n", "unknown key 'frame'"),
+        ("[run.sampling]\nstep = 3\n", "sampling.step"),
+        ('[[sequences]]\nmotion = "walk"\n', "missing 'prompt'"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path, text, fragment):
     path = tmp_path / "a.toml"
     path.write_text(text)

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vidtune.evaluation import metrics as M
 from vidtune.errors import VidtuneError
+from vidtune.evaluation import metrics as M
 from vidtune.evaluation.evaluate import evaluate_video, format_table, write_json
 from vidtune.video import write_frames_png, write_video
 
@@ -247,7 +247,9 @@ def test_evaluate_folder_equals_mp4(tmp_path: Path) -> None:
     for (name, key), rel in tolerance.items():
         assert b["metrics"][name][key] == pytest.approx(a["metrics"][name][key], rel=rel), (name, key)
     for ba, bb in zip(a["buckets"], b["buckets"]):
-        assert bb["metrics"]["flicker"]["mean_abs_diff"] == pytest.approx(ba["metrics"]["flicker"]["mean_abs_diff"], rel=0.05)
+        assert bb["metrics"]["flicker"]["mean_abs_diff"] == pytest.approx(
+            ba["metrics"]["flicker"]["mean_abs_diff"], rel=0.05
+        )
     # and the folder result equals the in-memory metrics exactly
     assert a["metrics"]["flicker"] == M.compute_flicker(frames, figure_mask(n), bucket=4)["metrics"]
 
@@ -300,7 +302,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     vocab = write_clip_tokenizer(clip, ["a red figure dancing on a beach"])
     tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
     config = CLIPConfig(
-        text_config=dict(vocab_size=vocab, max_position_embeddings=77, bos_token_id=vocab - 2, eos_token_id=vocab - 1, **tiny),
+        text_config=dict(
+            vocab_size=vocab, max_position_embeddings=77, bos_token_id=vocab - 2, eos_token_id=vocab - 1, **tiny
+        ),
         vision_config=dict(image_size=32, patch_size=8, **tiny),
         projection_dim=16,
     )

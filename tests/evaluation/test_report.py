@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from vidtune import atomic
-from vidtune.evaluation import report
 from vidtune.config import RunConfig, to_toml
+from vidtune.evaluation import report
 from vidtune.video import write_frames_png
 
 
@@ -25,8 +25,10 @@ def fake_run(root: Path, frames: int = 6) -> Path:
         write_frames_png(video, root / rel)
     for k, secs in ((1, 1.5), (2, 0.5), (3, 2.0), (4, 3.0)):
         atomic.write_json(root / f"stage{k}" / "done.json", {"stage": k, "seconds": secs, "config_hash": "x"})
-    metrics = {v: {"flicker": {"mean_abs_diff": f, "mean_abs_diff_bg": f / 2}, "motion_epe": {"epe": 0.5}}
-               for v, f in (("ground_truth", 4.0), ("stage1", 40.0), ("stage2", 20.0), ("final", 8.0))}
+    metrics = {
+        v: {"flicker": {"mean_abs_diff": f, "mean_abs_diff_bg": f / 2}, "motion_epe": {"epe": 0.5}}
+        for v, f in (("ground_truth", 4.0), ("stage1", 40.0), ("stage2", 20.0), ("final", 8.0))
+    }
     atomic.write_json(root / "metrics.json", metrics)
     return root
 
@@ -43,8 +45,15 @@ def test_a_report_in_a_run_folder_shows_the_run_and_works_offline(tmp_path):
     root = fake_run(tmp_path / "run")
     path = report.write_report(root / "report.html", "a run", [("Notes", "<p>hello</p>")])
     text = path.read_text()
-    for heading in ("Flicker per frame pair, every stage", "Metrics of every video (grey: ground truth)",
-                    "Frames from each stage", "Stage times", "Reproduce", "Resolved config", "Notes"):
+    for heading in (
+        "Flicker per frame pair, every stage",
+        "Metrics of every video (grey: ground truth)",
+        "Frames from each stage",
+        "Stage times",
+        "Reproduce",
+        "Resolved config",
+        "Notes",
+    ):
         assert f"<h2>{heading}</h2>" in text
     assert text.count("data:image/png;base64,") == 3  # flicker, bars, strip embedded
     assert "vidtune run " in text and str(root / "config.toml") in text  # the command that reruns it

@@ -71,7 +71,9 @@ def parse_prompt_schedule(text: str) -> tuple[str, dict[str, str]]:
         return lines[0], {}
     if any(m is None for m in ranges):
         bad = lines[[m is None for m in ranges].index(True)]
-        raise VidtuneError(f"prompt schedule line {bad!r}: write 'FIRST_FRAME: prompt', e.g. '0: a red figure walking ...'")
+        raise VidtuneError(
+            f"prompt schedule line {bad!r}: write 'FIRST_FRAME: prompt', e.g. '0: a red figure walking ...'"
+        )
     schedule = {m.group(1): m.group(2).strip() for m in ranges}
     if "0" not in schedule:
         raise VidtuneError("prompt schedule: the first line must start at frame 0, e.g. '0: a red figure ...'")
@@ -80,15 +82,27 @@ def parse_prompt_schedule(text: str) -> tuple[str, dict[str, str]]:
 
 def job_overrides(req: JobRequest) -> list[str]:
     """The form's settings as `section.key=value` overrides on the demo presets."""
-    for name, value, low in (("frames", req.frames, 2), ("steps", req.steps, 1), ("clip length", req.clip_length, 2),
-                             ("stride", req.stride, 1), ("tuning steps", req.tuning_steps, 0)):
+    for name, value, low in (
+        ("frames", req.frames, 2),
+        ("steps", req.steps, 1),
+        ("clip length", req.clip_length, 2),
+        ("stride", req.stride, 1),
+        ("tuning steps", req.tuning_steps, 0),
+    ):
         if int(value) < low:
             raise VidtuneError(f"{name} = {value}: must be at least {low}")
     checkpoint = max(1, int(req.tuning_steps))
-    return [f"inputs.frames={int(req.frames)}", f"codenoise.clip_length={int(req.clip_length)}",
-            f"codenoise.stride={int(req.stride)}", f"codenoise.attention={req.attention}",
-            "codenoise.shrink_clip=true", f"tuning.trainable={req.trainable}",
-            f"tuning.steps={int(req.tuning_steps)}", f"tuning.checkpoint_every={checkpoint}", *req.extra]
+    return [
+        f"inputs.frames={int(req.frames)}",
+        f"codenoise.clip_length={int(req.clip_length)}",
+        f"codenoise.stride={int(req.stride)}",
+        f"codenoise.attention={req.attention}",
+        "codenoise.shrink_clip=true",
+        f"tuning.trainable={req.trainable}",
+        f"tuning.steps={int(req.tuning_steps)}",
+        f"tuning.checkpoint_every={checkpoint}",
+        *req.extra,
+    ]
 
 
 def new_run_dir(runs: Path, req: JobRequest) -> Path:
@@ -109,18 +123,24 @@ def _safe_extract(archive: Path, dest: Path) -> None:
             for info in zf.infolist():
                 target = (dest / info.filename).resolve()
                 if not target.is_relative_to(dest.resolve()):
-                    raise VidtuneError(f"{archive.name}: holds a path outside the archive ({info.filename}); re-zip the folder")
+                    raise VidtuneError(
+                        f"{archive.name}: holds a path outside the archive ({info.filename}); re-zip the folder"
+                    )
             zf.extractall(dest)
     except zipfile.BadZipFile:
-        raise VidtuneError(f"{archive.name}: not a valid zip file; zip the folder of *_keypoints.json or pose images") from None
+        raise VidtuneError(
+            f"{archive.name}: not a valid zip file; zip the folder of *_keypoints.json or pose images"
+        ) from None
 
 
 def _pose_folder(dest: Path, name: str) -> Path:
     """The folder inside an unpacked zip that holds the keypoint JSON or images."""
     candidates = sorted({p.parent for p in dest.rglob("*_keypoints.json")}, key=lambda p: len(p.parts))
     if not candidates:
-        candidates = sorted({p.parent for p in dest.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                             and "__MACOSX" not in p.parts}, key=lambda p: len(p.parts))
+        candidates = sorted(
+            {p.parent for p in dest.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "__MACOSX" not in p.parts},
+            key=lambda p: len(p.parts),
+        )
     if not candidates:
         raise VidtuneError(f"{name}: no *_keypoints.json or png/jpg frames inside; zip the folder that holds them")
     return candidates[0]
@@ -146,15 +166,16 @@ def place_upload(upload: str | Path, root: Path) -> str:
         target = dest / "upload" / (src.stem if src.stem.endswith("_keypoints") else "frame_000000000000_keypoints")
         shutil.copyfile(src, target.with_suffix(".json"))
         return str(dest / "upload")
-    raise VidtuneError(f"{src.name}: unsupported upload {suffix!r}; upload a zip of OpenPose *_keypoints.json or pose "
-                       f"images, a pose video or an RGB video of a person ({', '.join(UPLOAD_VIDEO_SUFFIXES)})")
+    raise VidtuneError(
+        f"{src.name}: unsupported upload {suffix!r}; upload a zip of OpenPose *_keypoints.json or pose "
+        f"images, a pose video or an RGB video of a person ({', '.join(UPLOAD_VIDEO_SUFFIXES)})"
+    )
 
 
 def job_config(req: JobRequest, root: Path, poses_path: str):
     """The demo presets + the form's settings, with the pose source and prompt(s)."""
     from dataclasses import replace
 
-    from vidtune import config as C
     from vidtune.demo import command as demo
 
     prompt, schedule = parse_prompt_schedule(req.prompt)
@@ -177,8 +198,15 @@ def live_bars() -> list[dict]:
             d = bar.format_dict
         except (AttributeError, RuntimeError):
             continue
-        out.append({"desc": str(d.get("prefix") or ""), "n": int(d.get("n") or 0), "total": d.get("total"),
-                    "elapsed": float(d.get("elapsed") or 0.0), "rate": d.get("rate")})
+        out.append(
+            {
+                "desc": str(d.get("prefix") or ""),
+                "n": int(d.get("n") or 0),
+                "total": d.get("total"),
+                "elapsed": float(d.get("elapsed") or 0.0),
+                "rate": d.get("rate"),
+            }
+        )
     return out
 
 
@@ -245,8 +273,9 @@ def list_runs(runs: Path) -> list[str]:
     return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
-def open_run(root: Path, summary: str | None = None, plots: dict[str, Path] | None = None,
-             report: Path | None = None) -> JobResult:
+def open_run(
+    root: Path, summary: str | None = None, plots: dict[str, Path] | None = None, report: Path | None = None
+) -> JobResult:
     """What a run folder holds, for the app to show (a past run, or one just finished)."""
     import json
 
@@ -260,6 +289,12 @@ def open_run(root: Path, summary: str | None = None, plots: dict[str, Path] | No
     if plots is None:
         plots = {p.stem: p for p in sorted((root / "plots").glob("*.png"))}
     done = [k for k in (1, 2, 3, 4) if (root / f"stage{k}" / "done.json").is_file()]
-    return JobResult(root=root, final=existing(root / "final.mp4"), side_by_side=existing(root / "side_by_side.mp4"),
-                     report=report or existing(root / "report.html"), metrics=metrics, plots=plots,
-                     summary=summary or f"{root.name}: stages done {done or 'none'}")
+    return JobResult(
+        root=root,
+        final=existing(root / "final.mp4"),
+        side_by_side=existing(root / "side_by_side.mp4"),
+        report=report or existing(root / "report.html"),
+        metrics=metrics,
+        plots=plots,
+        summary=summary or f"{root.name}: stages done {done or 'none'}",
+    )

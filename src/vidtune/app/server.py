@@ -30,7 +30,7 @@ def _gradio():
     try:
         import gradio as gr
     except ImportError as exc:
-        raise VidtuneError(f"the app needs Gradio ({exc}); install it with: pip install \"vidtune[app]\"") from None
+        raise VidtuneError(f'the app needs Gradio ({exc}); install it with: pip install "vidtune[app]"') from None
     return gr
 
 
@@ -40,9 +40,16 @@ def _defaults() -> dict:
     from vidtune.demo import command as demo
 
     cfg = C.apply_overrides(C.RunConfig(), [o for o in demo.DEMO_OVERRIDES if not o.startswith("model.")])
-    return {"steps": cfg.sampling.steps, "clip_length": cfg.codenoise.clip_length, "stride": cfg.codenoise.stride,
-            "attention": cfg.codenoise.attention, "trainable": cfg.tuning.trainable, "tuning_steps": cfg.tuning.steps,
-            "frames": 16, "prompt": demo.DEFAULT_PROMPT}
+    return {
+        "steps": cfg.sampling.steps,
+        "clip_length": cfg.codenoise.clip_length,
+        "stride": cfg.codenoise.stride,
+        "attention": cfg.codenoise.attention,
+        "trainable": cfg.tuning.trainable,
+        "tuning_steps": cfg.tuning.steps,
+        "frames": 16,
+        "prompt": demo.DEFAULT_PROMPT,
+    }
 
 
 def _message(exc: BaseException) -> str:
@@ -67,8 +74,16 @@ def _outputs(result: app_jobs.JobResult, status: str) -> tuple:
             row.append(round(float(v), 3) if isinstance(v, (int, float)) else None)
         rows.append(row)
     plots = result.plots
-    return (status, _path(result.side_by_side), _path(result.final), {"headers": ["video"] + keys, "data": rows},
-            _path(plots.get("flicker")), _path(plots.get("metrics")), _path(plots.get("strip")), _path(result.report))
+    return (
+        status,
+        _path(result.side_by_side),
+        _path(result.final),
+        {"headers": ["video"] + keys, "data": rows},
+        _path(plots.get("flicker")),
+        _path(plots.get("metrics")),
+        _path(plots.get("strip")),
+        _path(result.report),
+    )
 
 
 def _path(p: Path | None) -> str | None:
@@ -83,28 +98,43 @@ def build(runs: str | Path = "runs/app"):
     empty = (None,) * 7
 
     with gr.Blocks(title="vidtune") as blocks:
-        gr.Markdown("# vidtune\nPose-guided video with the four stages (separate tuning, average fusion, "
-                    "combined tuning, co-denoising) on the embedded demo model. Every run is a normal run folder "
-                    f"under `{runs_dir}`: `vidtune run <run>/config.toml --out <run>` resumes it.")
+        gr.Markdown(
+            "# vidtune\nPose-guided video with the four stages (separate tuning, average fusion, "
+            "combined tuning, co-denoising) on the embedded demo model. Every run is a normal run folder "
+            f"under `{runs_dir}`: `vidtune run <run>/config.toml --out <run>` resumes it."
+        )
         with gr.Row():
             with gr.Column(scale=1):
-                upload = gr.File(label="Pose source: a zip of OpenPose *_keypoints.json or pose images, a pose "
-                                 "video, or an RGB video of a person", file_types=[".zip", ".json", ".mp4", ".gif", ".webm",
-                                                                           ".avi", ".mov", ".mkv"], elem_id="upload")
-                motion = gr.Dropdown(list(MOTIONS), value="walk", elem_id="motion",
-                                     label="...or, with no file, a synthetic motion (it has a ground truth)")
-                prompt = gr.Textbox(value=d["prompt"], lines=2, label="Prompt, or a schedule: lines 'FIRST_FRAME: prompt'",
-                                    elem_id="prompt")
+                upload = gr.File(
+                    label="Pose source: a zip of OpenPose *_keypoints.json or pose images, a pose "
+                    "video, or an RGB video of a person",
+                    file_types=[".zip", ".json", ".mp4", ".gif", ".webm", ".avi", ".mov", ".mkv"],
+                    elem_id="upload",
+                )
+                motion = gr.Dropdown(
+                    list(MOTIONS),
+                    value="walk",
+                    elem_id="motion",
+                    label="...or, with no file, a synthetic motion (it has a ground truth)",
+                )
+                prompt = gr.Textbox(
+                    value=d["prompt"],
+                    lines=2,
+                    label="Prompt, or a schedule: lines 'FIRST_FRAME: prompt'",
+                    elem_id="prompt",
+                )
                 with gr.Accordion("Settings", open=True):
                     frames = gr.Number(value=d["frames"], precision=0, label="frames", elem_id="frames")
                     steps = gr.Number(value=d["steps"], precision=0, label="sampling steps", elem_id="steps")
-                    clip_length = gr.Number(value=d["clip_length"], precision=0, label="clip length (stage 4)",
-                                            elem_id="clip_length")
+                    clip_length = gr.Number(
+                        value=d["clip_length"], precision=0, label="clip length (stage 4)", elem_id="clip_length"
+                    )
                     stride = gr.Number(value=d["stride"], precision=0, label="stride (stage 4)", elem_id="stride")
                     attention = gr.Dropdown(list(ATTENTIONS), value=d["attention"], label="cross-frame attention")
                     trainable = gr.Dropdown(list(TRAINABLE), value=d["trainable"], label="tuning mode (stage 3)")
-                    tuning_steps = gr.Number(value=d["tuning_steps"], precision=0, label="tuning steps (stage 3)",
-                                             elem_id="tuning_steps")
+                    tuning_steps = gr.Number(
+                        value=d["tuning_steps"], precision=0, label="tuning steps (stage 3)", elem_id="tuning_steps"
+                    )
                 run = gr.Button("Run", variant="primary", elem_id="run")
                 with gr.Row():
                     past = gr.Dropdown(app_jobs.list_runs(runs_dir), label="Past runs", elem_id="past", scale=3)
@@ -112,11 +142,19 @@ def build(runs: str | Path = "runs/app"):
                 reopen = gr.Button("Open run", elem_id="open")
             with gr.Column(scale=2):
                 status = gr.Markdown("Ready.", elem_id="status")
-                side = gr.Video(label="pose | stage 1 | final (| ground truth, for a synthetic motion)", elem_id="side-by-side", autoplay=True,
-                                loop=True, interactive=False)
-                final = gr.Video(label="final video", elem_id="final-video", autoplay=True, loop=True, interactive=False)
-                metrics = gr.Dataframe(label="metrics (0-255 for |dI|; lower is steadier)", elem_id="metrics",
-                                       interactive=False)
+                side = gr.Video(
+                    label="pose | stage 1 | final (| ground truth, for a synthetic motion)",
+                    elem_id="side-by-side",
+                    autoplay=True,
+                    loop=True,
+                    interactive=False,
+                )
+                final = gr.Video(
+                    label="final video", elem_id="final-video", autoplay=True, loop=True, interactive=False
+                )
+                metrics = gr.Dataframe(
+                    label="metrics (0-255 for |dI|; lower is steadier)", elem_id="metrics", interactive=False
+                )
                 flicker = gr.Image(label="flicker per frame pair, every stage", elem_id="flicker", interactive=False)
                 bars = gr.Image(label="metrics against the ground truth", elem_id="bars", interactive=False)
                 strip = gr.Image(label="frames from each stage", elem_id="strip", interactive=False)
@@ -126,9 +164,18 @@ def build(runs: str | Path = "runs/app"):
         def do_run(mot, up, text, n, k, m, s, att, tr, ts):
             started = time.perf_counter()
             try:
-                req = app_jobs.JobRequest(motion=mot, upload=_upload_path(up), prompt=text or "",
-                                          frames=int(n or 0), steps=int(k or 0), clip_length=int(m or 0),
-                                          stride=int(s or 0), attention=att, trainable=tr, tuning_steps=int(ts or 0))
+                req = app_jobs.JobRequest(
+                    motion=mot,
+                    upload=_upload_path(up),
+                    prompt=text or "",
+                    frames=int(n or 0),
+                    steps=int(k or 0),
+                    clip_length=int(m or 0),
+                    stride=int(s or 0),
+                    attention=att,
+                    trainable=tr,
+                    tuning_steps=int(ts or 0),
+                )
                 app_jobs.job_overrides(req)  # validate the numbers before any work
                 app_jobs.parse_prompt_schedule(req.prompt)
                 root = app_jobs.new_run_dir(runs_dir, req)
@@ -148,13 +195,17 @@ def build(runs: str | Path = "runs/app"):
             worker = threading.Thread(target=work, name="vidtune-job", daemon=True)
             worker.start()
             while worker.is_alive():
-                yield (f"Running `{root.name}` ({what}) · " + app_jobs.progress_line(app_jobs.live_bars(), lines, started),) + empty
+                yield (
+                    f"Running `{root.name}` ({what}) · " + app_jobs.progress_line(app_jobs.live_bars(), lines, started),
+                ) + empty
                 worker.join(POLL_SECONDS)
             if "error" in box:
                 yield (_message(box["error"]),) + empty
                 return
             result = box["result"]
-            yield _outputs(result, f"**Done** in {time.perf_counter() - started:.0f} s: `{result.root}`\n\n{result.summary}")
+            yield _outputs(
+                result, f"**Done** in {time.perf_counter() - started:.0f} s: `{result.root}`\n\n{result.summary}"
+            )
 
         def do_open(name):
             try:
@@ -168,8 +219,13 @@ def build(runs: str | Path = "runs/app"):
         def do_refresh():
             return gr.Dropdown(choices=app_jobs.list_runs(runs_dir))
 
-        run.click(do_run, [motion, upload, prompt, frames, steps, clip_length, stride, attention, trainable,
-                           tuning_steps], outputs, concurrency_limit=1, concurrency_id="device").then(do_refresh, None, past)
+        run.click(
+            do_run,
+            [motion, upload, prompt, frames, steps, clip_length, stride, attention, trainable, tuning_steps],
+            outputs,
+            concurrency_limit=1,
+            concurrency_id="device",
+        ).then(do_refresh, None, past)
         reopen.click(do_open, past, outputs)
         refresh.click(do_refresh, None, past)
     blocks.queue(default_concurrency_limit=1)
@@ -192,8 +248,15 @@ def serve(host: str = "127.0.0.1", port: int = 7860, runs: str | Path = "runs/ap
     blocks = build(runs)
     Path(runs).mkdir(parents=True, exist_ok=True)
     try:
-        _, url, _ = blocks.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=not block,
-                                  allowed_paths=[str(Path(runs).resolve())], footer_links=[], show_error=False)
+        _, url, _ = blocks.launch(
+            server_name=host,
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=not block,
+            allowed_paths=[str(Path(runs).resolve())],
+            footer_links=[],
+            show_error=False,
+        )
     except OSError as exc:
         raise VidtuneError(f"cannot serve on {host}:{port} ({exc}); pass another --port") from None
     print(f"vidtune: the app is at {url} (runs in {Path(runs).resolve()}); Ctrl+C stops it", flush=True)

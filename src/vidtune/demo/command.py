@@ -32,14 +32,25 @@ DEMO_OVERRIDES = model_presets(DEMO_MODEL)
 def demo_model_path() -> Path:
     """The embedded demo model folder; a clear error if the package was installed without it."""
     if not (DEMO_MODEL / "model_index.json").is_file():
-        raise VidtuneError(f"{DEMO_MODEL}: the embedded demo model is missing; reinstall vidtune or remake it with "
-                           "`vidtune train-demo --out DIR` (see src/vidtune/demo/model/README.md)")
+        raise VidtuneError(
+            f"{DEMO_MODEL}: the embedded demo model is missing; reinstall vidtune or remake it with "
+            "`vidtune train-demo --out DIR` (see src/vidtune/demo/model/README.md)"
+        )
     return DEMO_MODEL
 
 
-def write_source(out: Path, motion: str, frames: int, prompt: str, seed: int, height: int = DEMO_SIZE,
-                 width: int = DEMO_SIZE, fps: float = DEMO_FPS, schedule: dict[int, str] | None = None,
-                 transition: int = 0):
+def write_source(
+    out: Path,
+    motion: str,
+    frames: int,
+    prompt: str,
+    seed: int,
+    height: int = DEMO_SIZE,
+    width: int = DEMO_SIZE,
+    fps: float = DEMO_FPS,
+    schedule: dict[int, str] | None = None,
+    transition: int = 0,
+):
     """Render the ground-truth sequence and write source/poses (pose PNGs + keypoints.npz), source/gt.
 
     With a prompt `schedule` ({first_frame: prompt}) the ground truth follows it: each segment is
@@ -48,15 +59,23 @@ def write_source(out: Path, motion: str, frames: int, prompt: str, seed: int, he
     from vidtune.video import write_frames_png, write_video
 
     if schedule and len(schedule) > 1:
-        seq = make_scheduled_sequence(motion, frames, schedule, seed=UNSEEN_SEED_OFFSET + seed, height=height,
-                                      width=width, transition=transition)
+        seq = make_scheduled_sequence(
+            motion, frames, schedule, seed=UNSEEN_SEED_OFFSET + seed, height=height, width=width, transition=transition
+        )
     else:
         seq = make_sequence(motion, frames, prompt, seed=UNSEEN_SEED_OFFSET + seed, height=height, width=width)
     src = out / "source"
     with atomic.atomic_dir(src / "poses") as tmp:
         write_frames_png(seq.pose_images, tmp, prefix="pose_")
-        np.savez(tmp / "keypoints.npz", keypoints=seq.keypoints.astype(np.float32), has_keypoints=True,
-                 width=width, height=height, fps=fps, source=f"synthetic:{motion}:{seed}")
+        np.savez(
+            tmp / "keypoints.npz",
+            keypoints=seq.keypoints.astype(np.float32),
+            has_keypoints=True,
+            width=width,
+            height=height,
+            fps=fps,
+            source=f"synthetic:{motion}:{seed}",
+        )
     with atomic.atomic_dir(src / "gt_frames") as tmp:
         write_frames_png(seq.frames, tmp)
     with atomic.atomic_dir(src / "gt_masks") as tmp:
@@ -92,20 +111,33 @@ def demo_metrics(out: Path, seq) -> dict:
     from vidtune.evaluation.evaluate import evaluate_video
     from vidtune.video import read_frames
 
-    videos = {"ground_truth": out / "source" / "gt_frames", "stage1": out / "stage1" / "frames",
-              "stage2": out / "stage2" / "frames", "final": out / "stage4" / "frames"}
+    videos = {
+        "ground_truth": out / "source" / "gt_frames",
+        "stage1": out / "stage1" / "frames",
+        "stage2": out / "stage2" / "frames",
+        "final": out / "stage4" / "frames",
+    }
     result = {}
     for name, folder in videos.items():
         if folder.is_dir():
-            r = evaluate_video(str(folder), masks=str(out / "source" / "gt_masks"),
-                               reference=str(out / "source" / "poses"))
+            r = evaluate_video(
+                str(folder), masks=str(out / "source" / "gt_masks"), reference=str(out / "source" / "poses")
+            )
             result[name] = {**r["metrics"], "adherence": video_adherence(read_frames(folder), seq)}
     return result
 
 
-def run_demo(out: str = "runs/demo", frames: int = 24, motion: str = "walk", prompt: str | None = None,
-             seed: int = 0, steps: int | None = None, overrides: list[str] | None = None,
-             progress: bool = True, log: Callable[[str], None] = print) -> Path:
+def run_demo(
+    out: str = "runs/demo",
+    frames: int = 24,
+    motion: str = "walk",
+    prompt: str | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Render an unseen pose sequence, run the four stages with the demo presets, write the report.
 
     `log` receives every message (the pipeline's and the demo's own), one line each."""
@@ -125,22 +157,44 @@ def run_demo(out: str = "runs/demo", frames: int = 24, motion: str = "walk", pro
     schedule = prompt_schedule(cfg.inputs) if cfg.inputs.prompts else None
     seq = write_source(root, motion, frames, text, seed, schedule=schedule, transition=cfg.codenoise.transition)
     summary = VidtunePipeline.from_config(cfg)(config=cfg, run_dir=root, progress=progress, log=log).summary
-    side = side_by_side(root / "side_by_side.mp4", [root / "inputs" / "poses", root / "stage1" / "frames",
-                                                     root / "stage4" / "frames", root / "source" / "gt_frames"],
-                        DEMO_FPS)
+    side = side_by_side(
+        root / "side_by_side.mp4",
+        [
+            root / "inputs" / "poses",
+            root / "stage1" / "frames",
+            root / "stage4" / "frames",
+            root / "source" / "gt_frames",
+        ],
+        DEMO_FPS,
+    )
     metrics = demo_metrics(root, seq)
     atomic.write_json(root / "metrics.json", metrics)
-    keys = ["flicker.mean_abs_diff", "flicker.mean_abs_diff_bg", "warp_err_dis.all", "bg_stability.std",
-            "motion_epe.epe", "adherence.pose_iou", "adherence.colour_accuracy", "adherence.scene_accuracy"]
+    keys = [
+        "flicker.mean_abs_diff",
+        "flicker.mean_abs_diff_bg",
+        "warp_err_dis.all",
+        "bg_stability.std",
+        "motion_epe.epe",
+        "adherence.pose_iou",
+        "adherence.colour_accuracy",
+        "adherence.scene_accuracy",
+    ]
     rows = [[name] + [_get(m, k) for k in keys] for name, m in metrics.items()]
     timing = [[f"stage {k}", status, secs] for k, (status, secs) in summary.stages.items()]
-    write_report(root / "report.html", f"vidtune demo: {text} ({motion}, {frames} frames)",
-                 [("Metrics (0-255 scale for |dI|; lower is more consistent)", table_html(["video"] + keys, rows)),
-                  ("Stages", table_html(["stage", "status", "seconds"], timing))],
-                 videos=[("pose | stage 1 (per frame) | final (four stages) | ground truth", side)])
+    write_report(
+        root / "report.html",
+        f"vidtune demo: {text} ({motion}, {frames} frames)",
+        [
+            ("Metrics (0-255 scale for |dI|; lower is more consistent)", table_html(["video"] + keys, rows)),
+            ("Stages", table_html(["stage", "status", "seconds"], timing)),
+        ],
+        videos=[("pose | stage 1 (per frame) | final (four stages) | ground truth", side)],
+    )
     log(summary.line())
-    log(f"vidtune demo: {time.perf_counter() - start:.0f}s; final video {root / 'final.mp4'}, side by side {side}, "
-        f"metrics {root / 'metrics.json'}, report {root / 'report.html'}")
+    log(
+        f"vidtune demo: {time.perf_counter() - start:.0f}s; final video {root / 'final.mp4'}, side by side {side}, "
+        f"metrics {root / 'metrics.json'}, report {root / 'report.html'}"
+    )
     return root
 
 

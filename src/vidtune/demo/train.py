@@ -44,11 +44,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vidtune.atomic import atomic_dir, atomic_path, write_json
-from vidtune.demo.train_options import DemoTrainConfig, add_arguments
 from vidtune.demo.synthetic.grammar import VOCABULARY_TEXTS, format_prompt, sample_attributes
 from vidtune.demo.synthetic.motions import MOTIONS, motion_sequence
 from vidtune.demo.synthetic.scenes import render_scene
 from vidtune.demo.synthetic.world import make_frame
+from vidtune.demo.train_options import DemoTrainConfig, add_arguments
 from vidtune.models import make_scheduler, sd_schedule_config
 from vidtune.tokenizer import write_clip_tokenizer
 
@@ -67,23 +67,48 @@ def build_components(vocab_size: int, bos_id: int, eos_id: int, seed: int = 0) -
 
     torch.manual_seed(seed)
     # Fully convolutional (no mid-block attention), so it trains on crops and runs at any size.
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-                        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 64),
-                        layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=RESOLUTION,
-                        mid_block_add_attention=False)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=RESOLUTION,
+        mid_block_add_attention=False,
+    )
     with torch.no_grad():  # start with a small posterior std (exp(-3)): a noisy posterior blurs colours early on
-        vae.encoder.conv_out.bias[vae.config.latent_channels:] = -6.0
+        vae.encoder.conv_out.bias[vae.config.latent_channels :] = -6.0
     unet = UNet2DConditionModel(
-        sample_size=RESOLUTION // 4, in_channels=4, out_channels=4, block_out_channels=(64, 128, 128),
+        sample_size=RESOLUTION // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(64, 128, 128),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        layers_per_block=1, cross_attention_dim=128, attention_head_dim=4, norm_num_groups=32)
-    adapter = T2IAdapter(in_channels=3, channels=[64, 128, 128], num_res_blocks=2, downscale_factor=4,
-                         adapter_type="full_adapter")
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, bos_token_id=bos_id, eos_token_id=eos_id,
-        pad_token_id=eos_id))
+        layers_per_block=1,
+        cross_attention_dim=128,
+        attention_head_dim=4,
+        norm_num_groups=32,
+    )
+    adapter = T2IAdapter(
+        in_channels=3, channels=[64, 128, 128], num_res_blocks=2, downscale_factor=4, adapter_type="full_adapter"
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=bos_id,
+            eos_token_id=eos_id,
+            pad_token_id=eos_id,
+        )
+    )
     return {"vae": vae, "unet": unet, "adapter": adapter, "text_encoder": text_encoder}
 
 
@@ -122,8 +147,9 @@ def _render_chunk(args: tuple[list[int], int, int]) -> tuple[list[int], np.ndarr
     cache: dict[tuple[str, str, int], np.ndarray] = {}
     for i in indices:
         attrs, motion, translate, n, speed, motion_seed, key = _sample_spec(seed, i, scenes_per_kind)
-        seq = motion_sequence(motion, n, height=RESOLUTION, width=RESOLUTION, speed=speed,
-                              translate=translate, seed=motion_seed)
+        seq = motion_sequence(
+            motion, n, height=RESOLUTION, width=RESOLUTION, speed=speed, translate=translate, seed=motion_seed
+        )
         if key not in cache:
             cache[key] = render_scene((key[0], key[1]), seed=key[2], height=RESOLUTION, width=RESOLUTION)
         rgb, _, pose = make_frame(seq.keypoints[-1], attrs, cache[key], seq.depth[-1])
@@ -237,7 +263,7 @@ def train_vae(out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.
         idx = torch.randint(0, len(frames), (cfg.vae_batch,), generator=gen).numpy()
         c = cfg.vae_crop
         oy, ox = (torch.randint(0, frames.shape[1] - c + 1, (2, cfg.vae_batch), generator=gen) // 4 * 4).numpy()
-        crops = np.stack([frames[i, y:y + c, x_:x_ + c] for i, y, x_ in zip(idx, oy, ox)])
+        crops = np.stack([frames[i, y : y + c, x_ : x_ + c] for i, y, x_ in zip(idx, oy, ox)])
         x = _to_unit(crops) * 2 - 1
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=gen)).sample
@@ -253,8 +279,17 @@ def train_vae(out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.
         if mean is not None:
             bar.set_postfix(step=step, l1=f"{mean:.4f}")
         if time.monotonic() - t_last_ckpt > cfg.checkpoint_minutes * 60 or elapsed >= budget:
-            _save_ckpt(ckpt, {"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
-                              "gen": gen.get_state(), "config": asdict(cfg)})
+            _save_ckpt(
+                ckpt,
+                {
+                    "vae": vae.state_dict(),
+                    "opt": opt.state_dict(),
+                    "step": step,
+                    "elapsed": elapsed,
+                    "gen": gen.get_state(),
+                    "config": asdict(cfg),
+                },
+            )
             t_last_ckpt = time.monotonic()
     bar.close()
 
@@ -265,7 +300,7 @@ def encode_dataset(vae: torch.nn.Module, frames: np.ndarray, batch: int = 128) -
     vae.eval()
     means, stds = [], []
     for s in tqdm(range(0, len(frames), batch), desc="encode", unit="batch"):
-        post = vae.encode(_to_unit(frames[s:s + batch]) * 2 - 1).latent_dist
+        post = vae.encode(_to_unit(frames[s : s + batch]) * 2 - 1).latent_dist
         means.append(post.mean.half().numpy())
         stds.append(post.std.half().numpy())
     return np.concatenate(means), np.concatenate(stds)
@@ -286,9 +321,18 @@ def _min_snr_weight(sched, t: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.clamp(snr, max=gamma) / snr
 
 
-def train_unet(out: Path, cfg: DemoTrainConfig, comps: dict[str, torch.nn.Module], latents: tuple[np.ndarray, np.ndarray],
-               poses: np.ndarray, ids: torch.Tensor, empty_ids: torch.Tensor, scaling: float, losses: _LossLog,
-               export_fn) -> None:
+def train_unet(
+    out: Path,
+    cfg: DemoTrainConfig,
+    comps: dict[str, torch.nn.Module],
+    latents: tuple[np.ndarray, np.ndarray],
+    poses: np.ndarray,
+    ids: torch.Tensor,
+    empty_ids: torch.Tensor,
+    scaling: float,
+    losses: _LossLog,
+    export_fn,
+) -> None:
     """Time-budgeted epsilon-loss training of unet + adapter + text encoder, with EMA; resumable."""
     sched = make_scheduler("ddpm", sd_schedule_config())  # the forward process: SD's betas
     names = ("unet", "adapter", "text_encoder")
@@ -352,8 +396,9 @@ def train_unet(out: Path, cfg: DemoTrainConfig, comps: dict[str, torch.nn.Module
         now = time.monotonic()
         if now - t_ckpt > cfg.checkpoint_minutes * 60 or elapsed >= budget:
             state = {n: comps[n].state_dict() for n in names}
-            state.update(ema=ema, opt=opt.state_dict(), step=step, elapsed=elapsed, gen=gen.get_state(),
-                         config=asdict(cfg))
+            state.update(
+                ema=ema, opt=opt.state_dict(), step=step, elapsed=elapsed, gen=gen.get_state(), config=asdict(cfg)
+            )
             _save_ckpt(ckpt, state)
             t_ckpt = now
         if now - t_export > cfg.export_minutes * 60 and elapsed < budget:
@@ -378,14 +423,22 @@ def export_model(dest: Path, comps: dict[str, torch.nn.Module], tokenizer_dir: P
         comps["text_encoder"].save_pretrained(tmp / "text_encoder", safe_serialization=True)
         shutil.copytree(tokenizer_dir, tmp / "tokenizer")
         make_scheduler("ddim", sd_schedule_config()).save_pretrained(tmp / "scheduler")
-        write_json(tmp / "model_index.json", {
-            "_class_name": "StableDiffusionAdapterPipeline", "_diffusers_version": _diffusers_version(),
-            "adapter": ["diffusers", "T2IAdapter"], "feature_extractor": [None, None],
-            "requires_safety_checker": False, "safety_checker": [None, None],
-            "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-            "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
-            "vae": ["diffusers", "AutoencoderKL"],
-        })
+        write_json(
+            tmp / "model_index.json",
+            {
+                "_class_name": "StableDiffusionAdapterPipeline",
+                "_diffusers_version": _diffusers_version(),
+                "adapter": ["diffusers", "T2IAdapter"],
+                "feature_extractor": [None, None],
+                "requires_safety_checker": False,
+                "safety_checker": [None, None],
+                "scheduler": ["diffusers", "DDIMScheduler"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+            },
+        )
         write_json(tmp / "training_info.json", info)
 
 
@@ -400,9 +453,15 @@ def _diffusers_version() -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def train_demo(out_dir: str | Path, *, vae_minutes: float = DemoTrainConfig.vae_minutes,
-               unet_minutes: float = DemoTrainConfig.unet_minutes, resume: bool = True,
-               seed: int = 0, **overrides) -> Path:
+def train_demo(
+    out_dir: str | Path,
+    *,
+    vae_minutes: float = DemoTrainConfig.vae_minutes,
+    unet_minutes: float = DemoTrainConfig.unet_minutes,
+    resume: bool = True,
+    seed: int = 0,
+    **overrides,
+) -> Path:
     """Train the demo model into ``out_dir``; returns the exported model folder ``out_dir/model``.
 
     Args:
@@ -415,8 +474,15 @@ def train_demo(out_dir: str | Path, *, vae_minutes: float = DemoTrainConfig.vae_
     cfg = DemoTrainConfig(vae_minutes=vae_minutes, unet_minutes=unet_minutes, seed=seed, **overrides)
     out = Path(out_dir)
     if not resume:
-        for name in ("ckpt_vae.pt", "ckpt_unet.pt", "vae_done.json", "latents_mean.npy", "latents_std.npy",
-                     "loss_log.csv", "wall.json"):
+        for name in (
+            "ckpt_vae.pt",
+            "ckpt_unet.pt",
+            "vae_done.json",
+            "latents_mean.npy",
+            "latents_std.npy",
+            "loss_log.csv",
+            "wall.json",
+        ):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
@@ -450,8 +516,9 @@ def train_demo(out_dir: str | Path, *, vae_minutes: float = DemoTrainConfig.vae_
 
     # 3. UNet + adapter + text encoder
     def tok(texts: list[str]) -> torch.Tensor:
-        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                         return_tensors="pt").input_ids
+        return tokenizer(
+            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
 
     ids, empty_ids = tok(prompts), tok([""])[0]
 
@@ -461,8 +528,17 @@ def train_demo(out_dir: str | Path, *, vae_minutes: float = DemoTrainConfig.vae_
         live = {n: {k: v.clone() for k, v in comps[n].state_dict().items()} for n in ema}
         for n, sd in ema.items():
             comps[n].load_state_dict(sd)
-        export_model(dest, comps, out / "tokenizer", {**info, "config": asdict(cfg), "vae": json.loads(
-            (out / "vae_done.json").read_text()), "wall_minutes": wall})
+        export_model(
+            dest,
+            comps,
+            out / "tokenizer",
+            {
+                **info,
+                "config": asdict(cfg),
+                "vae": json.loads((out / "vae_done.json").read_text()),
+                "wall_minutes": wall,
+            },
+        )
         for n, sd in live.items():
             comps[n].load_state_dict(sd)
 
@@ -488,9 +564,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     """Train (and with ``--install`` install) the demo model from parsed options; `log` receives the messages."""
-    model = train_demo(args.out, vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,
-                       resume=not args.fresh, seed=args.seed, num_frames=args.num_frames,
-                       unet_batch=args.unet_batch)
+    model = train_demo(
+        args.out,
+        vae_minutes=args.vae_minutes,
+        unet_minutes=args.unet_minutes,
+        resume=not args.fresh,
+        seed=args.seed,
+        num_frames=args.num_frames,
+        unet_batch=args.unet_batch,
+    )
     log(f"model written to {model}")
     if args.install:
         dest = Path(__file__).parent / "model"
@@ -501,7 +583,6 @@ def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print) 
                 (tmp / "README.md").write_text(readme)
         log(f"installed into {dest}")
     return 0
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,8 +599,16 @@ def load_demo_components(path: str | Path):
 
 
 @torch.no_grad()
-def sample_frames(comps, prompts: list[str], pose_images: np.ndarray, *, steps: int = 25,
-                  guidance: float = 7.5, seed: int = 0, adapter_scale: float = 1.0) -> np.ndarray:
+def sample_frames(
+    comps,
+    prompts: list[str],
+    pose_images: np.ndarray,
+    *,
+    steps: int = 25,
+    guidance: float = 7.5,
+    seed: int = 0,
+    adapter_scale: float = 1.0,
+) -> np.ndarray:
     """Frame-by-frame generation as stage 1 of `vidtune demo` runs it: DDIM (eta 0) on the model's
     schedule, classifier-free guidance and adapter residuals (`vidtune.sampling`).
 
@@ -532,8 +621,15 @@ def sample_frames(comps, prompts: list[str], pose_images: np.ndarray, *, steps: 
     Returns:
         ``(B, H, W, 3)`` uint8 RGB frames.
     """
-    from vidtune.sampling import (adapter_features, decode, denoise, frame_eps_fn, initial_noise, make_prompt_bank,
-                                  prepare_scheduler)
+    from vidtune.sampling import (
+        adapter_features,
+        decode,
+        denoise,
+        frame_eps_fn,
+        initial_noise,
+        make_prompt_bank,
+        prepare_scheduler,
+    )
 
     pose_images = np.asarray(pose_images)
     bank = make_prompt_bank(comps.tokenizer, comps.text_encoder, list(prompts))
@@ -548,8 +644,16 @@ def sample_frames(comps, prompts: list[str], pose_images: np.ndarray, *, steps: 
     return np.concatenate(list(decode(comps.vae, x0)))
 
 
-def evaluate_demo(model_dir: str | Path, *, samples: int = 100, steps: int = 20, guidance: float = 5.0,
-                  seed: int = 1_000_000, batch: int = 10, flicker_frames: int = 16) -> dict[str, float]:
+def evaluate_demo(
+    model_dir: str | Path,
+    *,
+    samples: int = 100,
+    steps: int = 20,
+    guidance: float = 5.0,
+    seed: int = 1_000_000,
+    batch: int = 10,
+    flicker_frames: int = 16,
+) -> dict[str, float]:
     """Adherence and flicker of frame-by-frame generation with a demo model (weight-free checks).
 
     ``samples`` random unseen (prompt, motion, pose, scene) frames: mean pose IoU and colour /
@@ -570,21 +674,36 @@ def evaluate_demo(model_dir: str | Path, *, samples: int = 100, steps: int = 20,
         truths.append(make_sequence(attrs.motion or str(rng.choice(list(MOTIONS))), n, attrs, seed=seed + i))
     results = []
     for s in range(0, samples, batch):
-        group = truths[s:s + batch]
-        frames = sample_frames(comps, [t.prompt for t in group], np.stack([t.pose_images[-1] for t in group]),
-                               steps=steps, guidance=guidance, seed=seed + s)
+        group = truths[s : s + batch]
+        frames = sample_frames(
+            comps,
+            [t.prompt for t in group],
+            np.stack([t.pose_images[-1] for t in group]),
+            steps=steps,
+            guidance=guidance,
+            seed=seed + s,
+        )
         results += [frame_adherence(f, t.masks[-1], t.attrs, t.clothes_masks[-1]) for f, t in zip(frames, group)]
     out = summarize(results)
     walk = make_sequence("walk", flicker_frames, "a red figure walking on a grassy meadow during the day", seed=seed)
-    gen = np.concatenate([sample_frames(comps, [walk.prompt] * len(chunk), chunk, steps=steps, guidance=guidance,
-                                        seed=seed + 7 + k * batch)
-                          for k, chunk in enumerate(np.array_split(walk.pose_images, max(1, flicker_frames // batch)))])
+    gen = np.concatenate(
+        [
+            sample_frames(
+                comps, [walk.prompt] * len(chunk), chunk, steps=steps, guidance=guidance, seed=seed + 7 + k * batch
+            )
+            for k, chunk in enumerate(np.array_split(walk.pose_images, max(1, flicker_frames // batch)))
+        ]
+    )
 
     def flicker(x: np.ndarray) -> float:
         return float(compute_flicker(x)["metrics"]["mean_abs_diff"])
 
-    out.update(flicker_generated=flicker(gen), flicker_ground_truth=flicker(walk.frames), steps=float(steps),
-               guidance=float(guidance))
+    out.update(
+        flicker_generated=flicker(gen),
+        flicker_ground_truth=flicker(walk.frames),
+        steps=float(steps),
+        guidance=float(guidance),
+    )
     return out
 
 

@@ -43,6 +43,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--num-frames", type=int, default=DemoTrainConfig.num_frames)
     ap.add_argument("--unet-batch", type=int, default=DemoTrainConfig.unet_batch)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fresh", "--no-resume", dest="fresh", action="store_true",
-                    help="start over instead of resuming from the checkpoints in OUT")
+    ap.add_argument(
+        "--fresh",
+        "--no-resume",
+        dest="fresh",
+        action="store_true",
+        help="start over instead of resuming from the checkpoints in OUT",
+    )
     ap.add_argument("--install", action="store_true", help="copy the final model into vidtune/demo/model")

@@ -48,7 +48,9 @@ def mask_files(folder: str | Path) -> list[Path]:
     """The png/jpg masks of ``folder`` in natural file-name order (the frames' order)."""
     path = Path(folder)
     if not path.is_dir():
-        raise VidtuneError(f"{path}: not a folder; --masks takes a folder of png masks (white = foreground), one per frame")
+        raise VidtuneError(
+            f"{path}: not a folder; --masks takes a folder of png masks (white = foreground), one per frame"
+        )
     files = list_image_files(path)
     if not files:
         raise VidtuneError(f"{path}: no png masks found; put one mask per frame (white = foreground) in this folder")
@@ -158,7 +160,9 @@ def evaluate_video(
     except LengthMismatch as e:
         where = masks if e.stream == "masks" else reference
         kind = "masks" if e.stream == "masks" else "reference frames"
-        raise VidtuneError(f"{where}: {e.items} {kind} for the {e.frames} frames of {video}; give exactly one per frame") from e
+        raise VidtuneError(
+            f"{where}: {e.items} {kind} for the {e.frames} frames of {video}; give exactly one per frame"
+        ) from e
     except VidtuneError:
         raise
     except ValueError as e:
@@ -166,16 +170,24 @@ def evaluate_video(
     if num_frames == 0:
         raise VidtuneError(f"{video}: no frames; give a non-empty video or frame folder")
     if num_frames == 1:
-        notes.append("one frame: every metric compares consecutive frames, so none can be computed ('-'); "
-                     "give a video of at least 2 frames")
+        notes.append(
+            "one frame: every metric compares consecutive frames, so none can be computed ('-'); "
+            "give a video of at least 2 frames"
+        )
     spans = bucket_spans(num_frames, bucket)
     per_bucket = {m.name: m.bucket_results() for m in accumulators}
     result = {
         "video": str(video),
         "num_frames": num_frames,
         "bucket": bucket,
-        "inputs": {"masks": masks, "prompt": prompt, "clip": clip, "dino": dino, "reference": reference,
-                   "windows": [list(w) for w in windows] if windows else None},  # fmt: skip
+        "inputs": {
+            "masks": masks,
+            "prompt": prompt,
+            "clip": clip,
+            "dino": dino,
+            "reference": reference,
+            "windows": [list(w) for w in windows] if windows else None,
+        },  # fmt: skip
         "notes": notes,
         "metrics": {m.name: m.result() for m in accumulators},
         "buckets": [

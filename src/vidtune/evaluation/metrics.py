@@ -187,7 +187,10 @@ def iter_steps(
 
     Raises ``LengthMismatch`` (with both full counts) if a side stream is shorter or longer.
     """
-    side = {"masks": None if masks is None else iter(masks), "reference": None if reference is None else iter(reference)}
+    side = {
+        "masks": None if masks is None else iter(masks),
+        "reference": None if reference is None else iter(reference),
+    }
     frames = iter(frames)
     prev: Step | None = None
     index = 0
@@ -206,12 +209,16 @@ def iter_steps(
             else:
                 item = as_frame(item)
                 if item.shape != frame.shape:
-                    raise ValueError(f"reference frame {index} is {item.shape[1]}x{item.shape[0]}, the video is {frame.shape[1]}x{frame.shape[0]}")
+                    raise ValueError(
+                        f"reference frame {index} is {item.shape[1]}x{item.shape[0]}, the video is {frame.shape[1]}x{frame.shape[0]}"
+                    )
                 got[name] = item
         step = Step(index=index, frame=frame, mask=got.get("masks"), reference=got.get("reference"))
         if prev is not None:
             if prev.frame.shape != frame.shape:
-                raise ValueError(f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, frame 0 is {prev.frame.shape[1]}x{prev.frame.shape[0]}")
+                raise ValueError(
+                    f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, frame 0 is {prev.frame.shape[1]}x{prev.frame.shape[0]}"
+                )
             step.prev_frame, step.prev_mask, step.prev_reference = prev.frame, prev.mask, prev.reference
             if "g1" in prev._cache:  # this frame's grey image, already computed as the previous step's
                 step._cache["g0"] = prev._cache["g1"]
@@ -583,7 +590,9 @@ def boundary_pairs(windows: Iterable[Sequence[int]]) -> set[int]:
     for window in windows:
         s, e = int(window[0]), int(window[1])
         if not 0 <= s < e:
-            raise ValueError(f"window {tuple(window)} must be a half-open frame range [start, end) with 0 <= start < end")
+            raise ValueError(
+                f"window {tuple(window)} must be a half-open frame range [start, end) with 0 <= start < end"
+            )
         if s > 0:
             out.add(s - 1)
         out.add(e - 1)
@@ -862,11 +871,15 @@ def summarize(metric: Metric, num_frames: int) -> dict[str, Any]:
     }
 
 
-def _compute(metric: Metric, frames: Iterable, masks: Iterable | None = None, reference: Iterable | None = None) -> dict[str, Any]:
+def _compute(
+    metric: Metric, frames: Iterable, masks: Iterable | None = None, reference: Iterable | None = None
+) -> dict[str, Any]:
     return summarize(metric, run([metric], frames, masks, reference))
 
 
-def compute_flicker(frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16) -> dict[str, Any]:
+def compute_flicker(
+    frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16
+) -> dict[str, Any]:
     """VBench temporal flickering (see ``Flicker``): score in [0, 1], mean |dI| in [0, 255]."""
     return _compute(Flicker(bucket), frames, masks)
 
@@ -878,32 +891,45 @@ def flicker_curve(frames: Iterable[np.ndarray]) -> list[float]:
     return metric.curve
 
 
-def compute_warp_err_dis(frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16) -> dict[str, Any]:
+def compute_warp_err_dis(
+    frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16
+) -> dict[str, Any]:
     """Lai et al. 2018 warping error with DIS flow (see ``WarpErrorDIS``), colours in [0, 1]."""
     return _compute(WarpErrorDIS(bucket), frames, masks)
 
 
 def compute_bg_stability(
-    frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16, min_bg_fraction: float = 0.5
+    frames: Iterable[np.ndarray],
+    masks: Iterable[np.ndarray] | None = None,
+    bucket: int = 16,
+    min_bg_fraction: float = 0.5,
 ) -> dict[str, Any]:
     """Mean per-pixel temporal std of the background, 0-255 (see ``BgStability``)."""
     return _compute(BgStability(bucket, min_bg_fraction), frames, masks)
 
 
-def compute_drift_bg(frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16) -> dict[str, Any]:
+def compute_drift_bg(
+    frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16
+) -> dict[str, Any]:
     """Mean and slope of the background's distance to frame 0 (see ``DriftBg``)."""
     return _compute(DriftBg(bucket), frames, masks)
 
 
 def compute_drift_fg_color(
-    frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16, bins: Sequence[int] = (8, 16, 16)
+    frames: Iterable[np.ndarray],
+    masks: Iterable[np.ndarray] | None = None,
+    bucket: int = 16,
+    bins: Sequence[int] = (8, 16, 16),
 ) -> dict[str, Any]:
     """Mean and slope of the foreground's Lab-histogram Bhattacharyya distance to frame 0."""
     return _compute(DriftFgColor(bucket, bins), frames, masks)
 
 
 def compute_seam_ratio(
-    frames: Iterable[np.ndarray], windows: Iterable[Sequence[int]], masks: Iterable[np.ndarray] | None = None, bucket: int = 16
+    frames: Iterable[np.ndarray],
+    windows: Iterable[Sequence[int]],
+    masks: Iterable[np.ndarray] | None = None,
+    bucket: int = 16,
 ) -> dict[str, Any]:
     """Mean |dI| across co-denoising clip boundaries / elsewhere (1 = seamless); windows [s, e)."""
     return _compute(SeamRatio(windows, bucket), frames, masks)
@@ -920,7 +946,9 @@ def compute_motion_epe(
     return _compute(MotionEPE(bucket, dilate), frames, masks, reference)
 
 
-def compute_clip_consistency(frames: Iterable[np.ndarray], clip: str, bucket: int = 16, batch_size: int = 8) -> dict[str, Any]:
+def compute_clip_consistency(
+    frames: Iterable[np.ndarray], clip: str, bucket: int = 16, batch_size: int = 8
+) -> dict[str, Any]:
     """Tune-A-Video frame consistency, x100 (see ``ClipScores``); ``clip`` a local model folder."""
     return _compute(ClipScores(clip, None, bucket, batch_size), frames)
 
@@ -934,7 +962,9 @@ def compute_clip_text_alignment(
     return {"metrics": keep(out["metrics"]), "buckets": [{**b, "metrics": keep(b["metrics"])} for b in out["buckets"]]}
 
 
-def compute_dino_subject_consistency(frames: Iterable[np.ndarray], dino: str, bucket: int = 16, batch_size: int = 8) -> dict[str, Any]:
+def compute_dino_subject_consistency(
+    frames: Iterable[np.ndarray], dino: str, bucket: int = 16, batch_size: int = 8
+) -> dict[str, Any]:
     """VBench subject consistency with DINO CLS features, in [0, 1] (see ``DinoSubjectConsistency``)."""
     return _compute(DinoSubjectConsistency(dino, bucket, batch_size), frames)
 
@@ -946,7 +976,9 @@ def _adherence(frames: Iterable[np.ndarray], ground_truth: Any, keys: tuple[str,
     from vidtune.demo.synthetic import adherence
 
     if ground_truth is None or not hasattr(ground_truth, "masks") or not hasattr(ground_truth, "attrs"):
-        raise ValueError("adherence needs ground truth: the synthetic world's sequence (masks and prompt) for these poses")
+        raise ValueError(
+            "adherence needs ground truth: the synthetic world's sequence (masks and prompt) for these poses"
+        )
     results = [r for r in adherence.judge_frames(frames, ground_truth) if r is not None]
     if not results:
         raise ValueError("adherence: no frames")
@@ -955,8 +987,10 @@ def _adherence(frames: Iterable[np.ndarray], ground_truth: Any, keys: tuple[str,
         summary = adherence.summarize(rs)
         return {k: summary[k] for k in keys}
 
-    buckets = [{"start": b, "end": min(b + bucket, len(results)), "metrics": pick(results[b:b + bucket])}
-               for b in range(0, len(results), bucket)]
+    buckets = [
+        {"start": b, "end": min(b + bucket, len(results)), "metrics": pick(results[b : b + bucket])}
+        for b in range(0, len(results), bucket)
+    ]
     return {"metrics": pick(results), "buckets": buckets}
 
 
@@ -969,7 +1003,9 @@ def compute_pose_adherence(frames: Iterable[np.ndarray], ground_truth: Any = Non
     return _adherence(frames, ground_truth, ("pose_iou",), bucket)
 
 
-def compute_prompt_adherence(frames: Iterable[np.ndarray], ground_truth: Any = None, bucket: int = 16) -> dict[str, Any]:
+def compute_prompt_adherence(
+    frames: Iterable[np.ndarray], ground_truth: Any = None, bucket: int = 16
+) -> dict[str, Any]:
     """Prompt adherence: accuracy of the recognised figure colour, scene type and time of day."""
     return _adherence(frames, ground_truth, ("colour_accuracy", "scene_accuracy", "time_accuracy"), bucket)
 

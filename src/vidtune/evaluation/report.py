@@ -35,8 +35,12 @@ STAGE_FOLDERS: tuple[tuple[str, str], ...] = (
 METRICS_FILE = "metrics.json"
 # One colour per video in every plot (metrics.json names; the frame folders' labels map to them).
 VIDEO_COLOURS = {"stage1": "C0", "stage2": "C1", "final": "C2", "ground_truth": "#777777"}
-LABEL_VIDEOS = {"stage 1 (per frame)": "stage1", "stage 2 (fused)": "stage2", "final (stage 4)": "final",
-                "ground truth": "ground_truth"}
+LABEL_VIDEOS = {
+    "stage 1 (per frame)": "stage1",
+    "stage 2 (fused)": "stage2",
+    "final (stage 4)": "final",
+    "ground truth": "ground_truth",
+}
 STRIP_FRAMES = 6
 # Metrics shown as bars: (metrics.json name.key, label, lower is better)
 BAR_METRICS: tuple[tuple[str, str, bool], ...] = (
@@ -54,6 +58,7 @@ def _data_uri(path: Path, mime: str) -> str:
 
 def table_html(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """An HTML table; floats shown with 4 significant digits."""
+
     def cell(v: object) -> str:
         return html.escape(f"{v:.4g}" if isinstance(v, float) else str(v))
 
@@ -62,9 +67,14 @@ def table_html(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def write_report(path: str | Path, title: str, sections: Sequence[tuple[str, str]],
-                 videos: Sequence[tuple[str, Path]] = (), images: Sequence[tuple[str, Path]] = (),
-                 run_dir: str | Path | None = None) -> Path:
+def write_report(
+    path: str | Path,
+    title: str,
+    sections: Sequence[tuple[str, str]],
+    videos: Sequence[tuple[str, Path]] = (),
+    images: Sequence[tuple[str, Path]] = (),
+    run_dir: str | Path | None = None,
+) -> Path:
     """Write one HTML file: title, videos (mp4, embedded), images (png, embedded), then HTML sections.
 
     ``run_dir``: the run folder whose plots, times, config, machine and command are added after
@@ -76,21 +86,29 @@ def write_report(path: str | Path, title: str, sections: Sequence[tuple[str, str
     parts = [f"<h1>{html.escape(title)}</h1>"]
     for caption, video in videos:
         if Path(video).is_file():
-            parts.append(f"<figure><video controls loop autoplay muted playsinline "
-                         f"src=\"{_data_uri(Path(video), 'video/mp4')}\"></video>"
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            parts.append(
+                f"<figure><video controls loop autoplay muted playsinline "
+                f'src="{_data_uri(Path(video), "video/mp4")}"></video>'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
     for caption, image in images:
         if Path(image).is_file():
-            parts.append(f"<figure><img src=\"{_data_uri(Path(image), 'image/png')}\">"
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img src="{_data_uri(Path(image), "image/png")}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
     for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2><div class='scroll'>{body}</div>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
-             "video,img{max-width:100%;image-rendering:pixelated}figure{margin:1em 0}"
-             "pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}.scroll{overflow-x:auto}")
-    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+        "video,img{max-width:100%;image-rendering:pixelated}figure{margin:1em 0}"
+        "pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}.scroll{overflow-x:auto}"
+    )
+    doc = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
     atomic.write_text(path, doc)
     return Path(path)
 
@@ -133,9 +151,14 @@ def plot_flicker(curves: Sequence[tuple[str, np.ndarray]], out: Path) -> Path:
     fig = _figure(8, 3.2)
     ax = fig.add_subplot()
     for label, curve in curves:
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=f"{label} (mean {curve.mean():.1f})",
-                color=VIDEO_COLOURS.get(LABEL_VIDEOS.get(label, ""), None),
-                lw=2.2 if label.startswith("final") else 1.4, ls="--" if label == "ground truth" else "-")
+        ax.plot(
+            np.arange(1, len(curve) + 1),
+            curve,
+            label=f"{label} (mean {curve.mean():.1f})",
+            color=VIDEO_COLOURS.get(LABEL_VIDEOS.get(label, ""), None),
+            lw=2.2 if label.startswith("final") else 1.4,
+            ls="--" if label == "ground truth" else "-",
+        )
     ax.set_xlabel("frame pair (t-1, t)")
     ax.set_ylabel("mean |dI| (0-255)")
     ax.set_title("Flicker between consecutive frames (lower is steadier)")
@@ -213,8 +236,11 @@ def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
     cpu = platform.processor() or platform.machine()
     try:
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
         return names[0] if names else cpu
     except OSError:
         return cpu
@@ -230,8 +256,10 @@ def machine() -> str:
         torch_version = torch.__version__
     except Exception:  # noqa: BLE001 - a description only
         gpu, torch_version = "GPU unknown", "not importable"
-    return (f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores, {gpu}; torch {torch_version}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores, {gpu}; torch {torch_version}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def reproduce_commands(root: Path) -> list[str]:
@@ -247,7 +275,7 @@ def reproduce_commands(root: Path) -> list[str]:
 def _img(path: Path | None, alt: str) -> str:
     if path is None or not path.is_file():
         return ""
-    return f"<img alt=\"{html.escape(alt)}\" src=\"{_data_uri(path, 'image/png')}\">"
+    return f'<img alt="{html.escape(alt)}" src="{_data_uri(path, "image/png")}">'
 
 
 def write_plots(root: Path) -> dict[str, Path]:
@@ -275,7 +303,11 @@ def metrics_table(metrics: dict[str, dict]) -> str:
     for m in metrics.values():
         for name, values in m.items():
             if isinstance(values, dict):
-                keys += [f"{name}.{k}" for k, v in values.items() if isinstance(v, (int, float)) and f"{name}.{k}" not in keys]
+                keys += [
+                    f"{name}.{k}"
+                    for k, v in values.items()
+                    if isinstance(v, (int, float)) and f"{name}.{k}" not in keys
+                ]
     rows = [[k] + ["-" if _metric(m, k) is None else _metric(m, k) for m in metrics.values()] for k in keys]
     return table_html(["metric"] + list(metrics), rows)
 
@@ -290,7 +322,9 @@ def run_sections(root: Path) -> list[tuple[str, str]]:
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         body = _img(plots.get("metrics"), "metric bars") + metrics_table(metrics)
-        sections.append(("Metrics of every video" + (" (grey: ground truth)" if "ground_truth" in metrics else ""), body))
+        sections.append(
+            ("Metrics of every video" + (" (grey: ground truth)" if "ground_truth" in metrics else ""), body)
+        )
     if "strip" in plots:
         sections.append(("Frames from each stage", _img(plots["strip"], "frame strip")))
     times = stage_times(root)
@@ -300,5 +334,7 @@ def run_sections(root: Path) -> list[tuple[str, str]]:
     commands = "".join(f"<pre>{html.escape(c)}</pre>" for c in reproduce_commands(root))
     sections.append(("Reproduce", commands + f"<p>Machine: {html.escape(machine())}</p>"))
     config = html.escape((root / "config.toml").read_text())
-    sections.append(("Resolved config", f"<details><summary>config.toml (every field)</summary><pre>{config}</pre></details>"))
+    sections.append(
+        ("Resolved config", f"<details><summary>config.toml (every field)</summary><pre>{config}</pre></details>")
+    )
     return sections

@@ -21,12 +21,28 @@ from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
 from vidtune.models import Components
 from vidtune.results import CodenoiseResult, FusionResult
-from vidtune.sampling import (EpsFn, FeatureBank, PromptBank, denoise, guided_eps, initial_noise, make_prompt_bank,
-                              prepare_scheduler, sdedit_start)
+from vidtune.sampling import (
+    EpsFn,
+    FeatureBank,
+    PromptBank,
+    denoise,
+    guided_eps,
+    initial_noise,
+    make_prompt_bank,
+    prepare_scheduler,
+    sdedit_start,
+)
 from vidtune.segments import prompt_segments, transition_weights
 from vidtune.stages.common import Conditioning, StageCallback, build_scheduler, decode_frames, step_callback, x0_guide
-from vidtune.windows import (MergeAccumulator, Window, assign_prompts, clip_merge_weights, clip_windows,
-                             frame_merge_weights, pixel_merge_weights)
+from vidtune.windows import (
+    MergeAccumulator,
+    Window,
+    assign_prompts,
+    clip_merge_weights,
+    clip_windows,
+    frame_merge_weights,
+    pixel_merge_weights,
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +70,7 @@ def plan_clips(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor
         weights = [dense[k, s:e] for k, (s, e) in enumerate(windows)]
     else:  # per clip: O(K M + N) memory, however long the video
         weights = clip_merge_weights(num_frames, windows, cfg.weighting)
-    return ClipPlan(windows=windows, prompts=assign_prompts(windows, schedule), weights=weights,
-                    anchor=num_frames // 2)
+    return ClipPlan(windows=windows, prompts=assign_prompts(windows, schedule), weights=weights, anchor=num_frames // 2)
 
 
 def clip_batches(windows: Sequence[Window], max_frames: int) -> list[list[int]]:
@@ -71,9 +86,17 @@ def clip_batches(windows: Sequence[Window], max_frames: int) -> list[list[int]]:
     return batches
 
 
-def codenoise_eps_fn(unet, xattn: CrossFrameAttention | None, plan: ClipPlan, clip_bank: PromptBank,
-                     anchor_bank: PromptBank, features: FeatureBank, guidance: float, max_batch_frames: int,
-                     frame_cond: torch.Tensor | None = None) -> EpsFn:
+def codenoise_eps_fn(
+    unet,
+    xattn: CrossFrameAttention | None,
+    plan: ClipPlan,
+    clip_bank: PromptBank,
+    anchor_bank: PromptBank,
+    features: FeatureBank,
+    guidance: float,
+    max_batch_frames: int,
+    frame_cond: torch.Tensor | None = None,
+) -> EpsFn:
     """eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) over the clips containing f (design §3, stage 4).
 
     `frame_cond` (N, L, D), when given, is every frame's own prompt embedding (a prompt schedule's
@@ -118,28 +141,43 @@ def reschedule_noise(noise: torch.Tensor, window: int, stride: int, generator: t
     for i in range(window, noise.shape[0], stride):
         n = min(stride, noise.shape[0] - i)
         order = torch.randperm(n, generator=generator) + (i - window)
-        out[i:i + n] = out[order]
+        out[i : i + n] = out[order]
     return out
 
 
-def initial_latents(cfg: CodenoiseConfig, scheduler, timesteps: torch.Tensor, num_frames: int,
-                    shape: tuple[int, int, int], device, dtype, fused_x0: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+def initial_latents(
+    cfg: CodenoiseConfig,
+    scheduler,
+    timesteps: torch.Tensor,
+    num_frames: int,
+    shape: tuple[int, int, int],
+    device,
+    dtype,
+    fused_x0: torch.Tensor | None,
+) -> tuple[torch.Tensor, int]:
     """z at the first step: seeded noise, or stage 2's frames noised to `strength` (SDEdit). Returns (z, start index)."""
     noise = initial_noise(num_frames, shape, cfg.seed, shared=cfg.noise_mode == "shared", device=device, dtype=dtype)
     if cfg.noise_mode == "rescheduled":
-        noise = reschedule_noise(noise, min(cfg.clip_length, num_frames), cfg.stride,
-                                 torch.Generator("cpu").manual_seed(cfg.seed))
+        noise = reschedule_noise(
+            noise, min(cfg.clip_length, num_frames), cfg.stride, torch.Generator("cpu").manual_seed(cfg.seed)
+        )
     if cfg.init == "noise":
         return noise * scheduler.init_noise_sigma, 0
     start = sdedit_start(len(timesteps), cfg.strength)
-    t0 = timesteps[start:start + 1]
+    t0 = timesteps[start : start + 1]
     if hasattr(scheduler, "set_begin_index"):  # Euler / DPM-Solver's add_noise uses the sigma at the begin index
         scheduler.set_begin_index(start * getattr(scheduler, "order", 1))
     return scheduler.add_noise(fused_x0.to(device=device, dtype=dtype), noise, t0.repeat(num_frames)), start
 
 
-def keep_background_guide(scheduler, stage2_x0: torch.Tensor, fg: torch.Tensor, segments: list[tuple[int, int]],
-                          mix: torch.Tensor, dilate: int):
+def keep_background_guide(
+    scheduler,
+    stage2_x0: torch.Tensor,
+    fg: torch.Tensor,
+    segments: list[tuple[int, int]],
+    mix: torch.Tensor,
+    dilate: int,
+):
     """A `StepGuide` that keeps stage 2's result outside the figure: every step, the predicted x0 is
     pulled to a target with weight M_b = 1 - M_f.
 
@@ -166,58 +204,99 @@ def needs_fusion(c: CodenoiseConfig) -> bool:
     return c.init == "fused" or c.background == "keep" or c.fg_gain > 0
 
 
-def run(cfg: CodenoiseStageConfig, components: Components, inputs: VideoInputs, cond: Conditioning,
-        s2: FusionResult | None, tuned: bool = False, callback: StageCallback | None = None,
-        progress: bool = True) -> CodenoiseResult:
+def run(
+    cfg: CodenoiseStageConfig,
+    components: Components,
+    inputs: VideoInputs,
+    cond: Conditioning,
+    s2: FusionResult | None,
+    tuned: bool = False,
+    callback: StageCallback | None = None,
+    progress: bool = True,
+) -> CodenoiseResult:
     """Stage 4: plan clips -> initial latents -> co-denoise -> decode. ``components.unet`` is the UNet
     that runs (the caller loads stage 3's result into it first); `tuned` says which it is, for the record."""
     from vidtune.inputs import prompt_schedule
 
     c, s = cfg.codenoise, cfg.sampling
     if s2 is None and needs_fusion(c):
-        raise VidtuneError("stage 4 with codenoise.init = 'fused', background = 'keep' or fg_gain > 0 needs stage 2's "
-                           "result; run with --stages 1,2,3,4")
+        raise VidtuneError(
+            "stage 4 with codenoise.init = 'fused', background = 'keep' or fg_gain > 0 needs stage 2's "
+            "result; run with --stages 1,2,3,4"
+        )
     device, dtype = components.device, components.unet.dtype
     fg = s2.fg if c.fg_gain > 0 else None
     schedule = prompt_schedule(cfg.inputs)
     plan = plan_clips(c, inputs.num_frames, schedule, fg)
-    clip_bank = make_prompt_bank(components.tokenizer, components.text_encoder, plan.prompts, cfg.inputs.negative_prompt)
-    anchor_bank = make_prompt_bank(components.tokenizer, components.text_encoder, [inputs.prompts[plan.anchor]],
-                                   cfg.inputs.negative_prompt)
+    clip_bank = make_prompt_bank(
+        components.tokenizer, components.text_encoder, plan.prompts, cfg.inputs.negative_prompt
+    )
+    anchor_bank = make_prompt_bank(
+        components.tokenizer, components.text_encoder, [inputs.prompts[plan.anchor]], cfg.inputs.negative_prompt
+    )
     features = cond.features
     scheduler = build_scheduler(components.scheduler, s)
     f = components.vae_scale_factor
     shape = (components.latent_channels, cfg.inputs.height // f, cfg.inputs.width // f)
     all_steps = prepare_scheduler(scheduler, s.steps, device)
-    z, start = initial_latents(c, scheduler, all_steps, inputs.num_frames, shape, device, dtype,
-                               s2.x0 if c.init == "fused" else None)
+    z, start = initial_latents(
+        c, scheduler, all_steps, inputs.num_frames, shape, device, dtype, s2.x0 if c.init == "fused" else None
+    )
     timesteps = prepare_scheduler(scheduler, s.steps, device, start=start)
     segments = prompt_segments(inputs.prompts)
     mix = transition_weights(inputs.num_frames, segments, c.transition)
     frame_cond = None
     if isinstance(schedule, dict) and len(segments) > 1:
-        seg_bank = make_prompt_bank(components.tokenizer, components.text_encoder,
-                                    [inputs.prompts[s_] for s_, _ in segments], cfg.inputs.negative_prompt)
+        seg_bank = make_prompt_bank(
+            components.tokenizer,
+            components.text_encoder,
+            [inputs.prompts[s_] for s_, _ in segments],
+            cfg.inputs.negative_prompt,
+        )
         frame_cond = torch.einsum("ns,sld->nld", mix.to(seg_bank.embeds), seg_bank.embeds)
     guide = None
     if c.background == "keep":
-        guide = keep_background_guide(scheduler, s2.x0.to(device).float(), s2.fg.to(device).float(), segments, mix,
-                                      cfg.fusion.dilate)
+        guide = keep_background_guide(
+            scheduler, s2.x0.to(device).float(), s2.fg.to(device).float(), segments, mix, cfg.fusion.dilate
+        )
     xattn = CrossFrameAttention(c.attention)
     xattn.install(components.unet)
     try:
-        eps_fn = codenoise_eps_fn(components.unet, xattn, plan, clip_bank, anchor_bank, features, s.guidance,
-                                  c.max_batch_frames, frame_cond=frame_cond)
+        eps_fn = codenoise_eps_fn(
+            components.unet,
+            xattn,
+            plan,
+            clip_bank,
+            anchor_bank,
+            features,
+            s.guidance,
+            c.max_batch_frames,
+            frame_cond=frame_cond,
+        )
         with torch.no_grad():
-            x0 = denoise(z, scheduler, timesteps, eps_fn, start_index=start, guide=guide, eta=s.eta,
-                         generator=torch.Generator("cpu").manual_seed(c.seed), progress=progress,
-                         desc=f"stage 4: co-denoising {len(plan.windows)} clips", callback=step_callback(callback, 4))
+            x0 = denoise(
+                z,
+                scheduler,
+                timesteps,
+                eps_fn,
+                start_index=start,
+                guide=guide,
+                eta=s.eta,
+                generator=torch.Generator("cpu").manual_seed(c.seed),
+                progress=progress,
+                desc=f"stage 4: co-denoising {len(plan.windows)} clips",
+                callback=step_callback(callback, 4),
+            )
     finally:
         xattn.remove()
     del eps_fn  # not needed while decoding
     frames = decode_frames(components.vae, x0, progress=progress, desc="stage 4: decoding")
-    info = {"frames": inputs.num_frames, "clips": len(plan.windows), "unet": "tuned" if tuned else "base",
-            "attention": c.attention,
-            "unet_frame_evals_per_step": (sum(e - s_ for s_, e in plan.windows) + (1 if xattn.uses_anchor else 0))
-            * (2 if s.guidance > 1 else 1)}
+    info = {
+        "frames": inputs.num_frames,
+        "clips": len(plan.windows),
+        "unet": "tuned" if tuned else "base",
+        "attention": c.attention,
+        "unet_frame_evals_per_step": (sum(e - s_ for s_, e in plan.windows) + (1 if xattn.uses_anchor else 0))
+        * (2 if s.guidance > 1 else 1),
+    }
     return CodenoiseResult(x0=x0, frames=frames, info=info)

@@ -19,8 +19,12 @@ def build_scheduler(base_scheduler, cfg: SamplingConfig):
     from vidtune.models import make_scheduler
 
     config = dict(base_scheduler.config)
-    config.update(beta_start=cfg.beta_start, beta_end=cfg.beta_end, beta_schedule=cfg.beta_schedule,
-                  num_train_timesteps=cfg.num_train_timesteps)
+    config.update(
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        beta_schedule=cfg.beta_schedule,
+        num_train_timesteps=cfg.num_train_timesteps,
+    )
     return make_scheduler(cfg.scheduler, config)
 
 
@@ -59,16 +63,23 @@ class Conditioning:
     features: FeatureBank
 
 
-def conditioning(components, pose_images: np.ndarray, prompts: list[str], negative_prompt: str,
-                 adapter_scale: float, storage: torch.device | None = None) -> Conditioning:
+def conditioning(
+    components,
+    pose_images: np.ndarray,
+    prompts: list[str],
+    negative_prompt: str,
+    adapter_scale: float,
+    storage: torch.device | None = None,
+) -> Conditioning:
     """Encode the frames' prompts and run the adapter once on every pose image."""
     bank = make_prompt_bank(components.tokenizer, components.text_encoder, prompts, negative_prompt)
     feats = adapter_features(components.adapter, pose_images, adapter_scale, storage=storage)
     return Conditioning(prompts=bank, features=feats)
 
 
-def decode_frames(vae: Any, latents: torch.Tensor, batch: int = 4, progress: bool = True,
-                  desc: str = "decoding") -> np.ndarray:
+def decode_frames(
+    vae: Any, latents: torch.Tensor, batch: int = 4, progress: bool = True, desc: str = "decoding"
+) -> np.ndarray:
     """Decode latents in chunks to uint8 (N, H, W, 3) RGB frames."""
     bar = tqdm(total=latents.shape[0], desc=desc, disable=not progress, leave=False, unit="frame")
     chunks = []

@@ -20,12 +20,26 @@ from vidtune.models import Components
 from vidtune.results import FusionResult, SeparateResult
 from vidtune.sampling import denoise, frame_eps_fn, prepare_scheduler
 from vidtune.segments import prompt_segments
-from vidtune.stages.common import (Conditioning, StageCallback, build_scheduler, decode_frames, step_callback,
-                                   vp_factor, x0_guide)
+from vidtune.stages.common import (
+    Conditioning,
+    StageCallback,
+    build_scheduler,
+    decode_frames,
+    step_callback,
+    vp_factor,
+    x0_guide,
+)
 
 
-def fuse(cfg: FusionConfig, z_vp: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor, fg: torch.Tensor,
-         log=print, segments: list[tuple[int, int]] | None = None) -> tuple[torch.Tensor, dict]:
+def fuse(
+    cfg: FusionConfig,
+    z_vp: torch.Tensor,
+    eps: torch.Tensor,
+    alpha_bar: torch.Tensor,
+    fg: torch.Tensor,
+    log=print,
+    segments: list[tuple[int, int]] | None = None,
+) -> tuple[torch.Tensor, dict]:
     """Fuse VP latents z_t (N, C, h, w) given the guided eps at t and foreground masks (N, 1, h, w).
 
     Each prompt segment (`segments`, default: the whole video) averages its own frames only."""
@@ -39,18 +53,25 @@ def fuse(cfg: FusionConfig, z_vp: torch.Tensor, eps: torch.Tensor, alpha_bar: to
     info: dict = {"space": cfg.space, "num_samples": int(idx[0].shape[1]), "segments": [list(x) for x in segments]}
     if cfg.learn:
         x0 = F.x0_from_eps(z_vp, eps, alpha_bar)
-        w_f, w_b, history = F.learn_fusion_weights(x0, fg, bg, F.sample_frames(z_vp.shape[0], cfg.num_samples,
-                                                                                 generator),
-                                                   per_channel=cfg.learn_per_channel, steps=cfg.learn_steps,
-                                                   lr=cfg.learn_lr, fidelity=cfg.fidelity)
+        w_f, w_b, history = F.learn_fusion_weights(
+            x0,
+            fg,
+            bg,
+            F.sample_frames(z_vp.shape[0], cfg.num_samples, generator),
+            per_channel=cfg.learn_per_channel,
+            steps=cfg.learn_steps,
+            lr=cfg.learn_lr,
+            fidelity=cfg.fidelity,
+        )
         info["learn_history"] = [float(h) for h in history]
         log(f"vidtune: learned fusion weights w_f={_plain(w_f)} w_b={_plain(w_b)}")
     parts = []
     for (s, e), sample_idx in zip(segments, idx):
         if cfg.space == "x0":
             x0 = F.x0_from_eps(z_vp[s:e], eps[s:e], alpha_bar)
-            fused = F.renoise(F.fuse(x0, fg[s:e], bg[s:e], sample_idx, w_f, w_b, average_bg=avg_bg[s:e]),
-                              eps[s:e], alpha_bar)
+            fused = F.renoise(
+                F.fuse(x0, fg[s:e], bg[s:e], sample_idx, w_f, w_b, average_bg=avg_bg[s:e]), eps[s:e], alpha_bar
+            )
         else:
             fused = F.fuse_latent_space(z_vp[s:e], alpha_bar, fg[s:e], avg_bg[s:e], sample_idx, w_f, w_b, generator)
         parts.append(fused)
@@ -58,8 +79,15 @@ def fuse(cfg: FusionConfig, z_vp: torch.Tensor, eps: torch.Tensor, alpha_bar: to
     return torch.cat(parts), info
 
 
-def refuse_guide(scheduler, cfg: FusionConfig, fg: torch.Tensor, segments: list[tuple[int, int]],
-                 w_f: float | torch.Tensor, w_b: float | torch.Tensor, first_step: int):
+def refuse_guide(
+    scheduler,
+    cfg: FusionConfig,
+    fg: torch.Tensor,
+    segments: list[tuple[int, int]],
+    w_f: float | torch.Tensor,
+    w_b: float | torch.Tensor,
+    first_step: int,
+):
     """A `StepGuide` that fuses the predicted x0 again at every step after `first_step` (x0 space,
     each frame re-noised with its own eps), so that the backgrounds stay averaged down to t = 0.
     These later fusions average every frame of the segment (K = all, whatever fusion.num_samples).
@@ -71,8 +99,12 @@ def refuse_guide(scheduler, cfg: FusionConfig, fg: torch.Tensor, segments: list[
     idx = [F.sample_frames(e - s, 0, None) for s, e in segments]
 
     def transform(x0: torch.Tensor) -> torch.Tensor:
-        return torch.cat([F.fuse(x0[s:e], fg_wide[s:e], bg[s:e], i, w_f, w_b, average_bg=avg_bg[s:e])
-                          for (s, e), i in zip(segments, idx)])
+        return torch.cat(
+            [
+                F.fuse(x0[s:e], fg_wide[s:e], bg[s:e], i, w_f, w_b, average_bg=avg_bg[s:e])
+                for (s, e), i in zip(segments, idx)
+            ]
+        )
 
     return x0_guide(scheduler, transform, first_step=first_step + 1)
 
@@ -83,13 +115,22 @@ def _plain(w: float | torch.Tensor) -> float | list[float]:
     return float(w)
 
 
-def run(cfg: FusionStageConfig, components: Components, inputs: VideoInputs, cond: Conditioning,
-        s1: SeparateResult, callback: StageCallback | None = None, progress: bool = True,
-        log: Callable[[str], None] = print) -> FusionResult:
+def run(
+    cfg: FusionStageConfig,
+    components: Components,
+    inputs: VideoInputs,
+    cond: Conditioning,
+    s1: SeparateResult,
+    callback: StageCallback | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> FusionResult:
     """Stage 2: stage 1's z_t -> eps at t -> fuse -> denoise t..0 -> decode."""
     if s1.z_t.shape[0] != inputs.num_frames or s1.fg.shape[0] != inputs.num_frames:
-        raise VidtuneError(f"stage 1 has {s1.z_t.shape[0]} frames and {s1.fg.shape[0]} masks but the inputs have "
-                           f"{inputs.num_frames}; rerun with --stages 1,2")
+        raise VidtuneError(
+            f"stage 1 has {s1.z_t.shape[0]} frames and {s1.fg.shape[0]} masks but the inputs have "
+            f"{inputs.num_frames}; rerun with --stages 1,2"
+        )
     s = cfg.sampling
     device, dtype = components.device, components.unet.dtype
     t_index = s1.t_index
@@ -112,8 +153,18 @@ def run(cfg: FusionStageConfig, components: Components, inputs: VideoInputs, con
         w_f, w_b = (torch.tensor(info[k]) if isinstance(info[k], list) else info[k] for k in ("w_f", "w_b"))
         guide = refuse_guide(scheduler, cfg.fusion, fg, segments, w_f, w_b, first_step=t_index)
     with torch.no_grad():
-        x0 = denoise(z_fused, scheduler, timesteps, eps_fn, start_index=t_index, guide=guide, eta=s.eta,
-                     generator=generator, progress=progress, desc="stage 2: denoising fused frames",
-                     callback=step_callback(callback, 2))
+        x0 = denoise(
+            z_fused,
+            scheduler,
+            timesteps,
+            eps_fn,
+            start_index=t_index,
+            guide=guide,
+            eta=s.eta,
+            generator=generator,
+            progress=progress,
+            desc="stage 2: denoising fused frames",
+            callback=step_callback(callback, 2),
+        )
     frames = decode_frames(components.vae, x0, progress=progress, desc="stage 2: decoding")
     return FusionResult(x0=x0, z_fused=z_fused, fg=s1.fg, weights=info, frames=frames)

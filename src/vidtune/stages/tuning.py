@@ -73,6 +73,7 @@ _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 # Data
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TuningData:
     """What stage 3 trains on, all frames on the training device.
@@ -120,8 +121,10 @@ def check_config(cfg: TuningConfig) -> None:
         if getattr(cfg, name) < 1:
             raise VidtuneError(f"tuning.{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.warmup_steps < 0 or cfg.checkpoint_every < 0:
-        raise VidtuneError(f"tuning.warmup_steps and tuning.checkpoint_every must be >= 0, "
-                           f"got {cfg.warmup_steps} and {cfg.checkpoint_every}")
+        raise VidtuneError(
+            f"tuning.warmup_steps and tuning.checkpoint_every must be >= 0, "
+            f"got {cfg.warmup_steps} and {cfg.checkpoint_every}"
+        )
 
 
 def load_data(s2: FusionResult, cond: Conditioning, num_frames: int, device: torch.device) -> TuningData:
@@ -131,18 +134,26 @@ def load_data(s2: FusionResult, cond: Conditioning, num_frames: int, device: tor
     if fg.shape[0] != n:
         raise VidtuneError(f"stage 2: {fg.shape[0]} masks but {n} fused frames; rerun with --stages 1,2,3")
     if num_frames != n:
-        raise VidtuneError(f"stage 2 has {n} fused frames but the inputs have {num_frames} frames; "
-                           f"rerun with --stages 1,2,3")
+        raise VidtuneError(
+            f"stage 2 has {n} fused frames but the inputs have {num_frames} frames; rerun with --stages 1,2,3"
+        )
     if x0.ndim != 4 or fg.ndim != 4 or fg.shape[1] != 1 or fg.shape[2:] != x0.shape[2:]:
-        raise VidtuneError(f"stage 2: masks {tuple(fg.shape)} do not match the fused latents {tuple(x0.shape)} "
-                           f"(want (N, 1, h, w)); rerun with --stages 1,2,3")
-    return TuningData(x0=x0.to(device, torch.float32), fg=fg.to(device, torch.float32).clamp(0, 1),
-                      prompts=cond.prompts, features=cond.features)
+        raise VidtuneError(
+            f"stage 2: masks {tuple(fg.shape)} do not match the fused latents {tuple(x0.shape)} "
+            f"(want (N, 1, h, w)); rerun with --stages 1,2,3"
+        )
+    return TuningData(
+        x0=x0.to(device, torch.float32),
+        fg=fg.to(device, torch.float32).clamp(0, 1),
+        prompts=cond.prompts,
+        features=cond.features,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Trainable parameter sets
 # --------------------------------------------------------------------------------------------
+
 
 def _full(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
     """Every UNet parameter (the paper's choice)."""
@@ -153,8 +164,9 @@ def _attention(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
     """The query projections of self- and cross-attention, attn1/attn2 to_q (Tune-A-Video)."""
     params = {n: p for n, p in unet.named_parameters() if _ATTENTION_Q.search(n)}
     if not params:
-        raise VidtuneError("tuning.trainable = 'attention': this UNet has no attn1/attn2 to_q weights; "
-                           "use 'full' or 'lora'")
+        raise VidtuneError(
+            "tuning.trainable = 'attention': this UNet has no attn1/attn2 to_q weights; use 'full' or 'lora'"
+        )
     return params
 
 
@@ -182,7 +194,10 @@ def _lora(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
 
 
 TRAINABLE: dict[str, Callable[[Any, TuningConfig], dict[str, torch.nn.Parameter]]] = {
-    "full": _full, "lora": _lora, "attention": _attention}
+    "full": _full,
+    "lora": _lora,
+    "attention": _attention,
+}
 """Trainable sets by `tuning.trainable`: each prepares the UNet and returns its parameters by name."""
 
 
@@ -201,6 +216,7 @@ def select_trainable(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
 # The training loop
 # --------------------------------------------------------------------------------------------
 
+
 def warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
     """Linear warm-up: the learning rate of optimizer step `step` (0-based), lr * min(1, (step + 1) / W)."""
     return lr if warmup_steps <= 0 else lr * min(1.0, (step + 1) / warmup_steps)
@@ -210,8 +226,10 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype: "auto" = bf16 where CUDA supports it, else fp16; none on the CPU."""
     if device.type != "cuda":
         if name in ("fp16", "bf16"):
-            raise VidtuneError(f"tuning.mixed_precision = {name!r} needs a CUDA device (this run is on "
-                               f"{device.type}); use 'auto' or 'no'")
+            raise VidtuneError(
+                f"tuning.mixed_precision = {name!r} needs a CUDA device (this run is on "
+                f"{device.type}); use 'auto' or 'no'"
+            )
         return None
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -228,9 +246,17 @@ class TrainLoop:
     ``key`` identifies the run (config and data); a checkpoint with another key is never resumed.
     """
 
-    def __init__(self, unet: UNet2DConditionModel, data: TuningData, noise_scheduler: Any, cfg: TuningConfig,
-                 params: dict[str, torch.nn.Parameter], out_dir: Path | None = None, key: str = "",
-                 callback: StageCallback | None = None) -> None:
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        data: TuningData,
+        noise_scheduler: Any,
+        cfg: TuningConfig,
+        params: dict[str, torch.nn.Parameter],
+        out_dir: Path | None = None,
+        key: str = "",
+        callback: StageCallback | None = None,
+    ) -> None:
         self.unet, self.data, self.noise_scheduler, self.cfg = unet, data, noise_scheduler, cfg
         self.params, self.out_dir, self.key, self.callback = params, out_dir, key, callback
         self.device = data.x0.device
@@ -254,8 +280,14 @@ class TrainLoop:
     def run_loop(self, progress: bool = False) -> list[float]:
         """Train until `tuning.steps`, checkpointing every `checkpoint_every` steps and at the end."""
         every = self.cfg.checkpoint_every
-        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="stage 3: tuning", disable=not progress,
-                   leave=False, unit="step")
+        bar = tqdm(
+            total=self.cfg.steps,
+            initial=self.step,
+            desc="stage 3: tuning",
+            disable=not progress,
+            leave=False,
+            unit="step",
+        )
         while self.step < self.cfg.steps:
             start = time.perf_counter()
             loss = self.run_step()
@@ -285,15 +317,17 @@ class TrainLoop:
         self.step += 1
         loss = sum(losses) / len(losses)
         if not math.isfinite(loss):
-            raise VidtuneError(f"stage 3: the loss is {loss} at step {self.step} of {self.cfg.steps}; the stage is "
-                               f"not marked done: lower tuning.lr (now {self.cfg.lr:g}) or set tuning.mixed_precision = 'no'")
+            raise VidtuneError(
+                f"stage 3: the loss is {loss} at step {self.step} of {self.cfg.steps}; the stage is "
+                f"not marked done: lower tuning.lr (now {self.cfg.lr:g}) or set tuning.mixed_precision = 'no'"
+            )
         self.losses.append(loss)
         return loss
 
     def next_batch(self) -> Batch:
         """Draw min(batch_size, N) distinct frames, their timesteps and noise from the generator."""
         n, g = self.data.num_frames, self.generator
-        frames = torch.randperm(n, generator=g)[:min(self.cfg.batch_size, n)]
+        frames = torch.randperm(n, generator=g)[: min(self.cfg.batch_size, n)]
         t = torch.randint(0, self.max_timestep, (len(frames),), generator=g)
         self.last_timestep = int(t.float().mean().round())
         eps = torch.randn((len(frames), *self.data.x0.shape[1:]), generator=g)
@@ -350,20 +384,38 @@ class TrainLoop:
         """Complete checkpoints (step, folder), oldest first."""
         if self.out_dir is None or not self.checkpoint_root.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.checkpoint_root.iterdir()
-                 if (m := _STEP_DIR.match(p.name)) and (p / "state.json").is_file()]
+        found = [
+            (int(m.group(1)), p)
+            for p in self.checkpoint_root.iterdir()
+            if (m := _STEP_DIR.match(p.name)) and (p / "state.json").is_file()
+        ]
         return sorted(found)
 
     def save_checkpoint(self) -> Path:
         """Write checkpoints/step_XXXXXX/ atomically and keep only the newest KEEP_CHECKPOINTS."""
         target = self.checkpoint_root / f"step_{self.step:06d}"
         with atomic.atomic_dir(target) as tmp:
-            atomic.write_safetensors(tmp / "trainable.safetensors",
-                                     {n: p.detach().float() for n, p in self.params.items()})
-            torch.save({"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                        "generator": self.generator.get_state()}, tmp / "optimizer.pt")
-            atomic.write_json(tmp / "state.json", {"step": self.step, "key": self.key, "trainable": self.cfg.trainable,
-                                                   "names": list(self.params), "losses": self.losses})
+            atomic.write_safetensors(
+                tmp / "trainable.safetensors", {n: p.detach().float() for n, p in self.params.items()}
+            )
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "generator": self.generator.get_state(),
+                },
+                tmp / "optimizer.pt",
+            )
+            atomic.write_json(
+                tmp / "state.json",
+                {
+                    "step": self.step,
+                    "key": self.key,
+                    "trainable": self.cfg.trainable,
+                    "names": list(self.params),
+                    "losses": self.losses,
+                },
+            )
         for _, old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)
         return target
@@ -374,8 +426,10 @@ class TrainLoop:
 
         state = json.loads((folder / "state.json").read_text())
         if state["names"] != list(self.params):
-            raise VidtuneError(f"{folder}: holds other trainable parameters than tuning.trainable = "
-                               f"{self.cfg.trainable!r}; delete {folder.parent} to start over")
+            raise VidtuneError(
+                f"{folder}: holds other trainable parameters than tuning.trainable = "
+                f"{self.cfg.trainable!r}; delete {folder.parent} to start over"
+            )
         weights = load_file(str(folder / "trainable.safetensors"))
         with torch.no_grad():
             for name, p in self.params.items():
@@ -446,6 +500,7 @@ def training_mode(unet, cfg: TuningConfig, device: torch.device) -> Iterator[Non
 # Results: save, plot, load back
 # --------------------------------------------------------------------------------------------
 
+
 def tuned_state(unet: UNet2DConditionModel, kind: str) -> dict[str, torch.Tensor]:
     """The tuned tensors of `unet` by name (not copies): the whole UNet, the LoRA "vidtune" adapter's
     weights (peft's names, without the adapter name) or the attn1/attn2 to_q weights."""
@@ -458,8 +513,9 @@ def tuned_state(unet: UNet2DConditionModel, kind: str) -> dict[str, torch.Tensor
     return {n: p for n, p in unet.named_parameters() if _ATTENTION_Q.search(n)}
 
 
-def save_state(kind: str, state: dict[str, torch.Tensor], lora_rank: int, stage_dir: Path,
-               unet: UNet2DConditionModel | None = None) -> Path:
+def save_state(
+    kind: str, state: dict[str, torch.Tensor], lora_rank: int, stage_dir: Path, unet: UNet2DConditionModel | None = None
+) -> Path:
     """Write tuned weights (see the module docstring for the files). "full" needs the `unet` (its
     config is saved with the weights, as a diffusers folder)."""
     if kind == "full":
@@ -468,10 +524,12 @@ def save_state(kind: str, state: dict[str, torch.Tensor], lora_rank: int, stage_
         with atomic.atomic_dir(stage_dir / A.TUNED_WEIGHTS["full"]) as tmp:
             unet.save_pretrained(tmp, safe_serialization=True)
     elif kind == "lora":
-        atomic.write_safetensors(stage_dir / A.TUNED_WEIGHTS["lora"], {f"unet.{k}": v for k, v in state.items()},
-                                 metadata={"format": "pt"})
-        atomic.write_json(stage_dir / A.LORA_CONFIG,
-                          {"r": lora_rank, "lora_alpha": lora_rank, "target_modules": list(LORA_TARGETS)})
+        atomic.write_safetensors(
+            stage_dir / A.TUNED_WEIGHTS["lora"], {f"unet.{k}": v for k, v in state.items()}, metadata={"format": "pt"}
+        )
+        atomic.write_json(
+            stage_dir / A.LORA_CONFIG, {"r": lora_rank, "lora_alpha": lora_rank, "target_modules": list(LORA_TARGETS)}
+        )
     else:
         atomic.write_safetensors(stage_dir / A.TUNED_WEIGHTS["attention"], state)
     return stage_dir / A.TUNED_WEIGHTS[kind]
@@ -487,7 +545,7 @@ def write_loss_plot(losses: list[float], path: Path) -> None:
     ax.plot(steps, losses, lw=0.8, alpha=0.4, label="loss")
     window = max(1, len(losses) // 20)
     run_mean = torch.tensor(losses).unfold(0, window, 1).mean(1).tolist() if losses else []
-    ax.plot(steps[window - 1:], run_mean, lw=1.5, label=f"mean of {window}")
+    ax.plot(steps[window - 1 :], run_mean, lw=1.5, label=f"mean of {window}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (eq. 20)")
     ax.legend()
@@ -528,8 +586,10 @@ def apply_state(unet: UNet2DConditionModel, kind: str, state: dict[str, torch.Te
     if kind == "full":
         missing, unexpected = unet.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise VidtuneError(f"stage 3's weights do not fit this UNet ({len(missing)} missing, {len(unexpected)} "
-                               f"unexpected, e.g. {(missing or unexpected)[0]}); rerun with --stages 3")
+            raise VidtuneError(
+                f"stage 3's weights do not fit this UNet ({len(missing)} missing, {len(unexpected)} "
+                f"unexpected, e.g. {(missing or unexpected)[0]}); rerun with --stages 3"
+            )
     elif kind == "lora":
         from peft.utils import set_peft_model_state_dict
 
@@ -537,8 +597,9 @@ def apply_state(unet: UNet2DConditionModel, kind: str, state: dict[str, torch.Te
             unet.add_adapter(lora_config(lora_rank), adapter_name=LORA_ADAPTER)
         result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER)
         if getattr(result, "unexpected_keys", None):
-            raise VidtuneError(f"stage 3's LoRA weights do not fit this UNet (e.g. {result.unexpected_keys[0]}); "
-                               f"rerun with --stages 3")
+            raise VidtuneError(
+                f"stage 3's LoRA weights do not fit this UNet (e.g. {result.unexpected_keys[0]}); rerun with --stages 3"
+            )
         unet.set_adapter(LORA_ADAPTER)
     else:
         params = dict(unet.named_parameters())
@@ -586,6 +647,7 @@ def apply_tuned(components: Components, stage_dir: Path) -> None:
 # The stage
 # --------------------------------------------------------------------------------------------
 
+
 def run_key(cfg: TuningStageConfig, data: TuningData) -> str:
     """Identity of a tuning run: the config up to stage 3 (steps and checkpoint_every aside, so a
     longer run continues a shorter one) and the data."""
@@ -593,8 +655,16 @@ def run_key(cfg: TuningStageConfig, data: TuningData) -> str:
     return f"{stage_hash(neutral, 3)}-{data.fingerprint()}"
 
 
-def run(cfg: TuningStageConfig, components: Components, inputs: VideoInputs, cond: Conditioning, s2: FusionResult,
-        out_dir: Path | None = None, callback: StageCallback | None = None, progress: bool = True) -> TuningResult:
+def run(
+    cfg: TuningStageConfig,
+    components: Components,
+    inputs: VideoInputs,
+    cond: Conditioning,
+    s2: FusionResult,
+    out_dir: Path | None = None,
+    callback: StageCallback | None = None,
+    progress: bool = True,
+) -> TuningResult:
     """Stage 3: check -> data -> choose the trainable set -> train (resuming from `out_dir`'s
     checkpoints when given) -> the tuned state. Afterwards ``components.unet`` is the tuned model."""
     t = cfg.tuning
@@ -604,14 +674,26 @@ def run(cfg: TuningStageConfig, components: Components, inputs: VideoInputs, con
     unet = components.unet
     with training_mode(unet, t, components.device):
         params = select_trainable(unet, t)
-        loop = TrainLoop(unet, data, noise_scheduler, t, params, out_dir=out_dir, key=run_key(cfg, data),
-                         callback=callback)
+        loop = TrainLoop(
+            unet, data, noise_scheduler, t, params, out_dir=out_dir, key=run_key(cfg, data), callback=callback
+        )
         resumed_from = loop.resume()
         loop.run_loop(progress=progress)
     seconds = sum(loop.seconds) / len(loop.seconds) if loop.seconds else 0.0
-    info = {"trainable": t.trainable, "lora_rank": t.lora_rank if t.trainable == "lora" else None,
-            "steps": loop.step, "final_loss": round(loop.losses[-1], 6), "seconds_per_step": round(seconds, 4),
-            "resumed_from": resumed_from, "trainable_parameters": sum(p.numel() for p in params.values()),
-            "config": asdict(t)}
-    return TuningResult(kind=t.trainable, state=tuned_state(unet, t.trainable), losses=list(loop.losses), info=info,
-                        lora_rank=t.lora_rank if t.trainable == "lora" else 0)
+    info = {
+        "trainable": t.trainable,
+        "lora_rank": t.lora_rank if t.trainable == "lora" else None,
+        "steps": loop.step,
+        "final_loss": round(loop.losses[-1], 6),
+        "seconds_per_step": round(seconds, 4),
+        "resumed_from": resumed_from,
+        "trainable_parameters": sum(p.numel() for p in params.values()),
+        "config": asdict(t),
+    }
+    return TuningResult(
+        kind=t.trainable,
+        state=tuned_state(unet, t.trainable),
+        losses=list(loop.losses),
+        info=info,
+        lora_rank=t.lora_rank if t.trainable == "lora" else 0,
+    )

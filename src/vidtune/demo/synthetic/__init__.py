@@ -8,6 +8,15 @@ from vidtune.demo.synthetic.scenes import render_scene
 from vidtune.demo.synthetic.world import SyntheticSequence, make_frame, make_sequence
 
 __all__ = [
-    "MOTIONS", "PromptAttributes", "SyntheticSequence", "format_prompt", "make_frame", "make_sequence",
-    "motion_keypoints", "motion_sequence", "parse_prompt", "render_scene", "sample_prompt",
+    "MOTIONS",
+    "PromptAttributes",
+    "SyntheticSequence",
+    "format_prompt",
+    "make_frame",
+    "make_sequence",
+    "motion_keypoints",
+    "motion_sequence",
+    "parse_prompt",
+    "render_scene",
+    "sample_prompt",
 ]

@@ -98,7 +98,9 @@ def scene_features(frame: np.ndarray, exclude: np.ndarray | None = None) -> np.n
 
 
 @lru_cache(maxsize=8)
-def scene_centroids(height: int = 64, width: int = 64, samples: int = 12) -> tuple[tuple[str, str], np.ndarray, np.ndarray]:
+def scene_centroids(
+    height: int = 64, width: int = 64, samples: int = 12
+) -> tuple[tuple[str, str], np.ndarray, np.ndarray]:
     """Class keys (scene, time), centroids (K, D) and per-dimension spreads (K, D) of
     `scene_features`, measured on ``samples`` rendered backgrounds per class."""
     from vidtune.demo.synthetic.scenes import render_scene
@@ -106,8 +108,9 @@ def scene_centroids(height: int = 64, width: int = 64, samples: int = 12) -> tup
     keys, cents, spreads = [], [], []
     for scene in SCENES:
         for time in TIMES:
-            feats = np.stack([scene_features(render_scene((scene, time), 10_000 + k, height, width))
-                              for k in range(samples)])
+            feats = np.stack(
+                [scene_features(render_scene((scene, time), 10_000 + k, height, width)) for k in range(samples)]
+            )
             keys.append((scene, time))
             cents.append(feats.mean(0))
             spreads.append(feats.std(0))
@@ -147,8 +150,9 @@ class FrameAdherence:
     time_ok: bool
 
 
-def frame_adherence(frame: np.ndarray, gt_mask: np.ndarray, attrs: PromptAttributes,
-                    gt_clothes: np.ndarray | None = None) -> FrameAdherence:
+def frame_adherence(
+    frame: np.ndarray, gt_mask: np.ndarray, attrs: PromptAttributes, gt_clothes: np.ndarray | None = None
+) -> FrameAdherence:
     """Pose IoU and whether colour, scene and time of day are recognised as the prompt says.
 
     ``gt_clothes`` (`SyntheticSequence.clothes_masks[i]`) is the pose IoU's reference; without
@@ -156,9 +160,12 @@ def frame_adherence(frame: np.ndarray, gt_mask: np.ndarray, attrs: PromptAttribu
     """
     guess = classify_scene(frame, gt_mask)
     reference = gt_mask if gt_clothes is None else gt_clothes
-    return FrameAdherence(pose_iou=pose_iou(frame, reference, attrs.colour),
-                          colour_ok=classify_figure_colour(frame, gt_mask) == attrs.colour,
-                          scene_ok=guess.scene == attrs.scene, time_ok=guess.time == attrs.time)
+    return FrameAdherence(
+        pose_iou=pose_iou(frame, reference, attrs.colour),
+        colour_ok=classify_figure_colour(frame, gt_mask) == attrs.colour,
+        scene_ok=guess.scene == attrs.scene,
+        time_ok=guess.time == attrs.time,
+    )
 
 
 def judge_frames(frames, truth) -> list[FrameAdherence | None]:
@@ -174,8 +181,10 @@ def judge_frames(frames, truth) -> list[FrameAdherence | None]:
     clothes = getattr(truth, "clothes_masks", None)
     clothes = [None] * len(frames) if clothes is None else clothes
     attrs = getattr(truth, "frame_attrs", ()) or [truth.attrs] * len(frames)
-    return [None if a is None else frame_adherence(np.asarray(f), m, a, gt_clothes=c)
-            for f, m, c, a in zip(frames, truth.masks, clothes, attrs)]
+    return [
+        None if a is None else frame_adherence(np.asarray(f), m, a, gt_clothes=c)
+        for f, m, c, a in zip(frames, truth.masks, clothes, attrs)
+    ]
 
 
 def video_adherence(frames, truth) -> dict[str, float]:

@@ -61,8 +61,16 @@ def _segment_field(px: np.ndarray, py: np.ndarray, a: np.ndarray, b: np.ndarray)
     return np.hypot(px - (a[0] + t * d[0]), py - (a[1] + t * d[1]))
 
 
-def _paint(colour_buf: np.ndarray, cover: np.ndarray, cloth: np.ndarray, inside: np.ndarray, shade: np.ndarray,
-           rgb: tuple[int, int, int], box: tuple[int, int, int, int], is_cloth: bool) -> None:
+def _paint(
+    colour_buf: np.ndarray,
+    cover: np.ndarray,
+    cloth: np.ndarray,
+    inside: np.ndarray,
+    shade: np.ndarray,
+    rgb: tuple[int, int, int],
+    box: tuple[int, int, int, int],
+    is_cloth: bool,
+) -> None:
     y0, y1, x0, x1 = box
     region = colour_buf[y0:y1, x0:x1]
     region[inside] = np.asarray(rgb, dtype=np.float32)[None] * shade[inside][:, None]
@@ -70,8 +78,16 @@ def _paint(colour_buf: np.ndarray, cover: np.ndarray, cloth: np.ndarray, inside:
     cloth[y0:y1, x0:x1][inside] = is_cloth
 
 
-def render_figure(keypoints: np.ndarray, colours: FigureColours, height: int, width: int, *,
-                  depth: np.ndarray | None = None, light: float = 1.0, supersample: int = 4) -> FigureLayer:
+def render_figure(
+    keypoints: np.ndarray,
+    colours: FigureColours,
+    height: int,
+    width: int,
+    *,
+    depth: np.ndarray | None = None,
+    light: float = 1.0,
+    supersample: int = 4,
+) -> FigureLayer:
     """Draw the humanoid for one pose.
 
     Args:
@@ -113,20 +129,27 @@ def render_figure(keypoints: np.ndarray, colours: FigureColours, height: int, wi
     # (kind, endpoints/centre, radius, colour, depth, default order)
     parts: list[tuple[str, tuple[np.ndarray, ...], float, tuple[int, int, int], float, int]] = []
     for a, b, c, r, order in (
-        (8, 9, trousers, r_leg, 0), (9, 10, trousers, r_leg * 0.9, 0),
-        (11, 12, trousers, r_leg, 0), (12, 13, trousers, r_leg * 0.9, 0),
-        (2, 3, shirt, r_arm, 3), (3, 4, shirt, r_arm * 0.9, 3),
-        (5, 6, shirt, r_arm, 3), (6, 7, shirt, r_arm * 0.9, 3),
+        (8, 9, trousers, r_leg, 0),
+        (9, 10, trousers, r_leg * 0.9, 0),
+        (11, 12, trousers, r_leg, 0),
+        (12, 13, trousers, r_leg * 0.9, 0),
+        (2, 3, shirt, r_arm, 3),
+        (3, 4, shirt, r_arm * 0.9, 3),
+        (5, 6, shirt, r_arm, 3),
+        (6, 7, shirt, r_arm * 0.9, 3),
     ):
         parts.append(("cap", (pts[a], pts[b]), r, c, (z[a] + z[b]) / 2, order))
-    for i, c, r, order in ((10, SHOE_RGB, r_leg * 0.95, 0), (13, SHOE_RGB, r_leg * 0.95, 0),
-                           (4, colours.skin, r_arm * 1.1, 3), (7, colours.skin, r_arm * 1.1, 3)):
+    for i, c, r, order in (
+        (10, SHOE_RGB, r_leg * 0.95, 0),
+        (13, SHOE_RGB, r_leg * 0.95, 0),
+        (4, colours.skin, r_arm * 1.1, 3),
+        (7, colours.skin, r_arm * 1.1, 3),
+    ):
         parts.append(("cap", (pts[i], pts[i]), r, c, z[i] + 0.01 * unit, order))
     torso_z = (z[1] + z[8] + z[11]) / 3
     parts.append(("torso", (pts[2], pts[5], pts[11], pts[8], pts[1], mid_hip), r_torso, shirt, torso_z, 1))
     parts.append(("cap", (pts[1], pts[1] + 0.6 * neck_dir), r_arm, colours.skin, torso_z + 0.001, 2))
-    parts.append(("head", (head, neck_dir, pts[0] if kp[0, 2] > 0 else head), r_head, colours.skin,
-                  torso_z + 0.002, 4))
+    parts.append(("head", (head, neck_dir, pts[0] if kp[0, 2] > 0 else head), r_head, colours.skin, torso_z + 0.002, 4))
     if depth is None:
         parts.sort(key=lambda p: p[5])
     else:
@@ -189,7 +212,7 @@ def render_figure(keypoints: np.ndarray, colours: FigureColours, height: int, wi
             up = -geo[1] / (np.linalg.norm(geo[1]) + 1e-9)  # from head towards the neck is down
             face_dir = geo[2] - geo[0]
             toward = ((px - geo[0][0]) * -up[0] + (py - geo[0][1]) * -up[1]) / max(r, 1e-6)
-            facing = ((px - geo[0][0]) * face_dir[0] + (py - geo[0][1]) * face_dir[1])
+            facing = (px - geo[0][0]) * face_dir[0] + (py - geo[0][1]) * face_dir[1]
             hair = inside & ((toward > 0.25) | ((facing < -0.1 * r * np.linalg.norm(face_dir)) & (toward > -0.3)))
             _paint(colour_buf, cover, cloth, hair, shade, colours.hair, (y0, y1, x0, x1), False)
 

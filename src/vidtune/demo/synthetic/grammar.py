@@ -68,8 +68,11 @@ class PromptAttributes:
     motion: str | None = None
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("colour", self.colour, COLOURS), ("scene", self.scene, SCENES),
-                                     ("time", self.time, TIMES)):
+        for name, value, allowed in (
+            ("colour", self.colour, COLOURS),
+            ("scene", self.scene, SCENES),
+            ("time", self.time, TIMES),
+        ):
             if value not in allowed:
                 raise VidtuneError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
         if self.motion is not None and self.motion not in MOTIONS:
@@ -91,8 +94,9 @@ def sample_attributes(rng: np.random.Generator, motion: str | None | bool = True
         motion = str(rng.choice(MOTIONS)) if rng.random() < 0.8 else None
     elif motion is False:
         motion = None
-    return PromptAttributes(colour=str(rng.choice(COLOURS)), scene=str(rng.choice(SCENES)),
-                            time=str(rng.choice(TIMES)), motion=motion)
+    return PromptAttributes(
+        colour=str(rng.choice(COLOURS)), scene=str(rng.choice(SCENES)), time=str(rng.choice(TIMES)), motion=motion
+    )
 
 
 def sample_prompt(rng: np.random.Generator, motion: str | None | bool = True) -> str:
@@ -124,8 +128,12 @@ def parse_prompt(text: str) -> PromptAttributes:
     inv_motion = {v: k for k, v in MOTION_WORDS.items()}
     inv_scene = {v: k for k, v in SCENE_PHRASES.items()}
     inv_time = {v: k for k, v in TIME_PHRASES.items()}
-    return PromptAttributes(colour=m["colour"], scene=inv_scene[m["scene"]], time=inv_time[m["time"]],
-                            motion=inv_motion[m["motion"]] if m["motion"] else None)
+    return PromptAttributes(
+        colour=m["colour"],
+        scene=inv_scene[m["scene"]],
+        time=inv_time[m["time"]],
+        motion=inv_motion[m["motion"]] if m["motion"] else None,
+    )
 
 
 # Every word the grammar can produce (the demo tokenizer's vocabulary is built from these).

@@ -65,57 +65,131 @@ class MotionSpec:
 
 def _walk(p: float) -> Pose:
     s, c = math.sin(p), math.cos(p)
-    return Pose(yaw=math.pi / 2, lean=0.04, r_hip=0.42 * s, l_hip=-0.42 * s,
-                r_knee=0.1 + 0.6 * max(0.0, c) ** 2, l_knee=0.1 + 0.6 * max(0.0, -c) ** 2,
-                r_sh=-0.4 * s, l_sh=0.4 * s, r_elbow=0.3 - 0.15 * s, l_elbow=0.3 + 0.15 * s,
-                r_sh_abd=0.08, l_sh_abd=0.08)
+    return Pose(
+        yaw=math.pi / 2,
+        lean=0.04,
+        r_hip=0.42 * s,
+        l_hip=-0.42 * s,
+        r_knee=0.1 + 0.6 * max(0.0, c) ** 2,
+        l_knee=0.1 + 0.6 * max(0.0, -c) ** 2,
+        r_sh=-0.4 * s,
+        l_sh=0.4 * s,
+        r_elbow=0.3 - 0.15 * s,
+        l_elbow=0.3 + 0.15 * s,
+        r_sh_abd=0.08,
+        l_sh_abd=0.08,
+    )
 
 
 def _run(p: float) -> Pose:
     s, c = math.sin(p), math.cos(p)
-    return Pose(yaw=math.pi / 2, lean=0.18, lift=0.04 * abs(math.sin(2 * p)),
-                r_hip=0.7 * s + 0.1, l_hip=-0.7 * s + 0.1,
-                r_knee=0.3 + 1.1 * max(0.0, c), l_knee=0.3 + 1.1 * max(0.0, -c),
-                r_sh=-0.75 * s, l_sh=0.75 * s, r_elbow=1.4, l_elbow=1.4, r_sh_abd=0.1, l_sh_abd=0.1)
+    return Pose(
+        yaw=math.pi / 2,
+        lean=0.18,
+        lift=0.04 * abs(math.sin(2 * p)),
+        r_hip=0.7 * s + 0.1,
+        l_hip=-0.7 * s + 0.1,
+        r_knee=0.3 + 1.1 * max(0.0, c),
+        l_knee=0.3 + 1.1 * max(0.0, -c),
+        r_sh=-0.75 * s,
+        l_sh=0.75 * s,
+        r_elbow=1.4,
+        l_elbow=1.4,
+        r_sh_abd=0.1,
+        l_sh_abd=0.1,
+    )
 
 
 def _wave(p: float) -> Pose:
     s = math.sin(p)
-    return Pose(yaw=0.15 * math.sin(p / 2), sway=0.015 * s, r_sh=0.1, r_sh_abd=1.35 + 0.08 * s,
-                r_elbow=0.0, r_fore_abd=2.55 + 0.4 * s, l_sh_abd=0.15, l_elbow=0.25,
-                r_hip_abd=0.06, l_hip_abd=0.06, r_knee=0.05, l_knee=0.05)
+    return Pose(
+        yaw=0.15 * math.sin(p / 2),
+        sway=0.015 * s,
+        r_sh=0.1,
+        r_sh_abd=1.35 + 0.08 * s,
+        r_elbow=0.0,
+        r_fore_abd=2.55 + 0.4 * s,
+        l_sh_abd=0.15,
+        l_elbow=0.25,
+        r_hip_abd=0.06,
+        l_hip_abd=0.06,
+        r_knee=0.05,
+        l_knee=0.05,
+    )
 
 
 def _jump(p: float) -> Pose:
     up = max(0.0, math.sin(p))
     crouch = max(0.0, -math.sin(p))
-    return Pose(yaw=0.5, lean=0.35 * crouch, lift=0.16 * up, r_hip=0.7 * crouch + 0.1 * up,
-                l_hip=0.7 * crouch + 0.1 * up, r_knee=1.2 * crouch + 0.2 * up, l_knee=1.2 * crouch + 0.2 * up,
-                r_sh=-0.6 * crouch + 2.5 * up, l_sh=-0.6 * crouch + 2.5 * up,
-                r_elbow=0.3, l_elbow=0.3, r_hip_abd=0.05, l_hip_abd=0.05)
+    return Pose(
+        yaw=0.5,
+        lean=0.35 * crouch,
+        lift=0.16 * up,
+        r_hip=0.7 * crouch + 0.1 * up,
+        l_hip=0.7 * crouch + 0.1 * up,
+        r_knee=1.2 * crouch + 0.2 * up,
+        l_knee=1.2 * crouch + 0.2 * up,
+        r_sh=-0.6 * crouch + 2.5 * up,
+        l_sh=-0.6 * crouch + 2.5 * up,
+        r_elbow=0.3,
+        l_elbow=0.3,
+        r_hip_abd=0.05,
+        l_hip_abd=0.05,
+    )
 
 
 def _dance(p: float) -> Pose:
     s, c = math.sin(p), math.cos(p)
-    return Pose(yaw=0.45 * math.sin(p / 2), sway=0.05 * s, lift=0.02 * max(0.0, math.sin(2 * p)),
-                r_hip_abd=0.08 + 0.25 * max(0.0, s), l_hip_abd=0.08 + 0.25 * max(0.0, -s),
-                r_knee=0.15 + 0.35 * max(0.0, -s), l_knee=0.15 + 0.35 * max(0.0, s),
-                r_hip=0.1 + 0.2 * max(0.0, -s), l_hip=0.1 + 0.2 * max(0.0, s),
-                r_sh_abd=1.4 + 1.0 * s, l_sh_abd=1.4 - 1.0 * c, r_elbow=0.6 + 0.5 * c, l_elbow=0.6 + 0.5 * s,
-                r_sh=0.3, l_sh=0.3)
+    return Pose(
+        yaw=0.45 * math.sin(p / 2),
+        sway=0.05 * s,
+        lift=0.02 * max(0.0, math.sin(2 * p)),
+        r_hip_abd=0.08 + 0.25 * max(0.0, s),
+        l_hip_abd=0.08 + 0.25 * max(0.0, -s),
+        r_knee=0.15 + 0.35 * max(0.0, -s),
+        l_knee=0.15 + 0.35 * max(0.0, s),
+        r_hip=0.1 + 0.2 * max(0.0, -s),
+        l_hip=0.1 + 0.2 * max(0.0, s),
+        r_sh_abd=1.4 + 1.0 * s,
+        l_sh_abd=1.4 - 1.0 * c,
+        r_elbow=0.6 + 0.5 * c,
+        l_elbow=0.6 + 0.5 * s,
+        r_sh=0.3,
+        l_sh=0.3,
+    )
 
 
 def _squat(p: float) -> Pose:
     d = (1 - math.cos(p)) / 2
-    return Pose(yaw=0.6, lean=0.55 * d, r_hip=1.3 * d, l_hip=1.3 * d, r_knee=1.9 * d, l_knee=1.9 * d,
-                r_sh=1.45 * d, l_sh=1.45 * d, r_elbow=0.15, l_elbow=0.15, r_hip_abd=0.08, l_hip_abd=0.08)
+    return Pose(
+        yaw=0.6,
+        lean=0.55 * d,
+        r_hip=1.3 * d,
+        l_hip=1.3 * d,
+        r_knee=1.9 * d,
+        l_knee=1.9 * d,
+        r_sh=1.45 * d,
+        l_sh=1.45 * d,
+        r_elbow=0.15,
+        l_elbow=0.15,
+        r_hip_abd=0.08,
+        l_hip_abd=0.08,
+    )
 
 
 def _turn(p: float) -> Pose:
     step = math.sin(2 * p)
-    return Pose(yaw=p, r_hip=0.15 * max(0.0, step), l_hip=0.15 * max(0.0, -step),
-                r_knee=0.3 * max(0.0, step), l_knee=0.3 * max(0.0, -step),
-                r_sh=0.15 * step, l_sh=-0.15 * step, r_sh_abd=0.2, l_sh_abd=0.2)
+    return Pose(
+        yaw=p,
+        r_hip=0.15 * max(0.0, step),
+        l_hip=0.15 * max(0.0, -step),
+        r_knee=0.3 * max(0.0, step),
+        l_knee=0.3 * max(0.0, -step),
+        r_sh=0.15 * step,
+        l_sh=-0.15 * step,
+        r_sh_abd=0.2,
+        l_sh_abd=0.2,
+    )
 
 
 MOTIONS: dict[str, MotionSpec] = {
@@ -191,8 +265,16 @@ class MotionSequence:
     depth: np.ndarray
 
 
-def motion_sequence(name: str, num_frames: int, *, height: int = 64, width: int = 64, speed: float = 1.0,
-                    translate: str | float = "auto", seed: int = 0) -> MotionSequence:
+def motion_sequence(
+    name: str,
+    num_frames: int,
+    *,
+    height: int = 64,
+    width: int = 64,
+    speed: float = 1.0,
+    translate: str | float = "auto",
+    seed: int = 0,
+) -> MotionSequence:
     """A smooth, in-frame sequence of motion ``name`` (see `motion_keypoints`), with joint depths."""
     if name not in MOTIONS:
         raise VidtuneError(f"unknown motion {name!r}; choose one of {', '.join(MOTIONS)}")
@@ -229,7 +311,11 @@ def motion_sequence(name: str, num_frames: int, *, height: int = 64, width: int 
         x = width / 2 + direction * (x - width / 2)
         travelled = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(x)))])
         stride_px = max(spec.stride, 0.5) * body_px
-        phase = phase0 + 2 * math.pi * travelled / stride_px if spec.travels else phase0 + 2 * math.pi * speed * t / spec.period
+        phase = (
+            phase0 + 2 * math.pi * travelled / stride_px
+            if spec.travels
+            else phase0 + 2 * math.pi * speed * t / spec.period
+        )
     else:
         x = np.full(num_frames, width / 2 + rng.uniform(-0.12, 0.12) * width)
         v = np.full(num_frames, direction)
@@ -274,8 +360,16 @@ def _fit_in_frame(kps: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
-def motion_keypoints(name: str, num_frames: int, *, height: int = 64, width: int = 64, speed: float = 1.0,
-                     translate: str | float = "auto", seed: int = 0) -> np.ndarray:
+def motion_keypoints(
+    name: str,
+    num_frames: int,
+    *,
+    height: int = 64,
+    width: int = 64,
+    speed: float = 1.0,
+    translate: str | float = "auto",
+    seed: int = 0,
+) -> np.ndarray:
     """COCO-18 keypoints ``(num_frames, 18, 3)`` (x, y, conf; pixels) of motion ``name``.
 
     Args:
@@ -290,5 +384,6 @@ def motion_keypoints(name: str, num_frames: int, *, height: int = 64, width: int
 
     Every keypoint stays inside the canvas (a margin of 6%), and consecutive frames differ smoothly.
     """
-    return motion_sequence(name, num_frames, height=height, width=width, speed=speed,
-                           translate=translate, seed=seed).keypoints
+    return motion_sequence(
+        name, num_frames, height=height, width=width, speed=speed, translate=translate, seed=seed
+    ).keypoints

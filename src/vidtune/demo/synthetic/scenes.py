@@ -119,8 +119,16 @@ def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: i
     def ridge(base: float, amp: float, freq: float) -> np.ndarray:
         ph = rng.uniform(0, 2 * np.pi, 3)
         xs = np.arange(W, dtype=np.float32) / W
-        return base - amp * (np.sin(2 * np.pi * freq * xs + ph[0]) + 0.5 * np.sin(4.3 * np.pi * freq * xs + ph[1])
-                             + 0.25 * np.sin(9.1 * np.pi * freq * xs + ph[2])) / 1.75
+        return (
+            base
+            - amp
+            * (
+                np.sin(2 * np.pi * freq * xs + ph[0])
+                + 0.5 * np.sin(4.3 * np.pi * freq * xs + ph[1])
+                + 0.25 * np.sin(9.1 * np.pi * freq * xs + ph[2])
+            )
+            / 1.75
+        )
 
     ground_col = np.asarray(GROUND[scene], np.float32)
     if scene in ("grass", "snow", "desert"):
@@ -144,7 +152,10 @@ def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: i
         while x < W:
             bw = int(rng.uniform(0.10, 0.22) * W)
             bh = int(rng.uniform(0.12, 0.40) * H)
-            bcol = np.asarray([(150, 96, 82), (120, 124, 136), (168, 156, 132), (96, 100, 116), (140, 130, 150)][rng.integers(0, 5)], np.float32)
+            bcol = np.asarray(
+                [(150, 96, 82), (120, 124, 136), (168, 156, 132), (96, 100, 116), (140, 130, 150)][rng.integers(0, 5)],
+                np.float32,
+            )
             y_top = max(horizon - bh, 2)
             block = (xx >= x) & (xx < x + bw) & (yy >= y_top) & (yy < horizon + 1)
             _blend(img, block, bcol * light * rng.uniform(0.85, 1.05))
@@ -204,7 +215,11 @@ def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: i
         for k in range(3):  # pine: stacked triangles
             ty = base - 0.35 * size - k * 0.32 * size
             half = (0.55 - 0.13 * k) * size
-            tri = (yy >= ty - 0.5 * size) & (yy <= ty) & (np.abs(xx - x) <= half * (yy - (ty - 0.5 * size)) / (0.5 * size))
+            tri = (
+                (yy >= ty - 0.5 * size)
+                & (yy <= ty)
+                & (np.abs(xx - x) <= half * (yy - (ty - 0.5 * size)) / (0.5 * size))
+            )
             _blend(img, tri, np.array([52, 88, 62]) * light)
             if snowy:
                 cap = tri & (yy <= ty - 0.3 * size)
@@ -215,7 +230,11 @@ def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: i
         w2, hh = 0.6 * size, 0.8 * size
         body = (np.abs(xx - x) <= w2) & (yy >= base - hh) & (yy <= base)
         _blend(img, body, body_col * light)
-        roof = (yy >= base - hh - 0.55 * size) & (yy < base - hh) & (np.abs(xx - x) <= (w2 + 0.1 * size) * (yy - (base - hh - 0.55 * size)) / (0.55 * size))
+        roof = (
+            (yy >= base - hh - 0.55 * size)
+            & (yy < base - hh)
+            & (np.abs(xx - x) <= (w2 + 0.1 * size) * (yy - (base - hh - 0.55 * size)) / (0.55 * size))
+        )
         _blend(img, roof, np.array([128, 74, 64]) * light)
         win = (np.abs(xx - x - 0.25 * size) <= 0.12 * size) & (np.abs(yy - (base - 0.5 * hh)) <= 0.12 * size)
         _blend(img, win, (236, 206, 120) if time == "night" else np.array([120, 150, 180]) * light)
@@ -239,15 +258,25 @@ def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: i
             _blend(img, (xx >= x) & (xx <= x + 0.35 * size) & (np.abs(yy - arm_y) <= 0.07 * size), col)
             _blend(img, (np.abs(xx - x - 0.35 * size) <= 0.07 * size) & (yy >= arm_y - 0.3 * size) & (yy <= arm_y), col)
         elif scene == "beach":  # palm
-            trunk = (np.abs(xx - x - 0.15 * (base - yy) / size * 0.3 * size) <= 0.05 * size) & (yy >= base - size) & (yy <= base)
+            trunk = (
+                (np.abs(xx - x - 0.15 * (base - yy) / size * 0.3 * size) <= 0.05 * size)
+                & (yy >= base - size)
+                & (yy <= base)
+            )
             _blend(img, trunk, np.array([140, 108, 74]) * light)
             topx = x + 0.045 * size
             for ang in np.linspace(-2.6, -0.5, 5):
                 fx, fy = topx + np.cos(ang) * 0.5 * size, base - size - np.sin(ang) * 0.25 * size
-                leaf = (np.hypot((xx - (topx + fx) / 2) / (0.3 * size), (yy - (base - size + fy) / 2) / (0.08 * size)) <= 1)
+                leaf = (
+                    np.hypot((xx - (topx + fx) / 2) / (0.3 * size), (yy - (base - size + fy) / 2) / (0.08 * size)) <= 1
+                )
                 _blend(img, leaf, np.array([70, 116, 70]) * light)
         else:  # street lamp
-            _blend(img, (np.abs(xx - x) <= 0.03 * size) & (yy >= base - 1.3 * size) & (yy <= base), np.array([60, 62, 70]) * light)
+            _blend(
+                img,
+                (np.abs(xx - x) <= 0.03 * size) & (yy >= base - 1.3 * size) & (yy <= base),
+                np.array([60, 62, 70]) * light,
+            )
             lamp = np.hypot(xx - x, yy - (base - 1.3 * size)) <= 0.09 * size
             _blend(img, lamp, (250, 226, 150) if time == "night" else np.array([200, 200, 190]) * light)
             if time == "night":

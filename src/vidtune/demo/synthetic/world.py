@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vidtune.poses import render_pose
 from vidtune.demo.synthetic.figure import FigureColours, FigureLayer, composite, render_figure
 from vidtune.demo.synthetic.grammar import PromptAttributes, format_prompt, parse_prompt
 from vidtune.demo.synthetic.motions import motion_sequence
 from vidtune.demo.synthetic.scenes import FIGURE_LIGHT, render_scene
+from vidtune.poses import render_pose
 
 
 @dataclass(frozen=True)
@@ -41,24 +41,36 @@ class SyntheticSequence:
     frame_attrs: tuple[PromptAttributes | None, ...] = ()
 
 
-def draw_figure(keypoints: np.ndarray, attrs: PromptAttributes, height: int, width: int,
-                depth: np.ndarray | None = None) -> FigureLayer:
+def draw_figure(
+    keypoints: np.ndarray, attrs: PromptAttributes, height: int, width: int, depth: np.ndarray | None = None
+) -> FigureLayer:
     """The figure of ``attrs`` (its colour, lit for its time of day) in one pose."""
-    return render_figure(keypoints, FigureColours.from_name(attrs.colour), height, width,
-                         depth=depth, light=FIGURE_LIGHT[attrs.time])
+    return render_figure(
+        keypoints, FigureColours.from_name(attrs.colour), height, width, depth=depth, light=FIGURE_LIGHT[attrs.time]
+    )
 
 
-def make_frame(keypoints: np.ndarray, attrs: PromptAttributes, background: np.ndarray,
-               depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_frame(
+    keypoints: np.ndarray, attrs: PromptAttributes, background: np.ndarray, depth: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One frame: (rgb uint8 (H, W, 3), mask bool (H, W), pose image uint8 (H, W, 3))."""
     h, w = background.shape[:2]
     layer = draw_figure(keypoints, attrs, h, w, depth)
     return composite(background, layer), layer.mask, render_pose(keypoints, h, w)
 
 
-def make_sequence(motion: str, num_frames: int, prompt: str | PromptAttributes, seed: int = 0,
-                  height: int = 64, width: int = 64, *, speed: float = 1.0,
-                  translate: str | float = "auto", scene_seed: int | None = None) -> SyntheticSequence:
+def make_sequence(
+    motion: str,
+    num_frames: int,
+    prompt: str | PromptAttributes,
+    seed: int = 0,
+    height: int = 64,
+    width: int = 64,
+    *,
+    speed: float = 1.0,
+    translate: str | float = "auto",
+    scene_seed: int | None = None,
+) -> SyntheticSequence:
     """Render the ground-truth video of ``motion`` for ``prompt``.
 
     Args:
@@ -73,8 +85,7 @@ def make_sequence(motion: str, num_frames: int, prompt: str | PromptAttributes, 
     """
     attrs = prompt if isinstance(prompt, PromptAttributes) else parse_prompt(prompt)
     text = prompt if isinstance(prompt, str) else format_prompt(prompt)
-    seq = motion_sequence(motion, num_frames, height=height, width=width, speed=speed,
-                          translate=translate, seed=seed)
+    seq = motion_sequence(motion, num_frames, height=height, width=width, speed=speed, translate=translate, seed=seed)
     background = render_scene(attrs, seed if scene_seed is None else scene_seed, height, width)
     frames, masks, clothes, poses = [], [], [], []
     for kp, dp in zip(seq.keypoints, seq.depth):
@@ -83,12 +94,27 @@ def make_sequence(motion: str, num_frames: int, prompt: str | PromptAttributes, 
         masks.append(layer.mask)
         clothes.append(layer.clothes)
         poses.append(render_pose(kp, height, width))
-    return SyntheticSequence(keypoints=seq.keypoints, frames=np.stack(frames), masks=np.stack(masks),
-                             clothes_masks=np.stack(clothes), pose_images=np.stack(poses), background=background, prompt=text, attrs=attrs)
+    return SyntheticSequence(
+        keypoints=seq.keypoints,
+        frames=np.stack(frames),
+        masks=np.stack(masks),
+        clothes_masks=np.stack(clothes),
+        pose_images=np.stack(poses),
+        background=background,
+        prompt=text,
+        attrs=attrs,
+    )
 
 
-def make_scheduled_sequence(motion: str, num_frames: int, schedule: dict[int, str], seed: int = 0,
-                            height: int = 64, width: int = 64, transition: int = 0) -> SyntheticSequence:
+def make_scheduled_sequence(
+    motion: str,
+    num_frames: int,
+    schedule: dict[int, str],
+    seed: int = 0,
+    height: int = 64,
+    width: int = 64,
+    transition: int = 0,
+) -> SyntheticSequence:
     """The ground truth of a prompt schedule ({first_frame: prompt}): one motion, each segment's
     frames rendered with its own prompt (scene, time of day, figure colour). The frames of the
     transitions stage 4 makes (`vidtune.segments.transition_frames` over ``transition`` frames)
@@ -99,8 +125,9 @@ def make_scheduled_sequence(motion: str, num_frames: int, schedule: dict[int, st
     starts = sorted(schedule)
     if not starts or starts[0] != 0:
         raise ValueError(f"schedule must start at frame 0, got {starts}")
-    rendered = {k: make_sequence(motion, num_frames, schedule[k], seed=seed, height=height, width=width)
-                for k in starts}
+    rendered = {
+        k: make_sequence(motion, num_frames, schedule[k], seed=seed, height=height, width=width) for k in starts
+    }
     owner = np.searchsorted(np.array(starts), np.arange(num_frames), side="right") - 1
     pick = [rendered[starts[o]] for o in owner]
     segments = list(zip(starts, starts[1:] + [num_frames]))
@@ -108,7 +135,13 @@ def make_scheduled_sequence(motion: str, num_frames: int, schedule: dict[int, st
     attrs = tuple(None if between[i] else seq.attrs for i, seq in enumerate(pick))
     first = rendered[0]
     return SyntheticSequence(
-        keypoints=first.keypoints, frames=np.stack([s.frames[i] for i, s in enumerate(pick)]),
-        masks=first.masks, clothes_masks=np.stack([s.clothes_masks[i] for i, s in enumerate(pick)]),
-        pose_images=first.pose_images, background=first.background, prompt=first.prompt, attrs=first.attrs,
-        frame_attrs=attrs)
+        keypoints=first.keypoints,
+        frames=np.stack([s.frames[i] for i, s in enumerate(pick)]),
+        masks=first.masks,
+        clothes_masks=np.stack([s.clothes_masks[i] for i, s in enumerate(pick)]),
+        pose_images=first.pose_images,
+        background=first.background,
+        prompt=first.prompt,
+        attrs=first.attrs,
+        frame_attrs=attrs,
+    )

@@ -36,12 +36,22 @@ TABLE_METRICS: list[tuple[str, str, float, str]] = [
     ("segment_adherence.min", "segment adh. min", 1.0, "higher (schedules)"),
 ]
 SCHEDULE_METRICS = ("transition.ratio", "segment_adherence.min")  # measured on prompt-schedule sequences only
-PLOT_METRICS = ["flicker.mean_abs_diff", "flicker.mean_abs_diff_bg", "warp_err_dis.all", "bg_stability.std",
-                "motion_epe.epe"]
+PLOT_METRICS = [
+    "flicker.mean_abs_diff",
+    "flicker.mean_abs_diff_bg",
+    "warp_err_dis.all",
+    "bg_stability.std",
+    "motion_epe.epe",
+]
 # `full` against each baseline, sequence by sequence: (metric key, column header, multiplier for display).
-PAIRED_METRICS = [("flicker.mean_abs_diff", "flicker", 1.0), ("flicker.mean_abs_diff_bg", "flicker bg", 1.0),
-                  ("warp_err_dis.all", "warp all x1e3", 1e3), ("drift_bg.mean", "drift bg", 1.0),
-                  ("bg_stability.std", "bg std", 1.0), ("pose_adherence.pose_iou", "pose IoU", 1.0)]
+PAIRED_METRICS = [
+    ("flicker.mean_abs_diff", "flicker", 1.0),
+    ("flicker.mean_abs_diff_bg", "flicker bg", 1.0),
+    ("warp_err_dis.all", "warp all x1e3", 1e3),
+    ("drift_bg.mean", "drift bg", 1.0),
+    ("bg_stability.std", "bg std", 1.0),
+    ("pose_adherence.pose_iou", "pose IoU", 1.0),
+]
 BASELINES = ("per_frame", "per_frame_shared_noise", "t2v_zero", "gen_l_video", "freenoise")
 
 
@@ -78,9 +88,11 @@ def _cell(stat: dict | None, scale: float, spread: bool = True) -> str:
 def markdown_table(summary: dict, variants: Sequence[str]) -> str:
     """Variants x metrics, `mean [95% bootstrap interval]` over sequences."""
     cols = table_columns(summary)
-    lines = ["| variant | " + " | ".join(c[1] for c in cols) + " |",
-             "|---|" + "---:|" * len(cols),
-             "| *better* | " + " | ".join(c[3] for c in cols) + " |"]
+    lines = [
+        "| variant | " + " | ".join(c[1] for c in cols) + " |",
+        "|---|" + "---:|" * len(cols),
+        "| *better* | " + " | ".join(c[3] for c in cols) + " |",
+    ]
     for v in variants:
         lines.append(f"| {v} | " + " | ".join(_cell(summary[v].get(c[0]), c[2]) for c in cols) + " |")
     return "\n".join(lines)
@@ -101,12 +113,18 @@ def paired_table(per_sequence: dict, variants: Sequence[str], target: str = "ful
     bases = [b for b in BASELINES if b in variants]
     if target not in variants or not bases:
         return ""
-    lines = ["| full - | " + " | ".join(t for _, t, _ in PAIRED_METRICS) + " |", "|---|" + "---:|" * len(PAIRED_METRICS)]
+    lines = [
+        "| full - | " + " | ".join(t for _, t, _ in PAIRED_METRICS) + " |",
+        "|---|" + "---:|" * len(PAIRED_METRICS),
+    ]
     for b in bases:
         cells = []
         for key, _, scale in PAIRED_METRICS:
-            d = [seq[target][key] - seq[b][key] for seq in per_sequence.values()
-                 if seq.get(target, {}).get(key) is not None and seq.get(b, {}).get(key) is not None]
+            d = [
+                seq[target][key] - seq[b][key]
+                for seq in per_sequence.values()
+                if seq.get(target, {}).get(key) is not None and seq.get(b, {}).get(key) is not None
+            ]
             lo, hi = bootstrap_interval(d)
             cells.append("-" if not d else f"{np.mean(d) * scale:+.3g} [{lo * scale:+.3g}, {hi * scale:+.3g}]")
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
@@ -125,10 +143,20 @@ def write_outputs(root: Path, result: dict, variants: Sequence[str], videos: lis
     md = write_markdown(root / "ablation.md", result, variants)
     bars = plot_bars(result["summary"], variants, root / "metrics.png")
     flick = plot_flicker_curves(result["flicker_curves"], variants, root / "flicker_curves.png")
-    report = write_html(root / "report.html", result, variants,
-                        [("key metrics: mean over sequences, std as error bars (lower is more consistent; "
-                          "adherence: higher is better)", bars),
-                         ("mean |dI| per frame pair, per sequence and variant", flick)], videos)
+    report = write_html(
+        root / "report.html",
+        result,
+        variants,
+        [
+            (
+                "key metrics: mean over sequences, std as error bars (lower is more consistent; "
+                "adherence: higher is better)",
+                bars,
+            ),
+            ("mean |dI| per frame pair, per sequence and variant", flick),
+        ],
+        videos,
+    )
     return {"json": root / "ablation.json", "markdown": md, "bars": bars, "flicker": flick, "report": report}
 
 
@@ -144,8 +172,10 @@ def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
         f"{result['stage_seconds']:.0f} s when computed (a resumed run skips the done ones)  ",
         f"Model: `{result['model']}` (weights fingerprint {result.get('model_fingerprint') or '-'})  ",
         f"Sequences ({len(result['sequences'])}): "
-        + "; ".join(f"{s['name']}: {s['motion']}, \"{s['prompt']}\", seed {s['seed']}, {s['frames']} frames"
-                    for s in result["sequences"]),
+        + "; ".join(
+            f'{s["name"]}: {s["motion"]}, "{s["prompt"]}", seed {s["seed"]}, {s["frames"]} frames'
+            for s in result["sequences"]
+        ),
         "",
         "## Variants",
         "",
@@ -179,41 +209,69 @@ def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
     ]
     pose_keys = sorted({k for v in result["summary"].values() for k in v if k.startswith("pose_adherence.")})
     if pose_keys:
-        lines += [f"### {pose_keys[0]} per sequence", "", per_sequence_table(result["per_sequence"], variants,
-                                                                              pose_keys[0]), ""]
+        lines += [
+            f"### {pose_keys[0]} per sequence",
+            "",
+            per_sequence_table(result["per_sequence"], variants, pose_keys[0]),
+            "",
+        ]
     paired = paired_table(result["per_sequence"], variants)
     if paired:
-        lines += ["### full against each baseline, sequence by sequence", "",
-                  "Mean of (full - baseline) over the sequences with its 95% bootstrap interval (sequences "
-                  "resampled together): an interval below 0 is a consistent gain, whatever the spread between "
-                  "sequences that the intervals of the table above include.", "", paired, ""]
+        lines += [
+            "### full against each baseline, sequence by sequence",
+            "",
+            "Mean of (full - baseline) over the sequences with its 95% bootstrap interval (sequences "
+            "resampled together): an interval below 0 is a consistent gain, whatever the spread between "
+            "sequences that the intervals of the table above include.",
+            "",
+            paired,
+            "",
+        ]
     ious = {k: v for k, v in result.get("mask_iou", {}).items() if v is not None}
     if ious:
-        lines += [f"Segmenter (stage 1's masks against the ground-truth figure masks): mean IoU "
-                  f"{np.mean(list(ious.values())):.3f} (" + ", ".join(f"{k} {v:.3f}" for k, v in ious.items()) + ")",
-                  ""]
-    lines += ["Plots: `metrics.png` (bars: mean, std over sequences), `flicker_curves.png` (mean |dI| per frame "
-              "pair). Videos: `sequences/<name>/grid.mp4`. Everything: `report.html`.", ""]
+        lines += [
+            f"Segmenter (stage 1's masks against the ground-truth figure masks): mean IoU "
+            f"{np.mean(list(ious.values())):.3f} (" + ", ".join(f"{k} {v:.3f}" for k, v in ious.items()) + ")",
+            "",
+        ]
+    lines += [
+        "Plots: `metrics.png` (bars: mean, std over sequences), `flicker_curves.png` (mean |dI| per frame "
+        "pair). Videos: `sequences/<name>/grid.mp4`. Everything: `report.html`.",
+        "",
+    ]
     atomic.write_text(path, "\n".join(lines))
     return path
 
 
-def write_html(path: Path, result: dict, variants: Sequence[str], images: list[tuple[str, Path]],
-               videos: list[tuple[str, Path]]) -> Path:
+def write_html(
+    path: Path, result: dict, variants: Sequence[str], images: list[tuple[str, Path]], videos: list[tuple[str, Path]]
+) -> Path:
     from vidtune.evaluation.report import table_html, write_report
 
     cols = table_columns(result["summary"])
     rows = [[v] + [_cell(result["summary"][v].get(c[0]), c[2]) for c in cols] for v in variants]
     defs = [[v, VARIANTS[v].description, variant_settings(v).replace("`", "")] for v in variants]
-    meta = (f"<p>Regenerate: <code>{result['command']}</code><br>Machine: {result['machine']}<br>"
-            f"Time: {result['seconds']:.0f} s wall (stages: {result['stage_seconds']:.0f} s when computed)<br>"
-            f"Model: {result['model']}</p>")
-    return write_report(path, "vidtune ablation", [
-        ("How this was made", meta),
-        ("Results (mean [95% bootstrap interval] over sequences; " + ", ".join(f"{c[1]}: {c[3]}" for c in cols) + ")",
-         table_html(["variant"] + [c[1] for c in cols], rows)),
-        ("Variants", table_html(["variant", "what", "settings"], defs)),
-    ], videos=videos, images=images)
+    meta = (
+        f"<p>Regenerate: <code>{result['command']}</code><br>Machine: {result['machine']}<br>"
+        f"Time: {result['seconds']:.0f} s wall (stages: {result['stage_seconds']:.0f} s when computed)<br>"
+        f"Model: {result['model']}</p>"
+    )
+    return write_report(
+        path,
+        "vidtune ablation",
+        [
+            ("How this was made", meta),
+            (
+                "Results (mean [95% bootstrap interval] over sequences; "
+                + ", ".join(f"{c[1]}: {c[3]}" for c in cols)
+                + ")",
+                table_html(["variant"] + [c[1] for c in cols], rows),
+            ),
+            ("Variants", table_html(["variant", "what", "settings"], defs)),
+        ],
+        videos=videos,
+        images=images,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +298,7 @@ def plot_bars(summary: dict, variants: Sequence[str], path: Path) -> Path:
         ax.bar(x, [m if m is not None else 0.0 for m in means], yerr=stds, color=colours, capsize=3)
         ax.set_xticks(x, variants, rotation=45, ha="right", fontsize=8)
         ax.set_title(key, fontsize=10)
-    for ax in axes[len(keys):]:
+    for ax in axes[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
     with atomic.atomic_path(path) as tmp:
@@ -286,10 +344,14 @@ def grid_video(out_path: Path, panels: list[tuple[str, Path]], fps: float, scale
     rows = math.ceil(len(panels) / cols)
     with VideoWriter(out_path, fps=fps) as writer:
         for frames in zip(*streams):
-            tiles = [_label(cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST), name, 20)
-                     for (name, _), f in zip(panels, frames)]
+            tiles = [
+                _label(cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST), name, 20)
+                for (name, _), f in zip(panels, frames)
+            ]
             blank = np.zeros_like(tiles[0])
             tiles += [blank] * (rows * cols - len(tiles))
-            grid = np.concatenate([np.concatenate(tiles[r * cols:(r + 1) * cols], axis=1) for r in range(rows)], axis=0)
+            grid = np.concatenate(
+                [np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0
+            )
             writer.write(grid)
     return out_path

@@ -28,8 +28,16 @@ from vidtune import config as C
 from vidtune.errors import VidtuneError
 from vidtune.evaluation.ablation.report import grid_video, write_outputs
 from vidtune.evaluation.ablation.scoring import mask_iou, score_sequence, summarize
-from vidtune.evaluation.ablation.spec import (VARIANTS, SequenceSpec, Variant, base_config, load_spec,
-                                              sequence_config, variant_config, variant_settings)
+from vidtune.evaluation.ablation.spec import (
+    VARIANTS,
+    SequenceSpec,
+    Variant,
+    base_config,
+    load_spec,
+    sequence_config,
+    variant_config,
+    variant_settings,
+)
 
 # --------------------------------------------------------------------------------------------
 # Running the variants of one sequence
@@ -40,8 +48,18 @@ def write_source(out: Path, seq: SequenceSpec, height: int, width: int, fps: flo
     """Render the ground truth of `seq` into out/source/: poses/ (+ keypoints.npz), gt_frames/, gt_masks/."""
     from vidtune.demo import command as demo
 
-    return demo.write_source(out, seq.motion, seq.frames, seq.prompt, seq.seed, height=height, width=width, fps=fps,
-                             schedule=seq.schedule, transition=transition)
+    return demo.write_source(
+        out,
+        seq.motion,
+        seq.frames,
+        seq.prompt,
+        seq.seed,
+        height=height,
+        width=width,
+        fps=fps,
+        schedule=seq.schedule,
+        transition=transition,
+    )
 
 
 def link_or_copy(path: Path, target: Path) -> None:
@@ -68,8 +86,7 @@ def link_base(base: Path, folder: Path, stages: Sequence[int]) -> None:
 
     The variant's own stage-4 result is invalidated on a relink (its config hash cannot see that
     the base stages were recomputed)."""
-    signature = {"stages": list(stages),
-                 **{str(k): (base / f"stage{k}" / "done.json").read_text() for k in stages}}
+    signature = {"stages": list(stages), **{str(k): (base / f"stage{k}" / "done.json").read_text() for k in stages}}
     marker = folder / "linked.json"
     if marker.is_file() and json.loads(marker.read_text()) == signature:
         return
@@ -114,12 +131,20 @@ def run_stages(cfg: C.RunConfig, folder: Path, stages, progress: bool, component
     no copy of the base weights: the ablation tunes a private UNet copy instead)."""
     from vidtune.api import VidtunePipeline
 
-    VidtunePipeline(components, cfg, keep_base=False)(config=cfg, run_dir=folder, stages=stages, progress=progress,
-                                                      log=log)
+    VidtunePipeline(components, cfg, keep_base=False)(
+        config=cfg, run_dir=folder, stages=stages, progress=progress, log=log
+    )
 
 
-def run_sequence(seq: SequenceSpec, base_cfg: C.RunConfig, variants: Sequence[str], root: Path, components,
-                 progress: bool = True, log: Callable[[str], None] = print) -> SequenceRun:
+def run_sequence(
+    seq: SequenceSpec,
+    base_cfg: C.RunConfig,
+    variants: Sequence[str],
+    root: Path,
+    components,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> SequenceRun:
     """Every variant of one sequence: source -> base stages 1-2 -> base-UNet variants -> stage 3 ->
     tuned variants. `components` are never modified (stage 3 tunes a private copy)."""
     from vidtune import pipeline
@@ -142,8 +167,14 @@ def run_sequence(seq: SequenceSpec, base_cfg: C.RunConfig, variants: Sequence[st
         if v.source == "stage1" and v.own_folder and not same_as_base:
             folder = root / v.name
             log(f"vidtune ablate [{seq.name}]: {v.name} (stage 1) in {folder}")
-            run_stages(variant_config(cfg, v, seq.frames), folder, stages=[1], progress=progress,
-                         components=components, log=quiet)
+            run_stages(
+                variant_config(cfg, v, seq.frames),
+                folder,
+                stages=[1],
+                progress=progress,
+                components=components,
+                log=quiet,
+            )
             result.frames[v.name] = folder / "stage1" / "frames"
             result.seconds[v.name] = stage_seconds(folder, 1)
         elif v.source in ("stage1", "stage2"):
@@ -216,8 +247,10 @@ def check_model(root: Path, fingerprint: str, log: Callable[[str], None] = print
     if marker.is_file() and (root / "sequences").is_dir():
         old = json.loads(marker.read_text()).get("fingerprint")
         if old != fingerprint:
-            log(f"vidtune ablate: {root} was made with other model weights ({old} -> {fingerprint}); "
-                f"recomputing every sequence")
+            log(
+                f"vidtune ablate: {root} was made with other model weights ({old} -> {fingerprint}); "
+                f"recomputing every sequence"
+            )
             shutil.rmtree(root / "sequences")
     atomic.write_json(marker, {"fingerprint": fingerprint})
 
@@ -248,8 +281,10 @@ def _machine() -> str:
         threads = torch.get_num_threads()
     except Exception:  # noqa: BLE001 - a description only
         gpu, threads = None, None
-    return (f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores visible"
-            f"{f', torch threads {threads}' if threads else ''}{f', GPU {gpu}' if gpu else ', no GPU'}")
+    return (
+        f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores visible"
+        f"{f', torch threads {threads}' if threads else ''}{f', GPU {gpu}' if gpu else ', no GPU'}"
+    )
 
 
 def _command(config: str | None, out: str, overrides: Sequence[str], suite: str = "default") -> str:
@@ -266,9 +301,15 @@ def _command(config: str | None, out: str, overrides: Sequence[str], suite: str 
 # --------------------------------------------------------------------------------------------
 
 
-def run_ablation(config: str | None, out: str = "runs/ablation", overrides: list[str] | None = None,
-                 progress: bool = True, components=None, suite: str = "default",
-                 log: Callable[[str], None] = print) -> Path:
+def run_ablation(
+    config: str | None,
+    out: str = "runs/ablation",
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    components=None,
+    suite: str = "default",
+    log: Callable[[str], None] = print,
+) -> Path:
     """Run every variant on every sequence, score them, write ablation.json / .md, plots, grids, report.html.
 
     `components`: already loaded models of the configured model (else loaded here); never
@@ -289,8 +330,10 @@ def run_ablation(config: str | None, out: str = "runs/ablation", overrides: list
     variants = list(spec.variants)
     if components is None:
         components = pipeline.load_components(cfg)
-    log(f"vidtune ablate: {len(spec.sequences)} sequences x {len(variants)} variants on {cfg.model.path} "
-        f"({components.device}); output in {root}")
+    log(
+        f"vidtune ablate: {len(spec.sequences)} sequences x {len(variants)} variants on {cfg.model.path} "
+        f"({components.device}); output in {root}"
+    )
 
     per_sequence, curves, videos, folders, masks_iou = {}, {}, [], {}, {}
     for seq in spec.sequences:
@@ -298,12 +341,21 @@ def run_ablation(config: str | None, out: str = "runs/ablation", overrides: list
         run = run_sequence(seq, cfg, variants, seq_root, components, progress=progress, log=log)
         per_sequence[seq.name], curves[seq.name] = score_sequence(run)
         masks_iou[seq.name] = mask_iou(seq_root / "base" / "stage1" / "masks", seq_root / "source" / "gt_masks")
-        folders[seq.name] = {"frames": {v: str(p) for v, p in run.frames.items()}, "grid": str(seq_root / "grid.mp4"),
-                             "unet": run.unet, "windows": run.windows}
+        folders[seq.name] = {
+            "frames": {v: str(p) for v, p in run.frames.items()},
+            "grid": str(seq_root / "grid.mp4"),
+            "unet": run.unet,
+            "windows": run.windows,
+        }
         panels = [("pose", seq_root / "source" / "poses")] + [(v, run.frames[v]) for v in variants]
         grid = grid_video(seq_root / "grid.mp4", panels, cfg.inputs.fps or 8.0, cols=math.ceil(len(panels) / 2))
-        videos.append((f"{seq.name}: {seq.prompt} ({seq.motion}, {seq.frames} frames) - "
-                       + " | ".join(name for name, _ in panels), grid))
+        videos.append(
+            (
+                f"{seq.name}: {seq.prompt} ({seq.motion}, {seq.frames} frames) - "
+                + " | ".join(name for name, _ in panels),
+                grid,
+            )
+        )
         log(f"vidtune ablate [{seq.name}]: scored; grid video {grid}")
 
     summary = summarize(per_sequence, variants)
@@ -326,7 +378,9 @@ def run_ablation(config: str | None, out: str = "runs/ablation", overrides: list
         "outputs": folders,
     }
     paths = write_outputs(root, result, variants, videos)
-    log(f"vidtune ablate: {result['seconds']:.0f}s. Table {paths['markdown']}; numbers {paths['json']}; "
+    log(
+        f"vidtune ablate: {result['seconds']:.0f}s. Table {paths['markdown']}; numbers {paths['json']}; "
         f"plots {paths['bars']}, {paths['flicker']}; grid videos {root / 'sequences'}/*/grid.mp4; "
-        f"report {paths['report']}")
+        f"report {paths['report']}"
+    )
     return root

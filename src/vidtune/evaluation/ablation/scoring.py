@@ -71,8 +71,9 @@ def segment_cores(starts: Sequence[int], num_frames: int, transition: int) -> li
     return cores
 
 
-def segment_consistency(folder: Path, masks: Path, poses: Path, starts: Sequence[int], num_frames: int,
-                        transition: int = 0) -> dict:
+def segment_consistency(
+    folder: Path, masks: Path, poses: Path, starts: Sequence[int], num_frames: int, transition: int = 0
+) -> dict:
     """A prompt schedule's consistency metrics measured within each segment's core (`segment_cores`:
     a scene meant to change at a boundary, or cross-fading into the next, is not flicker or drift)
     and averaged over the segments, weighted by their frame pairs. The frame files are hard-linked
@@ -97,7 +98,9 @@ def segment_consistency(folder: Path, masks: Path, poses: Path, starts: Sequence
                     link_or_copy(f, dst / f.name)
                 parts[kind] = str(dst)
             flat: dict[str, float] = {}
-            _flatten(evaluate_video(parts["frames"], masks=parts["masks"], reference=parts["poses"])["metrics"], "", flat)
+            _flatten(
+                evaluate_video(parts["frames"], masks=parts["masks"], reference=parts["poses"])["metrics"], "", flat
+            )
             for k, v in flat.items():
                 if k.startswith(SEGMENT_KEYS) and math.isfinite(v):
                     sums[k] = sums.get(k, 0.0) + v * (e - s - 1)
@@ -123,8 +126,9 @@ def transition_ratio(curve: Sequence[float], boundaries: Sequence[int], width: i
     return float(curve[near].max() / max(np.median(curve[~near]), 1e-6))
 
 
-def schedule_metrics(curve: Sequence[float], judged: Sequence[FrameAdherence | None], starts: Sequence[int],
-                     width: int) -> dict[str, float]:
+def schedule_metrics(
+    curve: Sequence[float], judged: Sequence[FrameAdherence | None], starts: Sequence[int], width: int
+) -> dict[str, float]:
     """A prompt schedule's metrics from a video's flicker curve (`metrics.flicker_curve`) and judged
     frames (`judge_frames`): `transition.ratio` (`transition_ratio` over the truth's transition width)
     and `segment_adherence.min` (the worst segment's worst accuracy of colour, scene and time, judged
@@ -149,8 +153,10 @@ def mask_iou(masks: Path, truth: Path) -> float | None:
 
     if not masks.is_dir():
         return None
-    ious = [float(((a[..., 0] > 127) & (b[..., 0] > 127)).sum() / max(1, ((a[..., 0] > 127) | (b[..., 0] > 127)).sum()))
-            for a, b in zip(read_frames(masks), read_frames(truth))]
+    ious = [
+        float(((a[..., 0] > 127) & (b[..., 0] > 127)).sum() / max(1, ((a[..., 0] > 127) | (b[..., 0] > 127)).sum()))
+        for a, b in zip(read_frames(masks), read_frames(truth))
+    ]
     return float(np.mean(ious)) if ious else None
 
 
@@ -187,8 +193,9 @@ def score_sequence(run: SequenceRun) -> tuple[dict[str, dict[str, float]], dict[
 # --------------------------------------------------------------------------------------------
 
 
-def bootstrap_interval(values: Sequence[float], level: float = 0.95, resamples: int = 4000,
-                       seed: int = 0) -> tuple[float | None, float | None]:
+def bootstrap_interval(
+    values: Sequence[float], level: float = 0.95, resamples: int = 4000, seed: int = 0
+) -> tuple[float | None, float | None]:
     """Percentile bootstrap interval of the mean over sequences (resampled with replacement, seeded)."""
     if not values:
         return None, None
@@ -208,8 +215,11 @@ def summarize(per_sequence: dict[str, dict[str, dict[str, float | None]]], varia
         for k in keys:
             vals = [seq[v][k] for seq in per_sequence.values() if seq.get(v, {}).get(k) is not None]
             lo, hi = bootstrap_interval(vals)
-            out[v][k] = {"mean": float(np.mean(vals)) if vals else None,
-                         "std": float(np.std(vals)) if vals else None, "n": len(vals), "lo": lo, "hi": hi}
+            out[v][k] = {
+                "mean": float(np.mean(vals)) if vals else None,
+                "std": float(np.std(vals)) if vals else None,
+                "n": len(vals),
+                "lo": lo,
+                "hi": hi,
+            }
     return out
-
-

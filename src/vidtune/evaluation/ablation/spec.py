@@ -44,38 +44,102 @@ class Variant:
 
 def _variants() -> dict[str, Variant]:
     v = [
-        Variant("per_frame", "stage 1 only, independent noise per frame", "stage1",
-                overrides=("separate.noise_mode=independent",), own_folder=True),
-        Variant("per_frame_shared_noise", "stage 1 only, one shared initial noise", "stage1",
-                overrides=("separate.noise_mode=shared",), own_folder=True),
-        Variant("t2v_zero", "base UNet, whole video as one clip, first-frame attention, shared noise", "stage4",
-                overrides=("codenoise.attention=first", "codenoise.init=noise", "codenoise.noise_mode=shared",
-                           "codenoise.background=free",
-                           "codenoise.weighting=uniform", "codenoise.fg_gain=0.0"),  # clip_length = stride = N
-                links=(1,)),
-        Variant("gen_l_video", "base UNet, co-denoised clips, uniform weights, middle anchor, independent noise",
-                "stage4", overrides=("codenoise.attention=middle", "codenoise.init=noise", "codenoise.background=free",
-                                     "codenoise.noise_mode=independent", "codenoise.weighting=uniform",
-                                     "codenoise.fg_gain=0.0"),
-                links=(1,), seams=True),
-        Variant("freenoise", "FreeNoise-style: base UNet, co-denoised clips, middle anchor, noise rescheduled "
-                "across windows", "stage4",
-                overrides=("codenoise.attention=middle", "codenoise.init=noise", "codenoise.noise_mode=rescheduled",
-                           "codenoise.background=free", "codenoise.weighting=uniform", "codenoise.fg_gain=0.0"),
-                links=(1,), seams=True),
+        Variant(
+            "per_frame",
+            "stage 1 only, independent noise per frame",
+            "stage1",
+            overrides=("separate.noise_mode=independent",),
+            own_folder=True,
+        ),
+        Variant(
+            "per_frame_shared_noise",
+            "stage 1 only, one shared initial noise",
+            "stage1",
+            overrides=("separate.noise_mode=shared",),
+            own_folder=True,
+        ),
+        Variant(
+            "t2v_zero",
+            "base UNet, whole video as one clip, first-frame attention, shared noise",
+            "stage4",
+            overrides=(
+                "codenoise.attention=first",
+                "codenoise.init=noise",
+                "codenoise.noise_mode=shared",
+                "codenoise.background=free",
+                "codenoise.weighting=uniform",
+                "codenoise.fg_gain=0.0",
+            ),  # clip_length = stride = N
+            links=(1,),
+        ),
+        Variant(
+            "gen_l_video",
+            "base UNet, co-denoised clips, uniform weights, middle anchor, independent noise",
+            "stage4",
+            overrides=(
+                "codenoise.attention=middle",
+                "codenoise.init=noise",
+                "codenoise.background=free",
+                "codenoise.noise_mode=independent",
+                "codenoise.weighting=uniform",
+                "codenoise.fg_gain=0.0",
+            ),
+            links=(1,),
+            seams=True,
+        ),
+        Variant(
+            "freenoise",
+            "FreeNoise-style: base UNet, co-denoised clips, middle anchor, noise rescheduled across windows",
+            "stage4",
+            overrides=(
+                "codenoise.attention=middle",
+                "codenoise.init=noise",
+                "codenoise.noise_mode=rescheduled",
+                "codenoise.background=free",
+                "codenoise.weighting=uniform",
+                "codenoise.fg_gain=0.0",
+            ),
+            links=(1,),
+            seams=True,
+        ),
         Variant("stages_1_2", "stage-2 frames (background fusion at step t)", "stage2"),
-        Variant("stages_1_2_sdedit", "base UNet re-denoising the stage-2 frames with full's init (no tuning, "
-                "clips of 1 frame, no cross-frame attention): isolates stage 3", "stage4",
-                overrides=("codenoise.clip_length=1", "codenoise.stride=1", "codenoise.attention=none",
-                           "codenoise.fg_gain=0.0", "codenoise.init=fused"),
-                links=(1, 2)),
-        Variant("stages_1_2_3", "tuned UNet, clips of 1 frame, no cross-frame attention, full's init", "stage4",
-                overrides=("codenoise.clip_length=1", "codenoise.stride=1", "codenoise.attention=none",
-                           "codenoise.fg_gain=0.0"),
-                unet="tuned", links=(1, 2, 3)),
+        Variant(
+            "stages_1_2_sdedit",
+            "base UNet re-denoising the stage-2 frames with full's init (no tuning, "
+            "clips of 1 frame, no cross-frame attention): isolates stage 3",
+            "stage4",
+            overrides=(
+                "codenoise.clip_length=1",
+                "codenoise.stride=1",
+                "codenoise.attention=none",
+                "codenoise.fg_gain=0.0",
+                "codenoise.init=fused",
+            ),
+            links=(1, 2),
+        ),
+        Variant(
+            "stages_1_2_3",
+            "tuned UNet, clips of 1 frame, no cross-frame attention, full's init",
+            "stage4",
+            overrides=(
+                "codenoise.clip_length=1",
+                "codenoise.stride=1",
+                "codenoise.attention=none",
+                "codenoise.fg_gain=0.0",
+            ),
+            unet="tuned",
+            links=(1, 2, 3),
+        ),
         Variant("full", "all four stages (demo presets)", "stage4", unet="tuned", links=(1, 2, 3), seams=True),
-        Variant("full_global", "full with one global anchor frame", "stage4",
-                overrides=("codenoise.attention=global",), unet="tuned", links=(1, 2, 3), seams=True),
+        Variant(
+            "full_global",
+            "full with one global anchor frame",
+            "stage4",
+            overrides=("codenoise.attention=global",),
+            unet="tuned",
+            links=(1, 2, 3),
+            seams=True,
+        ),
         Variant("ground_truth", "the rendered video (ceiling)", "gt"),
     ]
     return {x.name: x for x in v}
@@ -110,8 +174,15 @@ DEFAULT_SEQUENCES: tuple[SequenceSpec, ...] = (
 
 
 def _scheduled(motion: str, colour: str, parts: Sequence[tuple[int, str, str]]) -> tuple[tuple[int, str], ...]:
-    word = {"walk": "walking", "run": "running", "wave": "waving", "jump": "jumping", "dance": "dancing",
-            "squat": "squatting", "turn": "turning"}[motion]
+    word = {
+        "walk": "walking",
+        "run": "running",
+        "wave": "waving",
+        "jump": "jumping",
+        "dance": "dancing",
+        "squat": "squatting",
+        "turn": "turning",
+    }[motion]
     return tuple((k, f"a {colour} figure {word} {scene} {time}") for k, scene, time in parts)
 
 
@@ -128,19 +199,50 @@ BENCHMARK_SEQUENCES: tuple[SequenceSpec, ...] = (
     SequenceSpec("turn_meadow", "turn", "a blue figure turning on a grassy meadow at night", 107),
     SequenceSpec("walk_city", "walk", "a red figure walking in a city street during the day", 108),
     SequenceSpec("dance_desert", "dance", "a green figure dancing in a desert at sunset", 109),
-    SequenceSpec("schedule_walk", "walk", "a red figure walking on a snowy field during the day", 110, 24,
-                 _scheduled("walk", "red", [(0, "on a snowy field", "during the day"),
-                                            (12, "on a beach", "at sunset")])),
-    SequenceSpec("schedule_run_3", "run", "a yellow figure running on a grassy meadow during the day", 111, 24,
-                 _scheduled("run", "yellow", [(0, "on a grassy meadow", "during the day"),
-                                              (8, "in a desert", "at sunset"), (16, "in a city street", "at night")])),
-    SequenceSpec("schedule_wave_96", "wave", "a pink figure waving on a beach during the day", 112, 96,
-                 _scheduled("wave", "pink", [(0, "on a beach", "during the day"),
-                                             (48, "on a snowy field", "at night")])),
+    SequenceSpec(
+        "schedule_walk",
+        "walk",
+        "a red figure walking on a snowy field during the day",
+        110,
+        24,
+        _scheduled("walk", "red", [(0, "on a snowy field", "during the day"), (12, "on a beach", "at sunset")]),
+    ),
+    SequenceSpec(
+        "schedule_run_3",
+        "run",
+        "a yellow figure running on a grassy meadow during the day",
+        111,
+        24,
+        _scheduled(
+            "run",
+            "yellow",
+            [
+                (0, "on a grassy meadow", "during the day"),
+                (8, "in a desert", "at sunset"),
+                (16, "in a city street", "at night"),
+            ],
+        ),
+    ),
+    SequenceSpec(
+        "schedule_wave_96",
+        "wave",
+        "a pink figure waving on a beach during the day",
+        112,
+        96,
+        _scheduled("wave", "pink", [(0, "on a beach", "during the day"), (48, "on a snowy field", "at night")]),
+    ),
 )
 BENCHMARK_STEPS = 16  # every variant alike: the demo presets' 20 steps do not fit 20 minutes on 2 CPU cores
-BENCHMARK_VARIANTS: tuple[str, ...] = ("per_frame", "per_frame_shared_noise", "t2v_zero", "gen_l_video", "freenoise",
-                                       "stages_1_2", "full", "ground_truth")
+BENCHMARK_VARIANTS: tuple[str, ...] = (
+    "per_frame",
+    "per_frame_shared_noise",
+    "t2v_zero",
+    "gen_l_video",
+    "freenoise",
+    "stages_1_2",
+    "full",
+    "ground_truth",
+)
 
 
 @dataclass(frozen=True)
@@ -187,8 +289,9 @@ def parse_spec(data: dict[str, Any], source: str = "config", base: Path | None =
         raise VidtuneError(f"{source}: ablation.variants must be a non-empty list of names from {', '.join(VARIANTS)}")
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
-        raise VidtuneError(f"{source}: ablation.variants: unknown variant {bad[0]!r}; "
-                           f"choose from {', '.join(VARIANTS)}")
+        raise VidtuneError(
+            f"{source}: ablation.variants: unknown variant {bad[0]!r}; choose from {', '.join(VARIANTS)}"
+        )
     sequences = []
     for i, table in enumerate(data.get("sequences", [])):
         where = f"{source}: [[sequences]] #{i + 1}"
@@ -204,8 +307,15 @@ def parse_spec(data: dict[str, Any], source: str = "config", base: Path | None =
         n = _typed(table.get("frames", frames), int, "frames", where)
         if n < 2:
             raise VidtuneError(f"{where}: frames must be >= 2 (consistency needs frame pairs), got {n}")
-        sequences.append(SequenceSpec(_typed(table.get("name", motion), str, "name", where), motion, prompt,
-                                      _typed(table.get("seed", i), int, "seed", where), n))
+        sequences.append(
+            SequenceSpec(
+                _typed(table.get("name", motion), str, "name", where),
+                motion,
+                prompt,
+                _typed(table.get("seed", i), int, "seed", where),
+                n,
+            )
+        )
     names = [s.name for s in sequences]
     if len(set(names)) != len(names):
         raise VidtuneError(f"{source}: two sequences share a name ({names}); give each a distinct name")
@@ -222,10 +332,14 @@ def parse_spec(data: dict[str, Any], source: str = "config", base: Path | None =
     return AblationSpec(sequences=tuple(sequences), variants=tuple(variants), run=run, source=source)
 
 
-SUITES: dict[str, Callable[[], "AblationSpec"]] = {
+SUITES: dict[str, Callable[[], AblationSpec]] = {
     "default": lambda: AblationSpec(),
-    "benchmark": lambda: AblationSpec(sequences=BENCHMARK_SEQUENCES, variants=BENCHMARK_VARIANTS,
-                                      run={"sampling": {"steps": BENCHMARK_STEPS}}, source="benchmark"),
+    "benchmark": lambda: AblationSpec(
+        sequences=BENCHMARK_SEQUENCES,
+        variants=BENCHMARK_VARIANTS,
+        run={"sampling": {"steps": BENCHMARK_STEPS}},
+        source="benchmark",
+    ),
 }
 
 
@@ -257,8 +371,17 @@ def base_config(spec: AblationSpec, overrides: Sequence[str]) -> C.RunConfig:
 
 def sequence_config(base: C.RunConfig, seq: SequenceSpec, poses: Path) -> C.RunConfig:
     """The base config for one sequence: its poses, prompt and seed (every stage's seed)."""
-    cfg = replace(base, inputs=replace(base.inputs, poses=str(poses), prompt=seq.prompt, frames=0,
-                                       prompts={str(k): p for k, p in seq.prompts}, clip_prompts=[]))
+    cfg = replace(
+        base,
+        inputs=replace(
+            base.inputs,
+            poses=str(poses),
+            prompt=seq.prompt,
+            frames=0,
+            prompts={str(k): p for k, p in seq.prompts},
+            clip_prompts=[],
+        ),
+    )
     return C.apply_overrides(cfg, C.seed_overrides(seq.seed))
 
 
@@ -276,4 +399,3 @@ def variant_settings(name: str) -> str:
     bits = list(v.overrides) + (["codenoise.clip_length=N", "codenoise.stride=N"] if name == "t2v_zero" else [])
     unet = f"{v.unet} UNet; " if v.source == "stage4" else ""
     return unet + (", ".join(f"`{b}`" for b in bits) if bits else "base config")
-

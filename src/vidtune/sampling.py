@@ -11,12 +11,18 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from vidtune.errors import VidtuneError
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, SchedulerMixin, T2IAdapter, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
 
 # A step hook sees (step index, timestep, z_t) before the model is evaluated at that step and
 # may return a replacement z_t (or None to keep it).
@@ -69,7 +75,7 @@ class FeatureBank:
 
 @torch.no_grad()
 def encode_prompts(
-    tokenizer, text_encoder, prompts: Sequence[str], negative_prompt: str = ""
+    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: Sequence[str], negative_prompt: str = ""
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CLIP embeddings as StableDiffusionPipeline computes them: (P, L, D) and the negative (1, L, D)."""
 
@@ -86,7 +92,9 @@ def encode_prompts(
     return encode(prompts), encode([negative_prompt])
 
 
-def make_prompt_bank(tokenizer, text_encoder, frame_prompts: Sequence[str], negative_prompt: str = "") -> PromptBank:
+def make_prompt_bank(
+    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, frame_prompts: Sequence[str], negative_prompt: str = ""
+) -> PromptBank:
     """Encode each distinct prompt once; `frame_prompts[i]` is frame i's prompt."""
     unique = list(dict.fromkeys(frame_prompts))
     embeds, uncond = encode_prompts(tokenizer, text_encoder, unique, negative_prompt)
@@ -101,7 +109,11 @@ def pose_tensor(images: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def adapter_features(
-    adapter, images: np.ndarray, scale: float = 1.0, batch: int = 8, storage: torch.device | None = None
+    adapter: T2IAdapter | None,
+    images: np.ndarray,
+    scale: float = 1.0,
+    batch: int = 8,
+    storage: torch.device | None = None,
 ) -> FeatureBank:
     """Run the T2I-Adapter once per frame: residuals (scaled by `scale`) reused at every step."""
     if adapter is None:
@@ -117,7 +129,7 @@ def adapter_features(
 
 
 def guided_eps(
-    unet,
+    unet: UNet2DConditionModel,
     model_input: torch.Tensor,
     t: torch.Tensor,
     cond: torch.Tensor,
@@ -145,7 +157,7 @@ def guided_eps(
 
 
 def frame_eps_fn(
-    unet,
+    unet: UNet2DConditionModel,
     prompts: PromptBank,
     features: FeatureBank,
     guidance: float,
@@ -171,7 +183,7 @@ def frame_eps_fn(
     return eps_fn
 
 
-def step_kwargs(scheduler, eta: float, generator: torch.Generator | None) -> dict:
+def step_kwargs(scheduler: SchedulerMixin, eta: float, generator: torch.Generator | None) -> dict:
     """The extra arguments this scheduler's `step` accepts (eta for DDIM, a generator when stochastic)."""
     params = set(inspect.signature(scheduler.step).parameters)
     kwargs = {}
@@ -195,7 +207,9 @@ def sdedit_start(num_steps: int, strength: float) -> int:
     return min(num_steps - 1, int(round((1.0 - strength) * num_steps)))
 
 
-def prepare_scheduler(scheduler, num_steps: int, device: torch.device | str, start: int = 0) -> torch.Tensor:
+def prepare_scheduler(
+    scheduler: SchedulerMixin, num_steps: int, device: torch.device | str, start: int = 0
+) -> torch.Tensor:
     """Set the scheduler's timesteps and return those from step index `start` on.
 
     Starting mid-schedule (stage 2 continues from the fusion step) tells stateful schedulers where
@@ -212,7 +226,7 @@ def prepare_scheduler(scheduler, num_steps: int, device: torch.device | str, sta
 
 def denoise(
     latents: torch.Tensor,
-    scheduler,
+    scheduler: SchedulerMixin,
     timesteps: torch.Tensor,
     eps_fn: EpsFn,
     *,
@@ -292,7 +306,7 @@ def initial_noise(
 
 
 @torch.no_grad()
-def decode(vae, latents: torch.Tensor, batch: int = 4) -> Iterator[np.ndarray]:
+def decode(vae: AutoencoderKL, latents: torch.Tensor, batch: int = 4) -> Iterator[np.ndarray]:
     """Decode latents in fp32 chunks; yields uint8 (B, H, W, 3) RGB arrays (streaming)."""
     scale = vae.config.scaling_factor
     for s in range(0, latents.shape[0], batch):
@@ -303,7 +317,9 @@ def decode(vae, latents: torch.Tensor, batch: int = 4) -> Iterator[np.ndarray]:
 
 
 @torch.no_grad()
-def encode(vae, images: np.ndarray, batch: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+def encode(
+    vae: AutoencoderKL, images: np.ndarray, batch: int = 4, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """uint8 (N, H, W, 3) RGB -> scaled latents (N, C, h, w) (the posterior mean, times the scaling factor)."""
     out = []
     for s in range(0, len(images), batch):

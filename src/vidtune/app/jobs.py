@@ -18,9 +18,14 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vidtune import atomic
 from vidtune.errors import VidtuneError
+
+if TYPE_CHECKING:
+    from vidtune.models import Components
+
 
 UPLOAD_VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".avi", ".mov", ".mkv", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -225,7 +230,9 @@ def progress_line(bars: list[dict], log: list[str], started: float) -> str:
     return " · ".join(parts + [now]) + f"\n\n{last}"
 
 
-def run_job(req: JobRequest, root: Path, log: Callable[[str], None] = print, components=None) -> JobResult:
+def run_job(
+    req: JobRequest, root: Path, log: Callable[[str], None] = print, components: Components = None
+) -> JobResult:
     """Make the run folder, run the four stages, write side-by-side video, metrics and report."""
     from vidtune.api import VidtunePipeline
     from vidtune.demo import command as demo

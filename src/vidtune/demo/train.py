@@ -37,6 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -51,6 +52,10 @@ from vidtune.demo.synthetic.world import make_frame
 from vidtune.demo.train_options import DemoTrainConfig, add_arguments
 from vidtune.models import make_scheduler, sd_schedule_config
 from vidtune.tokenizer import write_clip_tokenizer
+
+if TYPE_CHECKING:
+    from vidtune.models import Components
+
 
 RESOLUTION = 64
 
@@ -600,7 +605,7 @@ def load_demo_components(path: str | Path):
 
 @torch.no_grad()
 def sample_frames(
-    comps,
+    comps: Components,
     prompts: list[str],
     pose_images: np.ndarray,
     *,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,8 +13,13 @@ from tqdm.auto import tqdm
 from vidtune.config import SamplingConfig
 from vidtune.sampling import FeatureBank, PromptBank, adapter_features, decode, make_prompt_bank
 
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
 
-def build_scheduler(base_scheduler, cfg: SamplingConfig):
+    from vidtune.models import Components
+
+
+def build_scheduler(base_scheduler: SchedulerMixin, cfg: SamplingConfig):
     """The configured sampler on the configured training schedule (SD v1-4's by default)."""
     from vidtune.models import make_scheduler
 
@@ -28,12 +33,12 @@ def build_scheduler(base_scheduler, cfg: SamplingConfig):
     return make_scheduler(cfg.scheduler, config)
 
 
-def vp_factor(scheduler, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def vp_factor(scheduler: SchedulerMixin, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """c with c * z = the VP latent sqrt(abar) x0 + sqrt(1-abar) eps (1 for DDIM/DDPM/DPM, 1/sqrt(sigma^2+1) for Euler)."""
     return scheduler.scale_model_input(torch.ones_like(like[:1]), t).flatten()[0]
 
 
-def x0_guide(scheduler, transform, first_step: int = 0, last_step: int | None = None):
+def x0_guide(scheduler: SchedulerMixin, transform, first_step: int = 0, last_step: int | None = None):
     """A `sampling.StepGuide` applying ``transform`` to the predicted clean latents at every step
     in [first_step, last_step]: z_t -> x0 = x0(z_t, eps) -> transform -> z~_t = renoise(x0~, eps).
 
@@ -64,7 +69,7 @@ class Conditioning:
 
 
 def conditioning(
-    components,
+    components: Components,
     pose_images: np.ndarray,
     prompts: list[str],
     negative_prompt: str,

@@ -9,6 +9,7 @@ z = sqrt(abar) x0 + sqrt(1 - abar) eps whatever the sampler's own scaling (Euler
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,6 +30,9 @@ from vidtune.stages.common import (
     vp_factor,
     x0_guide,
 )
+
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
 
 
 def fuse(
@@ -80,7 +84,7 @@ def fuse(
 
 
 def refuse_guide(
-    scheduler,
+    scheduler: SchedulerMixin,
     cfg: FusionConfig,
     fg: torch.Tensor,
     segments: list[tuple[int, int]],

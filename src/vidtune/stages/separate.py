@@ -7,6 +7,8 @@ weight-free GrabCut fallback). Design §3, stage 1.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -17,6 +19,9 @@ from vidtune.models import Components
 from vidtune.results import SeparateResult
 from vidtune.sampling import denoise, frame_eps_fn, fusion_index, initial_noise, prepare_scheduler
 from vidtune.stages.common import Conditioning, StageCallback, build_scheduler, decode_frames, step_callback
+
+if TYPE_CHECKING:
+    from vidtune.segment import Segmenter
 
 
 def generate(
@@ -69,7 +74,7 @@ def generate(
     return {"z_t": kept["z_t"], "timestep": kept["timestep"], "t_index": torch.tensor([t_index]), "x0": x0}
 
 
-def segment_frames(segmenter, frames: np.ndarray, inputs: VideoInputs, progress: bool = True) -> np.ndarray:
+def segment_frames(segmenter: Segmenter, frames: np.ndarray, inputs: VideoInputs, progress: bool = True) -> np.ndarray:
     """Foreground masks (N, H, W) float in [0, 1] of the decoded frames."""
     masks = []
     for i, frame in enumerate(

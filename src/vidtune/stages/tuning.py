@@ -155,12 +155,12 @@ def load_data(s2: FusionResult, cond: Conditioning, num_frames: int, device: tor
 # --------------------------------------------------------------------------------------------
 
 
-def _full(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
+def _full(unet: UNet2DConditionModel, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
     """Every UNet parameter (the paper's choice)."""
     return dict(unet.named_parameters())
 
 
-def _attention(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
+def _attention(unet: UNet2DConditionModel, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
     """The query projections of self- and cross-attention, attn1/attn2 to_q (Tune-A-Video)."""
     params = {n: p for n, p in unet.named_parameters() if _ATTENTION_Q.search(n)}
     if not params:
@@ -177,7 +177,7 @@ def lora_config(rank: int) -> Any:
     return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True, target_modules=list(LORA_TARGETS))
 
 
-def _lora(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
+def _lora(unet: UNet2DConditionModel, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
     """A fresh LoRA adapter "vidtune" (B = 0, so the UNet starts unchanged; A seeded by tuning.seed)."""
     if LORA_ADAPTER in (getattr(unet, "peft_config", None) or {}):
         unet.delete_adapters(LORA_ADAPTER)
@@ -201,7 +201,7 @@ TRAINABLE: dict[str, Callable[[Any, TuningConfig], dict[str, torch.nn.Parameter]
 """Trainable sets by `tuning.trainable`: each prepares the UNet and returns its parameters by name."""
 
 
-def select_trainable(unet, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
+def select_trainable(unet: UNet2DConditionModel, cfg: TuningConfig) -> dict[str, torch.nn.Parameter]:
     """Freeze the UNet, then unfreeze (and for LoRA create) the configured set; returns it by name."""
     if cfg.trainable not in TRAINABLE:
         raise VidtuneError(f"tuning.trainable = {cfg.trainable!r}: choose one of {', '.join(TRAINABLE)}")
@@ -475,7 +475,7 @@ def drop_checkpoints(stage_dir: Path) -> int:
 
 
 @contextlib.contextmanager
-def training_mode(unet, cfg: TuningConfig, device: torch.device) -> Iterator[None]:
+def training_mode(unet: UNet2DConditionModel, cfg: TuningConfig, device: torch.device) -> Iterator[None]:
     """fp32 master weights, train mode and (on CUDA) gradient checkpointing for the block; afterwards
     the UNet is back in its dtype, in eval mode and frozen."""
     dtype = unet.dtype

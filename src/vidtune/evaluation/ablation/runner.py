@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidtune import atomic
 from vidtune import config as C
@@ -38,6 +38,10 @@ from vidtune.evaluation.ablation.spec import (
     variant_config,
     variant_settings,
 )
+
+if TYPE_CHECKING:
+    from vidtune.models import Components
+
 
 # --------------------------------------------------------------------------------------------
 # Running the variants of one sequence
@@ -99,7 +103,7 @@ def link_base(base: Path, folder: Path, stages: Sequence[int]) -> None:
     atomic.write_json(marker, signature)
 
 
-def fresh_unet_copy(components):
+def fresh_unet_copy(components: Components):
     """Components sharing everything but a private copy of the UNet (stage 3 tunes it in place)."""
     return replace(components, unet=copy.deepcopy(components.unet))
 
@@ -126,7 +130,7 @@ def stage_seconds(folder: Path, k: int) -> float:
         return 0.0
 
 
-def run_stages(cfg: C.RunConfig, folder: Path, stages, progress: bool, components, log) -> None:
+def run_stages(cfg: C.RunConfig, folder: Path, stages, progress: bool, components: Components, log) -> None:
     """Run `stages` of `cfg` in `folder` through the Python API on the given components (shared by variants;
     no copy of the base weights: the ablation tunes a private UNet copy instead)."""
     from vidtune.api import VidtunePipeline
@@ -141,7 +145,7 @@ def run_sequence(
     base_cfg: C.RunConfig,
     variants: Sequence[str],
     root: Path,
-    components,
+    components: Components,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> SequenceRun:
@@ -185,7 +189,7 @@ def run_sequence(
             result.frames[v.name] = root / "source" / "gt_frames"
             result.seconds[v.name] = 0.0
 
-    def run_stage4(v: Variant, comps) -> None:
+    def run_stage4(v: Variant, comps: Components) -> None:
         vcfg = variant_config(cfg, v, seq.frames)
         folder = root / v.name
         links = tuple(v.links) + ((2,) if vcfg.codenoise.init == "fused" and 2 not in v.links else ())
@@ -306,7 +310,7 @@ def run_ablation(
     out: str = "runs/ablation",
     overrides: list[str] | None = None,
     progress: bool = True,
-    components=None,
+    components: Components = None,
     suite: str = "default",
     log: Callable[[str], None] = print,
 ) -> Path:

@@ -234,18 +234,27 @@ def test_two_runs_on_one_folder_one_exits_2(tiny_model_dir, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "vidtune.cli", *run_args(tiny_model_dir, pose_dir, run, "--stages", "1,2")]
-    # The first run samples 300 steps: it still holds the folder when the second has started up.
+    # The first run samples 500 steps: it holds the folder however slow the second is to start up,
+    # and is stopped once the second has given up.
     first = subprocess.Popen(
-        cmd + ["--steps", "300"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd + ["--steps", "500"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.time() + 120
-    while not (run / LOCK_NAME).exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    second = subprocess.run(
-        cmd[:-2] + ["--set", "separate.seed=3", "--stages", "1,2"], env=env, capture_output=True, text=True, timeout=300
-    )
-    out, err = first.communicate(timeout=300)
-    assert first.returncode == 0, err
+    try:
+        deadline = time.time() + 120
+        while not (run / LOCK_NAME).exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert first.poll() is None, first.communicate()[1]
+        second = subprocess.run(
+            cmd[:-2] + ["--set", "separate.seed=3", "--stages", "1,2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert first.poll() is None, first.communicate()[1][-1200:]  # still running: the second met a held lock
+    finally:
+        first.kill()
+        first.communicate(timeout=60)
     assert second.returncode == 2 and "in use by vidtune process" in second.stderr, second.stderr
     assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1
 
@@ -372,6 +381,7 @@ def test_sequences_without_a_usable_pose_are_refused(kind, tiny_model_dir, tmp_p
         (["--set", "tuning.lr=-1e-5"], "tuning.lr"),
         (["--steps", "0"], "sampling.steps"),
         (["--steps", "-1"], "sampling.steps"),
+        (["--steps", "1000"], "sampling.steps"),  # DDIM with SD's steps_offset would index timestep 1000
         (["--set", "separate.fusion_step=1.5"], "separate.fusion_step"),
         (["--set", "separate.batch_frames=0"], "separate.batch_frames"),
         (["--set", "sampling.num_train_timesteps=0"], "sampling.num_train_timesteps"),

@@ -19,6 +19,9 @@ from __future__ import annotations
 CONFIG = "config.toml"
 INPUTS = "inputs"
 EXTRACTED = "extracted"  # under inputs/: poses extracted from footage (a cache)
+INPUT_POSES = "poses"  # under inputs/: the pose images the stages were conditioned on
+INPUT_KEYPOINTS = "keypoints.npz"
+INPUT_PROMPTS = "prompts.json"
 FINAL_VIDEO = "final.mp4"
 DONE = "done.json"
 LATENTS = "latents.safetensors"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidtune import artifacts as A
 from vidtune import atomic
 from vidtune.config import InputConfig
 from vidtune.errors import VidtuneError
@@ -101,9 +102,9 @@ def save(inputs: VideoInputs, out_dir: Path) -> None:
     """Write pose PNGs, keypoints.npz and prompts.json atomically."""
     from vidtune.video import write_frames_png
 
-    with atomic.atomic_dir(out_dir / "poses") as tmp:
+    with atomic.atomic_dir(out_dir / A.INPUT_POSES) as tmp:
         write_frames_png(inputs.pose_images, tmp)
-    with atomic.atomic_path(out_dir / "keypoints.npz") as tmp:
+    with atomic.atomic_path(out_dir / A.INPUT_KEYPOINTS) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(
                 fh,
@@ -112,14 +113,14 @@ def save(inputs: VideoInputs, out_dir: Path) -> None:
                 pose_images=inputs.pose_images,
             )
     atomic.write_json(
-        out_dir / "prompts.json", {"prompts": inputs.prompts, "fps": inputs.fps, "summary": inputs.summary}
+        out_dir / A.INPUT_PROMPTS, {"prompts": inputs.prompts, "fps": inputs.fps, "summary": inputs.summary}
     )
 
 
 def load(out_dir: Path) -> VideoInputs:
     """Read back what `save` wrote."""
-    data = np.load(out_dir / "keypoints.npz")
-    meta = json.loads((out_dir / "prompts.json").read_text())
+    data = np.load(out_dir / A.INPUT_KEYPOINTS)
+    meta = json.loads((out_dir / A.INPUT_PROMPTS).read_text())
     kps = data["keypoints"] if bool(data["has_keypoints"]) else None
     return VideoInputs(
         pose_images=data["pose_images"],

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidtune import artifacts as A
 from vidtune import atomic
 from vidtune.config import RunConfig, stage_hash, to_toml
 from vidtune.errors import VidtuneError
@@ -65,22 +66,34 @@ class RunDir:
     # --- paths -----------------------------------------------------------------------------
     @property
     def config_path(self) -> Path:
-        return self.root / "config.toml"
+        return self.root / A.CONFIG
 
     @property
     def inputs(self) -> Path:
-        return self.root / "inputs"
+        return self.root / A.INPUTS
 
     @property
     def final_video(self) -> Path:
-        return self.root / "final.mp4"
+        return self.root / A.FINAL_VIDEO
 
     def stage(self, k: int) -> Path:
         """The folder of stage k (`stage1/` ...)."""
-        return self.root / f"stage{k}"
+        return self.root / A.stage_dir(k)
+
+    def frames(self, k: int) -> Path:
+        """The decoded frames of stage k (PNG folder)."""
+        return self.stage(k) / A.FRAMES
+
+    def masks(self) -> Path:
+        """Stage 1's foreground masks (PNG folder)."""
+        return self.stage(1) / A.MASKS
+
+    def video(self, k: int) -> Path:
+        """The video of stage k (stage 4's is the final video)."""
+        return self.final_video if k == 4 else self.stage(k) / A.stage_video(k)
 
     def done_path(self, k: int) -> Path:
-        return self.stage(k) / "done.json"
+        return self.stage(k) / A.DONE
 
     # --- status ----------------------------------------------------------------------------
     def done_info(self, k: int) -> dict[str, Any] | None:
@@ -129,7 +142,7 @@ class RunDir:
 
     def outputs(self, cfg: RunConfig) -> list[Path]:
         """The newest video that matches this config: final.mp4, else stage2.mp4, else stage1.mp4."""
-        candidates = [(4, self.final_video), (2, self.stage(2) / "stage2.mp4"), (1, self.stage(1) / "stage1.mp4")]
+        candidates = [(4, self.final_video), (2, self.video(2)), (1, self.video(1))]
         return [p for k, p in candidates if p.exists() and self.is_done(k, cfg)][:1]
 
     def clean_temporaries(self) -> Removed:

@@ -96,11 +96,11 @@ def check_sampling(cfg: RunConfig) -> None:
             f"{s.num_train_timesteps} steps leaves no signal (alpha_bar at the last step {abar:.3g}); {sd}"
         )
     _at_least("sampling.steps", s.steps, 1, "use e.g. --steps 50 (DDIM)")
-    if s.steps > s.num_train_timesteps:
+    if s.steps >= s.num_train_timesteps:  # SD's schedulers offset their timesteps by 1: N steps of N overflow
         raise _fail(
             "sampling.steps",
             s.steps,
-            f"exceeds sampling.num_train_timesteps = {s.num_train_timesteps}",
+            f"must be below sampling.num_train_timesteps = {s.num_train_timesteps}",
             "use fewer sampling steps",
         )
     if not 0 <= s.eta <= 1:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vidtune import artifacts as A
 from vidtune import atomic
 from vidtune.errors import VidtuneError
 
@@ -250,7 +251,7 @@ def run_job(
     cfg = job_config(req, root, poses_path)
     summary = VidtunePipeline(components, cfg, keep_base=False)(config=cfg, run_dir=root, log=log).summary
     log("vidtune: writing the side-by-side video, metrics and report")
-    panels = [root / "inputs" / "poses", root / "stage1" / "frames", root / "stage4" / "frames"]
+    panels = [root / A.INPUTS / A.INPUT_POSES, root / A.stage_dir(1) / A.FRAMES, root / A.stage_dir(4) / A.FRAMES]
     if seq is not None:
         panels.append(root / "source" / "gt_frames")
     side = demo.side_by_side(root / "side_by_side.mp4", panels, cfg.inputs.fps or demo.DEMO_FPS)
@@ -266,9 +267,10 @@ def upload_metrics(root: Path) -> dict:
     from vidtune.evaluation.evaluate import evaluate_video
 
     result = {}
-    for name, rel in (("stage1", "stage1/frames"), ("stage2", "stage2/frames"), ("final", "stage4/frames")):
-        if (root / rel).is_dir():
-            result[name] = evaluate_video(str(root / rel), reference=str(root / "inputs" / "poses"))["metrics"]
+    for name, k in (("stage1", 1), ("stage2", 2), ("final", 4)):
+        frames = root / A.stage_dir(k) / A.FRAMES
+        if frames.is_dir():
+            result[name] = evaluate_video(str(frames), reference=str(root / A.INPUTS / A.INPUT_POSES))["metrics"]
     return result
 
 
@@ -276,7 +278,7 @@ def list_runs(runs: Path) -> list[str]:
     """The run folders under ``runs``, newest first."""
     if not runs.is_dir():
         return []
-    found = [p for p in runs.iterdir() if p.is_dir() and (p / "config.toml").is_file()]
+    found = [p for p in runs.iterdir() if p.is_dir() and (p / A.CONFIG).is_file()]
     return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
@@ -289,16 +291,16 @@ def open_run(
     def existing(p: Path) -> Path | None:
         return p if p.is_file() else None
 
-    if not (root / "config.toml").is_file():
+    if not (root / A.CONFIG).is_file():
         raise VidtuneError(f"{root}: not a run folder (no config.toml); pick another run")
     metrics_path = root / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     if plots is None:
         plots = {p.stem: p for p in sorted((root / "plots").glob("*.png"))}
-    done = [k for k in (1, 2, 3, 4) if (root / f"stage{k}" / "done.json").is_file()]
+    done = [k for k in (1, 2, 3, 4) if (root / A.stage_dir(k) / A.DONE).is_file()]
     return JobResult(
         root=root,
-        final=existing(root / "final.mp4"),
+        final=existing(root / A.FINAL_VIDEO),
         side_by_side=existing(root / "side_by_side.mp4"),
         report=report or existing(root / "report.html"),
         metrics=metrics,

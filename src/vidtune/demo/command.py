@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidtune import artifacts as A
 from vidtune import atomic
 from vidtune import config as C
 from vidtune.errors import VidtuneError
@@ -113,9 +114,9 @@ def demo_metrics(out: Path, seq) -> dict:
 
     videos = {
         "ground_truth": out / "source" / "gt_frames",
-        "stage1": out / "stage1" / "frames",
-        "stage2": out / "stage2" / "frames",
-        "final": out / "stage4" / "frames",
+        "stage1": out / A.stage_dir(1) / A.FRAMES,
+        "stage2": out / A.stage_dir(2) / A.FRAMES,
+        "final": out / A.stage_dir(4) / A.FRAMES,
     }
     result = {}
     for name, folder in videos.items():
@@ -160,9 +161,9 @@ def run_demo(
     side = side_by_side(
         root / "side_by_side.mp4",
         [
-            root / "inputs" / "poses",
-            root / "stage1" / "frames",
-            root / "stage4" / "frames",
+            root / A.INPUTS / A.INPUT_POSES,
+            root / A.stage_dir(1) / A.FRAMES,
+            root / A.stage_dir(4) / A.FRAMES,
             root / "source" / "gt_frames",
         ],
         DEMO_FPS,

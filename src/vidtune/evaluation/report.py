@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidtune import artifacts as A
 from vidtune import atomic
 
 # The frame folders of a run, in stage order, and how they are labelled.
@@ -118,7 +119,7 @@ def write_report(
 
 def is_run_folder(root: Path) -> bool:
     """Whether ``root`` is a run folder (a resolved config.toml and an inputs/ folder)."""
-    return (root / "config.toml").is_file() and (root / "inputs").is_dir()
+    return (root / A.CONFIG).is_file() and (root / "inputs").is_dir()
 
 
 def frame_folders(root: Path) -> list[tuple[str, Path]]:
@@ -268,7 +269,7 @@ def reproduce_commands(root: Path) -> list[str]:
     commands = []
     if Path(sys.argv[0]).name == "vidtune" and len(sys.argv) > 1 and sys.argv[1] != "serve":
         commands.append(shlex.join(["vidtune", *sys.argv[1:]]))
-    commands.append(shlex.join(["vidtune", "run", str(root / "config.toml"), "--out", str(root)]))
+    commands.append(shlex.join(["vidtune", "run", str(root / A.CONFIG), "--out", str(root)]))
     return commands
 
 
@@ -333,7 +334,7 @@ def run_sections(root: Path) -> list[tuple[str, str]]:
         sections.append(("Stage times", table_html(["stage", "seconds"], times + [["total", total]])))
     commands = "".join(f"<pre>{html.escape(c)}</pre>" for c in reproduce_commands(root))
     sections.append(("Reproduce", commands + f"<p>Machine: {html.escape(machine())}</p>"))
-    config = html.escape((root / "config.toml").read_text())
+    config = html.escape((root / A.CONFIG).read_text())
     sections.append(
         ("Resolved config", f"<details><summary>config.toml (every field)</summary><pre>{config}</pre></details>")
     )

@@ -1,1 +1,2 @@
-"""The four stages. Each `run(...)` reads and writes the artifacts of its folder in the run dir."""
+"""The four stages: each `run(...)` is a function of its config view, the components, the shared conditioning
+and the previous stage's typed result (`vidtune.results`), and touches no run folder (`vidtune.pipeline` does)."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vidtune import artifacts as A
 from vidtune import atomic
 from vidtune import config as C
 from vidtune.errors import VidtuneError
@@ -90,7 +91,7 @@ def link_base(base: Path, folder: Path, stages: Sequence[int]) -> None:
 
     The variant's own stage-4 result is invalidated on a relink (its config hash cannot see that
     the base stages were recomputed)."""
-    signature = {"stages": list(stages), **{str(k): (base / f"stage{k}" / "done.json").read_text() for k in stages}}
+    signature = {"stages": list(stages), **{str(k): (base / A.stage_dir(k) / A.DONE).read_text() for k in stages}}
     marker = folder / "linked.json"
     if marker.is_file() and json.loads(marker.read_text()) == signature:
         return
@@ -125,7 +126,7 @@ class SequenceRun:
 def stage_seconds(folder: Path, k: int) -> float:
     """The seconds stage `k` took in a run folder when it was computed (its done.json; 0 when absent)."""
     try:
-        return float(json.loads((folder / f"stage{k}" / "done.json").read_text()).get("seconds", 0.0))
+        return float(json.loads((folder / A.stage_dir(k) / A.DONE).read_text()).get("seconds", 0.0))
     except (OSError, json.JSONDecodeError):
         return 0.0
 
@@ -179,11 +180,11 @@ def run_sequence(
                 components=components,
                 log=quiet,
             )
-            result.frames[v.name] = folder / "stage1" / "frames"
+            result.frames[v.name] = folder / A.stage_dir(1) / A.FRAMES
             result.seconds[v.name] = stage_seconds(folder, 1)
         elif v.source in ("stage1", "stage2"):
             k = 1 if v.source == "stage1" else 2
-            result.frames[v.name] = base_dir / f"stage{k}" / "frames"
+            result.frames[v.name] = base_dir / A.stage_dir(k) / A.FRAMES
             result.seconds[v.name] = sum(stage_seconds(base_dir, i) for i in range(1, k + 1))
         elif v.source == "gt":
             result.frames[v.name] = root / "source" / "gt_frames"
@@ -196,10 +197,10 @@ def run_sequence(
         link_base(base_dir, folder, sorted(links))
         log(f"vidtune ablate [{seq.name}]: {v.name} (stage 4, {v.unet} UNet) in {folder}")
         run_stages(vcfg, folder, stages=[4], progress=progress, components=comps, log=quiet)
-        done = json.loads((folder / "stage4" / "done.json").read_text())
+        done = json.loads((folder / A.stage_dir(4) / A.DONE).read_text())
         if done.get("unet") != v.unet:
             raise VidtuneError(f"{folder}: variant {v.name} ran on the {done.get('unet')} UNet, expected {v.unet}")
-        result.frames[v.name] = folder / "stage4" / "frames"
+        result.frames[v.name] = folder / A.stage_dir(4) / A.FRAMES
         result.unet[v.name] = done["unet"]
         result.seconds[v.name] = sum(stage_seconds(base_dir, k) for k in links) + stage_seconds(folder, 4)
         if v.seams:
@@ -344,7 +345,7 @@ def run_ablation(
         seq_root = root / "sequences" / seq.name
         run = run_sequence(seq, cfg, variants, seq_root, components, progress=progress, log=log)
         per_sequence[seq.name], curves[seq.name] = score_sequence(run)
-        masks_iou[seq.name] = mask_iou(seq_root / "base" / "stage1" / "masks", seq_root / "source" / "gt_masks")
+        masks_iou[seq.name] = mask_iou(seq_root / "base" / A.stage_dir(1) / A.MASKS, seq_root / "source" / "gt_masks")
         folders[seq.name] = {
             "frames": {v: str(p) for v, p in run.frames.items()},
             "grid": str(seq_root / "grid.mp4"),

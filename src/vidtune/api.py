@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidtune import artifacts as A
 from vidtune import config as C
-from vidtune import pipeline, validate
+from vidtune import distributed, pipeline, validate
 from vidtune.config import RunConfig
 from vidtune.device import DTYPE_NAMES
 from vidtune.errors import VidtuneError
@@ -151,9 +152,10 @@ class VidtunePipeline:
         0-d tensor in place of the latents). `run_dir`: cache every stage there; a rerun resumes and
         loads the model only when a stage must run. `log`: where messages go (default: the "vidtune" logger)."""
         cfg = self._run_config(poses, prompt, prompts, config, overrides)
-        log = log or logger.info
+        log = distributed.main_only(log or logger.info)  # under torchrun: rank 0 speaks for the run
         if run_dir is not None:
-            inputs = pipeline.build_inputs(cfg, Path(run_dir) / "inputs" / "extracted")
+            with distributed.main_first():  # rank 0 fills the pose-extraction cache, the others read it
+                inputs = pipeline.build_inputs(cfg, Path(run_dir) / A.INPUTS / A.EXTRACTED)
             results: dict[int, StageResult] = {}
             summary = pipeline.run(
                 cfg,

@@ -3,6 +3,10 @@
 User errors (VidtuneError) and the system's refusals (OSError: a read-only or full disk, a
 path under a file) print one line naming the path or key and the fix and exit with status 2;
 no traceback.
+
+Under torchrun (`torchrun --nproc-per-node K --no-python vidtune run ...`) `vidtune run` joins the
+process group (`vidtune.distributed.launch`); rank 0 alone prints. An error on any rank, whatever its
+kind, prints its one line (with the rank) and every rank exits with status 2 (`distributed.fail`).
 """
 
 from __future__ import annotations
@@ -105,10 +109,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(to_toml(cfg), end="")
         return 0
     out = Path(args.out or Path("runs") / (Path(args.config).stem if args.config else "run"))
-    result = VidtunePipeline.from_config(cfg)(
-        config=cfg, run_dir=out, stages=args.stages, progress=not args.quiet, log=print
-    )
-    print(result.summary.line())
+    from vidtune import distributed
+
+    with distributed.launch(cfg.model.device) as world:
+        result = VidtunePipeline.from_config(cfg)(
+            config=cfg, run_dir=out, stages=args.stages, progress=not args.quiet, log=print
+        )
+        if world.is_main:
+            print(result.summary.line())
     return 0
 
 
@@ -358,17 +366,38 @@ def os_error_line(exc: OSError, args: argparse.Namespace) -> str:
     return f"{where}: {what}; {fix}" if where else f"{what}; {fix}"
 
 
+def _distributed() -> bool:
+    """Whether this process runs in a torch.distributed group (without importing torch when it cannot)."""
+    if "torch" not in sys.modules:
+        return False
+    from vidtune import distributed
+
+    return distributed.current().enabled
+
+
+def _error(message: str) -> int:
+    """Print the one-line error (under torchrun: with the rank, after telling the other ranks) -> status 2."""
+    if _distributed():
+        from vidtune import distributed
+
+        message = distributed.fail(message)
+    print(f"vidtune: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except VidtuneError as exc:
-        print(f"vidtune: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     except OSError as exc:
-        print(f"vidtune: error: {os_error_line(exc, args)}", file=sys.stderr)
-        return 2
+        return _error(os_error_line(exc, args))
+    except Exception as exc:
+        if not _distributed():
+            raise
+        return _error(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
     except KeyboardInterrupt:
         print("vidtune: interrupted; finished stages are kept, rerun the same command to resume", file=sys.stderr)
         return 130

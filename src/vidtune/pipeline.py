@@ -3,10 +3,17 @@
 Each stage is a function of its config view, the components, the shared conditioning and the previous
 stage's typed result (`vidtune.stages`, `vidtune.results`); this module decides which stages run,
 feeds them, saves their results with `vidtune.artifacts`' names and marks them done (`vidtune.rundir`).
+
+Under torchrun (`vidtune.distributed`) every rank runs every stage (each computing its share, see the
+stages) and holds the same results; rank 0 alone takes the run lock, decides what runs (the others get
+its list), writes the folder and prints, and the others wait at a barrier after each stage is saved and
+marked done. The folder holds nothing that depends on the number of processes, so a run killed under
+torchrun resumes with any number of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +22,7 @@ from pathlib import Path
 import torch
 
 from vidtune import artifacts as A
+from vidtune import distributed as D
 from vidtune import fingerprint, validate
 from vidtune import inputs as inputs_mod
 from vidtune.config import RunConfig, stage_config
@@ -50,6 +58,9 @@ def load_components(cfg: RunConfig) -> Components:
     from vidtune.models import load_components as load
 
     device = resolve_device(cfg.model.device)
+    world = D.current()
+    if world.enabled and device.type == "cuda":  # under torchrun each rank computes on its own GPU
+        device = torch.device("cuda", world.local_rank)
     return load(
         cfg.model.path,
         adapter=cfg.model.adapter or None,
@@ -238,6 +249,7 @@ def compute_stage(
     """Run stage k on what the earlier stages produced (in memory or in the run folder)."""
     from vidtune.stages import codenoise, fusion, separate, tuning
 
+    progress, log = progress and D.current().is_main, D.main_only(log)
     cfg, comps, inputs = stage_config(cache.cfg, k), cache.components, cache.inputs
     if k < 4:
         use_unet(comps, None, None)  # stages 1-3 run (and tune) the base model
@@ -323,12 +335,14 @@ def run(
     components can later run the base model again (the Python API; costs a copy of them in host memory).
     """
     validate.check_config(cfg)
+    progress, log = progress and D.current().is_main, D.main_only(log)
     if inputs is None:
-        inputs = build_inputs(cfg, Path(out_dir) / A.INPUTS / A.EXTRACTED)
+        with D.main_first():  # rank 0 fills the pose-extraction cache, the others read it
+            inputs = build_inputs(cfg, Path(out_dir) / A.INPUTS / A.EXTRACTED)
     validate.check_frames(cfg, inputs.num_frames, stages)
     rd = RunDir(out_dir, inputs_key=fingerprint.inputs_key(inputs, cfg.model))
-    with RunLock(rd.root) as lock:
-        if lock.took_over:
+    with RunLock(rd.root) if D.current().is_main else contextlib.nullcontext() as lock:
+        if lock is not None and lock.took_over:
             log(f"vidtune: took over the lock of process {lock.took_over.get('pid', '?')}, which is gone")
         return _run_locked(cfg, rd, inputs, stages, progress, components, log, callback, results, keep_base)
 
@@ -347,12 +361,14 @@ def _run_locked(
 ) -> RunSummary:
     """Steps 2-4 of `run`, under the lock."""
     summary = RunSummary(root=rd.root)
-    todo = plan_stages(rd, cfg, stages)
+    main = D.current().is_main
+    todo = D.broadcast_object(plan_stages(rd, cfg, stages) if main else None)  # rank 0 decides for all
     for k in sorted(set(stages)):
         if k not in todo:
             summary.stages[k] = ("skipped (done)", 0.0)
     if not todo:
-        clean_temporaries(rd, log)
+        if main:
+            clean_temporaries(rd, log)
         summary.outputs = rd.outputs(cfg)
         if results is not None:
             results.update(_load_done(rd, stages))
@@ -369,10 +385,11 @@ def _run_locked(
         log(f"vidtune: loaded {cfg.model.path} on {components.device} ({components.dtype})")
     elif callable(components):  # a loader: the model loads only now that a stage must run
         components = components()
-    clean_temporaries(rd, log)
-    rd.save_config(cfg)
-    if 1 in todo or not (rd.inputs / "keypoints.npz").exists():
-        inputs_mod.save(inputs, rd.inputs)
+    if main:
+        clean_temporaries(rd, log)
+        rd.save_config(cfg)
+        if 1 in todo or not (rd.inputs / A.INPUT_KEYPOINTS).exists():
+            inputs_mod.save(inputs, rd.inputs)
     cache = StageCache(rd, cfg, components, inputs, keep_base=keep_base)
     for k in todo:
         _run_stage(k, cache, progress, callback, log, summary)
@@ -397,18 +414,25 @@ def _run_stage(
     log: Callable[[str], None],
     summary: RunSummary,
 ) -> None:
-    """Invalidate stage k and what follows, run it, save it, mark it done; stage 3 then drops its checkpoints."""
+    """Invalidate stage k and what follows, run it, save it, mark it done; stage 3 then drops its checkpoints.
+    Under torchrun rank 0 alone writes; the others wait for it at a barrier before the next stage."""
     rd, cfg = cache.rd, cache.cfg
-    if rd.final_video in rd.begin(k):
+    main = D.current().is_main
+    if main and rd.final_video in rd.begin(k):
         log(f"vidtune: removed {rd.final_video} (it no longer matches: stage {k} reruns)")
     for later in range(k, 5):
         cache.results.pop(later, None)
     start = time.perf_counter()
     result = compute_stage(k, cache, progress, callback, log)
     cache.results[k] = result
+    if not main:
+        D.barrier()  # until rank 0 has saved the stage and marked it done
+        summary.stages[k] = ("ran", time.perf_counter() - start)
+        return
     info = save_stage(k, result, rd, cache.inputs.fps, cache.components)
     seconds = time.perf_counter() - start
     rd.mark_done(k, cfg, seconds, **(info or {}))
+    D.barrier()
     summary.stages[k] = ("ran", seconds)
     log(f"vidtune: stage {k} ({STAGE_TITLES[k]}) done in {seconds:.1f}s: {info}")
     if k == 3 and not cfg.tuning.keep_checkpoints:

@@ -4,6 +4,10 @@ average of the backgrounds of sampled frames (foreground kept), then denoising c
 Design §3, stage 2 (the seed's eq. 10-11). The math is in `vidtune.fusion`; this module takes
 stage 1's z_t and masks and works in the variance-preserving parametrisation
 z = sqrt(abar) x0 + sqrt(1 - abar) eps whatever the sampler's own scaling (Euler's sigmas).
+
+Under torchrun every rank holds the whole video: each evaluates the UNet on its own frames (stage 1's
+`split_eps_fn`, gathered every step), and the fusion, which averages across frames and draws its frame
+samples from one generator, runs on the whole video on every rank, exactly as in one process.
 """
 
 from __future__ import annotations
@@ -19,17 +23,17 @@ from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
 from vidtune.models import Components
 from vidtune.results import FusionResult, SeparateResult
-from vidtune.sampling import denoise, frame_eps_fn, prepare_scheduler
+from vidtune.sampling import denoise, prepare_scheduler
 from vidtune.segments import prompt_segments
 from vidtune.stages.common import (
     Conditioning,
     StageCallback,
     build_scheduler,
-    decode_frames,
     step_callback,
     vp_factor,
     x0_guide,
 )
+from vidtune.stages.separate import split_decode, split_eps_fn
 
 if TYPE_CHECKING:
     from diffusers import SchedulerMixin
@@ -141,7 +145,7 @@ def run(
     scheduler = build_scheduler(components.scheduler, s)
     timesteps = prepare_scheduler(scheduler, s.steps, device, start=t_index)
     t = timesteps[0]
-    eps_fn = frame_eps_fn(components.unet, cond.prompts, cond.features, s.guidance, cfg.separate.batch_frames)
+    eps_fn = split_eps_fn(components.unet, cond, s.guidance, cfg.separate.batch_frames, inputs.num_frames)
     z_t = s1.z_t.to(device=device, dtype=dtype)
     c = vp_factor(scheduler, t, z_t)
     with torch.no_grad():
@@ -170,5 +174,5 @@ def run(
             desc="stage 2: denoising fused frames",
             callback=step_callback(callback, 2),
         )
-    frames = decode_frames(components.vae, x0, progress=progress, desc="stage 2: decoding")
+    frames = split_decode(components.vae, x0, cfg.separate.batch_frames, progress, "stage 2: decoding")
     return FusionResult(x0=x0, z_fused=z_fused, fg=s1.fg, weights=info, frames=frames)

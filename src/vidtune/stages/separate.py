@@ -3,24 +3,32 @@
 Keeps z_t at the fusion step (what stage 2 fuses) and the final x0 latents, decodes the frames
 and splits each into foreground/background masks (SAM prompted by the pose keypoints, or the
 weight-free GrabCut fallback). Design §3, stage 1.
+
+Under torchrun (`vidtune.distributed`) each rank computes the eps of its contiguous range of frames
+and the ranges are gathered every step, so every rank steps the whole video as one process does
+(each frame keeps its own seed: `initial_noise`); decoding and SAM's masks are split the same way.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vidtune import distributed as D
 from vidtune.config import SeparateStageConfig
 from vidtune.inputs import VideoInputs
 from vidtune.models import Components
 from vidtune.results import SeparateResult
-from vidtune.sampling import denoise, frame_eps_fn, fusion_index, initial_noise, prepare_scheduler
+from vidtune.sampling import EpsFn, denoise, frame_eps_fn, fusion_index, initial_noise, prepare_scheduler
 from vidtune.stages.common import Conditioning, StageCallback, build_scheduler, decode_frames, step_callback
 
 if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
     from vidtune.segment import Segmenter
 
 
@@ -57,7 +65,7 @@ def generate(
             kept["z_t"] = latents.clone()
             kept["timestep"] = torch.as_tensor(t).reshape(1).cpu()
 
-    eps_fn = frame_eps_fn(components.unet, cond.prompts, cond.features, s.guidance, cfg.separate.batch_frames)
+    eps_fn = split_eps_fn(components.unet, cond, s.guidance, cfg.separate.batch_frames, num_frames)
     generator = torch.Generator("cpu").manual_seed(cfg.separate.seed)
     x0 = denoise(
         z,
@@ -74,12 +82,51 @@ def generate(
     return {"z_t": kept["z_t"], "timestep": kept["timestep"], "t_index": torch.tensor([t_index]), "x0": x0}
 
 
-def segment_frames(segmenter: Segmenter, frames: np.ndarray, inputs: VideoInputs, progress: bool = True) -> np.ndarray:
-    """Foreground masks (N, H, W) float in [0, 1] of the decoded frames."""
+DECODE_BATCH = 4  # `decode_frames`' chunk of frames
+
+
+def frame_block(batch_frames: int) -> int:
+    """The block of frames the ranks split by: whole UNet batches and whole decoding chunks, so that every
+    rank evaluates exactly the batches one process does (`distributed.parts`)."""
+    return math.lcm(max(1, batch_frames), DECODE_BATCH)
+
+
+def split_eps_fn(
+    unet: UNet2DConditionModel, cond: Conditioning, guidance: float, batch_frames: int, num_frames: int
+) -> EpsFn:
+    """Stages 1-2's eps of the whole video; under torchrun each rank evaluates its own frames (`D.part`)
+    and the frames are gathered every step, so every rank holds the eps of every frame."""
+    if not D.current().enabled:
+        return frame_eps_fn(unet, cond.prompts, cond.features, guidance, batch_frames)
+    align = frame_block(batch_frames)
+    rows = D.part(num_frames, align=align)
+    local = frame_eps_fn(unet, cond.prompts, cond.features, guidance, batch_frames, frames=list(rows))
+    return D.gathered_eps_fn(local, rows, num_frames, align)
+
+
+def split_decode(vae: AutoencoderKL, latents: torch.Tensor, batch_frames: int, progress: bool, desc: str) -> np.ndarray:
+    """`decode_frames` of the whole video, each rank decoding its own frames (gathered under torchrun)."""
+    align = frame_block(batch_frames)
+    rows = D.part(latents.shape[0], align=align)
+    frames = decode_frames(vae, latents[rows.start : rows.stop], batch=DECODE_BATCH, progress=progress, desc=desc)
+    return D.gather_array(frames, latents.shape[0], align)
+
+
+# Segmenters whose mask of a frame depends on that frame alone, so that ranks may split the frames.
+# GrabCut draws from OpenCV's process-wide RNG, seeded once per segmenter: a frame's mask depends on the
+# frames segmented before it, so under torchrun every rank segments every frame (it is cheap).
+SPLIT_SEGMENTERS = frozenset({"sam"})
+
+
+def segment_frames(
+    segmenter: Segmenter, frames: np.ndarray, inputs: VideoInputs, progress: bool = True, first: int = 0
+) -> np.ndarray:
+    """Foreground masks (len(frames), H, W) float in [0, 1] of the decoded frames `first`, `first` + 1, ..."""
     masks = []
-    for i, frame in enumerate(
-        tqdm(frames, total=inputs.num_frames, desc="stage 1: masks", disable=not progress, leave=False, unit="frame")
+    for j, frame in enumerate(
+        tqdm(frames, total=len(frames), desc="stage 1: masks", disable=not progress, leave=False, unit="frame")
     ):
+        i = first + j
         kps = None if inputs.keypoints is None else inputs.keypoints[i]
         masks.append(segmenter.segment(frame, kps, pose_image=inputs.pose_images[i]))
     return np.stack(masks).astype(np.float32)
@@ -93,13 +140,16 @@ def run(
     callback: StageCallback | None = None,
     progress: bool = True,
 ) -> SeparateResult:
-    """Stage 1: generate -> decode -> segment."""
+    """Stage 1: generate -> decode -> segment (frames split over the ranks under torchrun)."""
     from vidtune.segment import latent_masks, make_segmenter
 
     out = generate(cfg, components, cond, inputs.num_frames, callback, progress)
-    frames = decode_frames(components.vae, out["x0"], progress=progress, desc="stage 1: decoding")
+    frames = split_decode(components.vae, out["x0"], cfg.separate.batch_frames, progress, "stage 1: decoding")
     segmenter = make_segmenter(cfg.separate.segmenter, components)
-    masks = segment_frames(segmenter, frames, inputs, progress)
+    rows = D.part(inputs.num_frames) if segmenter.name in SPLIT_SEGMENTERS else range(inputs.num_frames)
+    masks = segment_frames(segmenter, frames[rows.start : rows.stop], inputs, progress, first=rows.start)
+    if len(rows) < inputs.num_frames:
+        masks = D.gather_array(masks, inputs.num_frames)
     fg_pixel = torch.from_numpy(masks)
     return SeparateResult(
         z_t=out["z_t"],

@@ -28,6 +28,13 @@ After `run`, ``components.unet`` IS the tuned model (in eval mode, frozen, in it
 With LoRA the adapter "vidtune" stays active and unmerged: reloading it with `apply_tuned` then
 gives the same model bit for bit, and applying it twice is harmless (the weights are overwritten,
 never added twice). A merge would save a few percent of stage 4's time but could not be undone.
+
+Under torchrun (`vidtune.distributed`) the UNet trains as DistributedDataParallel with the effective
+batch of one process: every rank draws the whole batch (frames, t, eps) from the same generator, computes
+the loss of its contiguous share of it, and weighs its loss sum by K/B so that DDP's average of the K
+gradients is the gradient of the whole batch's mean loss; the logged loss is the whole batch's (one
+all-reduce). Every rank then takes the same optimizer step. Rank 0 alone writes checkpoints and
+loss.csv; the others load the checkpoint rank 0 resumes from, so a run resumes with any K.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from tqdm.auto import tqdm
 
 from vidtune import artifacts as A
 from vidtune import atomic
+from vidtune import distributed as D
 from vidtune.config import TuningConfig, TuningStageConfig, stage_hash
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
@@ -107,6 +115,11 @@ class Batch:
     t: torch.Tensor
     eps: torch.Tensor
     uncond: torch.Tensor | None = None  # (B,) bool: train on the negative prompt's embedding instead
+
+    def rows(self, rows: range) -> Batch:
+        """The samples `rows` of this batch (a rank's share of it)."""
+        sl = slice(rows.start, rows.stop)
+        return Batch(self.frames[sl], self.t[sl], self.eps[sl], None if self.uncond is None else self.uncond[sl])
 
 
 def check_config(cfg: TuningConfig) -> None:
@@ -265,6 +278,11 @@ class TrainLoop:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == torch.float16)
         self.num_train_timesteps = int(noise_scheduler.config.num_train_timesteps)
         self.max_timestep = max(1, int(round(cfg.max_timestep * self.num_train_timesteps)))
+        self.world = D.current()
+        self.model = unet  # what the forward pass calls: the UNet, or its DDP wrapper under torchrun
+        if self.world.enabled:
+            ids = [self.device.index or torch.cuda.current_device()] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(unet, device_ids=ids)
         self.reset()
 
     def reset(self) -> None:
@@ -308,7 +326,12 @@ class TrainLoop:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        losses = [self.forward_backward(self.next_batch()) for _ in range(self.cfg.grad_accum)]
+        losses = []
+        for i in range(self.cfg.grad_accum):  # DDP averages the gradients at the last micro-batch only
+            last = i == self.cfg.grad_accum - 1
+            sync = contextlib.nullcontext() if last or self.model is self.unet else self.model.no_sync()
+            with sync:
+                losses.append(self.forward_backward(self.next_batch()))
         self.scaler.unscale_(self.optimizer)
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.cfg.grad_clip)
@@ -346,15 +369,27 @@ class TrainLoop:
         feats = d.features.take(batch.frames, dev, torch.float32) if d.features.num_frames else []  # F(c_i)
         extra = {"down_intrablock_additional_residuals": feats} if feats else {}
         with torch.autocast(dev.type, dtype=self.precision or torch.float32, enabled=self.precision is not None):
-            eps_theta = self.unet(z_t, t, encoder_hidden_states=e, return_dict=False, **extra)[0]
+            eps_theta = self.model(z_t, t, encoder_hidden_states=e, return_dict=False, **extra)[0]
         c = self.cfg
         return combined_loss(eps_theta.float(), eps, fg, 1.0 - fg, c.l_n, c.l_f, c.l_b)
 
     def forward_backward(self, batch: Batch) -> float:
-        """Backpropagate the batch-mean loss (divided by grad_accum); returns the mean."""
-        loss = self.loss(batch).mean()
-        self.scaler.scale(loss / self.cfg.grad_accum).backward()
-        return float(loss.detach())
+        """Backpropagate the batch-mean loss (divided by grad_accum); returns the mean.
+
+        Under torchrun each rank takes its share of the batch and backpropagates its loss sum times
+        K / B: DDP's mean of the K gradients is then the gradient of the batch mean (module docstring)."""
+        if not self.world.enabled:
+            loss = self.loss(batch).mean()
+            self.scaler.scale(loss / self.cfg.grad_accum).backward()
+            return float(loss.detach())
+        size = len(batch.frames)
+        rows = D.part(size, self.world)
+        empty = len(rows) == 0  # fewer samples than ranks: a zero-weight sample keeps this rank in DDP's step
+        total = self.loss(batch.rows(range(0, 1) if empty else rows)).sum() * (0.0 if empty else 1.0)
+        self.scaler.scale(total * (self.world.size / size / self.cfg.grad_accum)).backward()
+        whole = total.detach().float().reshape(1).clone()
+        D.all_reduce_sum([whole])
+        return float(whole) / size
 
     # --- logging ---------------------------------------------------------------------------
     @property
@@ -655,6 +690,16 @@ def run_key(cfg: TuningStageConfig, data: TuningData) -> str:
     return f"{stage_hash(neutral, 3)}-{data.fingerprint()}"
 
 
+def resume(loop: TrainLoop, out_dir: Path | None) -> int:
+    """`loop.resume()`; under torchrun rank 0 chooses the checkpoint and every other rank loads the same one."""
+    if not loop.world.enabled:
+        return loop.resume()
+    step = D.broadcast_object(loop.resume() if loop.world.is_main else 0)
+    if step and not loop.world.is_main and out_dir is not None:
+        loop.load_checkpoint(out_dir / A.CHECKPOINTS / f"step_{step:06d}")
+    return step
+
+
 def run(
     cfg: TuningStageConfig,
     components: Components,
@@ -674,10 +719,11 @@ def run(
     unet = components.unet
     with training_mode(unet, t, components.device):
         params = select_trainable(unet, t)
+        writer = out_dir if D.current().is_main else None  # rank 0 alone writes checkpoints and loss.csv
         loop = TrainLoop(
-            unet, data, noise_scheduler, t, params, out_dir=out_dir, key=run_key(cfg, data), callback=callback
+            unet, data, noise_scheduler, t, params, out_dir=writer, key=run_key(cfg, data), callback=callback
         )
-        resumed_from = loop.resume()
+        resumed_from = resume(loop, out_dir)
         loop.run_loop(progress=progress)
     seconds = sum(loop.seconds) / len(loop.seconds) if loop.seconds else 0.0
     info = {

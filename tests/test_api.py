@@ -118,3 +118,32 @@ def test_a_prompt_schedule_reaches_the_frames(pipe, poses):
     assert (
         inputs.prompts[:4] == [DEFAULT_PROMPT] * 4 and inputs.prompts[4] == "a red figure walking on a beach at sunset"
     )
+
+
+def test_from_pretrained_on_a_diffusers_folder_with_real_model_options(tiny_model_dir, tmp_path):
+    """A local folder in the exact diffusers layout, the dtype / device options, `.to`, a full tuning whose
+    base weights come back for the next call (the pipeline's UNet is never run tuned as the base model)."""
+    from test_pipeline import write_openpose_folder
+    from vidtune import VidtunePipeline
+
+    poses = write_openpose_folder(tmp_path / "json")
+    pipe = VidtunePipeline.from_pretrained(
+        tiny_model_dir, adapter="", torch_dtype=torch.float32, device="cpu", overrides=["tuning.trainable=full"]
+    )
+    assert pipe.to("cpu", torch.float32) is pipe and pipe.components.device.type == "cpu"
+    assert pipe.config.model.path == str(tiny_model_dir) and pipe.components.adapter is not None  # the folder's own
+    sets = [
+        "inputs.height=32",
+        "inputs.width=32",
+        "sampling.steps=3",
+        "tuning.steps=2",
+        "codenoise.clip_length=4",
+        "codenoise.stride=2",
+        "separate.segmenter=grabcut",
+    ]
+    base = {k: v.clone() for k, v in pipe.components.unet.state_dict().items()}
+    first = pipe(poses=poses, prompt="a person dancing", overrides=sets, progress=False)
+    assert pipe.components.tuned_by is not None and first.stages[4].info["unet"] == "tuned"
+    again = pipe(poses=poses, prompt="a person dancing", overrides=sets, progress=False, stages=(1,))
+    assert torch.equal(again.stages[1].x0, first.stages[1].x0)  # stage 1 ran the base UNet again
+    assert all(torch.equal(v, pipe.components.unet.state_dict()[k]) for k, v in base.items())

@@ -45,7 +45,7 @@ class JobRequest:
     clip_length: int = 8
     stride: int = 4
     attention: str = "middle"
-    trainable: str = "full"
+    trainable: str = "lora"  # the demo presets (src/vidtune/demo/model/vidtune.toml), as the page shows
     tuning_steps: int = 60
     seed: int = 0
     extra: list[str] = field(default_factory=list)  # more `section.key=value` overrides

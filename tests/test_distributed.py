@@ -136,6 +136,17 @@ def test_parts_are_contiguous_balanced_and_aligned():
     assert D.parts(17, 2, 4) == [range(0, 12), range(12, 17)]
 
 
+def test_stage_4_batches_split_contiguously_balanced_by_frames():
+    for weights in ([8] * 8, [32, 32, 8], [5], [16, 8, 8, 8, 8], [1] * 7):
+        for size in (1, 2, 3, 4):
+            ranges = D.weighted_parts(weights, size)
+            assert ranges[0].start == 0 and ranges[-1].stop == len(weights)
+            assert all(a.stop == b.start for a, b in zip(ranges, ranges[1:]))
+            loads = [sum(weights[i] for i in r) for r in ranges]
+            assert max(loads) - sum(weights) / size <= max(weights)  # off the mean by at most one batch
+    assert D.weighted_parts([32, 32], 2) == [range(0, 1), range(1, 2)]
+
+
 def test_without_torchrun_every_helper_is_one_process():
     assert D.current() == D.World() and D.env_world({}) == D.World()
     x = torch.arange(6.0).reshape(3, 2)

@@ -328,3 +328,45 @@ def gathered_eps_fn(eps_fn: Callable, rows: range, n: int, align: int = 1) -> Ca
         return gather_rows(eps_fn(model_input[rows.start : rows.stop], t, step), n, align)
 
     return whole
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 4: clips over the ranks
+
+
+def weighted_parts(weights: Sequence[int], size: int) -> list[range]:
+    """Contiguous ranges of items with `weights` (frames per batch of clips) for `size` ranks, balanced by
+    weight: range r ends at the first item where the running total reaches r + 1 K-ths of the total."""
+    total = sum(weights)
+    bounds, running, r = [0], 0, 1
+    for i, w in enumerate(weights):
+        running += w
+        while r < size and running * size >= r * total:
+            bounds.append(i + 1)
+            r += 1
+    bounds += [len(weights)] * (size + 1 - len(bounds))
+    return [range(bounds[r], bounds[r + 1]) for r in range(size)]
+
+
+def rank_batches(batches: list[list[int]], windows: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """This rank's share of stage 4's batches of clips (all of them in one process), balanced by frames.
+    Whole batches move, so each clip's eps is computed in the same batch as in one process."""
+    world = current()
+    if not world.enabled:
+        return batches
+    frames = [sum(windows[k][1] - windows[k][0] for k in b) for b in batches]
+    return [batches[i] for i in weighted_parts(frames, world.size)[world.rank]]
+
+
+def all_reduce_merge(acc: Any, like: torch.Tensor) -> None:
+    """Sum a `windows.MergeAccumulator`'s sums and weights over the ranks (one all-reduce of both, the
+    step's only collective), so that every rank's `result()` merges every clip's eps. A rank without
+    clips this step adds a zero-weight frame first (which allocates its zero sums through `add`)."""
+    if not current().enabled:
+        return
+    if acc._sum is None:
+        acc.add((0, 1), like[:1], like.new_zeros(1))
+    flat = torch.cat([acc._sum.flatten(), acc._weight.flatten()])
+    all_reduce_sum([flat])
+    acc._sum.copy_(flat[: acc._sum.numel()].view_as(acc._sum))
+    acc._weight.copy_(flat[acc._sum.numel() :].view_as(acc._weight))

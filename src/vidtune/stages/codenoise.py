@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vidtune import distributed as D
 from vidtune.attention import CrossFrameAttention
 from vidtune.config import CodenoiseConfig, CodenoiseStageConfig
 from vidtune.errors import VidtuneError
@@ -33,7 +34,8 @@ from vidtune.sampling import (
     sdedit_start,
 )
 from vidtune.segments import prompt_segments, transition_weights
-from vidtune.stages.common import Conditioning, StageCallback, build_scheduler, decode_frames, step_callback, x0_guide
+from vidtune.stages.common import Conditioning, StageCallback, build_scheduler, step_callback, x0_guide
+from vidtune.stages.separate import DECODE_BATCH, split_decode
 from vidtune.windows import (
     MergeAccumulator,
     Window,
@@ -112,7 +114,7 @@ def codenoise_eps_fn(
                 feats = features.take(a, model_input.device, dtype) if features.num_frames else []
                 guided_eps(unet, model_input[a].to(dtype), t, anchor_bank.embeds, anchor_bank.uncond, feats, guidance)
         acc = MergeAccumulator(model_input.shape[0])
-        for batch in batches:
+        for batch in D.rank_batches(batches, plan.windows):  # torchrun: this rank's share
             frames = [f for k in batch for f in range(*plan.windows[k])]
             sizes = [plan.windows[k][1] - plan.windows[k][0] for k in batch]
             if xattn is not None:
@@ -128,6 +130,7 @@ def codenoise_eps_fn(
             for k, eps_k in zip(batch, eps.split(sizes)):
                 s, e = plan.windows[k]
                 acc.add((s, e), eps_k, plan.weights[k])
+        D.all_reduce_merge(acc, model_input)  # torchrun: every rank's clips, one all-reduce per step
         return acc.result()
 
     return eps_fn
@@ -290,7 +293,7 @@ def run(
     finally:
         xattn.remove()
     del eps_fn  # not needed while decoding
-    frames = decode_frames(components.vae, x0, progress=progress, desc="stage 4: decoding")
+    frames = split_decode(components.vae, x0, DECODE_BATCH, progress, "stage 4: decoding")  # torchrun: split
     info = {
         "frames": inputs.num_frames,
         "clips": len(plan.windows),

@@ -95,7 +95,7 @@ def make_video(
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(1 if identical else n, SIZE, SIZE, 3), dtype=np.uint8)
     images = np.repeat(images, n, axis=0) if identical else images
-    plan = plan_clips(CodenoiseConfig(clip_length=m, stride=s, weighting=weighting), n, PROMPT)
+    plan = plan_clips(CodenoiseConfig(mode="overlap", clip_length=m, stride=s, weighting=weighting), n, PROMPT)
     bank = lambda prompts: make_prompt_bank(comps.tokenizer, comps.text_encoder, prompts)  # noqa: E731
     return Video(
         plan=plan,
@@ -364,7 +364,8 @@ def test_anchor_attention_on_identical_frames_equals_none(comps, mode):
     torch.testing.assert_close(ours(comps, video, mode=mode), ours(comps, video, mode="none"), **TOL)
 
 
-def test_run_restores_the_unet_processors(comps, tmp_path):
+@pytest.mark.parametrize("mode", ["overlap", "shifted"])
+def test_run_restores_the_unet_processors(comps, tmp_path, mode):
     unet = comps.unet
     before = dict(unet.attn_processors)
     x = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(3))
@@ -381,6 +382,7 @@ def test_run_restores_the_unet_processors(comps, tmp_path):
             f"inputs.width={SIZE}",
             "sampling.steps=2",
             f"sampling.guidance={GUIDANCE}",
+            f"codenoise.mode={mode}",
             "codenoise.clip_length=4",
             "codenoise.stride=2",
             "codenoise.attention=global",
@@ -396,8 +398,11 @@ def test_run_restores_the_unet_processors(comps, tmp_path):
     assert all(after[name] is before[name] for name in before)
     with torch.no_grad():
         assert torch.equal(unet(x, torch.tensor(500), encoder_hidden_states=ctx).sample, out_before)
-    assert info["clips"] == len(clip_windows(n, 4, 2)) == 3
-    assert info["unet_frame_evals_per_step"] == (3 * 4 + 1) * 2  # clips + the global anchor, with CFG
+    if mode == "overlap":
+        assert info["clips"] == len(clip_windows(n, 4, 2)) == 3
+        assert info["unet_frame_evals_per_step"] == (3 * 4 + 1) * 2  # clips + the global anchor, with CFG
+    else:  # every frame once per step (+ the anchor)
+        assert info["unet_frame_evals_per_step"] == (n + 1) * 2
     assert video_info(tmp_path / "run" / "final.mp4").num_frames == n
 
 
@@ -484,10 +489,10 @@ def test_global_attention_records_the_anchor_once_per_step(comps, monkeypatch):
     recorded: list[int] = []
     original = CrossFrameAttention._store_anchor
 
-    def store(self, name, hidden_states):
+    def store(self, name, key, value):
         if not self._anchors:
-            recorded.append(hidden_states.shape[0])
-        original(self, name, hidden_states)
+            recorded.append(key.shape[0])
+        original(self, name, key, value)
 
     monkeypatch.setattr(CrossFrameAttention, "_store_anchor", store)
     x0 = ours(comps, video, mode="global", steps=3, max_batch_frames=4)
@@ -551,10 +556,65 @@ def test_pipeline_stages_1_2_4_keep_every_frame(comps, model_dir, shared_dir, tm
 
 def test_stage4_merge_weights_are_stored_per_clip_in_linear_memory():
     """Issue 14, item 8: a dense clips x frames matrix would be 12,500 x 100,000 here (5 GB in fp32)."""
-    plan = plan_clips(CodenoiseConfig(clip_length=16, stride=8), 100_000, PROMPT)
+    plan = plan_clips(CodenoiseConfig(mode="overlap", clip_length=16, stride=8), 100_000, PROMPT)
     assert sum(w.numel() for w in plan.weights) == sum(e - s for s, e in plan.windows)
-    dense = plan_clips(CodenoiseConfig(clip_length=4, stride=2), 9, PROMPT)
+    dense = plan_clips(CodenoiseConfig(mode="overlap", clip_length=4, stride=2), 9, PROMPT)
     from vidtune.windows import frame_merge_weights
 
     full = frame_merge_weights(9, dense.windows, "uniform")
     assert all(torch.equal(w, full[k, s:e]) for k, ((s, e), w) in enumerate(zip(dense.windows, dense.weights)))
+
+
+# --- shifted clips (codenoise.mode = "shifted", the default) ----------------------------------------------
+
+
+def test_shifted_mode_evaluates_every_frame_once_per_step_with_moving_clips(comps, monkeypatch):
+    """Each step: the clips tile the video (one UNet row per frame and CFG branch), their boundaries move
+    from step to step, and a frame's eps is its one clip's prediction (merge weight 1)."""
+    n, m = 13, 4
+    video = make_video(comps, n=n, m=m, s=2)
+    clips = codenoise.clip_schedule(CodenoiseConfig(mode="shifted", clip_length=m), n, PROMPT)
+    bank = make_prompt_bank(comps.tokenizer, comps.text_encoder, list(clips.prompts))
+    rows: list[int] = []
+    hook = comps.unet.register_forward_pre_hook(lambda mod, args: rows.append(args[0].shape[0]))
+    _Recorder.added = []
+    monkeypatch.setattr(codenoise, "MergeAccumulator", _Recorder)
+    try:
+        with torch.no_grad(), _installed(comps.unet, "middle") as xattn:
+            eps_fn = codenoise_eps_fn(
+                comps.unet, xattn, clips, bank, video.anchor_bank, video.features, GUIDANCE, max_batch_frames=6
+            )
+            per_step = []
+            for step in range(3):
+                before = len(_Recorder.added)
+                eps = eps_fn(video.noise, torch.tensor(500), step)
+                per_step.append(_Recorder.added[before:])
+    finally:
+        hook.remove()
+    assert sum(rows) == 3 * n * 2
+    windows = [[w for w, _ in added] for added in per_step]
+    for ws in windows:
+        assert ws[0][0] == 0 and ws[-1][1] == n and all(a[1] == b[0] for a, b in zip(ws, ws[1:]))
+    assert windows[0] != windows[1] != windows[2]
+    torch.testing.assert_close(eps, torch.cat([pred for _, pred in per_step[-1]]))
+
+
+def test_shifted_and_overlap_agree_when_one_clip_holds_the_video(comps):
+    n = 6
+    video = make_video(comps, n=n, m=n, s=n)
+    shifted = codenoise.clip_schedule(CodenoiseConfig(mode="shifted", clip_length=n), n, PROMPT)
+    assert [shifted.at(j).windows for j in range(4)] == [video.plan.windows] * 4 == [[(0, n)]] * 4
+    a = ours(comps, video, steps=2)
+    video.plan = shifted  # the eps function takes a plan or a schedule
+    torch.testing.assert_close(ours(comps, video, steps=2), a, rtol=0, atol=0)
+
+
+def test_shifted_clips_take_the_prompt_of_most_of_their_frames():
+    schedule = {0: "a snowy field", 10: "a beach"}
+    clips = codenoise.clip_schedule(CodenoiseConfig(mode="shifted", clip_length=8), 24, schedule)
+    assert clips.prompts == ("a snowy field", "a beach")
+    for step in range(8):
+        plan = clips.at(step)
+        for (s, e), prompt in zip(plan.windows, plan.prompts):
+            inside = min(e, 10) - s
+            assert prompt == ("a snowy field" if inside > (e - s) - inside or inside == (e - s) / 2 else "a beach")

@@ -77,7 +77,17 @@ def test_rerun_skips_and_stage4_alone_reloads_the_tuned_unet(long_run):
     again = vidtune("run", str(config), "--out", str(root / "run"), "--quiet")
     assert again.returncode == 0 and again.stdout.count("skipped (done)") == 4, again.stdout
     alone = vidtune(
-        "run", str(config), "--out", str(root / "run"), "--stages", "4", "--quiet", "--set", "codenoise.stride=16"
+        "run",
+        str(config),
+        "--out",
+        str(root / "run"),
+        "--stages",
+        "4",
+        "--quiet",
+        "--set",
+        "codenoise.stride=16",
+        "--set",
+        "codenoise.mode=overlap",
     )
     assert alone.returncode == 0, alone.stderr[-2000:]
     info = json.loads((root / "run" / "stage4" / "done.json").read_text())
@@ -87,7 +97,7 @@ def test_rerun_skips_and_stage4_alone_reloads_the_tuned_unet(long_run):
 
 def test_plan_prints_the_clips_without_loading_a_model(long_run):
     root, config, _ = long_run
-    result = vidtune("plan", str(config))
+    result = vidtune("plan", str(config), "--set", "codenoise.mode=overlap")
     assert result.returncode == 0, result.stderr
     assert "[109, 125)" in result.stdout or "109" in result.stdout  # the tail clip that covers the last frames
 

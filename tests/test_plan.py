@@ -54,7 +54,12 @@ def no_modules_built(monkeypatch):
 def test_plan_lists_every_clip_and_the_evaluation_count(tiny_model_dir, shared_dir, no_modules_built):
     n, m, s, steps = 40, 8, 3, 6
     cfg = tiny_cfg(
-        tiny_model_dir, shared_dir / POSES, f"inputs.frames={n}", f"codenoise.clip_length={m}", f"codenoise.stride={s}"
+        tiny_model_dir,
+        shared_dir / POSES,
+        f"inputs.frames={n}",
+        "codenoise.mode=overlap",
+        f"codenoise.clip_length={m}",
+        f"codenoise.stride={s}",
     )
     start = time.perf_counter()
     report = plan.plan_report(cfg)
@@ -111,6 +116,8 @@ def test_plan_through_the_cli(tiny_model_dir, shared_dir, capsys):
                 "32",
                 "--width",
                 "32",
+                "--set",
+                "codenoise.mode=overlap",
                 "--set",
                 "codenoise.clip_length=8",
                 "--set",

@@ -14,12 +14,60 @@ from vidtune.windows import (
     clip_windows,
     frame_merge_weights,
     frame_prompts,
+    majority_prompts,
     merge_predictions,
     pixel_merge_weights,
     plan_text,
+    shift_offset,
+    shifted_windows,
 )
 
 KINDS = sorted(MERGE_WEIGHTS)
+
+
+# --- shifted windows (codenoise.mode = "shifted") ---------------------------------------------
+
+
+def test_shifted_windows_tile_the_video_with_bounded_clips_exhaustive():
+    for n in range(1, 90):
+        for m in range(1, 20):
+            for step in range(0, 24):
+                windows = shifted_windows(n, m, step, shrink_clip=True)
+                assert windows[0][0] == 0 and windows[-1][1] == n
+                assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))  # every frame exactly once
+                if n <= m:
+                    assert windows == [(0, n)]
+                    continue
+                lengths = [e - s for s, e in windows]
+                assert min(lengths) >= (m + 1) // 2 and max(lengths) <= 2 * m - 1
+                if n >= 2 * m:  # only a short video's two end pieces can join the same clip
+                    assert max(lengths) <= m + (m + 1) // 2 - 1
+                # the inner boundaries sit at o_j + kM: they move with the step's offset
+                off = shift_offset(step, m)
+                assert all((s - off) % m == 0 for s, _ in windows[1:])
+
+
+def test_shifted_boundaries_visit_every_offset_and_never_repeat_at_consecutive_steps():
+    for m in (2, 4, 8, 16, 32):
+        offsets = [shift_offset(j, m) for j in range(64)]
+        for start in range(0, 64 - m + 1, m):
+            assert sorted(offsets[start : start + m]) == list(range(m))  # M consecutive steps: each offset once
+        assert all(a != b for a, b in zip(offsets, offsets[1:]))
+    assert [shift_offset(j, 8) for j in range(8)] == [0, 4, 2, 6, 1, 5, 3, 7]
+
+
+def test_shifted_windows_reject_short_videos_unless_shrunk():
+    with pytest.raises(VidtuneError, match="shrink_clip"):
+        shifted_windows(5, 8, 0)
+    with pytest.raises(ValueError):
+        shift_offset(-1, 8)
+
+
+def test_majority_prompts_follow_most_frames_and_break_ties_by_order():
+    prompts = ["a"] * 5 + ["b"] * 3 + ["c"] * 4
+    assert majority_prompts([(0, 6), (5, 9), (8, 12), (4, 8)], prompts) == ["a", "b", "c", "b"]
+    assert majority_prompts([(3, 7)], ["a", "a", "a", "a", "a", "b", "b", "a"]) == ["a"]
+    assert majority_prompts([(4, 6)], ["x"] * 4 + ["a", "b"]) == ["a"]  # tie: the first in the clip
 
 
 # --- clip_windows ------------------------------------------------------------------------------

@@ -247,9 +247,10 @@ class CrossFrameAttnProcessor:
         """Keys and values ``(frames, n * tokens, inner)`` from the normed layer inputs
         ``(frames, tokens, channels)``."""
         controller = self.controller
-        if controller.recording:
-            controller._store_anchor(self.name, hidden_states)
-            return attn.to_k(hidden_states), attn.to_v(hidden_states)
+        if controller.recording:  # the anchor's keys/values, projected once per step for every clip
+            key, value = attn.to_k(hidden_states), attn.to_v(hidden_states)
+            controller._store_anchor(self.name, key, value)
+            return key, value
         if controller.mode.name == "none":
             return attn.to_k(hidden_states), attn.to_v(hidden_states)
 
@@ -257,9 +258,9 @@ class CrossFrameAttnProcessor:
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
         if plan.anchor is not None:
-            anchor = controller._anchor_for(self.name).to(hidden_states)
-            keys.append(attn.to_k(anchor).index_select(0, plan.anchor))
-            values.append(attn.to_v(anchor).index_select(0, plan.anchor))
+            anchor_key, anchor_value = controller._anchor_for(self.name)
+            keys.append(anchor_key.to(hidden_states).index_select(0, plan.anchor))
+            values.append(anchor_value.to(hidden_states).index_select(0, plan.anchor))
         if plan.table.shape[1] > 0:
             frames, n = plan.table.shape
             source = hidden_states.index_select(0, plan.sources)  # each source frame projected once
@@ -300,7 +301,7 @@ class CrossFrameAttention:
         self._sizes: list[int] | None = None
         self._anchor_index: list[int] | None = None
         self._plans: dict[torch.device, _Plan] = {}
-        self._anchors: dict[str, torch.Tensor] = {}
+        self._anchors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> the anchors' (keys, values)
 
     # ---- installation
 
@@ -378,8 +379,8 @@ class CrossFrameAttention:
 
     @contextmanager
     def record_anchor(self) -> Iterator[CrossFrameAttention]:
-        """UNet forwards inside this block record the self-attention inputs ``(anchors, tokens,
-        channels)`` of every layer; their batch is the anchor frames (e.g. ``[uncond, cond]``). The
+        """UNet forwards inside this block record the self-attention keys and values ``(anchors, tokens,
+        inner)`` of every layer (projected once per recording, reused by every later forward); their batch is the anchor frames (e.g. ``[uncond, cond]``). The
         recording replaces the previous one. Anchor frames compute plain self-attention."""
         if not self.mode.uses_anchor:
             raise RuntimeError(f"record_anchor is only used by the 'global' mode, not {self.mode.name!r}")
@@ -396,22 +397,22 @@ class CrossFrameAttention:
         """Forget the recorded anchor (frees its memory)."""
         self._anchors = {}
 
-    def _store_anchor(self, name: str, hidden_states: torch.Tensor) -> None:
+    def _store_anchor(self, name: str, key: torch.Tensor, value: torch.Tensor) -> None:
         if name in self._anchors:
             raise RuntimeError(
                 "record_anchor: more than one UNet forward inside one record block; record all anchors "
                 "(e.g. [uncond, cond]) in a single batch"
             )
-        self._anchors[name] = hidden_states
+        self._anchors[name] = (key, value)
 
-    def _anchor_for(self, name: str) -> torch.Tensor:
+    def _anchor_for(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         anchor = self._anchors.get(name)
         if anchor is None:
             raise RuntimeError(
                 f"cross-frame attention 'global': no anchor recorded for {name}; run the anchor frames "
                 "through the UNet inside `with controller.record_anchor():` at every denoising step"
             )
-        count = anchor.shape[0]
+        count = anchor[0].shape[0]
         if self._anchor_index is None and count != 1:
             raise ValueError(
                 f"{count} anchors are recorded; set_groups(sizes, anchor_index=[...]) must say which one "

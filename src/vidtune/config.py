@@ -136,8 +136,12 @@ class TuningConfig:
 class CodenoiseConfig:
     """Stage 4: temporal co-denoising over overlapping clips (Gen-L-Video) with cross-frame attention."""
 
+    # shifted: non-overlapping clips of M frames whose boundaries move every step (1 UNet evaluation per frame
+    # per step; bench/results/codenoise_speed.md: same quality as overlap, at about half its cost);
+    # overlap: Gen-L-Video's overlapping clips of stride S (M / S evaluations per frame per step).
+    mode: str = field(default="shifted", metadata=_choice("shifted", "overlap"))
     clip_length: int = 16  # M
-    stride: int = 8  # S
+    stride: int = 8  # S (overlap mode)
     shrink_clip: bool = False  # N < M: use M := N instead of failing
     weighting: str = field(default="uniform", metadata=_choice("uniform", "triangular", "gaussian"))
     fg_gain: float = 0.0  # extra pixel-wise weight on the foreground (0 = off)

@@ -33,6 +33,9 @@ __all__ = [
     "clip_position_weights",
     "clip_windows",
     "frame_merge_weights",
+    "majority_prompts",
+    "shift_offset",
+    "shifted_windows",
     "frame_prompts",
     "merge_predictions",
     "pixel_merge_weights",
@@ -87,6 +90,78 @@ def clip_windows(num_frames: int, length: int, stride: int, shrink_clip: bool = 
     if windows[-1][1] != num_frames:
         windows.append((num_frames - length, num_frames))
     return windows
+
+
+def shift_offset(step: int, length: int) -> int:
+    """Where step `step`'s clip boundaries start, in [0, M): the van der Corput sequence (base 2) scaled
+    to M, so consecutive steps put their boundaries far apart and M consecutive steps (M a power of two)
+    use every offset once: 0, M/2, M/4, 3M/4, ... A boundary of one step is then inside a clip at the
+    next ones, and no frame pair sits on a boundary at more than a 1/M share of the steps."""
+    step = int(step)
+    length = _positive_int(length, "codenoise.clip_length")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    radical, scale = 0.0, 0.5
+    while step:
+        radical += scale * (step & 1)
+        step >>= 1
+        scale /= 2
+    return int(radical * length)
+
+
+def shifted_windows(num_frames: int, length: int, step: int, shrink_clip: bool = False) -> list[Window]:
+    """Non-overlapping clips of M frames whose boundaries move every step (``codenoise.mode = "shifted"``).
+
+    Step j cuts the video at o_j + kM (o_j = `shift_offset`(j, M)); an end piece shorter than
+    ceil(M / 2) joins its neighbour, so every clip has between ceil(M / 2) and M + ceil(M / 2) - 1
+    frames when N >= 2M (at most 2M - 1 below; the whole video when N <= M). Every frame is in exactly one clip: ONE UNet evaluation per
+    frame per step instead of Gen-L-Video's M / S, and since the boundaries move, no seam stays put
+    (the context schedulers of AnimateDiff tools shift their windows for the same reason).
+
+    Args:
+        num_frames: N >= 1.
+        length: M >= 1 (``codenoise.clip_length``).
+        step: the denoising step index (>= 0): decides the offset.
+        shrink_clip: as in `clip_windows`: when N < M, one clip of N frames instead of an error.
+
+    Returns:
+        Half-open ``(start, end)`` ranges that tile 0..N in order.
+    """
+    num_frames = _positive_int(num_frames, "num_frames")
+    length = _positive_int(length, "codenoise.clip_length")
+    if num_frames < length and not shrink_clip:
+        raise VidtuneError(
+            f"the video has {num_frames} frames, fewer than codenoise.clip_length = {length}; "
+            f"set codenoise.clip_length <= {num_frames} or codenoise.shrink_clip = true"
+        )
+    if num_frames <= length:
+        return [(0, num_frames)]
+    offset = shift_offset(step, length)
+    cuts = [c for c in range(offset or length, num_frames, length)]
+    bounds = [0, *cuts, num_frames]
+    windows = list(zip(bounds[:-1], bounds[1:]))
+    shortest = (length + 1) // 2
+    if len(windows) > 1 and windows[0][1] - windows[0][0] < shortest:
+        windows[:2] = [(windows[0][0], windows[1][1])]
+    if len(windows) > 1 and windows[-1][1] - windows[-1][0] < shortest:
+        windows[-2:] = [(windows[-2][0], windows[-1][1])]
+    return windows
+
+
+def majority_prompts(windows: Sequence[Window], frame_prompts: Sequence[str]) -> list[str]:
+    """One prompt per clip: the prompt most of its frames have (ties: the one that comes first in the clip).
+
+    For shifted clips, whose frames may straddle a prompt schedule's segments differently at every step."""
+    if not windows:
+        raise ValueError("windows: need at least one clip window")
+    _check_windows(windows, len(frame_prompts))
+    out = []
+    for start, end in windows:
+        counts: dict[str, int] = {}
+        for p in frame_prompts[start:end]:
+            counts[p] = counts.get(p, 0) + 1
+        out.append(max(counts, key=lambda p: counts[p]))  # max keeps the first of equal counts
+    return out
 
 
 def _check_windows(windows: Sequence[Window], num_frames: int) -> None:

@@ -1,17 +1,24 @@
 """Stage 4 — inter-frame consistency: temporal co-denoising of the whole video (Gen-L-Video).
 
-The video is denoised as overlapping clips (length M, stride S, one prompt per clip) by the
-(tuned) UNet with cross-frame attention inside each clip. Every step: eps of every clip (clips
-batched up to `codenoise.max_batch_frames`), merged per frame with the merge weights, then ONE
-scheduler step on the whole video (right for every scheduler; design §3, stage 4). Memory:
-the whole video's latents are small; activations are per batch of clips; decoding streams to
+The video is denoised as clips of M frames (one prompt per clip) by the (tuned) UNet with
+cross-frame attention inside each clip. Every step: the step's clips (`ClipSchedule.at`), eps of
+every clip (clips batched up to `codenoise.max_batch_frames`), merged per frame with the merge
+weights, then ONE scheduler step on the whole video (right for every scheduler; design §3, stage 4).
+
+Which clips (``codenoise.mode``): ``shifted`` (the default) cuts the video into non-overlapping clips
+whose boundaries move from step to step (`vidtune.windows.shifted_windows`): one UNet evaluation per
+frame per step; ``overlap`` is Gen-L-Video's overlapping clips of stride S, the same every step (M / S
+evaluations per frame per step). Measured on the demo model (bench/results/codenoise_speed.md):
+the same background flicker, warping error, seams and pose IoU, at about half the cost.
+
+Memory: the whole video's latents are small; activations are per batch of clips; decoding streams to
 PNG frames and an mp4.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,7 +50,9 @@ from vidtune.windows import (
     clip_merge_weights,
     clip_windows,
     frame_merge_weights,
+    majority_prompts,
     pixel_merge_weights,
+    shifted_windows,
 )
 
 
@@ -64,8 +73,16 @@ class ClipPlan:
         return 4 * sum(w.numel() for w in self.weights)
 
 
-def plan_clips(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None) -> ClipPlan:
-    """Windows, clip prompts and merge weights for `num_frames` frames (pure; no model)."""
+def plan_clips(
+    cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None, step: int = 0
+) -> ClipPlan:
+    """Windows, clip prompts and merge weights for `num_frames` frames at denoising step `step` (pure; no
+    model): `clip_schedule(...).at(step)`."""
+    return clip_schedule(cfg, num_frames, schedule, fg).at(step)
+
+
+def overlap_plan(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None) -> ClipPlan:
+    """Gen-L-Video's overlapping clips [kS, kS + M) plus a tail clip, their prompts and merge weights."""
     windows = clip_windows(num_frames, cfg.clip_length, cfg.stride, shrink_clip=cfg.shrink_clip)
     if cfg.fg_gain > 0 and fg is not None:  # per pixel: dense over the clips (opt-in, O(K N h w))
         dense = pixel_merge_weights(frame_merge_weights(num_frames, windows, cfg.weighting), windows, fg, cfg.fg_gain)
@@ -73,6 +90,55 @@ def plan_clips(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor
     else:  # per clip: O(K M + N) memory, however long the video
         weights = clip_merge_weights(num_frames, windows, cfg.weighting)
     return ClipPlan(windows=windows, prompts=assign_prompts(windows, schedule), weights=weights, anchor=num_frames // 2)
+
+
+@dataclass(frozen=True)
+class ClipSchedule:
+    """Stage 4's clips at every denoising step: ``at(step)`` is that step's `ClipPlan`.
+
+    ``prompts`` lists every prompt a clip may get (the clip prompt bank is built over it, in this order).
+    A fixed schedule (``overlap`` mode, or one given plan) returns the same plan at every step."""
+
+    plan_at: Callable[[int], ClipPlan]
+    prompts: tuple[str, ...]
+    mode: str = "overlap"
+    _cache: dict[int, ClipPlan] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def fixed(cls, plan: ClipPlan) -> ClipSchedule:
+        """The same clips at every step."""
+        return cls(plan_at=lambda step: plan, prompts=tuple(plan.prompts))
+
+    def at(self, step: int) -> ClipPlan:
+        if step not in self._cache:
+            self._cache[step] = self.plan_at(step)
+        return self._cache[step]
+
+
+def clip_schedule(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None) -> ClipSchedule:
+    """The clips of every step for ``codenoise.mode`` (see the module docstring; pure, no model).
+
+    Shifted clips take the prompt most of their frames have (`majority_prompts`; a per-clip prompt list
+    gives each frame the prompt of the nearest overlapping clip first); each frame is in one clip per
+    step, so its merge weight is 1 (``weighting`` and ``fg_gain`` matter in ``overlap`` mode only)."""
+    if cfg.mode == "overlap":
+        return ClipSchedule.fixed(overlap_plan(cfg, num_frames, schedule, fg))
+    if cfg.mode != "shifted":
+        raise VidtuneError(f"codenoise.mode = {cfg.mode!r} is unknown; use 'shifted' or 'overlap'")
+    from vidtune.inputs import per_frame_prompts
+
+    overlap = None
+    if not isinstance(schedule, (str, dict)):  # a per-clip list names Gen-L-Video's clips
+        overlap = clip_windows(num_frames, cfg.clip_length, cfg.stride, shrink_clip=cfg.shrink_clip)
+    frames = per_frame_prompts(num_frames, schedule, overlap)
+    shifted_windows(num_frames, cfg.clip_length, 0, shrink_clip=cfg.shrink_clip)  # fail early on N < M
+
+    def plan_at(step: int) -> ClipPlan:
+        windows = shifted_windows(num_frames, cfg.clip_length, step, shrink_clip=cfg.shrink_clip)
+        weights = [torch.ones(e - s) for s, e in windows]
+        return ClipPlan(windows, majority_prompts(windows, frames), weights, anchor=num_frames // 2)
+
+    return ClipSchedule(plan_at=plan_at, prompts=tuple(dict.fromkeys(frames)), mode="shifted")
 
 
 def clip_batches(windows: Sequence[Window], max_frames: int) -> list[list[int]]:
@@ -91,7 +157,7 @@ def clip_batches(windows: Sequence[Window], max_frames: int) -> list[list[int]]:
 def codenoise_eps_fn(
     unet,
     xattn: CrossFrameAttention | None,
-    plan: ClipPlan,
+    plan: ClipPlan | ClipSchedule,
     clip_bank: PromptBank,
     anchor_bank: PromptBank,
     features: FeatureBank,
@@ -99,24 +165,29 @@ def codenoise_eps_fn(
     max_batch_frames: int,
     frame_cond: torch.Tensor | None = None,
 ) -> EpsFn:
-    """eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) over the clips containing f (design §3, stage 4).
+    """eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) over the step's clips containing f (design §3, stage 4).
 
-    `frame_cond` (N, L, D), when given, is every frame's own prompt embedding (a prompt schedule's
-    transitions); otherwise every frame of clip k uses the clip's prompt."""
-    batches = clip_batches(plan.windows, max_batch_frames)
+    Per step: the step's clips (`ClipSchedule.at`) -> batches of clips -> eps per clip -> `MergeAccumulator`.
+    `clip_bank` holds the embeddings of the schedule's ``prompts`` in that order (a `ClipPlan`: of its
+    clips' prompts). `frame_cond` (N, L, D), when given, is every frame's own prompt embedding (a prompt
+    schedule's transitions); otherwise every frame of clip k uses the clip's prompt."""
+    schedule = plan if isinstance(plan, ClipSchedule) else ClipSchedule.fixed(plan)
+    rows = {p: int(clip_bank.index[i]) for i, p in reversed(list(enumerate(schedule.prompts)))}
     cfg_copies = 2 if guidance > 1.0 else 1
 
     def eps_fn(model_input: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
         dtype = unet.dtype
-        if xattn is not None and xattn.uses_anchor:
-            a = [plan.anchor]
+        if xattn is not None and xattn.uses_anchor:  # the anchor's keys/values: once per step, for every clip
+            a = [schedule.at(step).anchor]
             with xattn.record_anchor():
                 feats = features.take(a, model_input.device, dtype) if features.num_frames else []
                 guided_eps(unet, model_input[a].to(dtype), t, anchor_bank.embeds, anchor_bank.uncond, feats, guidance)
+        step_plan = schedule.at(step)
+        windows = step_plan.windows
         acc = MergeAccumulator(model_input.shape[0])
-        for batch in D.rank_batches(batches, plan.windows):  # torchrun: this rank's share
-            frames = [f for k in batch for f in range(*plan.windows[k])]
-            sizes = [plan.windows[k][1] - plan.windows[k][0] for k in batch]
+        for batch in D.rank_batches(clip_batches(windows, max_batch_frames), windows):  # torchrun: a share
+            frames = [f for k in batch for f in range(*windows[k])]
+            sizes = [windows[k][1] - windows[k][0] for k in batch]
             if xattn is not None:
                 anchor_rows = [c for c in range(cfg_copies) for _ in batch]
                 xattn.set_groups(sizes * cfg_copies, anchor_index=anchor_rows)
@@ -124,12 +195,13 @@ def codenoise_eps_fn(
             if frame_cond is not None:
                 cond = frame_cond[frames].to(x.device)
             else:
-                cond = torch.cat([clip_bank.take([k]).expand(n, -1, -1) for k, n in zip(batch, sizes)]).to(x.device)
+                prompt_rows = [rows[step_plan.prompts[k]] for k in batch]
+                cond = torch.cat([clip_bank.embeds[r : r + 1].expand(n, -1, -1) for r, n in zip(prompt_rows, sizes)])
+                cond = cond.to(x.device)
             feats = features.take(frames, x.device, dtype) if features.num_frames else []
             eps = guided_eps(unet, x, t, cond, clip_bank.uncond.to(x.device), feats, guidance).to(model_input.dtype)
             for k, eps_k in zip(batch, eps.split(sizes)):
-                s, e = plan.windows[k]
-                acc.add((s, e), eps_k, plan.weights[k])
+                acc.add(windows[k], eps_k, step_plan.weights[k])
         D.all_reduce_merge(acc, model_input)  # torchrun: every rank's clips, one all-reduce per step
         return acc.result()
 
@@ -230,9 +302,10 @@ def run(
     device, dtype = components.device, components.unet.dtype
     fg = s2.fg if c.fg_gain > 0 else None
     schedule = prompt_schedule(cfg.inputs)
-    plan = plan_clips(c, inputs.num_frames, schedule, fg)
+    clips = clip_schedule(c, inputs.num_frames, schedule, fg)
+    plan = clips.at(0)
     clip_bank = make_prompt_bank(
-        components.tokenizer, components.text_encoder, plan.prompts, cfg.inputs.negative_prompt
+        components.tokenizer, components.text_encoder, list(clips.prompts), cfg.inputs.negative_prompt
     )
     anchor_bank = make_prompt_bank(
         components.tokenizer, components.text_encoder, [inputs.prompts[plan.anchor]], cfg.inputs.negative_prompt
@@ -268,7 +341,7 @@ def run(
         eps_fn = codenoise_eps_fn(
             components.unet,
             xattn,
-            plan,
+            clips,
             clip_bank,
             anchor_bank,
             features,
@@ -287,7 +360,7 @@ def run(
                 eta=s.eta,
                 generator=torch.Generator("cpu").manual_seed(c.seed),
                 progress=progress,
-                desc=f"stage 4: co-denoising {len(plan.windows)} clips",
+                desc=f"stage 4: co-denoising {len(plan.windows)} clips ({c.mode})",
                 callback=step_callback(callback, 4),
             )
     finally:
@@ -297,6 +370,7 @@ def run(
     info = {
         "frames": inputs.num_frames,
         "clips": len(plan.windows),
+        "mode": c.mode,
         "unet": "tuned" if tuned else "base",
         "attention": c.attention,
         "unet_frame_evals_per_step": (sum(e - s_ for s_, e in plan.windows) + (1 if xattn.uses_anchor else 0))

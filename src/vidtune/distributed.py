@@ -350,7 +350,10 @@ def weighted_parts(weights: Sequence[int], size: int) -> list[range]:
 
 def rank_batches(batches: list[list[int]], windows: Sequence[tuple[int, int]]) -> list[list[int]]:
     """This rank's share of stage 4's batches of clips (all of them in one process), balanced by frames.
-    Whole batches move, so each clip's eps is computed in the same batch as in one process."""
+    Whole batches move, so each clip's eps is computed in the same batch as in one process and the
+    result is bit-identical to one process's (splitting clips and batching them again made it differ
+    by 4e-5 on the demo model). The balance is then as fine as the batches: with few batches per rank
+    lower `codenoise.max_batch_frames` (bench/results/distributed.md)."""
     world = current()
     if not world.enabled:
         return batches

@@ -387,8 +387,9 @@ def test_run_restores_the_unet_processors(comps, tmp_path, mode):
             "codenoise.stride=2",
             "codenoise.attention=global",
             "codenoise.background=free",
+            "codenoise.init=noise",
         ],
-    )  # stage 4 alone: no stage 2 to keep
+    )  # stage 4 alone: no stage 2 to keep or start from
     images = np.random.default_rng(0).integers(0, 256, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
     inputs = VideoInputs(pose_images=images, keypoints=None, prompts=[PROMPT] * n, fps=8.0, summary="random")
     info = run_stage(4, cfg, comps, inputs, RunDir(tmp_path / "run"), progress=False)

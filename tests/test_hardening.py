@@ -602,6 +602,8 @@ def test_plan_of_a_million_frames_stays_under_1_gb(tmp_path):
             "1000000",
             "--model",
             str(tmp_path / "no_model"),
+            "--set",
+            "codenoise.mode=overlap",  # the larger plan: 124999 overlapping clips (shifted: 62500)
         ],
         capture_output=True,
         text=True,

@@ -32,6 +32,7 @@ def tiny_cfg(model: Path, poses: Path, *overrides: str) -> C.RunConfig:
             "inputs.width=32",
             "sampling.steps=6",
             "sampling.guidance=3.0",
+            "codenoise.init=noise",  # every step (the default starts from stage 2's frames at strength 0.4)
             *overrides,
         ],
     )
@@ -84,6 +85,7 @@ def test_plan_counts_prompt_ranges_fused_init_and_the_global_anchor(tiny_model_d
         tiny_model_dir,
         shared_dir / POSES,
         "inputs.frames=30",
+        "codenoise.mode=overlap",
         "codenoise.clip_length=10",
         "codenoise.stride=10",
         "codenoise.init=fused",
@@ -216,3 +218,20 @@ def test_memory_estimate_grows_with_frames_only_through_per_frame_tensors(models
     assert large.peak == large.weights + large.latents + large.features + max(large.activations, large.decoding)
     no_cfg = plan.memory_estimate(sizes, 64, 512, 512, batch_frames=16, guidance=False, element_bytes=2)
     assert no_cfg.activations * 2 == pytest.approx(small.activations, rel=1e-6)
+
+
+def test_plan_counts_the_unet_evaluations_of_every_stage_against_frame_by_frame(tiny_model_dir, shared_dir):
+    """At the SD defaults (50 steps, CFG, fusion at 0.5, 300 tuning samples, stage 4 shifted from stage 2's
+    frames at strength 0.4) the whole method costs at most 2.5x frame-by-frame generation from 16 frames on."""
+    cfg = C.apply_overrides(C.RunConfig(), ["inputs.prompt=a person dancing"])
+    for n in (16, 24, 64, 256):
+        ev = plan.unet_evaluations(cfg, n)
+        assert ev["frame_by_frame"] == ev["stage1"] == 100  # 50 steps x 2 (CFG)
+        assert ev["stage2"] == (1 + 25) * 2 and ev["stage4"] == 20 * 2  # 20 of 50 steps, each frame once
+        assert ev["stage3"] == pytest.approx(3 * 300 / n)
+        assert ev["total"] == pytest.approx(sum(ev[f"stage{k}"] for k in (1, 2, 3, 4)))
+        assert ev["total"] <= 2.5 * ev["frame_by_frame"]
+    overlap = plan.unet_evaluations(C.apply_overrides(cfg, ["codenoise.mode=overlap"]), 64)
+    assert overlap["stage4"] == pytest.approx(40 * (7 * 16) / 64)  # 7 clips of 16 frames cover 64 frames
+    report = plan.plan_report(tiny_cfg(tiny_model_dir, shared_dir / POSES, "inputs.frames=40"))
+    assert "all four stages" in report and "x frame-by-frame generation" in report

@@ -457,6 +457,61 @@ def _device_dtype(cfg: ModelConfig) -> tuple[str, str]:
     return str(device), DTYPE_NAMES[resolve_dtype(cfg.dtype, device)]
 
 
+TRAIN_STEP_EVALS = 3  # a training sample of stage 3: forward + backward ~ 3 forward evaluations
+
+
+def unet_evaluations(cfg: RunConfig, num_frames: int) -> dict[str, float]:
+    """UNet frame evaluations per video frame of each stage and in all, and of frame-by-frame generation
+    (`sampling.steps` steps of one frame; classifier-free guidance counts twice). Pure: no model.
+
+    stage 1: every step; stage 2: the eps at the fusion step t, then the steps from t on; stage 3: its
+    training samples x `TRAIN_STEP_EVALS`, spread over the frames; stage 4: its steps (from the SDEdit
+    start with ``init = "fused"``) x the clips' frames per video frame (1 in ``shifted`` mode, about M / S in
+    ``overlap`` mode) + the global anchor."""
+    from vidtune.sampling import fusion_index, sdedit_start
+
+    s, c, t = cfg.sampling, cfg.codenoise, cfg.tuning
+    cfg_rows = 2 if s.guidance > 1.0 else 1
+    steps4 = s.steps - (sdedit_start(s.steps, c.strength) if c.init == "fused" else 0)
+    per_step = float(num_frames) if c.mode == "shifted" else float(_overlap_frames(c, num_frames))
+    per_step += 1 if c.attention == "global" else 0
+    out = {
+        "frame_by_frame": float(s.steps * cfg_rows),
+        "stage1": float(s.steps * cfg_rows),
+        "stage2": float((1 + s.steps - fusion_index(s.steps, cfg.separate.fusion_step)) * cfg_rows),
+        "stage3": TRAIN_STEP_EVALS * t.steps * t.batch_size * t.grad_accum / num_frames,
+        "stage4": steps4 * cfg_rows * per_step / num_frames,
+    }
+    out["total"] = out["stage1"] + out["stage2"] + out["stage3"] + out["stage4"]
+    return out
+
+
+def _overlap_frames(c, num_frames: int) -> int:
+    """Frames in Gen-L-Video's overlapping clips (each counted once per clip holding it)."""
+    from vidtune.windows import clip_windows
+
+    return sum(e - b for b, e in clip_windows(num_frames, c.clip_length, c.stride, shrink_clip=c.shrink_clip))
+
+
+def evaluations_text(cfg: RunConfig, num_frames: int) -> list[str]:
+    """The lines of `vidtune plan` that compare the whole method's cost with frame-by-frame generation."""
+    ev = unet_evaluations(cfg, num_frames)
+    base = ev["frame_by_frame"]
+    names = {
+        "stage1": "stage 1 (separate)",
+        "stage2": "stage 2 (fusion)",
+        "stage3": f"stage 3 (tuning; a sample = {TRAIN_STEP_EVALS})",
+        "stage4": f"stage 4 ({cfg.codenoise.mode})",
+    }
+    lines = ["UNet frame evaluations per video frame (CFG counts twice):"]
+    lines += [f"  {names[k]:<36} {ev[k]:8.1f}  ({ev[k] / base:.2f}x)" for k in names]
+    lines.append(
+        f"  {'all four stages':<36} {ev['total']:8.1f}  = {ev['total'] / base:.2f}x frame-by-frame generation "
+        f"({base:.0f}: {cfg.sampling.steps} steps of each frame)"
+    )
+    return lines
+
+
 def plan_report(cfg: RunConfig) -> str:
     """The text `vidtune plan` prints: frames, clips, prompts, merge weights, UNet evaluations, memory."""
     from vidtune.inputs import prompt_schedule
@@ -468,11 +523,11 @@ def plan_report(cfg: RunConfig) -> str:
     c, s = cfg.codenoise, cfg.sampling
     num_frames, fps, summary = count_frames(cfg)
     check_run(cfg, num_frames)
-    plan = plan_clips(c, num_frames, prompt_schedule(cfg.inputs))
     guidance = s.guidance > 1.0
     steps = s.steps
     if c.init == "fused":
         steps -= sdedit_start(s.steps, c.strength)
+    plan = plan_clips(c, num_frames, prompt_schedule(cfg.inputs), step=s.steps - steps)
     lines = [
         f"Pose source: {summary}",
         f"Video: {num_frames} frames at {fps:g} fps, {cfg.inputs.width}x{cfg.inputs.height} px; "
@@ -499,6 +554,15 @@ def plan_report(cfg: RunConfig) -> str:
             f"Attention 'global': + {anchor} anchor frame evaluation(s) per step (frame {plan.anchor}), "
             f"{anchor * steps} in all"
         )
+
+    if c.mode == "shifted":
+        lines.append(
+            f"Mode 'shifted': the clips above are those of the first step; their boundaries move every step "
+            f"(each frame evaluated once per step; 'overlap' would evaluate it "
+            f"{_overlap_frames(c, num_frames) / num_frames:.2f}"
+            " times)"
+        )
+    lines += ["", *evaluations_text(cfg, num_frames)]
 
     batches = clip_batches(plan.windows, c.max_batch_frames)
     largest = max(sum(plan.windows[k][1] - plan.windows[k][0] for k in b) for b in batches)

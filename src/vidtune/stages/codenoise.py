@@ -245,31 +245,34 @@ def initial_latents(
     return scheduler.add_noise(fused_x0.to(device=device, dtype=dtype), noise, t0.repeat(num_frames)), start
 
 
-def keep_background_guide(
-    scheduler,
+def background_targets(
     stage2_x0: torch.Tensor,
     fg: torch.Tensor,
     segments: list[tuple[int, int]],
     mix: torch.Tensor,
     dilate: int,
-):
-    """A `StepGuide` that keeps stage 2's result outside the figure: every step, the predicted x0 is
-    pulled to a target with weight M_b = 1 - M_f.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `keep_background_guide` pulls the predicted x0 to, and how hard: (targets, M_b = 1 - M_f),
+    both per frame (N, C, h, w) / (N, 1, h, w).
 
     The target is, away from the figure (outside its dilated mask), each prompt segment's average
     background of stage 2's frames (eq. 10 over the segment), mixed across segment boundaries by
     `mix` (`transition_weights`) so that a schedule's scenes cross-fade; on the ring between the
     mask and its dilation it is the frame's own stage-2 latent (the figure's edge as stage 2 drew
-    it: pulling a soft edge to a background every step would erase thin limbs). The foreground is
-    the model's: stage 4 refines the figure with the tuned UNet and cross-frame attention, and
-    cannot undo stage 2's background.
-    """
+    it: pulling a soft edge to a background every step would erase thin limbs)."""
     from vidtune import fusion as F
 
     wide = F.dilate(fg, dilate)
     seg_bg = F.segment_backgrounds(stage2_x0, 1.0 - wide, segments)
     targets = wide * stage2_x0 + (1.0 - wide) * F.background_targets(stage2_x0, seg_bg, mix)
-    bg = 1.0 - fg
+    return targets, 1.0 - fg
+
+
+def keep_background_guide(scheduler, targets: torch.Tensor, bg: torch.Tensor):
+    """A `StepGuide` that keeps stage 2's result outside the figure: every step, the predicted x0 is
+    pulled to `targets` with weight `bg` = M_b (`background_targets`; slices of them for a part of the
+    video). The foreground is the model's: stage 4 refines the figure with the tuned UNet and
+    cross-frame attention, and cannot undo stage 2's background."""
     return x0_guide(scheduler, lambda x0: x0 + bg * (targets - x0))
 
 
@@ -277,6 +280,80 @@ def needs_fusion(c: CodenoiseConfig) -> bool:
     """Whether stage 4 reads stage 2's result: to start from it, keep its background or weigh by its masks
     (a T2V-Zero-like run from noise with `background = "free"` does not)."""
     return c.init == "fused" or c.background == "keep" or c.fg_gain > 0
+
+
+@dataclass
+class CodenoiseSetup:
+    """Everything stage 4's loop starts from (`prepare`): the clips of every step, the clip / anchor prompt
+    banks, the scheduler with its first latents z and step index, every frame's own embedding under a
+    prompt schedule (`frame_cond`), and stage 2's background targets with their weight (None: `free`)."""
+
+    clips: ClipSchedule
+    clip_bank: PromptBank
+    anchor_bank: PromptBank
+    scheduler: object
+    timesteps: torch.Tensor
+    z: torch.Tensor
+    start: int
+    frame_cond: torch.Tensor | None
+    targets: torch.Tensor | None
+    bg: torch.Tensor | None
+
+    @property
+    def guide(self):
+        return None if self.targets is None else keep_background_guide(self.scheduler, self.targets, self.bg)
+
+
+def prepare(
+    cfg: CodenoiseStageConfig, components: Components, inputs: VideoInputs, s2: FusionResult | None
+) -> CodenoiseSetup:
+    """Stage 4's plan and starting point: clips, prompt banks, scheduler, initial latents, background targets."""
+    from vidtune.inputs import prompt_schedule
+
+    c, s = cfg.codenoise, cfg.sampling
+    if s2 is None and needs_fusion(c):
+        raise VidtuneError(
+            "stage 4 with codenoise.init = 'fused', background = 'keep' or fg_gain > 0 needs stage 2's "
+            "result; run with --stages 1,2,3,4"
+        )
+    device, dtype = components.device, components.unet.dtype
+    fg = s2.fg if c.fg_gain > 0 else None
+    schedule = prompt_schedule(cfg.inputs)
+    clips = clip_schedule(c, inputs.num_frames, schedule, fg)
+    bank = lambda prompts: make_prompt_bank(  # noqa: E731
+        components.tokenizer, components.text_encoder, prompts, cfg.inputs.negative_prompt
+    )
+    scheduler = build_scheduler(components.scheduler, s)
+    f = components.vae_scale_factor
+    shape = (components.latent_channels, cfg.inputs.height // f, cfg.inputs.width // f)
+    all_steps = prepare_scheduler(scheduler, s.steps, device)
+    z, start = initial_latents(
+        c, scheduler, all_steps, inputs.num_frames, shape, device, dtype, s2.x0 if c.init == "fused" else None
+    )
+    timesteps = prepare_scheduler(scheduler, s.steps, device, start=start)
+    segments = prompt_segments(inputs.prompts)
+    mix = transition_weights(inputs.num_frames, segments, c.transition)
+    frame_cond = None
+    if isinstance(schedule, dict) and len(segments) > 1:
+        seg_bank = bank([inputs.prompts[s_] for s_, _ in segments])
+        frame_cond = torch.einsum("ns,sld->nld", mix.to(seg_bank.embeds), seg_bank.embeds)
+    targets = bg = None
+    if c.background == "keep":
+        targets, bg = background_targets(
+            s2.x0.to(device).float(), s2.fg.to(device).float(), segments, mix, cfg.fusion.dilate
+        )
+    return CodenoiseSetup(
+        clips=clips,
+        clip_bank=bank(list(clips.prompts)),
+        anchor_bank=bank([inputs.prompts[clips.at(0).anchor]]),
+        scheduler=scheduler,
+        timesteps=timesteps,
+        z=z,
+        start=start,
+        frame_cond=frame_cond,
+        targets=targets,
+        bg=bg,
+    )
 
 
 def run(
@@ -291,72 +368,31 @@ def run(
 ) -> CodenoiseResult:
     """Stage 4: plan clips -> initial latents -> co-denoise -> decode. ``components.unet`` is the UNet
     that runs (the caller loads stage 3's result into it first); `tuned` says which it is, for the record."""
-    from vidtune.inputs import prompt_schedule
-
     c, s = cfg.codenoise, cfg.sampling
-    if s2 is None and needs_fusion(c):
-        raise VidtuneError(
-            "stage 4 with codenoise.init = 'fused', background = 'keep' or fg_gain > 0 needs stage 2's "
-            "result; run with --stages 1,2,3,4"
-        )
-    device, dtype = components.device, components.unet.dtype
-    fg = s2.fg if c.fg_gain > 0 else None
-    schedule = prompt_schedule(cfg.inputs)
-    clips = clip_schedule(c, inputs.num_frames, schedule, fg)
-    plan = clips.at(0)
-    clip_bank = make_prompt_bank(
-        components.tokenizer, components.text_encoder, list(clips.prompts), cfg.inputs.negative_prompt
-    )
-    anchor_bank = make_prompt_bank(
-        components.tokenizer, components.text_encoder, [inputs.prompts[plan.anchor]], cfg.inputs.negative_prompt
-    )
-    features = cond.features
-    scheduler = build_scheduler(components.scheduler, s)
-    f = components.vae_scale_factor
-    shape = (components.latent_channels, cfg.inputs.height // f, cfg.inputs.width // f)
-    all_steps = prepare_scheduler(scheduler, s.steps, device)
-    z, start = initial_latents(
-        c, scheduler, all_steps, inputs.num_frames, shape, device, dtype, s2.x0 if c.init == "fused" else None
-    )
-    timesteps = prepare_scheduler(scheduler, s.steps, device, start=start)
-    segments = prompt_segments(inputs.prompts)
-    mix = transition_weights(inputs.num_frames, segments, c.transition)
-    frame_cond = None
-    if isinstance(schedule, dict) and len(segments) > 1:
-        seg_bank = make_prompt_bank(
-            components.tokenizer,
-            components.text_encoder,
-            [inputs.prompts[s_] for s_, _ in segments],
-            cfg.inputs.negative_prompt,
-        )
-        frame_cond = torch.einsum("ns,sld->nld", mix.to(seg_bank.embeds), seg_bank.embeds)
-    guide = None
-    if c.background == "keep":
-        guide = keep_background_guide(
-            scheduler, s2.x0.to(device).float(), s2.fg.to(device).float(), segments, mix, cfg.fusion.dilate
-        )
+    setup = prepare(cfg, components, inputs, s2)
+    plan = setup.clips.at(setup.start)
     xattn = CrossFrameAttention(c.attention)
     xattn.install(components.unet)
     try:
         eps_fn = codenoise_eps_fn(
             components.unet,
             xattn,
-            clips,
-            clip_bank,
-            anchor_bank,
-            features,
+            setup.clips,
+            setup.clip_bank,
+            setup.anchor_bank,
+            cond.features,
             s.guidance,
             c.max_batch_frames,
-            frame_cond=frame_cond,
+            frame_cond=setup.frame_cond,
         )
         with torch.no_grad():
             x0 = denoise(
-                z,
-                scheduler,
-                timesteps,
+                setup.z,
+                setup.scheduler,
+                setup.timesteps,
                 eps_fn,
-                start_index=start,
-                guide=guide,
+                start_index=setup.start,
+                guide=setup.guide,
                 eta=s.eta,
                 generator=torch.Generator("cpu").manual_seed(c.seed),
                 progress=progress,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -54,6 +55,9 @@ from vidtune.windows import (
     pixel_merge_weights,
     shifted_windows,
 )
+
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin, UNet2DConditionModel
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ def clip_batches(windows: Sequence[Window], max_frames: int) -> list[list[int]]:
 
 
 def codenoise_eps_fn(
-    unet,
+    unet: UNet2DConditionModel,
     xattn: CrossFrameAttention | None,
     plan: ClipPlan | ClipSchedule,
     clip_bank: PromptBank,
@@ -222,7 +226,7 @@ def reschedule_noise(noise: torch.Tensor, window: int, stride: int, generator: t
 
 def initial_latents(
     cfg: CodenoiseConfig,
-    scheduler,
+    scheduler: SchedulerMixin,
     timesteps: torch.Tensor,
     num_frames: int,
     shape: tuple[int, int, int],
@@ -268,7 +272,7 @@ def background_targets(
     return targets, 1.0 - fg
 
 
-def keep_background_guide(scheduler, targets: torch.Tensor, bg: torch.Tensor):
+def keep_background_guide(scheduler: SchedulerMixin, targets: torch.Tensor, bg: torch.Tensor):
     """A `StepGuide` that keeps stage 2's result outside the figure: every step, the predicted x0 is
     pulled to `targets` with weight `bg` = M_b (`background_targets`; slices of them for a part of the
     video). The foreground is the model's: stage 4 refines the figure with the tuned UNet and

@@ -163,6 +163,15 @@ class CodenoiseConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How to compute, not what: options that leave every result equal up to floating-point rounding,
+    so no stage's resume hash covers them (a run resumes across a change of them)."""
+
+    channels_last: bool = False  # UNet and VAE in channels_last memory format (faster convolutions on recent GPUs)
+    compile: bool = False  # torch.compile the UNet in place: a slow first step, faster steps after (GPU)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run: one section per concern, in stage order."""
 
@@ -173,6 +182,7 @@ class RunConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     codenoise: CodenoiseConfig = field(default_factory=CodenoiseConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # not in any stage's hash (see its docstring)
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(RunConfig)

@@ -179,7 +179,7 @@ class VidtunePipeline:
                 summary=summary,
             )
         with tempfile.TemporaryDirectory(prefix="vidtune-") as tmp:  # footage's extracted poses
-            inputs = pipeline.build_inputs(cfg, Path(tmp) / "extracted")
+            inputs = pipeline.build_inputs(cfg, Path(tmp) / A.EXTRACTED)
         validate.check_frames(cfg, inputs.num_frames, stages)
         session = self._start(cfg, inputs)
         timings = {}
@@ -204,7 +204,7 @@ class VidtunePipeline:
         calls use this config (`config` / `overrides` on top of the pipeline's)."""
         cfg = self._run_config(poses, prompt, prompts, config, overrides)
         with tempfile.TemporaryDirectory(prefix="vidtune-") as tmp:
-            inputs = pipeline.build_inputs(cfg, Path(tmp) / "extracted")
+            inputs = pipeline.build_inputs(cfg, Path(tmp) / A.EXTRACTED)
         self._start(cfg, inputs)
         return inputs
 
@@ -253,7 +253,7 @@ class VidtunePipeline:
         config: RunConfig | str | Path | None,
         overrides: Sequence[str],
     ) -> RunConfig:
-        cfg = self.config if config is None else _as_config(config, self.config.model.path)
+        cfg = self.config if config is None else _as_config(config)
         cfg = replace(cfg, model=self.config.model)  # the loaded components decide the model section
         inputs = cfg.inputs
         if poses is not None:
@@ -311,7 +311,7 @@ class VidtunePipeline:
         return result
 
 
-def _as_config(config: RunConfig | str | Path, model_path: str) -> RunConfig:
+def _as_config(config: RunConfig | str | Path) -> RunConfig:
     if isinstance(config, RunConfig):
         return config
     return C.load(config)

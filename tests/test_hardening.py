@@ -22,45 +22,16 @@ from vidtune import fingerprint, poses
 from vidtune.cli import build_config, main, make_parser
 from vidtune.errors import VidtuneError
 from vidtune.lock import LOCK_NAME, RunLock
+from walking import BODY25_STANDING
 
 N = 6
-BASE = np.array(
-    [
-        [320, 100],
-        [320, 140],
-        [290, 140],
-        [280, 190],
-        [275, 240],
-        [350, 140],
-        [360, 190],
-        [365, 240],
-        [320, 240],
-        [300, 240],
-        [300, 320],
-        [300, 400],
-        [340, 240],
-        [340, 320],
-        [340, 400],
-        [312, 92],
-        [328, 92],
-        [305, 96],
-        [335, 96],
-        [340, 410],
-        [345, 410],
-        [340, 405],
-        [300, 410],
-        [295, 410],
-        [300, 405],
-    ],
-    float,
-)
 
 
 def write_poses(folder: Path, n: int = N, shift: float = 0.0, frame_fn=None) -> Path:
     """A BODY_25 OpenPose JSON sequence of one walking person; `frame_fn(i, kps)` may alter frame i's (25, 3)."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        kps = np.concatenate([BASE + [4 * i + shift, 0], np.full((25, 1), 0.9)], axis=1)
+        kps = np.concatenate([BODY25_STANDING + [4 * i + shift, 0], np.full((25, 1), 0.9)], axis=1)
         if frame_fn is not None:
             kps = frame_fn(i, kps)
         people = [{"person_id": [-1], "pose_keypoints_2d": kps.flatten().tolist()}]

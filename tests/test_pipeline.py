@@ -13,6 +13,7 @@ from vidtune import pipeline
 from vidtune.cli import main
 from vidtune.errors import VidtuneError
 from vidtune.video import list_image_files, video_info
+from walking import BODY25_STANDING
 
 N = 6
 
@@ -20,40 +21,10 @@ N = 6
 def write_openpose_folder(folder: Path, n: int = N) -> Path:
     """A small BODY_25 OpenPose JSON sequence: one walking person plus, in frame 2, nobody."""
     folder.mkdir(parents=True, exist_ok=True)
-    base = np.array(
-        [
-            [320, 100],
-            [320, 140],
-            [290, 140],
-            [280, 190],
-            [275, 240],
-            [350, 140],
-            [360, 190],
-            [365, 240],
-            [320, 240],
-            [300, 240],
-            [300, 320],
-            [300, 400],
-            [340, 240],
-            [340, 320],
-            [340, 400],
-            [312, 92],
-            [328, 92],
-            [305, 96],
-            [335, 96],
-            [340, 410],
-            [345, 410],
-            [340, 405],
-            [300, 410],
-            [295, 410],
-            [300, 405],
-        ],
-        float,
-    )
     for i in range(n):
         people = []
         if i != 2:
-            kps = np.concatenate([base + [4 * i, 0], np.full((25, 1), 0.9)], axis=1)
+            kps = np.concatenate([BODY25_STANDING + [4 * i, 0], np.full((25, 1), 0.9)], axis=1)
             people.append({"person_id": [-1], "pose_keypoints_2d": kps.flatten().tolist()})
         (folder / f"clip_{i:012d}_keypoints.json").write_text(json.dumps({"version": 1.3, "people": people}))
     return folder

@@ -270,3 +270,24 @@ def test_a_tuned_unet_is_never_used_as_the_base_model(tiny_model_dir, poses_dir,
     pipeline.run(cfg, tmp_path / "c", stages=[1, 2, 3], progress=False, components=once, log=lambda s: None)
     with pytest.raises(VidtuneError, match="tuned by .*load the model again"):
         pipeline.run(cfg, tmp_path / "d", stages=[1], progress=False, components=once, log=lambda s: None)
+
+
+def test_stage_2_decodes_then_applies_the_background_plate_and_keeps_its_latents(
+    tiny_model_dir, tiny_components, poses_dir, tmp_path
+):
+    from vidtune.plate import PlateConfig, composite
+    from vidtune.results import FusionResult
+    from vidtune.stages.common import decode_frames
+
+    runs = {}
+    for plate in (False, True):
+        cfg = tiny_config(tiny_model_dir, poses_dir, **{"fusion.plate": str(plate).lower()})
+        pipeline.run(
+            cfg, tmp_path / str(plate), stages=[1, 2], progress=False, components=tiny_components, log=lambda s: None
+        )
+        runs[plate] = FusionResult.load(tmp_path / str(plate) / "stage2")
+    off, on = runs[False], runs[True]
+    assert torch.equal(off.x0, on.x0) and on.fg_pixel is not None and on.fg_pixel.shape == (N, 32, 32)
+    assert np.array_equal(off.frames, decode_frames(tiny_components.vae, off.x0, batch=8, progress=False))
+    # stage 2 = the plain decode of its latents, then the plate of those frames with stage 1's pixel masks
+    assert np.array_equal(on.frames, composite(off.frames, on.fg_pixel.numpy(), PlateConfig()))

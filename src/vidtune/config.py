@@ -100,6 +100,14 @@ class FusionConfig:
     # details frame by frame (measured: stage 2's background flicker falls by more with it, see README).
     repeat: bool = True
     dilate: int = 1  # latent pixels the foreground grows by before it weighs the average (no ghost of the figure)
+    # Pixel-space background plate after decoding (stages 2 and 4; vidtune.plate): equal background latents
+    # still decode to flickering pixels because the VAE decoder is not local. Each decoded frame's background
+    # is snapped to its segment's plate where it is within `plate_key_low` grey levels of it (fully kept
+    # beyond `plate_key_high`, and inside the figure's mask grown by `plate_dilate` pixels).
+    plate: bool = True
+    plate_dilate: int = 1
+    plate_key_low: float = 12.0
+    plate_key_high: float = 32.0
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,8 @@ class SeparateResult:
 class FusionResult:
     """Stage 2: the fused video. x0: its final latents; z_fused: the latents right after the fusion at
     step t; fg: the foreground masks it fused with (stage 1's); weights: the fusion weights used
-    (w_f, w_b, space, segments, ...); frames: the decoded frames."""
+    (w_f, w_b, space, segments, ...); frames: the decoded frames; fg_pixel (N, H, W): stage 1's masks
+    at pixel resolution (the background plate's; None in run folders made before it was kept)."""
 
     x0: torch.Tensor
     z_fused: torch.Tensor
@@ -134,6 +135,7 @@ class FusionResult:
     weights: dict[str, Any]
     frames: np.ndarray
     seconds: float = 0.0
+    fg_pixel: torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -147,7 +149,8 @@ class FusionResult:
         folder = Path(folder)
         write_frames(self.frames, folder / A.FRAMES, folder / A.stage_video(2), fps)
         atomic.write_safetensors(folder / A.LATENTS, {"x0": self.x0, "z_fused": self.z_fused})
-        atomic.write_safetensors(folder / A.STAGE_MASKS, {"fg": self.fg})
+        masks = {"fg": self.fg} if self.fg_pixel is None else {"fg": self.fg, "fg_pixel": self.fg_pixel}
+        atomic.write_safetensors(folder / A.STAGE_MASKS, masks)
         atomic.write_json(folder / A.FUSION_WEIGHTS, self.weights)
 
     @classmethod
@@ -166,6 +169,7 @@ class FusionResult:
             x0=t["x0"],
             z_fused=t["z_fused"],
             fg=fg["fg"],
+            fg_pixel=fg.get("fg_pixel"),
             weights=weights,
             frames=_read_frames(folder / A.FRAMES) if frames else np.zeros((0,)),
             seconds=float(_done_info(folder).get("seconds", 0.0)),

@@ -42,7 +42,14 @@ from vidtune.sampling import (
     sdedit_start,
 )
 from vidtune.segments import prompt_segments, transition_weights
-from vidtune.stages.common import Conditioning, StageCallback, build_scheduler, step_callback, x0_guide
+from vidtune.stages.common import (
+    Conditioning,
+    StageCallback,
+    background_plate,
+    build_scheduler,
+    step_callback,
+    x0_guide,
+)
 from vidtune.stages.separate import DECODE_BATCH, split_decode
 from vidtune.windows import (
     MergeAccumulator,
@@ -407,6 +414,9 @@ def run(
         xattn.remove()
     del eps_fn  # not needed while decoding
     frames = split_decode(components.vae, x0, DECODE_BATCH, progress, "stage 4: decoding")  # torchrun: split
+    if c.background == "keep":  # the plate of stage 4's own frames, cross-faded as its targets are
+        segments = prompt_segments(inputs.prompts)
+        frames = background_plate(frames, s2.fg_pixel, s2.fg, cfg.fusion, segments, c.transition)
     info = {
         "frames": inputs.num_frames,
         "clips": len(plan.windows),

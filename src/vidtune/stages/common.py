@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vidtune.config import SamplingConfig
+from vidtune.config import FusionConfig, SamplingConfig
 from vidtune.sampling import FeatureBank, PromptBank, adapter_features, decode, make_prompt_bank
 
 if TYPE_CHECKING:
@@ -104,3 +104,25 @@ def step_callback(callback: StageCallback | None, stage: int):
     if callback is None:
         return None
     return lambda step, t, latents: callback(stage, step, int(t), latents)
+
+
+def background_plate(
+    frames: np.ndarray,
+    fg_pixel: torch.Tensor | None,
+    fg_latent: torch.Tensor,
+    cfg: FusionConfig,
+    segments: list[tuple[int, int]],
+    transition: int = 0,
+) -> np.ndarray:
+    """Decoded frames with their backgrounds snapped to each prompt segment's pixel plate (`vidtune.plate`,
+    ``fusion.plate*``). The masks are stage 1's pixel masks, or the latent masks upsampled (nearest)
+    for a run folder made before stage 2 kept the pixel ones."""
+    from vidtune.plate import PlateConfig, composite
+
+    if not cfg.plate:
+        return frames
+    if fg_pixel is None:
+        size = frames.shape[1:3]
+        fg_pixel = torch.nn.functional.interpolate(fg_latent.float().cpu(), size=size, mode="nearest")[:, 0]
+    plate = PlateConfig(dilate=cfg.plate_dilate, key_low=cfg.plate_key_low, key_high=cfg.plate_key_high)
+    return composite(frames, fg_pixel.float().cpu().numpy(), plate, segments, transition)

@@ -28,6 +28,7 @@ from vidtune.segments import prompt_segments
 from vidtune.stages.common import (
     Conditioning,
     StageCallback,
+    background_plate,
     build_scheduler,
     step_callback,
     vp_factor,
@@ -175,4 +176,5 @@ def run(
             callback=step_callback(callback, 2),
         )
     frames = split_decode(components.vae, x0, cfg.separate.batch_frames, progress, "stage 2: decoding")
-    return FusionResult(x0=x0, z_fused=z_fused, fg=s1.fg, weights=info, frames=frames)
+    frames = background_plate(frames, s1.fg_pixel, s1.fg, cfg.fusion, segments)
+    return FusionResult(x0=x0, z_fused=z_fused, fg=s1.fg, weights=info, frames=frames, fg_pixel=s1.fg_pixel)

@@ -45,15 +45,19 @@ def test_a_figure_the_mask_misses_is_kept_not_painted_over():
     assert (out[lost] == (250, 20, 200)).all(axis=-1).mean() > 0.99  # solid, not translucent
 
 
-def test_segments_keep_their_own_plate():
+@pytest.mark.parametrize("transition", [0, 4])
+def test_segments_keep_their_own_plate(transition):
     frames, masks, bg = _video()
     far = np.zeros((H, W), bool)
     far[:, 30:] = True  # never covered by the figure (it reaches column 28)
     frames[4:, far] = 255 - frames[4:, far]  # another scene from frame 4 on
-    out = composite(frames, masks, PlateConfig(), segments=[(0, 4), (4, N)]).astype(int)
-    assert np.abs(out[:4, far] - bg[far]).max() <= 3  # each segment's own background, no leak of the other
-    assert np.abs(out[4:, far] - (255 - bg[far])).max() <= 3
-    assert (out[:4, far] == out[0, far]).all() and (out[4:, far] == out[4, far]).all()  # one plate per segment
+    out = composite(frames, masks, PlateConfig(), segments=[(0, 4), (4, N)], transition=transition).astype(int)
+    a, b = (4, 4) if transition == 0 else (3, 5)  # with a transition, frames 3 and 4 cross-fade the two scenes
+    assert np.abs(out[:a, far] - bg[far]).max() <= 3  # each segment's own background, no leak of the other
+    assert np.abs(out[b:, far] - (255 - bg[far])).max() <= 3
+    # one plate per segment, made of the frames its prompt alone holds (a cross-fading frame would blend the
+    # other scene into it, and then nothing would be close enough to snap)
+    assert (out[:a, far] == out[0, far]).all() and (out[b:, far] == out[N - 1, far]).all()
 
 
 def test_disabled_is_the_identity_and_chunking_changes_nothing():

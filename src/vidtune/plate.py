@@ -7,13 +7,15 @@ the figure. The VAE decoder is not local: its receptive field and its mid-block 
 frame, so the same background latent decodes a little differently wherever the figure stands. This
 module removes what decoding adds, after decoding:
 
-    P_s(p)  = sum_i m_is M_b^i(p) I^i(p) / sum_i m_is M_b^i(p)           segment s's plate (eq. 10 on pixels)
+    P_s(p)  = sum_i c_is M_b^i(p) I^i(p) / sum_i c_is M_b^i(p)           segment s's plate (eq. 10 on pixels)
     P^i     = sum_s m_is P_s / sum_s m_is   (over the segments that see p)   frame i's plate
     a^i(p)  = max(M_f^i(p) dilated, clip((|I^i(p) - P^i(p)|_inf - lo) / (hi - lo), 0, 1))
     I~^i    = a^i I^i + (1 - a^i) P^i
 
-with M_b = 1 - M_f dilated by ``dilate`` pixels and ``m`` the segments' transition weights
-(`vidtune.segments.transition_weights`; one-hot without transitions). The difference key ``a`` keeps
+with M_b = 1 - M_f dilated by ``dilate`` pixels, ``m`` the segments' transition weights
+(`vidtune.segments.transition_weights`; one-hot without transitions) and ``c_is`` = 1 for the frames
+segment s alone holds (`core_weights`: a frame cross-fading between two scenes would blend the other
+scene into the plate). The difference key ``a`` keeps
 every pixel the plate does not explain (by more than ``lo`` grey levels, fully beyond ``hi``): a limb
 the segmenter missed, a shadow, anything that moves, so the plate never paints over the figure and
 never makes it translucent; it snaps to the plate only what already nearly equals it.
@@ -57,6 +59,16 @@ def _dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.nn.functional.max_pool2d(masks[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
 
 
+def core_weights(weights: torch.Tensor) -> torch.Tensor:
+    """The frames a segment's plate averages: those its prompt alone holds (weight 1), not the ones
+    cross-fading into a neighbour (their background is a mix of two scenes); all of its frames, by weight,
+    for a segment that has no such frame."""
+    core = (weights >= 1.0 - 1e-6).to(weights.dtype)
+    empty = core.sum(dim=0) == 0
+    core[:, empty] = weights[:, empty]
+    return core
+
+
 def plates(
     frames: np.ndarray, fg: np.ndarray, weights: torch.Tensor, dilate: int, chunk: int = 32
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +108,7 @@ def composite(
         raise ValueError(f"plate key_high ({cfg.key_high}) must exceed key_low ({cfg.key_low})")
     n = len(frames)
     weights = transition_weights(n, list(segments or [(0, n)]), transition)
-    plate, cover = plates(frames, fg, weights, cfg.dilate, cfg.chunk)
+    plate, cover = plates(frames, fg, core_weights(weights), cfg.dilate, cfg.chunk)
     seen = (cover > 1e-3).float()  # (S, H, W): the segment saw background at p
     out = np.empty_like(frames)
     for s in range(0, n, cfg.chunk):

@@ -277,6 +277,30 @@ def _find_weights(folder: Path, kind: str, allow_pickle: bool, repo: str) -> dic
     raise VidtuneError(f"{folder}: no weights ({safe_names[0]}); download them with {_download_hint(repo)}")
 
 
+def model_index(adapter: bool = False) -> dict[str, Any]:
+    """The model_index.json of an SD 1.x folder that vidtune writes (the tiny test models, the demo export):
+    diffusers' StableDiffusionPipeline, or StableDiffusionAdapterPipeline with an ``adapter/`` folder."""
+    import diffusers
+
+    index: dict[str, Any] = {
+        "_class_name": "StableDiffusionAdapterPipeline" if adapter else "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    if adapter:
+        index["adapter"] = ["diffusers", "T2IAdapter"]
+    else:
+        index["image_encoder"] = [None, None]
+    return dict(sorted(index.items()))
+
+
 def _check_sd_folder(root: Path, allow_pickle: bool, weights: bool) -> dict[str, dict[str, Any]]:
     """Check an SD 1.x diffusers folder before loading; return from_pretrained kwargs per component."""
     hint = _download_hint(SD_REPO)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from vidtune.atomic import atomic_dir, write_json
-from vidtune.models import sd_schedule_config
+from vidtune.models import model_index, sd_schedule_config
 from vidtune.tokenizer import write_clip_tokenizer
 
 # Tiny-model words: enough for the synthetic world's prompts and the tests.
@@ -127,24 +127,6 @@ def tiny_configs(sample_size: int = 32, vocab_size: int = 1000) -> dict[str, dic
     }
 
 
-def _model_index() -> dict[str, Any]:
-    import diffusers
-
-    return {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "feature_extractor": [None, None],
-        "image_encoder": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-
-
 def make_tiny(
     out_dir: str | os.PathLike[str],
     *,
@@ -180,7 +162,7 @@ def make_tiny(
             sam_model, sam_processor = tiny_sam(seed + 1, sample_size)
             sam_model.save_pretrained(tmp / "sam", safe_serialization=True)
             sam_processor.save_pretrained(tmp / "sam")
-        write_json(tmp / "model_index.json", _model_index())
+        write_json(tmp / "model_index.json", model_index())
     return target
 
 

@@ -24,6 +24,13 @@ def test_layout_and_size() -> None:
     assert size <= 25 * 2**20, f"{size / 2**20:.1f} MB"
     index = json.loads((DEMO / "model_index.json").read_text())
     assert index["adapter"] == ["diffusers", "T2IAdapter"]
+    from vidtune.models import model_index
+
+    # the shipped index is what the demo export writes today (one writer: models.model_index)
+    fresh = model_index(adapter=True)
+    assert {k: v for k, v in index.items() if k != "_diffusers_version"} == {
+        k: v for k, v in fresh.items() if k != "_diffusers_version"
+    }
 
 
 def test_components_load_with_from_pretrained_as_fp32() -> None:

@@ -50,7 +50,7 @@ from vidtune.demo.synthetic.motions import MOTIONS, motion_sequence
 from vidtune.demo.synthetic.scenes import render_scene
 from vidtune.demo.synthetic.world import make_frame
 from vidtune.demo.train_options import DemoTrainConfig, add_arguments
-from vidtune.models import make_scheduler, sd_schedule_config
+from vidtune.models import make_scheduler, model_index, sd_schedule_config
 from vidtune.tokenizer import write_clip_tokenizer
 
 if TYPE_CHECKING:
@@ -428,29 +428,8 @@ def export_model(dest: Path, comps: dict[str, torch.nn.Module], tokenizer_dir: P
         comps["text_encoder"].save_pretrained(tmp / "text_encoder", safe_serialization=True)
         shutil.copytree(tokenizer_dir, tmp / "tokenizer")
         make_scheduler("ddim", sd_schedule_config()).save_pretrained(tmp / "scheduler")
-        write_json(
-            tmp / "model_index.json",
-            {
-                "_class_name": "StableDiffusionAdapterPipeline",
-                "_diffusers_version": _diffusers_version(),
-                "adapter": ["diffusers", "T2IAdapter"],
-                "feature_extractor": [None, None],
-                "requires_safety_checker": False,
-                "safety_checker": [None, None],
-                "scheduler": ["diffusers", "DDIMScheduler"],
-                "text_encoder": ["transformers", "CLIPTextModel"],
-                "tokenizer": ["transformers", "CLIPTokenizer"],
-                "unet": ["diffusers", "UNet2DConditionModel"],
-                "vae": ["diffusers", "AutoencoderKL"],
-            },
-        )
+        write_json(tmp / "model_index.json", model_index(adapter=True))
         write_json(tmp / "training_info.json", info)
-
-
-def _diffusers_version() -> str:
-    import diffusers
-
-    return diffusers.__version__
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from vidtune import pipeline
 
 def test_runtime_options_are_in_no_stage_hash():
     base = C.RunConfig()
-    fast = C.apply_overrides(base, ["runtime.channels_last=true", "runtime.compile=true"])
+    fast = C.apply_overrides(base, ["runtime.channels_last=true", "runtime.compile=true", "runtime.vae_tiling=true"])
     assert all(C.stage_hash(base, k) == C.stage_hash(fast, k) for k in (1, 2, 3, 4))
     assert fast.runtime.channels_last and fast.runtime.compile
 
@@ -48,3 +48,15 @@ def test_runtime_option_gives_the_plain_latents(option, tiny_model_dir, tmp_path
     other = stage1_latents(C.apply_overrides(base, [f"runtime.{option}=true"]), tmp_path, option)
     torch.testing.assert_close(other, plain, atol=1e-4, rtol=1e-4)
     assert not torch.equal(plain, torch.zeros_like(plain))
+
+
+def test_vae_tiling_is_switched_on_and_changes_nothing_below_the_tile(tiny_model_dir):
+    from vidtune.models import load_components
+    from vidtune.stages.common import decode_frames
+
+    comps = load_components(tiny_model_dir)
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    plain = decode_frames(comps.vae, latents, batch=2, progress=False)
+    pipeline.prepare_runtime(comps, C.RuntimeConfig(vae_tiling=True))
+    assert comps.vae.use_tiling
+    assert (plain == decode_frames(comps.vae, latents, batch=2, progress=False)).all()

@@ -177,6 +177,10 @@ class RuntimeConfig:
 
     channels_last: bool = False  # UNet and VAE in channels_last memory format (faster convolutions on recent GPUs)
     compile: bool = False  # torch.compile the UNet in place: a slow first step, faster steps after (GPU)
+    # Decode frames larger than the VAE's tile (512 px for SD) tile by tile (diffusers' `enable_tiling`):
+    # memory flat in the frame size. Below the tile size nothing changes; above it the tiles' overlaps are
+    # blended, so the decoded pixels (not the latents) differ slightly from a whole-frame decode.
+    vae_tiling: bool = False
 
 
 @dataclass(frozen=True)

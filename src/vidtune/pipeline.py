@@ -55,14 +55,16 @@ class RunSummary:
 
 def prepare_runtime(components: Components, runtime: RuntimeConfig) -> Components:
     """Apply the `[runtime]` options to loaded components in place (results equal up to rounding):
-    channels_last memory format for the UNet and the VAE, and `torch.compile` of the UNet's forward
+    channels_last memory format for the UNet and the VAE, `torch.compile` of the UNet's forward
     (`nn.Module.compile`: the module stays the same object, so attention processors, LoRA adapters
-    and stage 3's training reach it as before)."""
+    and stage 3's training reach it as before), and the VAE's tiled decoding."""
     if runtime.channels_last:
         components.unet.to(memory_format=torch.channels_last)
         components.vae.to(memory_format=torch.channels_last)
     if runtime.compile:
         components.unet.compile()
+    if runtime.vae_tiling:
+        components.vae.enable_tiling()
     return components
 
 

@@ -1,0 +1,30 @@
+"""The benchmark scripts that a GPU machine runs unattended work on the CPU first (their --tiny mode)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sd_gpu_runs_every_stage_and_counts_the_unet_evaluations(tmp_path):
+    sd_gpu = _load("sd_gpu")
+    out = tmp_path / "gpu.md"
+    assert sd_gpu.main(["--tiny", "--frames", "4", "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert [r["stage"] for r in rows] == ["1 separate", "2 fusion", "3 tuning", "4 co-denoising"]
+    assert all(r["seconds"] > 0 and r["frames"] == 4 for r in rows)
+    evals = {r["stage"][0]: r["evals"] for r in rows}
+    # --tiny: 4 DDIM steps with CFG (2 rows per frame); stage 2 from t = 0.5 after the eps at t; stage 4 from
+    # strength 0.4 (the last 2 steps) in shifted clips of 4 frames (every frame once per step)
+    assert evals["1"] == 4 * 4 * 2 and evals["2"] == 4 * (2 + 1) * 2 and evals["4"] == 4 * 2 * 2
+    assert "| 4 | 4 co-denoising |" in out.read_text()

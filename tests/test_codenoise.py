@@ -619,3 +619,35 @@ def test_shifted_clips_take_the_prompt_of_most_of_their_frames():
         for (s, e), prompt in zip(plan.windows, plan.prompts):
             inside = min(e, 10) - s
             assert prompt == ("a snowy field" if inside > (e - s) - inside or inside == (e - s) / 2 else "a beach")
+
+
+def test_steps_below_unguided_below_evaluate_the_conditional_branch_alone(comps, monkeypatch):
+    """codenoise.unguided_below: guidance (two UNet rows per frame) at t >= the threshold, the conditional
+    prediction alone (one row) below it; the guided steps are exactly the plain guided ones."""
+    video = make_video(comps, 6, 4, 2)
+    rows = []
+    forward = comps.unet.forward
+    monkeypatch.setattr(comps.unet, "forward", lambda x, *a, **k: rows.append(x.shape[0]) or forward(x, *a, **k))
+
+    def eps(guidance: float, unguided_below: float, t: int) -> torch.Tensor:
+        with torch.no_grad(), _installed(comps.unet, "middle") as xattn:
+            fn = codenoise_eps_fn(
+                comps.unet,
+                xattn,
+                video.plan,
+                video.clip_bank,
+                video.anchor_bank,
+                video.features,
+                guidance,
+                64,
+                unguided_below=unguided_below,
+            )
+            return fn(video.noise, torch.tensor(t), 0)
+
+    frames = sum(e - s for s, e in video.plan.windows)
+    assert torch.equal(eps(GUIDANCE, 500.0, 501), eps(GUIDANCE, 0.0, 501))  # at or above: guided as before
+    assert rows[-2:] == [2 * frames, 2 * frames]
+    low = eps(GUIDANCE, 500.0, 499)
+    assert rows[-1] == frames  # below: one row per frame ...
+    assert torch.equal(low, eps(1.0, 0.0, 499))  # ... the conditional prediction
+    assert not torch.equal(low, eps(GUIDANCE, 0.0, 499))

@@ -227,11 +227,14 @@ def test_plan_counts_the_unet_evaluations_of_every_stage_against_frame_by_frame(
     for n in (16, 24, 64, 256):
         ev = plan.unet_evaluations(cfg, n)
         assert ev["frame_by_frame"] == ev["stage1"] == 100  # 50 steps x 2 (CFG)
-        assert ev["stage2"] == (1 + 25) * 2 and ev["stage4"] == 20 * 2  # 20 of 50 steps, each frame once
+        # stage 4: 20 of 50 steps (t = 381, 361, ..., 1), each frame once; guided at t >= 200 only
+        assert ev["stage2"] == (1 + 25) * 2 and ev["stage4"] == 10 * 2 + 10 * 1
         assert ev["stage3"] == pytest.approx(3 * 300 / n)
         assert ev["total"] == pytest.approx(sum(ev[f"stage{k}"] for k in (1, 2, 3, 4)))
         assert ev["total"] <= 2.5 * ev["frame_by_frame"]
     overlap = plan.unet_evaluations(C.apply_overrides(cfg, ["codenoise.mode=overlap"]), 64)
-    assert overlap["stage4"] == pytest.approx(40 * (7 * 16) / 64)  # 7 clips of 16 frames cover 64 frames
+    assert overlap["stage4"] == pytest.approx(30 * (7 * 16) / 64)  # 7 clips of 16 frames cover 64 frames
+    guided = plan.unet_evaluations(C.apply_overrides(cfg, ["codenoise.unguided_below=0"]), 64)
+    assert guided["stage4"] == 20 * 2
     report = plan.plan_report(tiny_cfg(tiny_model_dir, shared_dir / POSES, "inputs.frames=40"))
     assert "all four stages" in report and "x frame-by-frame generation" in report

@@ -166,6 +166,12 @@ class CodenoiseConfig:
     # prompt segment), so stage 4 refines the figure without undoing stage 2; free: the model redraws it.
     background: str = field(default="keep", metadata=_choice("keep", "free"))
     transition: int = 8  # frames over which a prompt schedule moves from one segment to the next (0 = cut)
+    # Classifier-free guidance only in an interval (Kynkaanniemi et al. 2024): the steps whose timestep is below
+    # this fraction of the training schedule evaluate the conditional branch alone (one UNet row per frame, not
+    # two; 0 = guidance at every step). Stage 4 refines detail at low noise, where guidance mostly amplifies
+    # frame-to-frame differences: on six development sequences (seeds 401-406) 0.2 took stage 4 from 3.2% more
+    # background flicker than stage 2 to 1.5% less and from -0.007 pose IoU to +0.002, at 3/4 of the cost.
+    unguided_below: float = 0.2
     seed: int = 0
     max_batch_frames: int = 16
 

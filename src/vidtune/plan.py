@@ -467,12 +467,15 @@ def unet_evaluations(cfg: RunConfig, num_frames: int) -> dict[str, float]:
     stage 1: every step; stage 2: the eps at the fusion step t, then the steps from t on; stage 3: its
     training samples x `TRAIN_STEP_EVALS`, spread over the frames; stage 4: its steps (from the SDEdit
     start with ``init = "fused"``) x the clips' frames per video frame (1 in ``shifted`` mode, about M / S in
-    ``overlap`` mode) + the global anchor."""
+    ``overlap`` mode) + the global anchor, its steps below ``codenoise.unguided_below`` without guidance."""
     from vidtune.sampling import fusion_index, sdedit_start
 
     s, c, t = cfg.sampling, cfg.codenoise, cfg.tuning
     cfg_rows = 2 if s.guidance > 1.0 else 1
-    steps4 = s.steps - (sdedit_start(s.steps, c.strength) if c.init == "fused" else 0)
+    start4 = sdedit_start(s.steps, c.strength) if c.init == "fused" else 0
+    rows4 = sum(
+        cfg_rows if float(ts) >= c.unguided_below * s.num_train_timesteps else 1 for ts in _timesteps(s)[start4:]
+    )
     per_step = float(num_frames) if c.mode == "shifted" else float(_overlap_frames(c, num_frames))
     per_step += 1 if c.attention == "global" else 0
     out = {
@@ -480,10 +483,22 @@ def unet_evaluations(cfg: RunConfig, num_frames: int) -> dict[str, float]:
         "stage1": float(s.steps * cfg_rows),
         "stage2": float((1 + s.steps - fusion_index(s.steps, cfg.separate.fusion_step)) * cfg_rows),
         "stage3": TRAIN_STEP_EVALS * t.steps * t.batch_size * t.grad_accum / num_frames,
-        "stage4": steps4 * cfg_rows * per_step / num_frames,
+        "stage4": rows4 * per_step / num_frames,
     }
     out["total"] = out["stage1"] + out["stage2"] + out["stage3"] + out["stage4"]
     return out
+
+
+def _timesteps(s) -> list[int]:
+    """The sampler's timesteps at `sampling.steps` on SD's schedule (what a run's scheduler gives)."""
+    from vidtune.models import make_scheduler, sd_schedule_config
+
+    scheduler = make_scheduler(
+        s.scheduler, sd_schedule_config(s.beta_start, s.beta_end, s.beta_schedule, s.num_train_timesteps)
+    )
+    scheduler.set_timesteps(s.steps)
+    order = getattr(scheduler, "order", 1)
+    return [int(ts) for ts in scheduler.timesteps[::order]]
 
 
 def _overlap_frames(c, num_frames: int) -> int:

@@ -176,6 +176,8 @@ def check_codenoise(cfg: RunConfig) -> None:
         )
     if not 0 < c.strength <= 1:
         raise _fail("codenoise.strength", c.strength, "must be in (0, 1]", "1 noises the fused frames fully, e.g. 0.8")
+    if not 0 <= c.unguided_below <= 1:
+        raise _fail("codenoise.unguided_below", c.unguided_below, "must be in [0, 1]", "0 guides every step, e.g. 0.2")
     _at_least("codenoise.fg_gain", c.fg_gain, 0, "0 turns it off")
     _at_least("codenoise.transition", c.transition, 0, "0 cuts between prompts, e.g. 8")
     _at_least("codenoise.max_batch_frames", c.max_batch_frames, 1, "e.g. 16")

@@ -175,24 +175,27 @@ def codenoise_eps_fn(
     guidance: float,
     max_batch_frames: int,
     frame_cond: torch.Tensor | None = None,
+    unguided_below: float = 0.0,
 ) -> EpsFn:
     """eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) over the step's clips containing f (design §3, stage 4).
 
     Per step: the step's clips (`ClipSchedule.at`) -> batches of clips -> eps per clip -> `MergeAccumulator`.
     `clip_bank` holds the embeddings of the schedule's ``prompts`` in that order (a `ClipPlan`: of its
     clips' prompts). `frame_cond` (N, L, D), when given, is every frame's own prompt embedding (a prompt
-    schedule's transitions); otherwise every frame of clip k uses the clip's prompt."""
+    schedule's transitions); otherwise every frame of clip k uses the clip's prompt. Steps whose timestep
+    is below `unguided_below` (in timesteps) use the conditional prediction alone (`codenoise.unguided_below`)."""
     schedule = plan if isinstance(plan, ClipSchedule) else ClipSchedule.fixed(plan)
     rows = {p: int(clip_bank.index[i]) for i, p in reversed(list(enumerate(schedule.prompts)))}
-    cfg_copies = 2 if guidance > 1.0 else 1
 
     def eps_fn(model_input: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
+        g = guidance if float(t) >= unguided_below else 1.0
+        cfg_copies = 2 if g > 1.0 else 1
         dtype = unet.dtype
         if xattn is not None and xattn.uses_anchor:  # the anchor's keys/values: once per step, for every clip
             a = [schedule.at(step).anchor]
             with xattn.record_anchor():
                 feats = features.take(a, model_input.device, dtype) if features.num_frames else []
-                guided_eps(unet, model_input[a].to(dtype), t, anchor_bank.embeds, anchor_bank.uncond, feats, guidance)
+                guided_eps(unet, model_input[a].to(dtype), t, anchor_bank.embeds, anchor_bank.uncond, feats, g)
         step_plan = schedule.at(step)
         windows = step_plan.windows
         acc = MergeAccumulator(model_input.shape[0])
@@ -210,7 +213,7 @@ def codenoise_eps_fn(
                 cond = torch.cat([clip_bank.embeds[r : r + 1].expand(n, -1, -1) for r, n in zip(prompt_rows, sizes)])
                 cond = cond.to(x.device)
             feats = features.take(frames, x.device, dtype) if features.num_frames else []
-            eps = guided_eps(unet, x, t, cond, clip_bank.uncond.to(x.device), feats, guidance).to(model_input.dtype)
+            eps = guided_eps(unet, x, t, cond, clip_bank.uncond.to(x.device), feats, g).to(model_input.dtype)
             for k, eps_k in zip(batch, eps.split(sizes)):
                 acc.add(windows[k], eps_k, step_plan.weights[k])
         D.all_reduce_merge(acc, model_input)  # torchrun: every rank's clips, one all-reduce per step
@@ -270,12 +273,17 @@ def background_targets(
     background of stage 2's frames (eq. 10 over the segment), mixed across segment boundaries by
     `mix` (`transition_weights`) so that a schedule's scenes cross-fade; on the ring between the
     mask and its dilation it is the frame's own stage-2 latent (the figure's edge as stage 2 drew
-    it: pulling a soft edge to a background every step would erase thin limbs)."""
+    it: pulling a soft edge to a background every step would erase thin limbs), moved by the same
+    cross-fade as the background around it (mixed minus its own segment's background: zero outside
+    a transition; without it a transition frame kept a box of its own scene around the figure)."""
     from vidtune import fusion as F
+    from vidtune.segments import transition_weights
 
     wide = F.dilate(fg, dilate)
     seg_bg = F.segment_backgrounds(stage2_x0, 1.0 - wide, segments)
-    targets = wide * stage2_x0 + (1.0 - wide) * F.background_targets(stage2_x0, seg_bg, mix)
+    mixed = F.background_targets(stage2_x0, seg_bg, mix)
+    own = F.background_targets(stage2_x0, seg_bg, transition_weights(stage2_x0.shape[0], segments, 0))
+    targets = wide * (stage2_x0 + mixed - own) + (1.0 - wide) * mixed
     return targets, 1.0 - fg
 
 
@@ -395,6 +403,7 @@ def run(
             s.guidance,
             c.max_batch_frames,
             frame_cond=setup.frame_cond,
+            unguided_below=c.unguided_below * s.num_train_timesteps,
         )
         with torch.no_grad():
             x0 = denoise(
@@ -424,6 +433,6 @@ def run(
         "unet": "tuned" if tuned else "base",
         "attention": c.attention,
         "unet_frame_evals_per_step": (sum(e - s_ for s_, e in plan.windows) + (1 if xattn.uses_anchor else 0))
-        * (2 if s.guidance > 1 else 1),
+        * (2 if s.guidance > 1 else 1),  # guided steps (those below codenoise.unguided_below: half)
     }
     return CodenoiseResult(x0=x0, frames=frames, info=info)

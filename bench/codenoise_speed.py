@@ -18,7 +18,8 @@ forward (every batch row: classifier-free guidance counts twice):
   tail clip added so that every frame is denoised (Gen-L-Video leaves the tail out). Everything else is
   stage 4's: the same cross-frame attention, adapter features computed once, the stage-2 background
   pulled per clip (`keep_background_guide` on the clip's slice), the SDEdit start.
-- ``vidtune``: `vidtune.stages.codenoise.run` with the config's `codenoise.mode` (default: shifted).
+- ``vidtune``: `vidtune.stages.codenoise.run` with the config's `codenoise.mode` (default: shifted) and its
+  other defaults (guidance only at t >= 200: `codenoise.unguided_below`).
 - ``overlap`` (with --overlap): the same with `codenoise.mode = "overlap"` (eps merged, one step).
 
 Quality on the synthetic world's ground truth: background flicker (mean |dI| of consecutive frames on

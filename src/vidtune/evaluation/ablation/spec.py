@@ -70,6 +70,7 @@ def _variants() -> dict[str, Variant]:
                 "codenoise.background=free",
                 "codenoise.weighting=uniform",
                 "codenoise.fg_gain=0.0",
+                "codenoise.unguided_below=0.0",  # guidance at every step, as published
             ),  # clip_length = stride = N
             links=(1,),
         ),
@@ -85,6 +86,7 @@ def _variants() -> dict[str, Variant]:
                 "codenoise.noise_mode=independent",
                 "codenoise.weighting=uniform",
                 "codenoise.fg_gain=0.0",
+                "codenoise.unguided_below=0.0",  # guidance at every step, as published
             ),
             links=(1,),
             seams=True,
@@ -101,6 +103,7 @@ def _variants() -> dict[str, Variant]:
                 "codenoise.background=free",
                 "codenoise.weighting=uniform",
                 "codenoise.fg_gain=0.0",
+                "codenoise.unguided_below=0.0",  # guidance at every step, as published
             ),
             links=(1,),
             seams=True,

@@ -101,32 +101,6 @@ def test_background_targets_fall_back_to_the_frame_where_no_segment_sees_backgro
     assert torch.equal(F.background_targets(x, seg, torch.ones(2, 1)), x)
 
 
-def test_stage4_targets_cross_fade_the_ring_around_the_figure_too():
-    from vidtune.stages.codenoise import background_targets
-
-    # two scenes (latent value 1, then 5) and a one-pixel figure of value 9, at (2, 2) in the cross-fading
-    # frames 2 and 3 and at (5, 5) in the others (which see the background around (2, 2))
-    x = torch.cat([torch.full((3, 1, 6, 6), 1.0), torch.full((3, 1, 6, 6), 5.0)])
-    fg = torch.zeros(6, 1, 6, 6)
-    fg[[0, 1, 4, 5], :, 5, 5] = 1.0
-    fg[2:4, :, 2, 2] = 1.0
-    x[fg.bool()] = 9.0
-    segments = [(0, 3), (3, 6)]
-    mix = transition_weights(6, segments, width=0)
-    mix[2] = mix[3] = torch.tensor([0.5, 0.5])  # frames 2 and 3 cross-fade
-    targets, bg = background_targets(x, fg, segments, mix, dilate=1)
-    assert torch.equal(bg, 1.0 - fg)
-    assert torch.equal(targets[[0, 1, 4, 5]], x[[0, 1, 4, 5]])  # outside the transition: stage 2's own frames
-    ring = torch.zeros(6, 6, dtype=torch.bool)
-    ring[1:4, 1:4] = True
-    ring[2, 2] = False
-    for f in (2, 3):  # the ring moves with the background around it: no box of the frame's own scene
-        assert torch.allclose(targets[f, 0][ring], torch.full((8,), 3.0))
-        assert torch.allclose(targets[f, 0][~ring & (torch.arange(36).view(6, 6) != 14)], torch.full((27,), 3.0))
-    # without the shift the ring would stay frame 2's own scene (1.0) inside the cross-fade (3.0): a box
-    assert float(targets[2, 0, 2, 2]) == 9.0 + 2.0 and float(targets[3, 0, 2, 2]) == 9.0 - 2.0
-
-
 # --------------------------------------------------------------------------------------------
 # Step guides
 

@@ -273,17 +273,15 @@ def background_targets(
     background of stage 2's frames (eq. 10 over the segment), mixed across segment boundaries by
     `mix` (`transition_weights`) so that a schedule's scenes cross-fade; on the ring between the
     mask and its dilation it is the frame's own stage-2 latent (the figure's edge as stage 2 drew
-    it: pulling a soft edge to a background every step would erase thin limbs), moved by the same
-    cross-fade as the background around it (mixed minus its own segment's background: zero outside
-    a transition; without it a transition frame kept a box of its own scene around the figure)."""
+    it: pulling a soft edge to a background every step would erase thin limbs). Inside a transition
+    that ring keeps the frame's own scene (a faint box around the figure); moving it by the
+    segments' background difference was tried and drew dark ghosts of the figure there, because a
+    segment's average at pixels the figure often covers rests on few frames and on the masks' misses."""
     from vidtune import fusion as F
-    from vidtune.segments import transition_weights
 
     wide = F.dilate(fg, dilate)
     seg_bg = F.segment_backgrounds(stage2_x0, 1.0 - wide, segments)
-    mixed = F.background_targets(stage2_x0, seg_bg, mix)
-    own = F.background_targets(stage2_x0, seg_bg, transition_weights(stage2_x0.shape[0], segments, 0))
-    targets = wide * (stage2_x0 + mixed - own) + (1.0 - wide) * mixed
+    targets = wide * stage2_x0 + (1.0 - wide) * F.background_targets(stage2_x0, seg_bg, mix)
     return targets, 1.0 - fg
 
 

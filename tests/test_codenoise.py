@@ -124,16 +124,7 @@ def ours(
     if wrap is not None:
         wrap(sched)
     with torch.no_grad(), _installed(comps.unet, mode) as xattn:
-        eps_fn = codenoise_eps_fn(
-            comps.unet,
-            xattn,
-            video.plan,
-            video.clip_bank,
-            video.anchor_bank,
-            video.features,
-            GUIDANCE,
-            max_batch_frames,
-        )
+        eps_fn = video_eps_fn(comps, xattn, video, GUIDANCE, max_batch_frames)
         return denoise(
             video.noise * sched.init_noise_sigma,
             sched,
@@ -143,6 +134,21 @@ def ours(
             generator=torch.Generator().manual_seed(1),
             progress=False,
         )
+
+
+def video_eps_fn(comps, xattn, video: Video, guidance: float, max_batch_frames: int = 64, unguided_below: float = 0.0):
+    """Stage 4's merged eps function over the video's clips (`codenoise_eps_fn`)."""
+    return codenoise_eps_fn(
+        comps.unet,
+        xattn,
+        video.plan,
+        video.clip_bank,
+        video.anchor_bank,
+        video.features,
+        guidance,
+        max_batch_frames,
+        unguided_below=unguided_below,
+    )
 
 
 def plain(comps, video: Video, *, scheduler: str = "ddim", steps: int = 3, mode: str | None = None) -> torch.Tensor:
@@ -631,18 +637,9 @@ def test_steps_below_unguided_below_evaluate_the_conditional_branch_alone(comps,
 
     def eps(guidance: float, unguided_below: float, t: int) -> torch.Tensor:
         with torch.no_grad(), _installed(comps.unet, "middle") as xattn:
-            fn = codenoise_eps_fn(
-                comps.unet,
-                xattn,
-                video.plan,
-                video.clip_bank,
-                video.anchor_bank,
-                video.features,
-                guidance,
-                64,
-                unguided_below=unguided_below,
+            return video_eps_fn(comps, xattn, video, guidance, unguided_below=unguided_below)(
+                video.noise, torch.tensor(t), 0
             )
-            return fn(video.noise, torch.tensor(t), 0)
 
     frames = sum(e - s for s, e in video.plan.windows)
     assert torch.equal(eps(GUIDANCE, 500.0, 501), eps(GUIDANCE, 0.0, 501))  # at or above: guided as before

@@ -42,6 +42,18 @@ class Variant:
     own_folder: bool = False
 
 
+# The published video baselines run stage 4 on the base UNet as their papers do: from noise, overlapping
+# clips, no stage-2 background, flat merge weights, classifier-free guidance at every step.
+PUBLISHED = (
+    "codenoise.mode=overlap",
+    "codenoise.init=noise",
+    "codenoise.background=free",
+    "codenoise.weighting=uniform",
+    "codenoise.fg_gain=0.0",
+    "codenoise.unguided_below=0.0",
+)
+
+
 def _variants() -> dict[str, Variant]:
     v = [
         Variant(
@@ -62,32 +74,14 @@ def _variants() -> dict[str, Variant]:
             "t2v_zero",
             "base UNet, whole video as one clip, first-frame attention, shared noise",
             "stage4",
-            overrides=(
-                "codenoise.mode=overlap",  # as measured in bench/results (one clip of the whole video)
-                "codenoise.attention=first",
-                "codenoise.init=noise",
-                "codenoise.noise_mode=shared",
-                "codenoise.background=free",
-                "codenoise.weighting=uniform",
-                "codenoise.fg_gain=0.0",
-                "codenoise.unguided_below=0.0",  # guidance at every step, as published
-            ),  # clip_length = stride = N
+            overrides=(*PUBLISHED, "codenoise.attention=first", "codenoise.noise_mode=shared"),  # one clip of N
             links=(1,),
         ),
         Variant(
             "gen_l_video",
             "base UNet, co-denoised clips, uniform weights, middle anchor, independent noise",
             "stage4",
-            overrides=(
-                "codenoise.mode=overlap",  # the method as published: overlapping clips
-                "codenoise.attention=middle",
-                "codenoise.init=noise",
-                "codenoise.background=free",
-                "codenoise.noise_mode=independent",
-                "codenoise.weighting=uniform",
-                "codenoise.fg_gain=0.0",
-                "codenoise.unguided_below=0.0",  # guidance at every step, as published
-            ),
+            overrides=(*PUBLISHED, "codenoise.attention=middle", "codenoise.noise_mode=independent"),
             links=(1,),
             seams=True,
         ),
@@ -95,16 +89,7 @@ def _variants() -> dict[str, Variant]:
             "freenoise",
             "FreeNoise-style: base UNet, co-denoised clips, middle anchor, noise rescheduled across windows",
             "stage4",
-            overrides=(
-                "codenoise.mode=overlap",  # the method as published: overlapping clips
-                "codenoise.attention=middle",
-                "codenoise.init=noise",
-                "codenoise.noise_mode=rescheduled",
-                "codenoise.background=free",
-                "codenoise.weighting=uniform",
-                "codenoise.fg_gain=0.0",
-                "codenoise.unguided_below=0.0",  # guidance at every step, as published
-            ),
+            overrides=(*PUBLISHED, "codenoise.attention=middle", "codenoise.noise_mode=rescheduled"),
             links=(1,),
             seams=True,
         ),

@@ -101,6 +101,24 @@ def test_background_targets_fall_back_to_the_frame_where_no_segment_sees_backgro
     assert torch.equal(F.background_targets(x, seg, torch.ones(2, 1)), x)
 
 
+def test_stage4_targets_keep_every_frame_in_its_own_segments_scene():
+    """Under a schedule, stage 4 pulls a frame next to the boundary to its own segment's background,
+    never to a blend of the two scenes' latents (which decodes to smears); the dissolve is the plate's.
+    The ring around the figure keeps the frame's own stage-2 latent."""
+    from vidtune.stages.codenoise import background_targets
+
+    x = torch.cat([torch.full((4, 1, 6, 6), 1.0), torch.full((4, 1, 6, 6), 5.0)])
+    fg = torch.zeros(8, 1, 6, 6)
+    fg[:, :, 2:4, 2:4] = 1.0
+    x[fg.bool()] = 9.0
+    targets, bg = background_targets(x, fg, [(0, 4), (4, 8)], dilate=1)
+    far = torch.ones(6, 6, dtype=torch.bool)
+    far[1:5, 1:5] = False
+    assert (targets[:4, 0][:, far] == 1.0).all() and (targets[4:, 0][:, far] == 5.0).all()
+    assert (targets[:, 0, 1:5, 1:5] == x[:, 0, 1:5, 1:5]).all()  # mask + ring: the frame's own latent
+    assert torch.equal(bg, 1.0 - fg)
+
+
 # --------------------------------------------------------------------------------------------
 # Step guides
 

@@ -52,12 +52,28 @@ def test_segments_keep_their_own_plate(transition):
     far[:, 30:] = True  # never covered by the figure (it reaches column 28)
     frames[4:, far] = 255 - frames[4:, far]  # another scene from frame 4 on
     out = composite(frames, masks, PlateConfig(), segments=[(0, 4), (4, N)], transition=transition).astype(int)
-    a, b = (4, 4) if transition == 0 else (3, 5)  # with a transition, frames 3 and 4 cross-fade the two scenes
+    a, b = (4, 4) if transition == 0 else (3, 5)  # with a transition, frames 3 and 4 dissolve the two scenes
     assert np.abs(out[:a, far] - bg[far]).max() <= 3  # each segment's own background, no leak of the other
     assert np.abs(out[b:, far] - (255 - bg[far])).max() <= 3
-    # one plate per segment, made of the frames its prompt alone holds (a cross-fading frame would blend the
-    # other scene into it, and then nothing would be close enough to snap)
-    assert (out[:a, far] == out[0, far]).all() and (out[b:, far] == out[N - 1, far]).all()
+    assert (out[:a, far] == out[0, far]).all() and (out[b:, far] == out[N - 1, far]).all()  # one plate each
+
+
+def test_a_transition_dissolves_the_two_plates_and_keeps_the_figure_solid():
+    """Frames 3 and 4 of a 4-frame transition show 3/4 + 1/4 of their own scene's plate and the next
+    one's (a cross-fade of two clean pictures), whatever decoding drew there; the figure and a limb
+    the mask misses keep their own pixels."""
+    frames, masks, bg = _video(jitter=0)
+    other = 255 - bg
+    frames[4:] = np.where(masks[4:, ..., None] > 0, frames[4:], other)  # scene B from frame 4 on
+    missed = masks.copy()
+    missed[:, 12:16] = 0  # a leg the segmenter lost
+    out = composite(frames, missed, PlateConfig(dilate=0), segments=[(0, 4), (4, N)], transition=4).astype(int)
+    far = masks.max(axis=0) == 0  # background in every frame (where the lost leg was, the plates are mixed)
+    assert np.abs(out[3][far] - (0.75 * bg + 0.25 * other)[far]).max() <= 1
+    assert np.abs(out[4][far] - (0.25 * bg + 0.75 * other)[far]).max() <= 1
+    for i in (3, 4):
+        lost = (masks[i] > 0) & (missed[i] == 0)
+        assert (out[i][lost] == (250, 20, 200)).all()  # solid, not dissolved with the scenes
 
 
 def test_disabled_is_the_identity_and_chunking_changes_nothing():

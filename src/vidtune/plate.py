@@ -7,18 +7,28 @@ the figure. The VAE decoder is not local: its receptive field and its mid-block 
 frame, so the same background latent decodes a little differently wherever the figure stands. This
 module removes what decoding adds, after decoding:
 
-    P_s(p)  = sum_i c_is M_b^i(p) I^i(p) / sum_i c_is M_b^i(p)           segment s's plate (eq. 10 on pixels)
-    P^i     = sum_s m_is P_s / sum_s m_is   (over the segments that see p)   frame i's plate
-    a^i(p)  = max(M_f^i(p) dilated, clip((|I^i(p) - P^i(p)|_inf - lo) / (hi - lo), 0, 1))
+    P_s(p)  = sum_i o_is M_b^i(p) I^i(p) / sum_i o_is M_b^i(p)           segment s's plate (eq. 10 on pixels)
+    O^i     = P_s(i)                        the plate of frame i's own segment s(i)
+    P^i     = sum_s m_is P_s / sum_s m_is   (over the segments that see p)   what frame i's background becomes
+    a^i(p)  = max(M_f^i(p) dilated, clip((|I^i(p) - O^i(p)|_inf - lo) / (hi - lo), 0, 1))
     I~^i    = a^i I^i + (1 - a^i) P^i
 
-with M_b = 1 - M_f dilated by ``dilate`` pixels, ``m`` the segments' transition weights
-(`vidtune.segments.transition_weights`; one-hot without transitions) and ``c_is`` = 1 for the frames
-segment s alone holds (`core_weights`: a frame cross-fading between two scenes would blend the other
-scene into the plate). The difference key ``a`` keeps
-every pixel the plate does not explain (by more than ``lo`` grey levels, fully beyond ``hi``): a limb
-the segmenter missed, a shadow, anything that moves, so the plate never paints over the figure and
-never makes it translucent; it snaps to the plate only what already nearly equals it.
+with M_b = 1 - M_f dilated by ``dilate`` pixels, ``o`` one-hot (every frame in its own segment) and
+``m`` the segments' transition weights (`vidtune.segments.transition_weights`). The difference key
+``a`` keeps every pixel its own plate does not explain (by more than ``lo`` grey levels, fully beyond
+``hi``): a limb the segmenter missed, a shadow, anything that moves, so the plate never paints over the
+figure and never makes it translucent; it snaps to the plate only what already nearly equals it.
+
+Without a schedule (one segment) P^i = O^i. Under a schedule with transitions, a frame near a boundary
+was generated in its own segment's scene (stage 4 keeps it there), and here its background dissolves
+to the next scene: P^i mixes the plates (those filled where their segment rarely saw background,
+`filled_plates`), and the background part of the kept pixels around the figure moves with them,
+
+    I~^i   += a^i (1 - M_f^i) (1 - k^i) (P^i - O^i)      (k^i: the key alone; only in a transition)
+
+so a limb the key keeps (k = 1) keeps its colour and the ring the mask's dilation protects loses its
+own scene's tint. A cross-fade of two clean pictures, where a blend of the two scenes' latents
+decoded to smeared shapes.
 
 Layouts: frames ``(frames, height, width, 3)`` uint8; masks ``(frames, height, width)`` float in
 [0, 1] (1 = foreground); weights ``(frames, segments)``.
@@ -34,7 +44,7 @@ import torch
 
 from vidtune.segments import Segment, transition_weights
 
-__all__ = ["PlateConfig", "composite", "plates"]
+__all__ = ["PlateConfig", "composite", "filled_plates", "plates"]
 
 
 @dataclass(frozen=True)
@@ -43,12 +53,15 @@ class PlateConfig:
 
     enabled: composite at all; dilate: pixels the foreground mask grows by before it is protected;
     key_low / key_high: the difference key's ramp in grey levels (0-255), a pixel further than
-    ``key_high`` from the plate is kept as it is."""
+    ``key_high`` from the plate is kept as it is; fill_below: in a schedule's transitions, plate pixels
+    seen as background in fewer than this fraction of their segment's frames (next to a figure that
+    stays put, where the masks' misses would dominate the average) are filled from around them."""
 
     enabled: bool = True
     dilate: int = 1
     key_low: float = 12.0
     key_high: float = 32.0
+    fill_below: float = 0.1
     chunk: int = 32  # frames held as float at a time (memory flat in the frame count)
 
 
@@ -57,16 +70,6 @@ def _dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
     if radius <= 0:
         return masks
     return torch.nn.functional.max_pool2d(masks[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
-
-
-def core_weights(weights: torch.Tensor) -> torch.Tensor:
-    """The frames a segment's plate averages: those its prompt alone holds (weight 1), not the ones
-    cross-fading into a neighbour (their background is a mix of two scenes); all of its frames, by weight,
-    for a segment that has no such frame."""
-    core = (weights >= 1.0 - 1e-6).to(weights.dtype)
-    empty = core.sum(dim=0) == 0
-    core[:, empty] = weights[:, empty]
-    return core
 
 
 def plates(
@@ -95,9 +98,10 @@ def composite(
 ) -> np.ndarray:
     """The frames with their backgrounds snapped to their segment's plate (module docstring).
 
-    ``segments`` (default: the whole video) and ``transition`` (frames over which a prompt schedule
-    cross-fades, as stage 4 does; 0 = a cut) decide which frames share a plate. Returns uint8 frames
-    of the input's shape; the input when ``cfg.enabled`` is false."""
+    ``segments`` (default: the whole video) decide which frames share a plate; ``transition`` (frames
+    over which a prompt schedule's scenes dissolve, `codenoise.transition`; 0 = a cut) how the
+    backgrounds near a boundary mix the plates. Returns uint8 frames of the input's shape; the input
+    when ``cfg.enabled`` is false."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (frames, height, width, 3), got {frames.shape}")
     if fg.shape != frames.shape[:3]:
@@ -107,17 +111,56 @@ def composite(
     if cfg.key_high <= cfg.key_low:
         raise ValueError(f"plate key_high ({cfg.key_high}) must exceed key_low ({cfg.key_low})")
     n = len(frames)
-    weights = transition_weights(n, list(segments or [(0, n)]), transition)
-    plate, cover = plates(frames, fg, core_weights(weights), cfg.dilate, cfg.chunk)
+    segments = list(segments or [(0, n)])
+    own = transition_weights(n, segments, 0)
+    mix = transition_weights(n, segments, transition)
+    moving = own.ne(mix).any(dim=1)  # the frames inside a transition
+    plate, cover = plates(frames, fg, own, cfg.dilate, cfg.chunk)
     seen = (cover > 1e-3).float()  # (S, H, W): the segment saw background at p
+    full = torch.ones_like(seen)
+    filled = filled_plates(plate, cover, own.sum(dim=0), cfg.fill_below) if moving.any() else plate
     out = np.empty_like(frames)
     for s in range(0, n, cfg.chunk):
         x = torch.from_numpy(frames[s : s + cfg.chunk]).float()
-        wk = weights[s : s + cfg.chunk].float()
-        den = torch.einsum("ns,shw->nhw", wk, seen)
-        p = torch.einsum("ns,shw,shwc->nhwc", wk, seen, plate) / den.clamp_min(1e-6)[..., None]
-        key = ((x - p).abs().amax(dim=-1) - cfg.key_low) / (cfg.key_high - cfg.key_low)
-        alpha = torch.maximum(_dilate(torch.from_numpy(fg[s : s + cfg.chunk]).float(), cfg.dilate), key.clamp(0, 1))
-        alpha = torch.where(den > 1e-6, alpha, torch.ones_like(alpha))[..., None]
-        out[s : s + cfg.chunk] = (alpha * x + (1 - alpha) * p).round().clamp(0, 255).to(torch.uint8).numpy()
+        core = torch.from_numpy(fg[s : s + cfg.chunk]).float()
+        o_seen, o = _frame_plates(own[s : s + cfg.chunk], seen, plate)
+        q_own = _frame_plates(own[s : s + cfg.chunk], full, filled)[1]
+        q_mix = _frame_plates(mix[s : s + cfg.chunk], full, filled)[1]
+        ref = torch.where(o_seen[..., None], o, q_own)
+        key = (((x - ref).abs().amax(dim=-1) - cfg.key_low) / (cfg.key_high - cfg.key_low)).clamp(0, 1)
+        alpha = torch.maximum(_dilate(core, cfg.dilate), key)
+        alpha = torch.where(o_seen, alpha, torch.ones_like(alpha))
+        # inside a transition: the background dissolves to the mixed plate, and the background part of
+        # the kept pixels around the figure (the ring the mask's dilation protects) moves with it
+        m = moving[s : s + cfg.chunk, None, None].float()
+        shift = (m * alpha * (1 - core) * (1 - key))[..., None] * (q_mix - q_own)
+        p = torch.where(m[..., None] > 0, q_mix, o)
+        a = alpha[..., None]
+        out[s : s + cfg.chunk] = (a * x + (1 - a) * p + shift).round().clamp(0, 255).to(torch.uint8).numpy()
     return out
+
+
+def filled_plates(plate: torch.Tensor, cover: torch.Tensor, frames: torch.Tensor, below: float) -> torch.Tensor:
+    """The plates (S, H, W, 3) with every pixel their segment saw as background in fewer than ``below``
+    x its ``frames`` (S,) filled from the pixels around it (OpenCV's Telea inpainting): where a figure
+    stays put its plate rests on the masks' misses, and a transition must not dissolve to those."""
+    import cv2
+
+    out = plate.clone()
+    for k in range(plate.shape[0]):
+        hole = (cover[k] < max(1e-3, below * float(frames[k]))).numpy()
+        if not hole.any() or hole.all():
+            continue
+        image = plate[k].round().clamp(0, 255).to(torch.uint8).numpy()
+        fill = cv2.inpaint(np.ascontiguousarray(image), hole.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+        out[k][torch.from_numpy(hole)] = torch.from_numpy(fill[hole]).float()
+    return out
+
+
+def _frame_plates(weights: torch.Tensor, seen: torch.Tensor, plate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per frame, the plates mixed by ``weights`` (frames, S) over the segments that saw background at
+    each pixel: (whether any did (frames, H, W), the mix (frames, H, W, 3))."""
+    wk = weights.float()
+    den = torch.einsum("ns,shw->nhw", wk, seen)
+    p = torch.einsum("ns,shw,shwc->nhwc", wk, seen, plate) / den.clamp_min(1e-6)[..., None]
+    return den > 1e-6, p

@@ -263,25 +263,27 @@ def background_targets(
     stage2_x0: torch.Tensor,
     fg: torch.Tensor,
     segments: list[tuple[int, int]],
-    mix: torch.Tensor,
     dilate: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What `keep_background_guide` pulls the predicted x0 to, and how hard: (targets, M_b = 1 - M_f),
     both per frame (N, C, h, w) / (N, 1, h, w).
 
-    The target is, away from the figure (outside its dilated mask), each prompt segment's average
-    background of stage 2's frames (eq. 10 over the segment), mixed across segment boundaries by
-    `mix` (`transition_weights`) so that a schedule's scenes cross-fade; on the ring between the
-    mask and its dilation it is the frame's own stage-2 latent (the figure's edge as stage 2 drew
-    it: pulling a soft edge to a background every step would erase thin limbs). Inside a transition
-    that ring keeps the frame's own scene (a faint box around the figure); moving it by the
-    segments' background difference was tried and drew dark ghosts of the figure there, because a
-    segment's average at pixels the figure often covers rests on few frames and on the masks' misses."""
+    The target is, away from the figure (outside its dilated mask), the average background of stage
+    2's frames over the frame's own prompt segment (eq. 10 over the segment); on the ring between the
+    mask and its dilation it is the frame's own stage-2 latent (the figure's edge as stage 2 drew it:
+    pulling a soft edge to a background every step would erase thin limbs).
+
+    A schedule's transitions are not made here: every frame keeps its own segment's scene, and the
+    decoded frames dissolve from one scene to the next in pixels (`vidtune.plate.composite`).
+    Mixing two scenes' latents was tried: a blend of two latents decodes to smeared shapes, not to
+    the blend of the two pictures (dark smears in the middle of `schedule_wave_96`'s transition), and
+    the ring kept a box of the frame's own scene around the figure."""
     from vidtune import fusion as F
 
     wide = F.dilate(fg, dilate)
     seg_bg = F.segment_backgrounds(stage2_x0, 1.0 - wide, segments)
-    targets = wide * stage2_x0 + (1.0 - wide) * F.background_targets(stage2_x0, seg_bg, mix)
+    own = transition_weights(stage2_x0.shape[0], segments, 0)
+    targets = wide * stage2_x0 + (1.0 - wide) * F.background_targets(stage2_x0, seg_bg, own)
     return targets, 1.0 - fg
 
 
@@ -357,7 +359,7 @@ def prepare(
     targets = bg = None
     if c.background == "keep":
         targets, bg = background_targets(
-            s2.x0.to(device).float(), s2.fg.to(device).float(), segments, mix, cfg.fusion.dilate
+            s2.x0.to(device).float(), s2.fg.to(device).float(), segments, cfg.fusion.dilate
         )
     return CodenoiseSetup(
         clips=clips,
@@ -421,7 +423,7 @@ def run(
         xattn.remove()
     del eps_fn  # not needed while decoding
     frames = split_decode(components.vae, x0, DECODE_BATCH, progress, "stage 4: decoding")  # torchrun: split
-    if c.background == "keep":  # the plate of stage 4's own frames, cross-faded as its targets are
+    if c.background == "keep":  # the plate of stage 4's own frames; a schedule's scenes dissolve here
         segments = prompt_segments(inputs.prompts)
         frames = background_plate(frames, s2.fg_pixel, s2.fg, cfg.fusion, segments, c.transition)
     info = {

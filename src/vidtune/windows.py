@@ -38,6 +38,7 @@ __all__ = [
     "shifted_windows",
     "frame_prompts",
     "merge_predictions",
+    "schedule_segments",
     "pixel_merge_weights",
     "plan_text",
 ]
@@ -465,7 +466,7 @@ def merge_predictions(
 # Prompt schedules
 
 
-def _segments(schedule: Mapping[int | str, str], num_frames: int) -> list[tuple[int, int, str]]:
+def schedule_segments(schedule: Mapping[int | str, str], num_frames: int) -> list[tuple[int, int, str]]:
     """{start_frame: prompt} -> sorted ``(start, end, prompt)`` ranges covering 0..num_frames."""
     if len(schedule) == 0:
         raise VidtuneError("inputs.prompts: the {start_frame: prompt} schedule is empty; give at least {0: prompt}")
@@ -519,7 +520,7 @@ def assign_prompts(windows: Sequence[Window], schedule: PromptSchedule) -> list[
     if isinstance(schedule, str):
         return [schedule] * len(windows)
     if isinstance(schedule, Mapping):
-        segments = _segments(schedule, num_frames)
+        segments = schedule_segments(schedule, num_frames)
         prompts = []
         for start, end in windows:
             overlaps = [max(0, min(end, e) - max(start, s)) for s, e, _ in segments]
@@ -550,7 +551,7 @@ def frame_prompts(num_frames: int, schedule: str | Mapping[int | str, str]) -> l
         return [schedule] * num_frames
     if isinstance(schedule, Mapping):
         prompts: list[str] = []
-        for start, end, prompt in _segments(schedule, num_frames):
+        for start, end, prompt in schedule_segments(schedule, num_frames):
             prompts += [prompt] * (end - start)
         return prompts
     if isinstance(schedule, Sequence):

@@ -174,6 +174,16 @@ def test_rerun_resumes_every_stage(ablation):
         ("[ablation]\nframe = 3\n", "unknown key 'frame'"),
         ("[run.sampling]\nstep = 3\n", "sampling.step"),
         ('[[sequences]]\nmotion = "walk"\n', "missing 'prompt'"),
+        (
+            '[[sequences]]\nmotion = "walk"\nprompts = { "4" = "a red figure walking on a beach at night" }\n',
+            "#1: prompts: the schedule starts at frame 4",
+        ),
+        (
+            '[[sequences]]\nmotion = "walk"\nframes = 8\nprompts = { "0" = "a red figure walking on a beach at night", '
+            '"9" = "a red figure walking in a desert at night" }\n',
+            "starts at frame 9 but the video has only 8 frames",
+        ),
+        ('[[sequences]]\nmotion = "walk"\nprompts = { "0" = "a cat" }\n', "not in the synthetic grammar"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, fragment):
@@ -181,6 +191,20 @@ def test_config_errors_name_the_key(tmp_path, text, fragment):
     path.write_text(text)
     with pytest.raises(VidtuneError, match=re.escape(fragment)):
         spec.load_spec(path)
+
+
+def test_a_sequence_can_follow_a_prompt_schedule(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text(
+        '[[sequences]]\nmotion = "walk"\nframes = 16\nseed = 7\n'
+        'prompts = { "8" = "a red figure walking on a beach at sunset", "0" = "a red figure walking on a snowy field at night" }\n'
+    )
+    (seq,) = spec.load_spec(path).sequences
+    assert seq.schedule == {
+        0: "a red figure walking on a snowy field at night",
+        8: "a red figure walking on a beach at sunset",
+    }
+    assert seq.prompt == "a red figure walking on a snowy field at night" and seq.frames == 16
 
 
 def test_default_spec_has_three_unseen_motions():

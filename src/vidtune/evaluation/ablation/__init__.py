@@ -51,6 +51,8 @@ Config (TOML, every part optional; no file = the suite's sequences on the embedd
     seed = 11                           # scene + motion seed (offset past the training seeds) and
                                         # the seed of every stage
     frames = 24                         # optional, overrides [ablation] frames
+    prompts = { "0" = "a red figure walking on a snowy field during the day", "12" = "a red figure walking on a beach at sunset" }
+                                        # optional: a prompt schedule (first frame -> prompt), as inputs.prompts
 
     [run.sampling]                      # optional: run-config fields over the demo presets, with
     steps = 20                          # the sections and keys of a run TOML ([run.model] path =

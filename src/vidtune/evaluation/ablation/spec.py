@@ -266,6 +266,23 @@ def _typed(value: Any, kind: type, key: str, where: str) -> Any:
     return value
 
 
+def _schedule(table: Any, frames: int, where: str) -> tuple[tuple[int, str], ...]:
+    """A sequence's ``prompts`` table ({"first frame" = "prompt"}) as `SequenceSpec.prompts`, checked as
+    `inputs.prompts` is (first key 0, keys inside the video, no empty prompt); () when absent."""
+    from vidtune.windows import schedule_segments
+
+    if table is None:
+        return ()
+    if not isinstance(table, dict):
+        raise VidtuneError(
+            f'{where}: prompts must be a table of first frame -> prompt, e.g. {{ "0" = "...", "12" = "..." }}'
+        )
+    try:
+        return tuple((start, prompt) for start, _, prompt in schedule_segments(table, frames))
+    except VidtuneError as e:
+        raise VidtuneError(f"{where}: {str(e).replace('inputs.prompts', 'prompts', 1)}") from None
+
+
 def parse_spec(data: dict[str, Any], source: str = "config", base: Path | None = None) -> AblationSpec:
     """An `AblationSpec` from the parsed TOML (see the module docstring); errors name the key and the fix."""
     from vidtune.demo.synthetic.grammar import parse_prompt
@@ -286,18 +303,20 @@ def parse_spec(data: dict[str, Any], source: str = "config", base: Path | None =
     sequences = []
     for i, table in enumerate(data.get("sequences", [])):
         where = f"{source}: [[sequences]] #{i + 1}"
-        _check_keys(table, ["name", "motion", "prompt", "seed", "frames"], where)
-        missing = [k for k in ("motion", "prompt") if k not in table]
+        _check_keys(table, ["name", "motion", "prompt", "prompts", "seed", "frames"], where)
+        missing = [k for k in ("motion", "prompt") if k not in table and not (k == "prompt" and "prompts" in table)]
         if missing:
-            raise VidtuneError(f"{where}: missing {missing[0]!r}; give motion, prompt (and seed)")
+            raise VidtuneError(f"{where}: missing {missing[0]!r}; give motion, prompt or prompts (and seed)")
         motion = _typed(table["motion"], str, "motion", where)
         if motion not in MOTIONS:
             raise VidtuneError(f"{where}: unknown motion {motion!r}; choose from {', '.join(MOTIONS)}")
-        prompt = _typed(table["prompt"], str, "prompt", where)
-        parse_prompt(prompt)  # a clear error when the prompt is outside the synthetic grammar
         n = _typed(table.get("frames", frames), int, "frames", where)
         if n < 2:
             raise VidtuneError(f"{where}: frames must be >= 2 (consistency needs frame pairs), got {n}")
+        schedule = _schedule(table.get("prompts"), n, where)
+        prompt = _typed(table["prompt"], str, "prompt", where) if "prompt" in table else schedule[0][1]
+        for text in [prompt] + [p for _, p in schedule]:
+            parse_prompt(text)  # a clear error when a prompt is outside the synthetic grammar
         sequences.append(
             SequenceSpec(
                 _typed(table.get("name", motion), str, "name", where),
@@ -305,6 +324,7 @@ def parse_spec(data: dict[str, Any], source: str = "config", base: Path | None =
                 prompt,
                 _typed(table.get("seed", i), int, "seed", where),
                 n,
+                schedule,
             )
         )
     names = [s.name for s in sequences]

@@ -76,6 +76,18 @@ def test_a_transition_dissolves_the_two_plates_and_keeps_the_figure_solid():
         assert (out[i][lost] == (250, 20, 200)).all()  # solid, not dissolved with the scenes
 
 
+def test_the_figures_brightness_moves_with_the_transition():
+    """Scene B lights the figure at half brightness: the figure goes 3/4 A + 1/4 B, 1/4 A + 3/4 B bright
+    over a 4-frame transition instead of cutting, and stays its own outside the transition."""
+    frames, masks, bg = _video(jitter=0)
+    fig = masks > 0
+    frames[4:][fig[4:]] = (125, 10, 100)
+    out = composite(frames, masks, PlateConfig(dilate=0), segments=[(0, 4), (4, N)], transition=4).astype(int)
+    assert np.abs(out[3][fig[3]] - np.array([250, 20, 200]) * (0.75 + 0.25 * 0.5)).max() <= 0.5
+    assert np.abs(out[4][fig[4]] - np.array([125, 10, 100]) * (0.25 * 2 + 0.75)).max() <= 0.5
+    assert (out[2][fig[2]] == (250, 20, 200)).all() and (out[5][fig[5]] == (125, 10, 100)).all()
+
+
 def test_disabled_is_the_identity_and_chunking_changes_nothing():
     frames, masks, _ = _video(seed=1)
     assert composite(frames, masks, PlateConfig(enabled=False)) is frames

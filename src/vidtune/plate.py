@@ -27,7 +27,8 @@ to the next scene: P^i mixes the plates (those filled where their segment rarely
     I~^i   += a^i (1 - M_f^i) (1 - k^i) (P^i - O^i)      (k^i: the key alone; only in a transition)
 
 so a limb the key keeps (k = 1) keeps its colour and the ring the mask's dilation protects loses its
-own scene's tint. A cross-fade of two clean pictures, where a blend of the two scenes' latents
+own scene's tint; the figure itself (the rest of a^i) is scaled per channel by the ratio of its
+segments' mean figure colours, mixed by m, to its own segment's (`figure_gains`: night darkens it). A cross-fade of two clean pictures, where a blend of the two scenes' latents
 decoded to smeared shapes.
 
 Layouts: frames ``(frames, height, width, 3)`` uint8; masks ``(frames, height, width)`` float in
@@ -44,7 +45,7 @@ import torch
 
 from vidtune.segments import Segment, transition_weights
 
-__all__ = ["PlateConfig", "composite", "filled_plates", "plates"]
+__all__ = ["PlateConfig", "composite", "figure_gains", "filled_plates", "plates"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def composite(
     seen = (cover > 1e-3).float()  # (S, H, W): the segment saw background at p
     full = torch.ones_like(seen)
     filled = filled_plates(plate, cover, own.sum(dim=0), cfg.fill_below) if moving.any() else plate
+    gain = figure_gains(frames, fg, own, mix, cfg.chunk) if moving.any() else torch.ones(n, 1)
     out = np.empty_like(frames)
     for s in range(0, n, cfg.chunk):
         x = torch.from_numpy(frames[s : s + cfg.chunk]).float()
@@ -130,14 +132,38 @@ def composite(
         key = (((x - ref).abs().amax(dim=-1) - cfg.key_low) / (cfg.key_high - cfg.key_low)).clamp(0, 1)
         alpha = torch.maximum(_dilate(core, cfg.dilate), key)
         alpha = torch.where(o_seen, alpha, torch.ones_like(alpha))
-        # inside a transition: the background dissolves to the mixed plate, and the background part of
-        # the kept pixels around the figure (the ring the mask's dilation protects) moves with it
+        # inside a transition: the background dissolves to the mixed plate, the background part of the
+        # kept pixels around the figure (the ring the mask's dilation protects) moves with it, and the
+        # figure's colours move by its segments' mean colours (the scenes light it differently)
         m = moving[s : s + cfg.chunk, None, None].float()
-        shift = (m * alpha * (1 - core) * (1 - key))[..., None] * (q_mix - q_own)
+        ring = (m * alpha * (1 - core) * (1 - key))[..., None]
+        figure = alpha[..., None] - ring
         p = torch.where(m[..., None] > 0, q_mix, o)
-        a = alpha[..., None]
-        out[s : s + cfg.chunk] = (a * x + (1 - a) * p + shift).round().clamp(0, 255).to(torch.uint8).numpy()
+        g = gain[s : s + cfg.chunk, None, None, :]
+        y = figure * x * g + ring * (x + q_mix - q_own) + (1 - alpha[..., None]) * p
+        out[s : s + cfg.chunk] = y.round().clamp(0, 255).to(torch.uint8).numpy()
     return out
+
+
+def figure_gains(
+    frames: np.ndarray, fg: np.ndarray, own: torch.Tensor, mix: torch.Tensor, chunk: int = 32
+) -> torch.Tensor:
+    """Per frame (frames, 1), the factor that takes its segment's mean figure brightness to the mix (by
+    ``mix``) of the segments' mean figure brightnesses, clamped to [1/2, 2]: 1 outside transitions.
+    A scene's light (day, sunset, night) brightens or darkens the whole figure; without this the
+    background would dissolve and the figure's brightness would cut at the boundary. One factor for
+    the three channels: per-channel factors pushed the saturated pixels of a dark figure to streaks of
+    one colour. Means over the pixels the masks hold."""
+    num = torch.zeros(own.shape[1])
+    den = torch.zeros(own.shape[1])
+    for s in range(0, len(frames), chunk):
+        x = torch.from_numpy(frames[s : s + chunk]).float().mean(dim=-1)
+        w = torch.from_numpy(fg[s : s + chunk]).float()
+        num += torch.einsum("ns,nhw,nhw->s", own[s : s + chunk].float(), w, x)
+        den += torch.einsum("ns,nhw->s", own[s : s + chunk].float(), w)
+    mean = torch.where(den > 0, (num / den.clamp_min(1e-6)).clamp_min(1.0), torch.full_like(num, float("nan")))
+    gain = (mix.float() @ mean) / (own.float() @ mean)
+    return torch.nan_to_num(gain, nan=1.0).clamp(0.5, 2.0)[:, None]
 
 
 def filled_plates(plate: torch.Tensor, cover: torch.Tensor, frames: torch.Tensor, below: float) -> torch.Tensor:

@@ -134,7 +134,7 @@ def composite(
         alpha = torch.where(o_seen, alpha, torch.ones_like(alpha))
         # inside a transition: the background dissolves to the mixed plate, the background part of the
         # kept pixels around the figure (the ring the mask's dilation protects) moves with it, and the
-        # figure's colours move by its segments' mean colours (the scenes light it differently)
+        # figure's brightness moves by its segments' mean brightness (the scenes light it differently)
         m = moving[s : s + cfg.chunk, None, None].float()
         ring = (m * alpha * (1 - core) * (1 - key))[..., None]
         figure = alpha[..., None] - ring

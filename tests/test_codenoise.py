@@ -459,16 +459,7 @@ def clip_predictions(comps, video: Video, mode: str, monkeypatch) -> dict[tuple[
     _Recorder.added = []
     monkeypatch.setattr(codenoise, "MergeAccumulator", _Recorder)
     with torch.no_grad(), _installed(comps.unet, mode) as xattn:
-        eps_fn = codenoise_eps_fn(
-            comps.unet,
-            xattn,
-            video.plan,
-            video.clip_bank,
-            video.anchor_bank,
-            video.features,
-            GUIDANCE,
-            max_batch_frames=8,
-        )
+        eps_fn = video_eps_fn(comps, xattn, video, GUIDANCE, max_batch_frames=8)
         eps_fn(video.noise, torch.tensor(500), 0)
     return dict(_Recorder.added)
 

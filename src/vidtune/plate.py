@@ -27,9 +27,10 @@ to the next scene: P^i mixes the plates (those filled where their segment rarely
     I~^i   += a^i (1 - M_f^i) (1 - k^i) (P^i - O^i)      (k^i: the key alone; only in a transition)
 
 so a limb the key keeps (k = 1) keeps its colour and the ring the mask's dilation protects loses its
-own scene's tint; the figure itself (the rest of a^i) is scaled per channel by the ratio of its
-segments' mean figure colours, mixed by m, to its own segment's (`figure_gains`: night darkens it). A cross-fade of two clean pictures, where a blend of the two scenes' latents
-decoded to smeared shapes.
+own scene's tint; the figure itself (the rest of a^i) is scaled by one factor per frame, the ratio of
+its segments' mean figure brightnesses, mixed by m, to its own segment's (`figure_gains`: night darkens
+it). A cross-fade of two clean pictures, where a blend of the two scenes' latents decoded to smeared
+shapes.
 
 Layouts: frames ``(frames, height, width, 3)`` uint8; masks ``(frames, height, width)`` float in
 [0, 1] (1 = foreground); weights ``(frames, segments)``.
@@ -118,31 +119,50 @@ def composite(
     moving = own.ne(mix).any(dim=1)  # the frames inside a transition
     plate, cover = plates(frames, fg, own, cfg.dilate, cfg.chunk)
     seen = (cover > 1e-3).float()  # (S, H, W): the segment saw background at p
-    full = torch.ones_like(seen)
-    filled = filled_plates(plate, cover, own.sum(dim=0), cfg.fill_below) if moving.any() else plate
-    gain = figure_gains(frames, fg, own, mix, cfg.chunk) if moving.any() else torch.ones(n, 1)
+    if moving.any():
+        full = torch.ones_like(seen)
+        filled = filled_plates(plate, cover, own.sum(dim=0), cfg.fill_below)
+        gain = figure_gains(frames, fg, own, mix, cfg.chunk)
     out = np.empty_like(frames)
     for s in range(0, n, cfg.chunk):
-        x = torch.from_numpy(frames[s : s + cfg.chunk]).float()
-        core = torch.from_numpy(fg[s : s + cfg.chunk]).float()
-        o_seen, o = _frame_plates(own[s : s + cfg.chunk], seen, plate)
-        q_own = _frame_plates(own[s : s + cfg.chunk], full, filled)[1]
-        q_mix = _frame_plates(mix[s : s + cfg.chunk], full, filled)[1]
-        ref = torch.where(o_seen[..., None], o, q_own)
-        key = (((x - ref).abs().amax(dim=-1) - cfg.key_low) / (cfg.key_high - cfg.key_low)).clamp(0, 1)
+        rows = slice(s, s + cfg.chunk)
+        x = torch.from_numpy(frames[rows]).float()
+        core = torch.from_numpy(fg[rows]).float()
+        o_seen, o = _frame_plates(own[rows], seen, plate)
+        dissolving = moving[rows].any()
+        if dissolving:  # where the own plate saw no background, the key compares with the filled one
+            q_own = _frame_plates(own[rows], full, filled)[1]
+            q_mix = _frame_plates(mix[rows], full, filled)[1]
+            o = torch.where(o_seen[..., None], o, q_own)
+        key = (((x - o).abs().amax(dim=-1) - cfg.key_low) / (cfg.key_high - cfg.key_low)).clamp(0, 1)
         alpha = torch.maximum(_dilate(core, cfg.dilate), key)
         alpha = torch.where(o_seen, alpha, torch.ones_like(alpha))
-        # inside a transition: the background dissolves to the mixed plate, the background part of the
-        # kept pixels around the figure (the ring the mask's dilation protects) moves with it, and the
-        # figure's brightness moves by its segments' mean brightness (the scenes light it differently)
-        m = moving[s : s + cfg.chunk, None, None].float()
-        ring = (m * alpha * (1 - core) * (1 - key))[..., None]
-        figure = alpha[..., None] - ring
-        p = torch.where(m[..., None] > 0, q_mix, o)
-        g = gain[s : s + cfg.chunk, None, None, :]
-        y = figure * x * g + ring * (x + q_mix - q_own) + (1 - alpha[..., None]) * p
-        out[s : s + cfg.chunk] = y.round().clamp(0, 255).to(torch.uint8).numpy()
+        a = alpha[..., None]
+        y = a * x + (1 - a) * o
+        if dissolving:
+            m = moving[rows, None, None, None]
+            y = torch.where(m, _dissolve(x, core, key, alpha, q_own, q_mix, gain[rows]), y)
+        out[rows] = y.round().clamp(0, 255).to(torch.uint8).numpy()
     return out
+
+
+def _dissolve(
+    x: torch.Tensor,
+    core: torch.Tensor,
+    key: torch.Tensor,
+    alpha: torch.Tensor,
+    q_own: torch.Tensor,
+    q_mix: torch.Tensor,
+    gain: torch.Tensor,
+) -> torch.Tensor:
+    """Frames inside a transition (module docstring): the background becomes the mixed plate ``q_mix``;
+    the background part of the kept pixels around the figure (the ring the mask's dilation protects,
+    weight a (1 - M_f) (1 - k)) moves by q_mix - q_own; the figure's brightness is scaled by ``gain``
+    (frames, 1). Float (frames, H, W, 3)."""
+    ring = (alpha * (1 - core) * (1 - key))[..., None]
+    figure = alpha[..., None] - ring
+    g = gain[:, None, None, :]
+    return figure * x * g + ring * (x + q_mix - q_own) + (1 - alpha[..., None]) * q_mix
 
 
 def figure_gains(

@@ -304,7 +304,8 @@ def parse_spec(data: dict[str, Any], source: str = "config", base: Path | None =
     for i, table in enumerate(data.get("sequences", [])):
         where = f"{source}: [[sequences]] #{i + 1}"
         _check_keys(table, ["name", "motion", "prompt", "prompts", "seed", "frames"], where)
-        missing = [k for k in ("motion", "prompt") if k not in table and not (k == "prompt" and "prompts" in table)]
+        required = ("motion",) if "prompts" in table else ("motion", "prompt")  # a schedule names the prompts
+        missing = [k for k in required if k not in table]
         if missing:
             raise VidtuneError(f"{where}: missing {missing[0]!r}; give motion, prompt or prompts (and seed)")
         motion = _typed(table["motion"], str, "motion", where)

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from vidtune.errors import VidtuneError
+
+DEFAULT_FPS = 8.0  # vidtune.inputs.DEFAULT_FPS (that module imports numpy; the parser stays light)
+DEMO_PROMPT = "a red figure walking on a snowy field during the day"  # vidtune.demo.command.DEFAULT_PROMPT
+DEMO_STEPS = 20  # sampling.steps in src/vidtune/demo/model/vidtune.toml
+DEMO_MOTIONS = ("walk", "run", "wave", "jump", "dance", "squat", "turn")  # vidtune.demo.synthetic.MOTIONS
 
 
 def _stages(text: str) -> list[int]:
@@ -31,34 +37,108 @@ def _stages(text: str) -> list[int]:
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="TOML run config (optional: flags suffice)")
+    """The flags `run` and `plan` share; each names the config field it sets and that field's default."""
+    from vidtune import config as C
+
+    m, i, s = C.ModelConfig, C.InputConfig, C.SamplingConfig
     p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a config field, e.g. --set sampling.steps=20 (repeatable)",
+        "config",
+        nargs="?",
+        help="TOML run config (optional: omitted, every field takes its default; vidtune run --print-config "
+        "shows them all)",
     )
-    p.add_argument("--model", help="model folder or hub id (model.path)")
-    p.add_argument("--adapter", help="T2I-Adapter folder or hub id (model.adapter)")
-    p.add_argument("--sam", help="SAM folder or hub id (model.sam); default: weight-free GrabCut masks")
-    p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.ckpt (pickle) weights")
+    _add_set(p, "after the config file and the flags")
     p.add_argument(
-        "--poses", help="OpenPose JSON folder, pose-image folder, pose video or RGB video of a person (inputs.poses)"
+        "--model",
+        metavar="PATH",
+        help=f"SD 1.x model: diffusers folder, hub id or cached id (model.path; default: {m.path})",
     )
-    p.add_argument("--prompt", help="text prompt (inputs.prompt)")
-    p.add_argument("--frames", type=int, help="resample the poses to N frames (inputs.frames)")
-    p.add_argument("--steps", type=int, help="sampling steps (sampling.steps)")
-    p.add_argument("--seed", type=int, help="seed of every stage")
-    p.add_argument("--height", type=int)
-    p.add_argument("--width", type=int)
+    p.add_argument(
+        "--adapter",
+        metavar="PATH",
+        help="T2I-Adapter (OpenPose) folder or hub id (model.adapter; default: the model folder's adapter/ "
+        f"when it has one, else {m.adapter})",
+    )
+    p.add_argument(
+        "--sam",
+        metavar="PATH",
+        help="SAM folder or hub id for the foreground masks (model.sam; default: the model folder's sam/ "
+        "when it has one, else the weight-free GrabCut segmenter)",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load .bin/.ckpt weights, pickles that can run code (model.allow_pickle; default: safetensors only)",
+    )
+    p.add_argument(
+        "--poses",
+        metavar="PATH",
+        help="pose source: OpenPose JSON folder, pose-image folder, pose video or RGB video of a person "
+        "(inputs.poses; required unless the config sets it)",
+    )
+    p.add_argument("--prompt", metavar="TEXT", help="text prompt of the whole video (inputs.prompt; default: empty)")
+    p.add_argument(
+        "--frames",
+        type=int,
+        metavar="N",
+        help="resample the poses to N frames (inputs.frames; default: every frame of the pose source)",
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        metavar="FPS",
+        help=f"frames per second of the output video, > 0; the poses are resampled to it (inputs.fps; "
+        f"default: the pose source's, {DEFAULT_FPS:g} when it has none)",
+    )
+    p.add_argument("--steps", type=int, metavar="N", help=f"sampling steps (sampling.steps; default: {s.steps})")
+    p.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help=f"seed of every stage ({'/'.join(C.SEEDED_SECTIONS)}.seed; default: {C.SeparateConfig.seed})",
+    )
+    p.add_argument(
+        "--height",
+        type=int,
+        metavar="PX",
+        help=f"frame height in pixels, a multiple of 8 (inputs.height; default: {i.height})",
+    )
+    p.add_argument(
+        "--width",
+        type=int,
+        metavar="PX",
+        help=f"frame width in pixels, a multiple of 8 (inputs.width; default: {i.width})",
+    )
+
+
+def check_fps(fps: float | None, flag: str = "--fps") -> None:
+    """A frame rate flag, when given, is a finite number > 0 (else one line naming the flag)."""
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise VidtuneError(
+            f"{flag} {fps:g}: frames per second must be a number > 0, e.g. {flag} 8; "
+            "omit it to keep the pose source's rate"
+        )
+
+
+def check_out_folder(path: str | Path, flag: str = "--out") -> None:
+    """Before any work: no file stands where the output folder (or a folder above it) must be."""
+    out = Path(path)
+    for part in (out, *out.parents):
+        if not part.exists():
+            continue
+        if not part.is_dir():
+            what = "is a file" if part == out else f"{part} is a file"
+            raise VidtuneError(
+                f"{flag} {path}: {what}, not a folder; give a folder path (a new folder, or an earlier one to resume)"
+            )
+        return
 
 
 def build_config(args: argparse.Namespace):
     """Config file (or defaults) + flags + --set overrides, in that order."""
     from vidtune import config as C
 
+    check_fps(getattr(args, "fps", None))
     cfg = C.load(args.config) if args.config else C.RunConfig()
     flags = []
     for flag, key in [
@@ -68,13 +148,14 @@ def build_config(args: argparse.Namespace):
         ("poses", "inputs.poses"),
         ("prompt", "inputs.prompt"),
         ("frames", "inputs.frames"),
+        ("fps", "inputs.fps"),
         ("steps", "sampling.steps"),
         ("height", "inputs.height"),
         ("width", "inputs.width"),
     ]:
         value = getattr(args, flag, None)
         if value is not None:
-            flags.append(f"{key}={value}" if not isinstance(value, str) else f"{key}={value}")
+            flags.append(f"{key}={value}")
     if getattr(args, "allow_pickle", False):
         flags.append("model.allow_pickle=true")
     if getattr(args, "seed", None) is not None:
@@ -100,7 +181,7 @@ def _adapter_given(args: argparse.Namespace) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vidtune.api import VidtunePipeline
+    from vidtune import validate
 
     cfg = build_config(args)
     if args.print_config:
@@ -109,7 +190,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(to_toml(cfg), end="")
         return 0
     out = Path(args.out or Path("runs") / (Path(args.config).stem if args.config else "run"))
+    check_out_folder(out)
+    validate.check_config(cfg)  # before torch is imported; the pipeline checks again against the inputs
     from vidtune import distributed
+    from vidtune.api import VidtunePipeline
 
     with distributed.launch(cfg.model.device) as world:
         result = VidtunePipeline.from_config(cfg)(
@@ -128,12 +212,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from vidtune.demo.command import run_demo
-
+    check_out_folder(args.out)
     if args.steps is not None and args.steps < 1:
         raise VidtuneError(f"--steps {args.steps}: the number of sampling steps must be >= 1; e.g. --steps 20")
     if args.frames < 1:
         raise VidtuneError(f"--frames {args.frames}: the demo needs at least one frame; e.g. --frames 24")
+    from vidtune.demo.command import run_demo
+
     run_demo(
         out=args.out,
         frames=args.frames,
@@ -188,6 +273,7 @@ def check_writable_file(path: str, flag: str) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    check_out_folder(args.out)
     from vidtune.evaluation.ablation import run_ablation
 
     run_ablation(args.config, out=args.out, overrides=args.overrides, progress=not args.quiet, suite=args.suite)
@@ -195,6 +281,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_poses_render(args: argparse.Namespace) -> int:
+    check_fps(args.fps)
     from vidtune.poses import render_to_folder
 
     print(
@@ -241,103 +328,250 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_train_demo(args: argparse.Namespace) -> int:
+    check_out_folder(args.out)
     from vidtune.demo.train import run_from_args
 
     return run_from_args(args)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, with a command list that reads as options do: one line per command, no metavar above."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if isinstance(action, argparse._SubParsersAction):
+            return "".join(self._format_action(command) for command in action._get_subactions())
+        return super()._format_action(action)
+
+
+def _commands(parser: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
+    """A required command under `parser`, listed one line each under "commands"."""
+    return parser.add_subparsers(dest=dest, required=True, title="commands", metavar="COMMAND")
+
+
+def _add_set(p: argparse.ArgumentParser, applies: str) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help=f"override one config field, repeatable, e.g. --set sampling.steps=20 (see vidtune run --print-config); "
+        f"applied {applies}",
+    )
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def make_parser() -> argparse.ArgumentParser:
+    """The whole `vidtune` command line (every command and option, with its help); imports no torch."""
     parser = argparse.ArgumentParser(
         prog="vidtune",
         description="Long, temporally consistent, pose-guided video "
         "generation: separate tuning, average fusion, combined tuning, co-denoising.",
+        epilog="vidtune COMMAND --help lists the options of a command.",
+        formatter_class=_HelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = _commands(parser, "command")
 
-    p = sub.add_parser("run", help="run the four stages (resumes a run folder)")
+    def command(name: str, help: str, parent: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:
+        return parent.add_parser(
+            name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_HelpFormatter
+        )
+
+    p = command("run", "run the four stages into a run folder (a rerun resumes it)")
     _add_run_flags(p)
-    p.add_argument("--out", help="run folder (default runs/<config name>)")
-    p.add_argument("--stages", type=_stages, default=[1, 2, 3, 4], help="comma list, e.g. 1,2 (default 1,2,3,4)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config (every field) and exit")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="run folder, new or an earlier run's to resume (default: runs/<config file name>, runs/run "
+        "without a config)",
+    )
+    p.add_argument(
+        "--stages",
+        type=_stages,
+        default=[1, 2, 3, 4],
+        metavar="LIST",
+        help="the stages to run, comma-separated, e.g. 1,2 (default: 1,2,3,4)",
+    )
+    _add_quiet(p)
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (every field, as TOML) and exit; loads nothing",
+    )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("plan", help="print stage 4's clips, prompts, merge weights and cost (loads no model)")
+    p = command("plan", "print stage 4's clips, prompts, merge weights and cost (loads no model)")
     _add_run_flags(p)
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("demo", help="the whole method on the embedded demo model and a synthetic pose sequence")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--frames", type=int, default=24)
-    p.add_argument("--motion", default="walk")
-    p.add_argument("--prompt", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--quiet", action="store_true")
+    p = command("demo", "the whole method on the embedded demo model and a synthetic pose sequence")
+    p.add_argument(
+        "--out",
+        default="runs/demo",
+        metavar="DIR",
+        help="run folder; also gets final.mp4, side_by_side.mp4, metrics.json, report.html (default: %(default)s)",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=24,
+        metavar="N",
+        help="frames of the synthetic pose sequence (default: %(default)s)",
+    )
+    p.add_argument(
+        "--motion",
+        default="walk",
+        metavar="NAME",
+        help=f"motion of the synthetic figure: {', '.join(DEMO_MOTIONS)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--prompt",
+        default=None,
+        metavar="TEXT",
+        help=f"text prompt; the ground truth is drawn to it too (default: {DEMO_PROMPT!r})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the pose sequence and every stage (default: %(default)s)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"sampling steps (default: the demo model's preset, {DEMO_STEPS})",
+    )
+    _add_set(p, "after the demo model's presets")
+    _add_quiet(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("evaluate", help="consistency metrics of a video or frame folder")
-    p.add_argument("video")
-    p.add_argument("--masks", help="folder of foreground masks (png, white = foreground)")
-    p.add_argument("--prompt")
-    p.add_argument("--reference", help="pose video/folder (or ground truth) for motion_epe")
-    p.add_argument("--clip", help="local CLIP folder for CLIP metrics")
-    p.add_argument("--dino", help="local DINO folder for subject consistency")
-    p.add_argument("--bucket", type=int, default=16, help="frames per time bucket")
-    p.add_argument("--json", help="write the metrics as JSON here")
+    p = command("evaluate", "consistency metrics of a video or frame folder (a table; --json for a file)")
+    p.add_argument("video", help="video file (mp4, gif, ...) or folder of png/jpg frames")
+    p.add_argument(
+        "--masks",
+        metavar="DIR",
+        help="folder of foreground masks, one png per frame (white = foreground): foreground/background metrics",
+    )
+    p.add_argument("--prompt", metavar="TEXT", help="text for CLIP's text alignment (needs --clip)")
+    p.add_argument(
+        "--reference",
+        metavar="PATH",
+        help="pose renders or ground-truth frames (video or folder) for motion_epe",
+    )
+    p.add_argument("--clip", metavar="DIR", help="local CLIP model folder: CLIP consistency and text alignment")
+    p.add_argument("--dino", metavar="DIR", help="local DINO ViT folder: subject consistency")
+    p.add_argument(
+        "--bucket", type=int, default=16, metavar="N", help="frames per time bucket of the table (default: %(default)s)"
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON to FILE")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("ablate", help="run the baselines and ablations and write a report")
-    p.add_argument("config", nargs="?", help="TOML ablation config (default: the --suite's sequences)")
+    p = command("ablate", "run the baselines and ablations and write a report")
+    p.add_argument("config", nargs="?", help="TOML ablation config (default: the --suite's sequences and variants)")
     p.add_argument(
         "--suite",
         default="default",
         choices=["default", "benchmark"],
         help="default: 3 sequences, every variant; benchmark: 12 sequences (24-96 frames, prompt "
-        "schedules), the baselines against the defaults, 95%% bootstrap intervals",
+        "schedules), the baselines against the defaults, 95%% bootstrap intervals (default: %(default)s)",
     )
-    p.add_argument("--out", default="runs/ablation")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--out",
+        default="runs/ablation",
+        metavar="DIR",
+        help="folder of every run and of the report (ablation.md/.json, report.html) (default: %(default)s)",
+    )
+    _add_set(p, "to every variant, after the demo presets and the config's [run.*]")
+    _add_quiet(p)
     p.set_defaults(func=cmd_ablate)
 
-    poses = sub.add_parser("poses", help="pose utilities").add_subparsers(dest="poses_command", required=True)
-    p = poses.add_parser("render", help="render a pose source to OpenPose-style skeleton PNGs")
-    p.add_argument("src")
-    p.add_argument("out")
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--frames", type=int, default=None)
-    p.add_argument("--fps", type=float, default=None)
-    p.add_argument("--framing", choices=["fit", "person"], default="fit")
+    poses = _commands(
+        command("poses", "pose utilities: render skeletons, extract keypoints from footage"), "poses_command"
+    )
+    p = command("render", "render a pose source to OpenPose-style skeleton PNGs (+ keypoints.npz)", poses)
+    p.add_argument("src", help="pose source: OpenPose JSON file or folder, pose-image folder or pose video")
+    p.add_argument("out", help="output folder: new, empty or an earlier render (replaced)")
+    p.add_argument(
+        "--height", type=int, default=512, metavar="PX", help="frame height in pixels (default: %(default)s)"
+    )
+    p.add_argument("--width", type=int, default=512, metavar="PX", help="frame width in pixels (default: %(default)s)")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="resample to N frames (default: the source's count, or what --fps gives)",
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        metavar="FPS",
+        help="resample to FPS frames per second, > 0 (default: the source's rate; with --frames alone, the rate "
+        "that keeps the duration)",
+    )
+    p.add_argument(
+        "--framing",
+        choices=["fit", "person"],
+        default="fit",
+        help="fit: the whole source canvas, letterboxed; person: a box around the person over the whole "
+        "sequence (default: %(default)s)",
+    )
     p.set_defaults(func=cmd_poses_render)
 
-    p = poses.add_parser("extract", help="RGB video or frames -> OpenPose *_keypoints.json (MediaPipe, offline)")
+    p = command("extract", "RGB video or frames -> OpenPose *_keypoints.json (MediaPipe, offline)", poses)
     p.add_argument("src", help="video file or folder of png/jpg frames of a person")
     p.add_argument("out", help="output folder for the *_keypoints.json files")
-    p.add_argument("--format", choices=["body25", "coco18"], default="body25")
+    p.add_argument(
+        "--format", choices=["body25", "coco18"], default="body25", help="keypoint layout (default: %(default)s)"
+    )
     p.add_argument("--smooth", action="store_true", help="One-Euro filter the keypoints through time")
     p.add_argument(
-        "--min-cutoff", type=float, default=1.0, help="One-Euro cutoff of a still joint, Hz (lower = smoother)"
+        "--min-cutoff",
+        type=float,
+        default=1.0,
+        metavar="HZ",
+        help="with --smooth: One-Euro cutoff of a still joint, Hz; lower = smoother (default: %(default)s)",
     )
-    p.add_argument("--beta", type=float, default=0.02, help="One-Euro speed coefficient (higher = less lag)")
-    p.add_argument("--min-visibility", type=float, default=0.5, help="joints less visible than this are missing")
+    p.add_argument(
+        "--beta",
+        type=float,
+        default=0.02,
+        help="with --smooth: One-Euro speed coefficient; higher = less lag (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-visibility",
+        type=float,
+        default=0.5,
+        metavar="V",
+        help="joints whose MediaPipe visibility (0-1) is below V are missing (default: %(default)s)",
+    )
     p.set_defaults(func=cmd_poses_extract)
 
-    p = sub.add_parser("serve", help="the local web app (Gradio): upload poses or footage, run, watch, compare")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--runs", default="runs/app", help="folder of the app's run folders (listed and reopened)")
+    p = command("serve", "the local web app (Gradio): upload poses or footage, run, watch, compare")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
+    p.add_argument(
+        "--runs",
+        default="runs/app",
+        metavar="DIR",
+        help="folder of the app's run folders, listed and reopened (default: %(default)s)",
+    )
     p.set_defaults(func=cmd_serve)
 
-    models = sub.add_parser("models", help="model utilities").add_subparsers(dest="models_command", required=True)
-    p = models.add_parser("make-tiny", help="write tiny random components in the diffusers folder layout")
-    p.add_argument("dir")
-    p.add_argument("--seed", type=int, default=0)
+    models = _commands(command("models", "model utilities: tiny random components for tests"), "models_command")
+    p = command("make-tiny", "write tiny random components in the diffusers folder layout", models)
+    p.add_argument("dir", help="output folder of the model")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random weights (default: %(default)s)")
     p.set_defaults(func=cmd_models_make_tiny)
 
-    p = sub.add_parser("train-demo", help="train the embedded demo model on the synthetic world")
+    p = command("train-demo", "train the embedded demo model on the synthetic world")
     from vidtune.demo.train_options import add_arguments as add_train_demo_arguments
 
     add_train_demo_arguments(p)

@@ -37,12 +37,47 @@ class DemoTrainConfig:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The train-demo command-line options (shared with `vidtune.cli`)."""
-    ap.add_argument("--out", required=True, help="working folder; the model is written to OUT/model")
-    ap.add_argument("--vae-minutes", type=float, default=DemoTrainConfig.vae_minutes)
-    ap.add_argument("--unet-minutes", type=float, default=DemoTrainConfig.unet_minutes)
-    ap.add_argument("--num-frames", type=int, default=DemoTrainConfig.num_frames)
-    ap.add_argument("--unet-batch", type=int, default=DemoTrainConfig.unet_batch)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="working folder (dataset, checkpoints, loss_log.csv); the model is written to DIR/model",
+    )
+    ap.add_argument(
+        "--vae-minutes",
+        type=float,
+        default=DemoTrainConfig.vae_minutes,
+        metavar="MIN",
+        help="time budget of the VAE phase, minutes (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--unet-minutes",
+        type=float,
+        default=DemoTrainConfig.unet_minutes,
+        metavar="MIN",
+        help="time budget of the UNet + adapter + text encoder phase, minutes (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--num-frames",
+        type=int,
+        default=DemoTrainConfig.num_frames,
+        metavar="N",
+        help="single frames rendered from the synthetic world for the training set (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--unet-batch",
+        type=int,
+        default=DemoTrainConfig.unet_batch,
+        metavar="N",
+        help="frames per UNet training batch (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=DemoTrainConfig.seed,
+        metavar="N",
+        help="seed of the training set and of the training (default: %(default)s)",
+    )
     ap.add_argument(
         "--fresh",
         "--no-resume",
@@ -50,4 +85,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start over instead of resuming from the checkpoints in OUT",
     )
-    ap.add_argument("--install", action="store_true", help="copy the final model into vidtune/demo/model")
+    ap.add_argument(
+        "--install",
+        action="store_true",
+        help="copy the final model into vidtune/demo/model, where vidtune demo loads it",
+    )

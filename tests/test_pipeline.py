@@ -291,3 +291,21 @@ def test_stage_2_decodes_then_applies_the_background_plate_and_keeps_its_latents
     assert np.array_equal(off.frames, decode_frames(tiny_components.vae, off.x0, batch=8, progress=False))
     # stage 2 = the plain decode of its latents, then the plate of those frames with stage 1's pixel masks
     assert np.array_equal(on.frames, composite(off.frames, on.fg_pixel.numpy(), PlateConfig()))
+
+
+def test_a_rerun_with_another_output_reencodes_the_videos_and_reruns_no_stage(
+    tiny_model_dir, tiny_components, poses_dir, tmp_path
+):
+    cfg = tiny_config(tiny_model_dir, poses_dir, **{"separate.segmenter": "grabcut"})
+    logs: list[str] = []
+    first = pipeline.run(cfg, tmp_path / "r", stages=[1], progress=False, components=tiny_components, log=logs.append)
+    video = tmp_path / "r" / "stage1" / "stage1.mp4"
+    assert first.stages[1][0] == "ran" and video_info(video).width == 32 * 8  # 32 px frames: auto factor 8
+    lossless = C.apply_overrides(cfg, ["output.lossless=true", "output.upscale=1"])
+    again = pipeline.run(
+        lossless, tmp_path / "r", stages=[1], progress=False, components=tiny_components, log=logs.append
+    )
+    assert again.stages[1][0] == "skipped (done)"
+    assert video_info(video).width == 32 and (tmp_path / "r" / "stage1" / "stage1.mkv").is_file()
+    assert json.loads((tmp_path / "r" / "stage1" / "stage1.video.json").read_text())["upscale"] == 1
+    assert any("re-encoded" in line for line in logs)

@@ -10,11 +10,13 @@ runs/<name>/
           weights.json        the fusion weights used;  frames/  stage2.mp4
   stage3/ tuning.json loss.csv loss.png checkpoints/ and the tuned weights (TUNED_WEIGHTS)
   stage4/ latents.safetensors x0;  frames/
-  final.mp4
+  final.mp4                   (and final.video.json: how it was encoded; final.mkv with output.lossless)
   stageK/done.json            written last: the stage finished with this config and these inputs
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 CONFIG = "config.toml"
 INPUTS = "inputs"
@@ -45,3 +47,13 @@ def stage_dir(k: int) -> str:
 def stage_video(k: int) -> str | None:
     """The video a stage writes inside its folder (stage 4's is the run folder's FINAL_VIDEO)."""
     return {1: "stage1.mp4", 2: "stage2.mp4"}.get(k)
+
+
+def lossless_video(video: Path) -> Path:
+    """The lossless twin of a video (`final.mp4` -> `final.mkv`, written with `output.lossless`)."""
+    return video.with_suffix(".mkv")
+
+
+def video_record(video: Path) -> Path:
+    """The record of how a video was encoded, beside it (`final.mp4` -> `final.video.json`)."""
+    return video.with_name(video.stem + ".video.json")

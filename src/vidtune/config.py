@@ -190,6 +190,27 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class OutputConfig:
+    """How the frames become videos (stage1.mp4, stage2.mp4, final.mp4). The PNG frames are the result;
+    the videos are re-encoded from them when this section changes, so no stage's resume hash covers it.
+
+    H.264 in yuv420p keeps one colour sample per 2x2 pixels: at 64 px a small saturated figure bleeds
+    into its background and the codec's noise flickers on a background the plate made equal. Frames
+    whose short side is below `min_side` are therefore enlarged by an integer factor before encoding
+    (`upscale = 0`: the smallest factor that reaches `min_side`, rounded up to an even one so that every
+    2x2 colour sample lies inside one source pixel with `nearest`)."""
+
+    upscale: int = 0  # integer factor; 0 = auto (see above), 1 = the frames' own size
+    upscale_filter: str = field(default="nearest", metadata=_choice("nearest", "lanczos"))
+    min_side: int = 256  # pixels: `upscale = 0` enlarges frames whose short side is smaller
+    quality: float = 9.0  # imageio-ffmpeg quality 1..10 (H.264 crf = 51 * (1 - quality / 10))
+    lossless: bool = False  # also write a lossless FFV1 video (final.mkv, ...) at the frames' own size
+
+
+DEFAULT_OUTPUT = OutputConfig()  # frozen: one shared instance is safe as a default argument
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run: one section per concern, in stage order."""
 
@@ -201,6 +222,7 @@ class RunConfig:
     tuning: TuningConfig = field(default_factory=TuningConfig)
     codenoise: CodenoiseConfig = field(default_factory=CodenoiseConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # not in any stage's hash (see its docstring)
+    output: OutputConfig = field(default_factory=OutputConfig)  # not in any stage's hash (see its docstring)
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(RunConfig)

@@ -23,9 +23,9 @@ import torch
 
 from vidtune import artifacts as A
 from vidtune import distributed as D
-from vidtune import fingerprint, validate
+from vidtune import encoding, fingerprint, validate
 from vidtune import inputs as inputs_mod
-from vidtune.config import RunConfig, RuntimeConfig, stage_config
+from vidtune.config import DEFAULT_OUTPUT, OutputConfig, RunConfig, RuntimeConfig, stage_config
 from vidtune.device import resolve_device, resolve_dtype
 from vidtune.errors import VidtuneError
 from vidtune.lock import RunLock
@@ -299,16 +299,28 @@ def compute_stage(
     )
 
 
-def save_stage(k: int, result: StageResult, rd: RunDir, fps: float, components: Components) -> dict:
-    """Write stage k's result into its folder; returns what its done.json records."""
+def save_stage(
+    k: int, result: StageResult, rd: RunDir, fps: float, components: Components, output: OutputConfig = DEFAULT_OUTPUT
+) -> dict:
+    """Write stage k's result into its folder (its videos as `output` says); returns what its done.json records."""
     if isinstance(result, TuningResult):
         result.save(rd.stage(3), unet=components.unet)
         return result.done_info()
     if isinstance(result, CodenoiseResult):
-        result.save(rd.stage(4), rd.final_video, fps)
+        result.save(rd.stage(4), rd.final_video, fps, output)
         return result.info
-    result.save(rd.stage(k), fps)
+    result.save(rd.stage(k), fps, output)
     return result.info()
+
+
+def refresh_videos(rd: RunDir, cfg: RunConfig, fps: float) -> list[Path]:
+    """Re-encode the videos of finished stages whose record does not match `cfg.output` (a resumed run
+    with another `[output]`); the PNG frames are the truth, so no stage reruns. Returns what it wrote."""
+    written = []
+    for k in (1, 2, 4):
+        if rd.is_done(k, cfg) and encoding.refresh_videos(rd.frames(k), rd.video(k), cfg.output, fps):
+            written.append(rd.video(k))
+    return written
 
 
 def run_stage(
@@ -352,6 +364,7 @@ def run(
     components can later run the base model again (the Python API; costs a copy of them in host memory).
     """
     validate.check_config(cfg)
+    encoding.check_encoders(cfg.output)
     progress, log = progress and D.current().is_main, D.main_only(log)
     if inputs is None:
         with D.main_first():  # rank 0 fills the pose-extraction cache, the others read it
@@ -386,6 +399,7 @@ def _run_locked(
     if not todo:
         if main:
             clean_temporaries(rd, log)
+            _refresh_videos(rd, cfg, inputs.fps, log)
         summary.outputs = rd.outputs(cfg)
         if results is not None:
             results.update(_load_done(rd, stages))
@@ -410,11 +424,18 @@ def _run_locked(
     cache = StageCache(rd, cfg, components, inputs, keep_base=keep_base)
     for k in todo:
         _run_stage(k, cache, progress, callback, log, summary)
+    if main:
+        _refresh_videos(rd, cfg, inputs.fps, log)
     summary.outputs = rd.outputs(cfg)
     if results is not None:
         results.update(_load_done(rd, [k for k in stages if k not in todo]))
         results.update({k: cache.results[k] for k in todo})
     return summary
+
+
+def _refresh_videos(rd: RunDir, cfg: RunConfig, fps: float, log: Callable[[str], None]) -> None:
+    for video in refresh_videos(rd, cfg, fps):
+        log(f"vidtune: re-encoded {video} from its frames (as [output] says)")
 
 
 def _load_done(rd: RunDir, stages: Sequence[int]) -> dict[int, StageResult]:
@@ -446,7 +467,7 @@ def _run_stage(
         D.barrier()  # until rank 0 has saved the stage and marked it done
         summary.stages[k] = ("ran", time.perf_counter() - start)
         return
-    info = save_stage(k, result, rd, cache.inputs.fps, cache.components)
+    info = save_stage(k, result, rd, cache.inputs.fps, cache.components, cfg.output)
     seconds = time.perf_counter() - start
     rd.mark_done(k, cfg, seconds, **(info or {}))
     D.barrier()

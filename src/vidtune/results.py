@@ -18,6 +18,7 @@ import torch
 
 from vidtune import artifacts as A
 from vidtune import atomic
+from vidtune.config import DEFAULT_OUTPUT, OutputConfig
 from vidtune.errors import VidtuneError
 
 
@@ -41,16 +42,18 @@ def _read_frames(folder: Path) -> np.ndarray:
     return np.stack(list(read_frames(folder)))
 
 
-def write_frames(frames: np.ndarray, folder: Path, video: Path | None, fps: float) -> None:
-    """PNG frames (atomically, as one folder) and, when `video` is given, an mp4 of them."""
-    from vidtune.video import VideoWriter, write_frames_png
+def write_frames(
+    frames: np.ndarray, folder: Path, video: Path | None, fps: float, output: OutputConfig = DEFAULT_OUTPUT
+) -> None:
+    """PNG frames (atomically, as one folder) and, when `video` is given, the videos of them as
+    `output` says (`vidtune.encoding`)."""
+    from vidtune.encoding import write_videos
+    from vidtune.video import write_frames_png
 
     with atomic.atomic_dir(folder) as tmp:
         write_frames_png(frames, tmp)
     if video is not None:
-        with VideoWriter(video, fps=fps) as writer:
-            for frame in frames:
-                writer.write(frame)
+        write_videos(frames, video, output, fps)
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,9 @@ class SeparateResult:
             "fusion_timestep": self.timestep,
         }
 
-    def save(self, folder: str | Path, fps: float) -> None:
+    def save(self, folder: str | Path, fps: float, output: OutputConfig = DEFAULT_OUTPUT) -> None:
         folder = Path(folder)
-        write_frames(self.frames, folder / A.FRAMES, folder / A.stage_video(1), fps)
+        write_frames(self.frames, folder / A.FRAMES, folder / A.stage_video(1), fps, output)
         masks = (self.fg_pixel.cpu().numpy()[..., None] * 255).round().astype(np.uint8)
         write_frames(np.repeat(masks, 3, axis=-1), folder / A.MASKS, None, fps)
         atomic.write_safetensors(
@@ -145,9 +148,9 @@ class FusionResult:
         w = self.weights
         return {"frames": self.num_frames, "w_f": w["w_f"], "w_b": w["w_b"], "space": w["space"]}
 
-    def save(self, folder: str | Path, fps: float) -> None:
+    def save(self, folder: str | Path, fps: float, output: OutputConfig = DEFAULT_OUTPUT) -> None:
         folder = Path(folder)
-        write_frames(self.frames, folder / A.FRAMES, folder / A.stage_video(2), fps)
+        write_frames(self.frames, folder / A.FRAMES, folder / A.stage_video(2), fps, output)
         atomic.write_safetensors(folder / A.LATENTS, {"x0": self.x0, "z_fused": self.z_fused})
         masks = {"fg": self.fg} if self.fg_pixel is None else {"fg": self.fg, "fg_pixel": self.fg_pixel}
         atomic.write_safetensors(folder / A.STAGE_MASKS, masks)
@@ -241,9 +244,9 @@ class CodenoiseResult:
     info: dict[str, Any]
     seconds: float = 0.0
 
-    def save(self, folder: str | Path, video: Path | None, fps: float) -> None:
+    def save(self, folder: str | Path, video: Path | None, fps: float, output: OutputConfig = DEFAULT_OUTPUT) -> None:
         folder = Path(folder)
-        write_frames(self.frames, folder / A.FRAMES, video, fps)
+        write_frames(self.frames, folder / A.FRAMES, video, fps, output)
         atomic.write_safetensors(folder / A.LATENTS, {"x0": self.x0})
 
     @classmethod

@@ -121,9 +121,10 @@ class RunDir:
             if later >= k and self.done_path(later).exists():
                 self.done_path(later).unlink()
                 removed.append(self.done_path(later))
-        if self.final_video.exists():
-            self.final_video.unlink()
-            removed.append(self.final_video)
+        for video in (self.final_video, A.lossless_video(self.final_video), A.video_record(self.final_video)):
+            if video.exists():
+                video.unlink()
+                removed.append(video)
         self.stage(k).mkdir(parents=True, exist_ok=True)
         return removed
 

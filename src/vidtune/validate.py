@@ -183,7 +183,25 @@ def check_codenoise(cfg: RunConfig) -> None:
     _at_least("codenoise.max_batch_frames", c.max_batch_frames, 1, "e.g. 16")
 
 
-CHECKS = (check_finite, check_sampling, check_inputs, check_separate, check_fusion, check_tuning, check_codenoise)
+def check_output(cfg: RunConfig) -> None:
+    """The videos: an integer upscale factor, a quality imageio-ffmpeg accepts."""
+    o = cfg.output
+    _at_least("output.upscale", o.upscale, 0, "0 picks the factor, 1 keeps the frames' size")
+    _at_least("output.min_side", o.min_side, 1, "e.g. 256")
+    if not 1 <= o.quality <= 10:
+        raise _fail("output.quality", o.quality, "must be in [1, 10]", "10 is the best, e.g. 9")
+
+
+CHECKS = (
+    check_finite,
+    check_sampling,
+    check_inputs,
+    check_separate,
+    check_fusion,
+    check_tuning,
+    check_codenoise,
+    check_output,
+)
 
 
 def check_config(cfg: RunConfig) -> None:

@@ -24,6 +24,7 @@ from vidtune.errors import VidtuneError
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v")
 GIF_SUFFIXES: tuple[str, ...] = (".gif",)
 IMAGE_PATTERNS: tuple[str, ...] = ("*.png", "*.jpg", "*.jpeg")
+INTERPOLATIONS: dict[str, int] = {"nearest": cv2.INTER_NEAREST, "lanczos": cv2.INTER_LANCZOS4}
 
 
 @dataclass(frozen=True)
@@ -202,13 +203,17 @@ class VideoWriter:
     the temporary file is removed and ``path`` is left untouched.
 
     yuv420p needs even sizes: a frame with an odd width or height is padded by one pixel at the
-    right / bottom, repeating the edge pixels (the video is then up to 1 px larger; never scaled).
+    right / bottom, repeating the edge pixels (the video is then up to 1 px larger).
 
     Args:
         path: output file (``.mp4`` recommended; the suffix picks the container).
         fps: frames per second (> 0).
-        quality: imageio-ffmpeg quality 0..10 (10 best; 8 is visually lossless for most content).
+        quality: imageio-ffmpeg quality 1..10 (10 best; H.264's crf is 51 * (1 - quality / 10));
+            None passes no quality option (lossless codecs).
         codec: ffmpeg video codec.
+        scale: every frame is enlarged by this integer factor before encoding (``interpolation``:
+            "nearest" keeps each pixel a solid block, "lanczos" smooths).
+        pix_fmt: the encoded pixel format (``yuv420p`` plays everywhere; ``bgr0`` keeps RGB for FFV1).
 
     Example::
 
@@ -217,15 +222,33 @@ class VideoWriter:
                 w.write(frame)
     """
 
-    def __init__(self, path: str | Path, fps: float, quality: float = 8, codec: str = "libx264") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float,
+        quality: float | None = 8,
+        codec: str = "libx264",
+        scale: int = 1,
+        interpolation: str = "nearest",
+        pix_fmt: str = "yuv420p",
+    ) -> None:
         if not fps or fps <= 0:
             raise ValueError(f"VideoWriter needs fps > 0, got {fps}")
-        if not 0 <= quality <= 10:
-            raise ValueError(f"VideoWriter quality must be in [0, 10], got {quality}")
+        if quality is not None and not 1 <= quality <= 10:
+            raise ValueError(f"VideoWriter quality must be in [1, 10], got {quality}")
+        if scale < 1:
+            raise ValueError(f"VideoWriter scale must be an integer >= 1, got {scale}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"VideoWriter interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}"
+            )
         self.path = Path(path)
         self.fps = float(fps)
         self.quality = quality
         self.codec = codec
+        self.scale = int(scale)
+        self.interpolation = interpolation
+        self.pix_fmt = pix_fmt
         self.num_frames = 0
         self._size: tuple[int, int] | None = None  # (width, height) of the input frames
         self._gen = None
@@ -253,9 +276,10 @@ class VideoWriter:
             import imageio_ffmpeg
 
             self._size = (w, h)
-            out_size = (w + w % 2, h + h % 2)
+            sw, sh = w * self.scale, h * self.scale
+            out_size = (sw + sw % 2, sh + sh % 2)
             self._gen = imageio_ffmpeg.write_frames(
-                str(self._tmp), out_size, fps=self.fps, codec=self.codec, pix_fmt_out="yuv420p",
+                str(self._tmp), out_size, fps=self.fps, codec=self.codec, pix_fmt_out=self.pix_fmt,
                 quality=self.quality, macro_block_size=1, ffmpeg_log_level="error",
             )  # fmt: skip
             self._gen.send(None)
@@ -263,6 +287,11 @@ class VideoWriter:
             raise ValueError(
                 f"{self.path}: frame {self.num_frames} is {w}x{h}, the first frame was {self._size[0]}x{self._size[1]}"
             )
+        if self.scale > 1:
+            frame = cv2.resize(
+                frame, (w * self.scale, h * self.scale), interpolation=INTERPOLATIONS[self.interpolation]
+            )
+            h, w = frame.shape[:2]
         if w % 2 or h % 2:
             frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         self._gen.send(np.ascontiguousarray(frame))

@@ -57,7 +57,8 @@ def write_source(
     With a prompt `schedule` ({first_frame: prompt}) the ground truth follows it: each segment is
     rendered with its own prompt (`make_scheduled_sequence`)."""
     from vidtune.demo.synthetic.world import make_scheduled_sequence, make_sequence
-    from vidtune.video import write_frames_png, write_video
+    from vidtune.encoding import write_videos
+    from vidtune.video import write_frames_png
 
     if schedule and len(schedule) > 1:
         seq = make_scheduled_sequence(
@@ -81,7 +82,7 @@ def write_source(
         write_frames_png(seq.frames, tmp)
     with atomic.atomic_dir(src / "gt_masks") as tmp:
         write_frames_png(np.repeat(seq.masks[..., None].astype(np.uint8) * 255, 3, axis=-1), tmp)
-    write_video(src / "ground_truth.mp4", seq.frames, fps)
+    write_videos(seq.frames, src / "ground_truth.mp4", C.DEFAULT_OUTPUT, fps)  # encoded as the stages' videos
     return seq
 
 

@@ -7,6 +7,7 @@ applicable accumulator and returns a JSON-ready dict; ``format_table`` prints it
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -109,6 +110,21 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def at_size(frames: Iterator[np.ndarray], size: tuple[int, int]) -> tuple[Iterator[np.ndarray], int]:
+    """Frames whose size is an integer multiple k > 1 of ``size`` (h, w) area-averaged down to it (a
+    video vidtune wrote upscaled, `vidtune.encoding`), with k; any other frames as they are, with 1
+    (a real mismatch is then reported by the metrics)."""
+    first = next(frames, None)
+    if first is None:
+        return iter(()), 1
+    (h, w), (th, tw) = first.shape[:2], size
+    k = h // th if th and tw and h % th == 0 and w % tw == 0 and h // th == w // tw else 1
+    rest = itertools.chain([first], frames)
+    if k <= 1:
+        return rest, 1
+    return (cv2.resize(f, (tw, th), interpolation=cv2.INTER_AREA) for f in rest), k
+
+
 def evaluate_video(
     video: str,
     masks: str | None = None,
@@ -150,10 +166,18 @@ def evaluate_video(
     notes = []
     if prompt is not None and clip is None:
         notes.append("a prompt was given without a CLIP model folder: no text alignment")
+    frames = read_frames(video)
+    if files is not None or reference is not None:
+        target = next(read_masks(files[:1])).shape[:2] if files is not None else next(read_frames(reference)).shape[:2]
+        frames, factor = at_size(frames, target)
+        if factor > 1:
+            notes.append(
+                f"the video is {factor}x the size of its masks / reference (an upscaled video): scored at theirs"
+            )
     try:
         num_frames = run(
             accumulators,
-            read_frames(video),
+            frames,
             read_masks(files) if files is not None else None,
             read_frames(reference) if reference is not None else None,
         )

@@ -1,0 +1,1 @@
+"""Tests of vidtune.evaluation: metrics, evaluate, report, the ablation."""

@@ -1,1 +1,0 @@
-"""Tests of vidtune.evaluation: metrics, evaluate, report, the ablation."""

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vidtune import fusion as F
+from vidtune.benchmark.scoring import bootstrap_interval, segment_cores, transition_ratio
 from vidtune.errors import VidtuneError
-from vidtune.evaluation.ablation.scoring import bootstrap_interval, segment_cores, transition_ratio
 from vidtune.segments import prompt_segments, transition_frames, transition_weights
 from vidtune.stages.codenoise import reschedule_noise
 from vidtune.stages.common import x0_guide

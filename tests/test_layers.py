@@ -1,6 +1,15 @@
-"""The package's layers: the library (everything at the top of `vidtune`, and `vidtune.stages`) never
-imports the evaluation or the demo world, not even inside a function; the front ends (`cli`, `app`)
-may use everything. Walks every import statement of every module."""
+"""The package's layers and the absence of import cycles, from every import statement of every module
+(at any depth: inside functions and under TYPE_CHECKING too).
+
+Layers, lowest first; a module may import its own layer and those below, never one above:
+  library     everything at the top of `vidtune` and `vidtune.stages`
+  evaluation  `vidtune.evaluation`: metrics of any video; it knows nothing of the synthetic world
+  demo        `vidtune.demo`: the synthetic world, its model and the demo command, which reports with
+              the evaluation's metrics (so the arrow goes demo -> evaluation, never back)
+  benchmark   `vidtune.benchmark`: the ablation over the synthetic world, scored by both
+  front ends  `vidtune.cli`, `vidtune.app`
+And no two modules import each other, directly or through others (peers included).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +21,29 @@ from pathlib import Path
 import vidtune
 
 PACKAGE = Path(vidtune.__file__).parent
-UPPER = ("vidtune.evaluation", "vidtune.demo", "vidtune.app", "vidtune.cli")
-FRONT_ENDS = ("vidtune.cli", "vidtune.app", "vidtune.evaluation", "vidtune.demo")
+LAYERS: tuple[tuple[str, ...], ...] = (
+    (),  # the library: whatever no later layer claims
+    ("vidtune.evaluation",),
+    ("vidtune.demo",),
+    ("vidtune.benchmark",),
+    ("vidtune.cli", "vidtune.app"),
+)
+UPPER = tuple(p for layer in LAYERS[1:] for p in layer)
 
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def layer_of(name: str) -> int:
+    for i, prefixes in reversed(list(enumerate(LAYERS))):
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            return i
+    return 0
 
 
 def imported(path: Path) -> set[str]:
@@ -39,17 +64,79 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-def library_modules() -> list[Path]:
-    return [p for p in sorted(PACKAGE.rglob("*.py")) if not module_name(p).startswith(FRONT_ENDS)]
+def module_edges(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The modules of the package that `path` imports. `from p import m` names the module p.m when it is
+    one (not the package p, whose __init__ need not import m), else p."""
+    out = set()
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name in modules)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            for a in node.names:
+                out.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
+    return {m for m in out if m in modules} - {module_name(path)}
 
 
-def test_the_library_never_imports_evaluation_demo_or_front_ends():
-    modules = library_modules()
-    assert {"vidtune.api", "vidtune.pipeline", "vidtune.stages.codenoise", "vidtune.models"} <= {
-        module_name(p) for p in modules
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    assert layer_of("vidtune.pipeline") == 0 and layer_of("vidtune.demo.synthetic.world") == 2
+    bad = {
+        name: sorted(n for n in imported(path) if n.startswith("vidtune.") and layer_of(n) > layer_of(name))
+        for name, path in MODULES.items()
     }
-    bad = {module_name(p): sorted(n for n in imported(p) if n.startswith(UPPER)) for p in modules}
     assert not {k: v for k, v in bad.items() if v}
+
+
+def test_no_import_cycle_anywhere():
+    graph = {name: module_edges(path, MODULES) for name, path in MODULES.items()}
+    assert {"vidtune.stages.tuning", "vidtune.results"} <= graph["vidtune.pipeline"]  # the walk sees the edges
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_peers_and_long_loops():
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
 
 
 def test_the_walk_sees_imports_inside_functions(tmp_path):
@@ -58,7 +145,7 @@ def test_the_walk_sees_imports_inside_functions(tmp_path):
 
 
 def test_importing_the_whole_library_loads_no_upper_layer():
-    names = [module_name(p) for p in library_modules() if p.name != "__init__.py" or p.parent != PACKAGE]
+    names = [n for n, p in MODULES.items() if layer_of(n) == 0 and n != "vidtune"]
     code = (
         "import sys, importlib\n"
         f"for n in {names!r}: importlib.import_module(n)\n"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidtune import atomic
+from vidtune import atomic, tuned_weights
 from vidtune.config import RunConfig, TuningConfig
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
@@ -135,7 +135,7 @@ def test_attention_set_changes_only_attn_to_q(components, tmp_path):
     saved = rd.stage(3) / "unet_attention.safetensors"
     from safetensors.torch import load_file
 
-    assert sorted(load_file(str(saved))) == sorted(k for k in before if tuning._ATTENTION_Q.search(k))
+    assert sorted(load_file(str(saved))) == sorted(k for k in before if tuned_weights.ATTENTION_Q.search(k))
 
 
 def test_full_run_writes_its_files_and_leaves_frozen_parts_alone(components, tmp_path):

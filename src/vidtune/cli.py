@@ -274,7 +274,7 @@ def check_writable_file(path: str, flag: str) -> None:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     check_out_folder(args.out)
-    from vidtune.evaluation.ablation import run_ablation
+    from vidtune.benchmark import run_ablation
 
     run_ablation(args.config, out=args.out, overrides=args.overrides, progress=not args.quiet, suite=args.suite)
     return 0

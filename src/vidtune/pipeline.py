@@ -23,7 +23,7 @@ import torch
 
 from vidtune import artifacts as A
 from vidtune import distributed as D
-from vidtune import encoding, fingerprint, validate
+from vidtune import encoding, fingerprint, tuned_weights, validate
 from vidtune import inputs as inputs_mod
 from vidtune.config import DEFAULT_OUTPUT, OutputConfig, RunConfig, RuntimeConfig, stage_config
 from vidtune.device import resolve_device, resolve_dtype
@@ -184,7 +184,7 @@ def use_unet(components: Components, tuned: TuningResult | None, key: str | None
     A UNet tuned by something else gets its base model back when it can: a LoRA by removing the adapter,
     a full or attention tuning from the base weights kept before it (`Components.base_weights`, kept
     when `keep_base`); otherwise asking for the base model is an error (load the model again)."""
-    from vidtune.stages.tuning import base_snapshot, restore_base
+    from vidtune.tuned_weights import base_snapshot, restore_base
 
     if components.tuned_by is not None and components.tuned_by != key:
         if components.base_weights is not None:
@@ -272,7 +272,7 @@ def compute_stage(
         use_unet(comps, None, None)  # stages 1-3 run (and tune) the base model
     if k == 3:  # a LoRA is undone by removing it: nothing to keep
         keep = cache.keep_base or cfg.tuning.trainable == "lora"
-        comps.base_weights = tuning.base_snapshot(comps.unet, cfg.tuning.trainable) if keep else None
+        comps.base_weights = tuned_weights.base_snapshot(comps.unet, cfg.tuning.trainable) if keep else None
     if k == 1:
         return separate.run(cfg, comps, inputs, cache.cond, callback=callback, progress=progress)
     if k == 2:

@@ -20,6 +20,8 @@ from vidtune import artifacts as A
 from vidtune import atomic
 from vidtune.config import DEFAULT_OUTPUT, OutputConfig
 from vidtune.errors import VidtuneError
+from vidtune.loss_plot import write_loss_plot
+from vidtune.tuned_weights import apply_state, load_state, save_state
 
 
 def _load_tensors(path: Path, stages: str) -> dict[str, torch.Tensor]:
@@ -196,15 +198,11 @@ class TuningResult:
         return {k: self.info[k] for k in ("trainable", "steps", "final_loss", "seconds_per_step", "resumed_from")}
 
     def apply(self, unet: Any) -> None:
-        """Load these tuned weights into `unet` in place (idempotent; see `stages.tuning.apply_state`)."""
-        from vidtune.stages.tuning import apply_state
-
+        """Load these tuned weights into `unet` in place (idempotent; see `tuned_weights.apply_state`)."""
         apply_state(unet, self.kind, self.state, self.lora_rank)
 
     def save(self, folder: str | Path, unet: Any | None = None) -> None:
         """The tuned weights (safetensors; a LoRA also as diffusers' LoRA file), the loss plot, tuning.json."""
-        from vidtune.stages.tuning import save_state, write_loss_plot
-
         folder = Path(folder)
         save_state(self.kind, self.state, self.lora_rank, folder, unet=unet)
         write_loss_plot(self.losses, folder / A.LOSS_PLOT)
@@ -212,8 +210,6 @@ class TuningResult:
 
     @classmethod
     def load(cls, folder: str | Path) -> TuningResult:
-        from vidtune.stages.tuning import load_state
-
         folder = Path(folder)
         path = folder / A.TUNING_INFO
         if not path.is_file():

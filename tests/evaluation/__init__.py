@@ -1,1 +1,1 @@
-"""Tests of vidtune.evaluation: metrics, evaluate, report, the ablation."""
+"""Tests of vidtune.evaluation: metrics, evaluate, report."""

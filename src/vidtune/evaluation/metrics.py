@@ -969,47 +969,6 @@ def compute_dino_subject_consistency(
     return _compute(DinoSubjectConsistency(dino, bucket, batch_size), frames)
 
 
-def _adherence(frames: Iterable[np.ndarray], ground_truth: Any, keys: tuple[str, ...], bucket: int) -> dict[str, Any]:
-    """Adherence against a synthetic sequence (``vidtune.demo.synthetic.adherence.judge_frames``: its
-    masks and each frame's prompt), summarised over the video and per time bucket of ``bucket``
-    judged frames (the frames inside a prompt schedule's transitions are not judged)."""
-    from vidtune.demo.synthetic import adherence
-
-    if ground_truth is None or not hasattr(ground_truth, "masks") or not hasattr(ground_truth, "attrs"):
-        raise ValueError(
-            "adherence needs ground truth: the synthetic world's sequence (masks and prompt) for these poses"
-        )
-    results = [r for r in adherence.judge_frames(frames, ground_truth) if r is not None]
-    if not results:
-        raise ValueError("adherence: no frames")
-
-    def pick(rs: list) -> dict[str, float]:
-        summary = adherence.summarize(rs)
-        return {k: summary[k] for k in keys}
-
-    buckets = [
-        {"start": b, "end": min(b + bucket, len(results)), "metrics": pick(results[b : b + bucket])}
-        for b in range(0, len(results), bucket)
-    ]
-    return {"metrics": pick(results), "buckets": buckets}
-
-
-def compute_pose_adherence(frames: Iterable[np.ndarray], ground_truth: Any = None, bucket: int = 16) -> dict[str, Any]:
-    """Pose adherence: mean IoU of the colour-keyed figure mask with the ground-truth mask of the pose.
-
-    ``ground_truth`` is a ``vidtune.demo.synthetic.world.SyntheticSequence`` for the same poses; there is
-    no weight-free way to judge pose adherence without it.
-    """
-    return _adherence(frames, ground_truth, ("pose_iou",), bucket)
-
-
-def compute_prompt_adherence(
-    frames: Iterable[np.ndarray], ground_truth: Any = None, bucket: int = 16
-) -> dict[str, Any]:
-    """Prompt adherence: accuracy of the recognised figure colour, scene type and time of day."""
-    return _adherence(frames, ground_truth, ("colour_accuracy", "scene_accuracy", "time_accuracy"), bucket)
-
-
 METRICS: dict[str, Callable[..., dict[str, Any]]] = {
     "flicker": compute_flicker,
     "warp_err_dis": compute_warp_err_dis,
@@ -1021,12 +980,10 @@ METRICS: dict[str, Callable[..., dict[str, Any]]] = {
     "clip_consistency": compute_clip_consistency,
     "clip_text_alignment": compute_clip_text_alignment,
     "dino_subject_consistency": compute_dino_subject_consistency,
-    "pose_adherence": compute_pose_adherence,
-    "prompt_adherence": compute_prompt_adherence,
 }
 """Every metric by name. All take a frame stream first and return
-``{"metrics": {key: float}, "buckets": [{"start", "end", "metrics"}]}`` (the adherence
-metrics: keys of ``vidtune.demo.synthetic.adherence.summarize``)."""
+``{"metrics": {key: float}, "buckets": [{"start", "end", "metrics"}]}``. (Adherence to a synthetic
+sequence's poses and prompt needs its ground truth: ``vidtune.demo.synthetic.adherence``.)"""
 
 WEIGHT_FREE: tuple[str, ...] = ("flicker", "warp_err_dis", "bg_stability", "drift_bg", "drift_fg_color")
 """Metrics that need nothing but the frames (and masks, if any): what ``evaluate`` runs by default."""

@@ -14,8 +14,10 @@ what makes colour keying work. All functions take uint8 RGB frames (H, W, 3).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -205,3 +207,45 @@ def summarize(results: list[FrameAdherence]) -> dict[str, float]:
         "time_accuracy": float(np.mean([r.time_ok for r in results])),
         "count": float(len(results)),
     }
+
+
+# --- the metrics' form (``vidtune.evaluation.metrics``: over the video and per time bucket) ---
+
+
+def _adherence(frames: Iterable[np.ndarray], ground_truth: Any, keys: tuple[str, ...], bucket: int) -> dict[str, Any]:
+    """Adherence against a synthetic sequence (``judge_frames``: its
+    masks and each frame's prompt), summarised over the video and per time bucket of ``bucket``
+    judged frames (the frames inside a prompt schedule's transitions are not judged)."""
+    if ground_truth is None or not hasattr(ground_truth, "masks") or not hasattr(ground_truth, "attrs"):
+        raise ValueError(
+            "adherence needs ground truth: the synthetic world's sequence (masks and prompt) for these poses"
+        )
+    results = [r for r in judge_frames(frames, ground_truth) if r is not None]
+    if not results:
+        raise ValueError("adherence: no frames")
+
+    def pick(rs: list) -> dict[str, float]:
+        summary = summarize(rs)
+        return {k: summary[k] for k in keys}
+
+    buckets = [
+        {"start": b, "end": min(b + bucket, len(results)), "metrics": pick(results[b : b + bucket])}
+        for b in range(0, len(results), bucket)
+    ]
+    return {"metrics": pick(results), "buckets": buckets}
+
+
+def compute_pose_adherence(frames: Iterable[np.ndarray], ground_truth: Any = None, bucket: int = 16) -> dict[str, Any]:
+    """Pose adherence: mean IoU of the colour-keyed figure mask with the ground-truth mask of the pose.
+
+    ``ground_truth`` is a ``vidtune.demo.synthetic.world.SyntheticSequence`` for the same poses; there is
+    no weight-free way to judge pose adherence without it.
+    """
+    return _adherence(frames, ground_truth, ("pose_iou",), bucket)
+
+
+def compute_prompt_adherence(
+    frames: Iterable[np.ndarray], ground_truth: Any = None, bucket: int = 16
+) -> dict[str, Any]:
+    """Prompt adherence: accuracy of the recognised figure colour, scene type and time of day."""
+    return _adherence(frames, ground_truth, ("colour_accuracy", "scene_accuracy", "time_accuracy"), bucket)

@@ -20,8 +20,8 @@ import numpy as np
 from vidtune.errors import VidtuneError
 
 if TYPE_CHECKING:
+    from vidtune.benchmark.sequence import SequenceRun
     from vidtune.demo.synthetic.adherence import FrameAdherence
-    from vidtune.evaluation.ablation.runner import SequenceRun
 
 PROMPT_KEYS = ("colour_accuracy", "scene_accuracy", "time_accuracy")
 
@@ -80,7 +80,7 @@ def segment_consistency(
     (copied where links fail) into one folder per segment."""
     import tempfile
 
-    from vidtune.evaluation.ablation.runner import link_or_copy
+    from vidtune.benchmark.sequence import link_or_copy
     from vidtune.evaluation.evaluate import evaluate_video
 
     sums: dict[str, float] = {}

@@ -19,17 +19,17 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vidtune import artifacts as A
 from vidtune import atomic
 from vidtune import config as C
-from vidtune.errors import VidtuneError
-from vidtune.evaluation.ablation.report import grid_video, write_outputs
-from vidtune.evaluation.ablation.scoring import mask_iou, score_sequence, summarize
-from vidtune.evaluation.ablation.spec import (
+from vidtune.benchmark.report import grid_video, write_outputs
+from vidtune.benchmark.scoring import mask_iou, score_sequence, summarize
+from vidtune.benchmark.sequence import SequenceRun, link_or_copy
+from vidtune.benchmark.spec import (
     VARIANTS,
     SequenceSpec,
     Variant,
@@ -39,6 +39,7 @@ from vidtune.evaluation.ablation.spec import (
     variant_config,
     variant_settings,
 )
+from vidtune.errors import VidtuneError
 
 if TYPE_CHECKING:
     from vidtune.models import Components
@@ -65,14 +66,6 @@ def write_source(out: Path, seq: SequenceSpec, height: int, width: int, fps: flo
         schedule=seq.schedule,
         transition=transition,
     )
-
-
-def link_or_copy(path: Path, target: Path) -> None:
-    """Hard-link the file `path` as `target` (a copy where the file system refuses links)."""
-    try:
-        os.link(path, target)
-    except OSError:
-        shutil.copy2(path, target)
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -107,20 +100,6 @@ def link_base(base: Path, folder: Path, stages: Sequence[int]) -> None:
 def fresh_unet_copy(components: Components):
     """Components sharing everything but a private copy of the UNet (stage 3 tunes it in place)."""
     return replace(components, unet=copy.deepcopy(components.unet))
-
-
-@dataclass
-class SequenceRun:
-    """Where one sequence's variants put their frames, and what each cost (seconds of its stages)."""
-
-    spec: SequenceSpec
-    root: Path
-    truth: Any
-    frames: dict[str, Path] = field(default_factory=dict)
-    windows: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    unet: dict[str, str] = field(default_factory=dict)
-    transition: int = 0  # the schedule's transition width (codenoise.transition) the truth was rendered with
 
 
 def stage_seconds(folder: Path, k: int) -> float:

@@ -1,4 +1,4 @@
-"""`vidtune ablate` (vidtune.evaluation.ablation) end to end on the tiny random model: one short sequence, two steps.
+"""`vidtune ablate` (vidtune.benchmark) end to end on the tiny random model: one short sequence, two steps.
 
 The numbers mean nothing on a random model; what is checked is the wiring: every variant makes a
 video of the right length, the base-model variants run on the untouched base UNet and the tuned
@@ -12,8 +12,8 @@ import re
 import pytest
 import torch
 
+from vidtune.benchmark import report, runner, spec
 from vidtune.errors import VidtuneError
-from vidtune.evaluation.ablation import report, runner, spec
 from vidtune.video import list_image_files, video_info
 
 N = 5

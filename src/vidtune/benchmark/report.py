@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from vidtune import atomic
-from vidtune.evaluation.ablation.scoring import bootstrap_interval
-from vidtune.evaluation.ablation.spec import VARIANTS, variant_settings
+from vidtune.benchmark.scoring import bootstrap_interval
+from vidtune.benchmark.spec import VARIANTS, variant_settings
 
 # The table: (metric key in the results, column header, multiplier for display, "lower"/"higher" is better).
 TABLE_METRICS: list[tuple[str, str, float, str]] = [

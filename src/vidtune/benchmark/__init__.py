@@ -71,6 +71,6 @@ config), `runner` (running the variants of a sequence, reuse and fingerprints, `
 report.html, plots, grid videos).
 """
 
-from vidtune.evaluation.ablation.runner import run_ablation
+from vidtune.benchmark.runner import run_ablation
 
 __all__ = ["run_ablation"]

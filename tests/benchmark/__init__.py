@@ -1,0 +1,1 @@
+"""Tests of vidtune.benchmark: the ablation spec, runner, scoring and report."""

@@ -159,8 +159,13 @@ def test_app_in_a_headless_browser_runs_an_upload_and_shows_the_video(server, tm
         page.locator("#run").click()
         page.wait_for_function("document.querySelector('#status').innerText.includes('Running')", timeout=60_000)
         running = page.locator("#status").inner_text()
+        # Gradio's progress bar names the stage working now (the stages' tqdm bars, `server.show_progress`)
+        page.wait_for_function(
+            "[...document.querySelectorAll('#progress .progress-level-inner')].some(e => /stage [1-4]/.test(e.innerText))"
+            " && document.querySelector('#progress .progress-bar') !== null",
+            timeout=120_000,
+        )
         if SCREENSHOTS:
-            time.sleep(3)
             page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(Path(SCREENSHOTS) / "app_running.png"))
         page.wait_for_selector("#final-video video[src]", timeout=240_000)
@@ -176,6 +181,9 @@ def test_app_in_a_headless_browser_runs_an_upload_and_shows_the_video(server, tm
         assert ready
         assert page.locator("#side-by-side video[src]").count() == 1
         assert page.locator("#flicker img").count() == 1
+        table = page.locator("#metrics").inner_text()
+        assert "warping error x1e3" in table and "background flicker" not in table  # an upload has no masks
+        assert not any(cell.strip() == "0" for cell in table.split())  # no value rounded away
         if SCREENSHOTS:
             page.screenshot(path=str(Path(SCREENSHOTS) / "app.png"), full_page=True)
         # a bad upload (on a fresh page): a message in the page, no stack trace
@@ -188,8 +196,23 @@ def test_app_in_a_headless_browser_runs_an_upload_and_shows_the_video(server, tm
         page.wait_for_function(
             "document.querySelector('#status').innerText.includes('not a valid zip')", timeout=60_000
         )
+        failed = page.locator("#status").inner_text().strip()
+        assert failed.startswith("Problem:") and "\n" not in failed, failed  # the error line, one line
         assert "Traceback" not in page.content()
         browser.close()
     made = [p for p in runs.iterdir() if (p / "final.mp4").is_file()]
     assert len(made) == 1 and (made[0] / "report.html").is_file() and (made[0] / "stage4" / "done.json").is_file()
     assert (made[0] / "source" / "upload" / "walk").is_dir()  # the run used the upload
+
+
+def test_metrics_table_scales_small_values_and_hides_empty_columns():
+    from vidtune.app.server import metrics_table
+
+    metrics = {
+        "stage1": {"flicker": {"mean_abs_diff": 5.5123, "mean_abs_diff_bg": 1.2}, "warp_err_dis": {"all": 2.42e-4}},
+        "final": {"flicker": {"mean_abs_diff": 2.0, "mean_abs_diff_bg": None}, "warp_err_dis": {"all": 3.1e-7}},
+    }
+    table = metrics_table(metrics)
+    assert table["headers"] == ["video", "flicker |dI| (0-255)", "background flicker (0-255)", "warping error x1e3"]
+    assert table["data"][0] == ["stage1", "5.51", "1.2", "0.242"]
+    assert table["data"][1] == ["final", "2", "-", "0.00031"]  # small, never shown as 0

@@ -61,29 +61,66 @@ def _message(exc: BaseException) -> str:
     return f"**Problem:** the run failed: {type(exc).__name__}{': ' + first if first else ''} (details in the server's console)"
 
 
-def _outputs(result: app_jobs.JobResult, status: str) -> tuple:
-    """The values of the result components, in `OUTPUT_ORDER`."""
-    metrics = result.metrics
-    keys = ["flicker.mean_abs_diff", "flicker.mean_abs_diff_bg", "warp_err_dis.all", "motion_epe.epe"]
+# The metrics table's columns: (metric.key, header, scale). |dI| is in grey levels (0-255); the warping
+# error is a mean squared error of [0, 1] pixels (about 1e-3), shown x1e3 as the benchmark tables do.
+TABLE_COLUMNS: tuple[tuple[str, str, float], ...] = (
+    ("flicker.mean_abs_diff", "flicker |dI| (0-255)", 1.0),
+    ("flicker.mean_abs_diff_bg", "background flicker (0-255)", 1.0),
+    ("warp_err_dis.all", "warping error x1e3", 1e3),
+    ("drift_bg.mean", "background drift (0-255)", 1.0),
+    ("motion_epe.epe", "motion EPE (px)", 1.0),
+)
+
+
+BLANK_TABLE = {"headers": ["video"], "data": []}
+
+
+def _number(value: float) -> str:
+    """Three significant digits, never rounded to 0: 2.43, 0.0421, 1.2e-05."""
+    if value == 0:
+        return "0"
+    return f"{value:.3g}"
+
+
+def metrics_table(metrics: dict[str, dict]) -> dict:
+    """The page's metrics table (Gradio Dataframe value): a row per video, a column per metric in
+    `TABLE_COLUMNS` that at least one video has (an upload without ground truth has no motion EPE),
+    values scaled and written with three significant digits."""
+
+    def value(m: dict, dotted: str) -> float | None:
+        name, key = dotted.split(".")
+        v = m.get(name, {}).get(key) if isinstance(m.get(name), dict) else None
+        return float(v) if isinstance(v, (int, float)) else None
+
+    shown = [c for c in TABLE_COLUMNS if any(value(m, c[0]) is not None for m in metrics.values())]
     rows = []
     for video, m in metrics.items():
-        row = [video]
-        for k in keys:
-            name, key = k.split(".")
-            v = m.get(name, {}).get(key) if isinstance(m.get(name), dict) else None
-            row.append(round(float(v), 3) if isinstance(v, (int, float)) else None)
-        rows.append(row)
+        cells = [value(m, key) for key, _, _ in shown]
+        rows.append([video] + ["-" if v is None else _number(v * scale) for v, (_, _, scale) in zip(cells, shown)])
+    return {"headers": ["video"] + [header for _, header, _ in shown], "data": rows}
+
+
+def _outputs(result: app_jobs.JobResult, status: str) -> tuple:
+    """The values of the result components, in `OUTPUT_ORDER`."""
     plots = result.plots
     return (
         status,
         _path(result.side_by_side),
         _path(result.final),
-        {"headers": ["video"] + keys, "data": rows},
+        metrics_table(result.metrics),
         _path(plots.get("flicker")),
         _path(plots.get("metrics")),
         _path(plots.get("strip")),
         _path(result.report),
     )
+
+
+def show_progress(progress, bars: list[dict]) -> None:
+    """Gradio's progress bar for the stage working now (the innermost live tqdm bar with a total)."""
+    live = [b for b in bars if b["total"]]
+    if live:
+        bar = live[-1]
+        progress((bar["n"], int(bar["total"])), desc=bar["desc"] or "working", unit="steps")
 
 
 def _path(p: Path | None) -> str | None:
@@ -95,7 +132,7 @@ def build(runs: str | Path = "runs/app"):
     gr = _gradio()
     runs_dir = Path(runs).resolve()
     d = _defaults()
-    empty = (None,) * 7
+    empty = (None, None, BLANK_TABLE, None, None, None, None)  # the outputs after the status, cleared
 
     with gr.Blocks(title="vidtune") as blocks:
         gr.Markdown(
@@ -141,6 +178,8 @@ def build(runs: str | Path = "runs/app"):
                     refresh = gr.Button("↻", scale=0, min_width=40)
                 reopen = gr.Button("Open run", elem_id="open")
             with gr.Column(scale=2):
+                # Gradio's progress bar (the stage working now) is drawn over this box, so the status stays readable
+                progress_box = gr.HTML('<div style="height: 56px"></div>', elem_id="progress")
                 status = gr.Markdown("Ready.", elem_id="status")
                 side = gr.Video(
                     label="pose | stage 1 | final (| ground truth, for a synthetic motion)",
@@ -153,7 +192,10 @@ def build(runs: str | Path = "runs/app"):
                     label="final video", elem_id="final-video", autoplay=True, loop=True, interactive=False
                 )
                 metrics = gr.Dataframe(
-                    label="metrics (0-255 for |dI|; lower is steadier)", elem_id="metrics", interactive=False
+                    value=BLANK_TABLE,
+                    label="metrics (lower is steadier)",
+                    elem_id="metrics",
+                    interactive=False,
                 )
                 flicker = gr.Image(label="flicker per frame pair, every stage", elem_id="flicker", interactive=False)
                 bars = gr.Image(label="metrics against the ground truth", elem_id="bars", interactive=False)
@@ -161,7 +203,7 @@ def build(runs: str | Path = "runs/app"):
                 report = gr.File(label="report.html (self-contained)", elem_id="report", interactive=False)
         outputs = [status, side, final, metrics, flicker, bars, strip, report]
 
-        def do_run(mot, up, text, n, k, m, s, att, tr, ts):
+        def do_run(mot, up, text, n, k, m, s, att, tr, ts, progress=gr.Progress()):  # noqa: B008 - Gradio's form
             started = time.perf_counter()
             try:
                 req = app_jobs.JobRequest(
@@ -195,6 +237,7 @@ def build(runs: str | Path = "runs/app"):
             worker = threading.Thread(target=work, name="vidtune-job", daemon=True)
             worker.start()
             while worker.is_alive():
+                show_progress(progress, app_jobs.live_bars())
                 yield (
                     f"Running `{root.name}` ({what}) · " + app_jobs.progress_line(app_jobs.live_bars(), lines, started),
                 ) + empty
@@ -225,6 +268,7 @@ def build(runs: str | Path = "runs/app"):
             outputs,
             concurrency_limit=1,
             concurrency_id="device",
+            show_progress_on=[progress_box],
         ).then(do_refresh, None, past)
         reopen.click(do_open, past, outputs)
         refresh.click(do_refresh, None, past)

@@ -50,6 +50,7 @@ def out(pipe, poses):
     return result, calls
 
 
+@pytest.mark.slow
 def test_the_example_runs_and_equals_vidtune_demo(out, golden):
     result, _ = out
     assert result.frames.dtype == np.uint8 and result.frames.shape == (8, 64, 64, 3)
@@ -79,6 +80,7 @@ def test_the_callback_sees_every_step_of_every_stage(out):
     assert timesteps == sorted(timesteps, reverse=True)
 
 
+@pytest.mark.slow
 def test_a_callback_may_replace_the_latents(pipe, poses, out):
     def zero_at_the_end(stage, step, t, z):
         return torch.zeros_like(z) if stage == 4 and step == 5 else None
@@ -90,6 +92,7 @@ def test_a_callback_may_replace_the_latents(pipe, poses, out):
     assert torch.equal(result.stages[2].x0, out[0].stages[2].x0)  # stages 1-2 on the base UNet again
 
 
+@pytest.mark.slow
 def test_stage_by_stage_equals_the_whole_call(pipe, poses, out):
     inputs = pipe.prepare_inputs(poses, prompt=DEFAULT_PROMPT, overrides=STEPS)
     s1 = pipe.separate(inputs, progress=False)
@@ -100,6 +103,7 @@ def test_stage_by_stage_equals_the_whole_call(pipe, poses, out):
     assert final.info["unet"] == "tuned"
 
 
+@pytest.mark.slow
 def test_a_run_folder_caches_and_resumes(pipe, poses, out, tmp_path):
     first = pipe(poses=poses, prompt=DEFAULT_PROMPT, overrides=STEPS, progress=False, run_dir=tmp_path / "run")
     assert torch.equal(first.stages[4].x0.cpu(), out[0].stages[4].x0)
@@ -120,6 +124,7 @@ def test_a_prompt_schedule_reaches_the_frames(pipe, poses):
     )
 
 
+@pytest.mark.slow
 def test_from_pretrained_on_a_diffusers_folder_with_real_model_options(tiny_model_dir, tmp_path):
     """A local folder in the exact diffusers layout, the dtype / device options, `.to`, a full tuning whose
     base weights come back for the next call (the pipeline's UNet is never run tuned as the base model)."""

@@ -141,6 +141,7 @@ def server(tmp_path):
     importlib.util.find_spec("gradio") is None or importlib.util.find_spec("playwright") is None,
     reason="gradio or playwright not installed: pip install -e '.[test]' installs both",
 )
+@pytest.mark.slow
 def test_app_in_a_headless_browser_runs_an_upload_and_shows_the_video(server, tmp_path):
     from playwright import sync_api
 

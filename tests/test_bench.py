@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -16,6 +18,7 @@ def _load(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_sd_gpu_runs_every_stage_and_counts_the_unet_evaluations(tmp_path):
     sd_gpu = _load("sd_gpu")
     out = tmp_path / "gpu.md"

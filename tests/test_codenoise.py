@@ -370,6 +370,7 @@ def test_anchor_attention_on_identical_frames_equals_none(comps, mode):
     torch.testing.assert_close(ours(comps, video, mode=mode), ours(comps, video, mode="none"), **TOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["overlap", "shifted"])
 def test_run_restores_the_unet_processors(comps, tmp_path, mode):
     unet = comps.unet
@@ -433,6 +434,7 @@ def test_clip_batches_respect_the_budget_and_keep_every_clip_once_in_order():
                         assert used + windows[nxt[0]][1] - windows[nxt[0]][0] > budget
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["middle", "global"])
 def test_results_do_not_depend_on_max_batch_frames(comps, mode):
     video = make_video(comps, n=10, m=4, s=2)  # 4 clips of 4 frames
@@ -502,6 +504,7 @@ def test_global_attention_records_the_anchor_once_per_step(comps, monkeypatch):
 # --- a real pose sequence through the pipeline ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pipeline_stages_1_2_4_keep_every_frame(comps, model_dir, shared_dir, tmp_path):
     from vidtune import pipeline
 

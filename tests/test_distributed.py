@@ -153,6 +153,7 @@ def test_without_torchrun_every_helper_is_one_process():
     assert D.gather_rows(x, 3) is x and D.broadcast_object([1]) == [1] and D.part(5) == range(5)
 
 
+@pytest.mark.slow
 def test_two_ranks_stage_1_and_2_equal_one_process(setup, two):
     for k in (1, 2):
         assert max_diff(latents(setup["one"], k), latents(two, k)) <= 1e-5, k
@@ -161,6 +162,7 @@ def test_two_ranks_stage_1_and_2_equal_one_process(setup, two):
     assert not (two / "vidtune.lock").exists()
 
 
+@pytest.mark.slow
 def test_two_ranks_stage_3_same_losses_and_weights(setup, two):
     a, b = losses(setup["one"]), losses(two)
     assert len(a) == len(b) == 4
@@ -169,6 +171,7 @@ def test_two_ranks_stage_3_same_losses_and_weights(setup, two):
     assert lora(setup["one"]).keys() and rel_diff(lora(setup["one"]), {k: 0 * v for k, v in lora(two).items()}) > 0.1
 
 
+@pytest.mark.slow
 def test_two_ranks_stage_4_equals_one_process(setup, two):
     # the whole chain: stage 3's last-bit differences (1e-4 relative at most) reach stage 4
     assert max_diff(latents(setup["one"], 4), latents(two, 4)) <= 1e-4
@@ -181,6 +184,7 @@ def test_two_ranks_stage_4_equals_one_process(setup, two):
     assert max_diff(latents(setup["one"], 4), latents(again, 4)) <= 1e-5
 
 
+@pytest.mark.slow
 def test_resume_with_another_number_of_processes(setup):
     """Stages 1-3 (two tuning steps) in one process, then the full run over two: stages 1-2 are kept,
     stage 3 resumes from step 2 on both ranks, and the result equals the uninterrupted run."""
@@ -212,6 +216,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_rank_that_raises_stops_every_rank_with_status_2(setup, tmp_path):
     """Rank 1 raises in stage 1 while rank 0 waits for it in the first gather: both exit 2, no hang,
     and the one-line message names the rank (the processes are started as torchrun starts them)."""

@@ -58,6 +58,7 @@ max_batch_frames = 64
     return root, config, result
 
 
+@pytest.mark.slow
 def test_all_four_stages_on_a_real_sequence_of_125_frames(long_run):
     root, _, result = long_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -71,6 +72,7 @@ def test_all_four_stages_on_a_real_sequence_of_125_frames(long_run):
     assert "final.mp4" in result.stdout  # the summary line says where the output is
 
 
+@pytest.mark.slow
 def test_rerun_skips_and_stage4_alone_reloads_the_tuned_unet(long_run):
     root, config, first = long_run
     assert first.returncode == 0
@@ -95,6 +97,7 @@ def test_rerun_skips_and_stage4_alone_reloads_the_tuned_unet(long_run):
     assert video_info(root / "run" / "final.mp4").num_frames == 125
 
 
+@pytest.mark.slow
 def test_plan_prints_the_clips_without_loading_a_model(long_run):
     root, config, _ = long_run
     result = vidtune("plan", str(config), "--set", "codenoise.mode=overlap")

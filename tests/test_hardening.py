@@ -127,6 +127,7 @@ def finished(tmp_path_factory, tiny_model_dir):
 # --- 1. a failed run must not touch a finished folder -----------------------------------------
 
 
+@pytest.mark.slow
 def test_failed_run_leaves_a_finished_folder_byte_identical(finished, tmp_path, capsys):
     model, pose_dir, src = finished
     run = copy_run(src, tmp_path / "run")
@@ -199,6 +200,7 @@ def test_lock_is_exclusive_and_released(tmp_path):
     RunLock(tmp_path).acquire().release()
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder_one_exits_2(tiny_model_dir, tmp_path):
     """Two `vidtune run` processes, the second started while the first holds the folder."""
     pose_dir = write_poses(tmp_path / "poses")
@@ -233,6 +235,7 @@ def test_two_runs_on_one_folder_one_exits_2(tiny_model_dir, tmp_path):
 # --- 3. stale results -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_deleted_stage_reruns_every_later_stage(finished, tmp_path, capsys):
     model, pose_dir, src = finished
     run = copy_run(src, tmp_path / "run")
@@ -243,6 +246,7 @@ def test_deleted_stage_reruns_every_later_stage(finished, tmp_path, capsys):
     assert (run / "final.mp4").stat().st_mtime_ns != final_before
 
 
+@pytest.mark.slow
 def test_poses_changed_in_place_rerun_stage_1(tiny_model_dir, tmp_path, capsys):
     pose_dir = write_poses(tmp_path / "poses")
     run = tmp_path / "run"
@@ -366,6 +370,7 @@ def test_bad_values_exit_2_before_anything_is_written(extra, key, tiny_model_dir
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_guidance_up_to_1_means_no_cfg_and_is_accepted(tiny_model_dir, tmp_path, capsys):
     pose_dir = write_poses(tmp_path / "poses")
     assert (
@@ -473,6 +478,7 @@ def test_temporaries_of_killed_runs_are_removed_and_checkpoints_dropped(finished
     assert sorted(os.listdir(run / "stage2" / "frames")) == sorted(os.listdir(src / "stage2" / "frames"))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(finished, tmp_path, capsys):
     """SIGKILL once stage 3 has written its first loss row, then rerun: stage 4 equals the uninterrupted run's."""
     model, pose_dir, src = finished
@@ -517,6 +523,7 @@ def test_model_path_in_a_toml_picks_up_its_adapter_folder(tiny_model_dir, tmp_pa
     assert build_config(make_parser().parse_args(["run", str(toml)])).model.adapter == "some/adapter"
 
 
+@pytest.mark.slow
 def test_stages_1_after_a_change_does_not_point_at_the_old_video(finished, tmp_path, capsys):
     model, pose_dir, src = finished
     run = copy_run(src, tmp_path / "run")
@@ -553,6 +560,7 @@ def test_per_clip_merge_weights_equal_the_dense_ones(kind):
     )
 
 
+@pytest.mark.slow
 def test_plan_of_a_million_frames_stays_under_1_gb(tmp_path):
     pose_dir = write_poses(tmp_path / "poses")
     code = (

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import vidtune
 
 PACKAGE = Path(vidtune.__file__).parent
@@ -144,6 +146,7 @@ def test_the_walk_sees_imports_inside_functions(tmp_path):
     assert "vidtune.models" in imported(probe)  # common imports it inside build_scheduler only
 
 
+@pytest.mark.slow
 def test_importing_the_whole_library_loads_no_upper_layer():
     names = [n for n, p in MODULES.items() if layer_of(n) == 0 and n != "vidtune"]
     code = (

@@ -149,6 +149,7 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_tiny_differs_from_sd14_only_in_sizes(tiny: Path, real_meta: Components) -> None:
     tiny_meta = load_components(tiny, weights=False)
     for name, allowed in SIZE_KEYS.items():

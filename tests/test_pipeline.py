@@ -54,6 +54,7 @@ def poses_dir(tmp_path_factory) -> Path:
     return write_openpose_folder(tmp_path_factory.mktemp("poses") / "json")
 
 
+@pytest.mark.slow
 def test_stage1_writes_frames_masks_latents_and_is_deterministic(tiny_model_dir, tiny_components, poses_dir, tmp_path):
     cfg = tiny_config(tiny_model_dir, poses_dir)
     runs = []
@@ -87,6 +88,7 @@ def test_stage1_writes_frames_masks_latents_and_is_deterministic(tiny_model_dir,
     assert (tmp_path / "a" / "config.toml").is_file() and C.load(tmp_path / "a" / "config.toml") == cfg
 
 
+@pytest.mark.slow
 def test_resume_rule_reruns_only_changed_stage_and_later(tiny_model_dir, poses_dir, tmp_path):
     from vidtune.models import load_components
 
@@ -249,6 +251,7 @@ def test_sdxl_folder_is_refused_as_such(tiny_model_dir, poses_dir, tmp_path, cap
     assert "SDXL" in msg or "XL" in msg
 
 
+@pytest.mark.slow
 def test_a_tuned_unet_is_never_used_as_the_base_model(tiny_model_dir, poses_dir, tmp_path):
     """Stages 1-3 run the base UNet: with its base weights kept, a rerun after stage 3 gives the first
     run's stage 1 bit for bit; without them (a one-shot run's full tuning) it is a clear error."""
@@ -272,6 +275,7 @@ def test_a_tuned_unet_is_never_used_as_the_base_model(tiny_model_dir, poses_dir,
         pipeline.run(cfg, tmp_path / "d", stages=[1], progress=False, components=once, log=lambda s: None)
 
 
+@pytest.mark.slow
 def test_stage_2_decodes_then_applies_the_background_plate_and_keeps_its_latents(
     tiny_model_dir, tiny_components, poses_dir, tmp_path
 ):
@@ -293,6 +297,7 @@ def test_stage_2_decodes_then_applies_the_background_plate_and_keeps_its_latents
     assert np.array_equal(on.frames, composite(off.frames, on.fg_pixel.numpy(), PlateConfig()))
 
 
+@pytest.mark.slow
 def test_a_rerun_with_another_output_reencodes_the_videos_and_reruns_no_stage(
     tiny_model_dir, tiny_components, poses_dir, tmp_path
 ):

@@ -66,6 +66,7 @@ def _frames(folder: Path) -> list[dict]:
     return [json.loads(f.read_text()) for f in files]
 
 
+@pytest.mark.slow
 def test_extract_writes_openpose_body25_that_follows_the_translation(extracted):
     records = _frames(extracted)
     assert len(records) == len(SHIFTS) + EMPTY_FRAMES
@@ -91,6 +92,7 @@ def test_extracted_json_loads_as_a_pose_source(extracted):
     assert (meta["width"], meta["height"]) == (512, 512)
 
 
+@pytest.mark.slow
 def test_coco18_and_smoothing_from_the_command_line(astronaut_video, extracted, tmp_path):
     out = tmp_path / "coco"
     assert cli.main(["poses", "extract", str(astronaut_video), str(out), "--format", "coco18", "--smooth"]) == 0
@@ -104,6 +106,7 @@ def test_coco18_and_smoothing_from_the_command_line(astronaut_video, extracted, 
     assert np.hypot(last[0, 0] - NOSE[0] - dx, last[0, 1] - NOSE[1] - dy) < TOLERANCE_PX
 
 
+@pytest.mark.slow
 def test_run_inputs_accept_the_video_directly(astronaut_video, tmp_path):
     from vidtune import inputs
 

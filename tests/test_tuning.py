@@ -108,6 +108,7 @@ def changed_names(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_loss_goes_down_on_a_fixed_batch(components, tmp_path):
     rd, inputs = make_run(tmp_path)
     cfg = TuningConfig(trainable="full", lr=1e-3, steps=20, batch_size=2)
@@ -155,6 +156,7 @@ def test_full_run_writes_its_files_and_leaves_frozen_parts_alone(components, tmp
     print(f"tiny model, full UNet: {info['seconds_per_step'] * 1000:.0f} ms/step")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lora", "full"])
 def test_saved_result_reloads_to_the_same_model(kind, components, tiny_dir, tmp_path):
     rd, inputs = make_run(tmp_path)
@@ -175,6 +177,7 @@ def test_saved_result_reloads_to_the_same_model(kind, components, tiny_dir, tmp_
     torch.testing.assert_close(eps_of(components, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_an_uninterrupted_one(tiny_dir, tmp_path, monkeypatch):
     cfg = config(trainable="lora", steps=4, checkpoint_every=2, batch_size=2, grad_accum=2, warmup_steps=2)
     straight = load_components(tiny_dir)

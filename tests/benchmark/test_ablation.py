@@ -79,6 +79,7 @@ def ablation(tiny_model_dir, tiny_components, tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_every_variant_makes_a_video_of_every_frame(ablation):
     outputs = ablation["result"]["outputs"]["wave"]
     assert set(outputs["frames"]) == set(spec.VARIANTS)
@@ -89,6 +90,7 @@ def test_every_variant_makes_a_video_of_every_frame(ablation):
     assert all(len(curves[v]) == N - 1 for v in spec.VARIANTS)
 
 
+@pytest.mark.slow
 def test_base_variants_use_the_base_unet_and_tuned_variants_the_tuned_one(ablation):
     seq = ablation["out"] / "sequences" / "wave"
     for v in spec.VARIANTS.values():
@@ -156,6 +158,7 @@ def test_report_embeds_the_plots_and_videos(ablation):
     assert "full_global" in html and "ground_truth" in html
 
 
+@pytest.mark.slow
 def test_rerun_resumes_every_stage(ablation):
     seq = ablation["out"] / "sequences" / "wave"
     stamps = {p: p.read_text() for p in seq.glob("*/stage*/done.json")}

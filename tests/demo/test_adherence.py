@@ -13,6 +13,7 @@ def test_adherence_wrappers_need_ground_truth() -> None:
         M.compute_prompt_adherence([np.zeros((64, 64, 3), np.uint8)])
 
 
+@pytest.mark.slow
 def test_adherence_scores_ground_truth_high_and_a_missing_figure_low() -> None:
     from vidtune.demo.synthetic.world import make_sequence
 

@@ -29,6 +29,7 @@ def demo_run(tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_demo_runs_all_stages_and_writes_the_report(demo_run):
     out = demo_run
     assert video_info(out / "final.mp4").num_frames == 8
@@ -44,6 +45,7 @@ def test_demo_runs_all_stages_and_writes_the_report(demo_run):
         assert json.loads((out / f"stage{k}" / "done.json").read_text())["stage"] == k
 
 
+@pytest.mark.slow
 def test_final_mp4_keeps_what_the_frames_have(demo_run, tmp_path):
     """final.mp4 is what a user watches: scored at the frames' size, its background flicker stays within
     1.5x the frames' and the figure's colour-keyed IoU within 0.01 (at 64 px a plain yuv420p mp4 lost

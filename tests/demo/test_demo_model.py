@@ -58,6 +58,7 @@ def test_components_load_with_from_pretrained_as_fp32() -> None:
         assert len(tokenizer(text).input_ids) == len(text.split()) + 2
 
 
+@pytest.mark.slow
 def test_generates_a_frame() -> None:
     from vidtune.demo.synthetic import make_sequence
     from vidtune.demo.train import load_demo_components, sample_frames
@@ -71,6 +72,7 @@ def test_generates_a_frame() -> None:
     np.testing.assert_array_equal(out, again)
 
 
+@pytest.mark.slow
 def test_loads_as_a_stable_diffusion_adapter_pipeline() -> None:
     from diffusers import StableDiffusionAdapterPipeline
     from PIL import Image

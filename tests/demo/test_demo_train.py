@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from vidtune.demo import train as demo_train
@@ -26,6 +27,7 @@ def test_min_snr_weight_against_the_schedule() -> None:
     assert torch.equal(demo_train._min_snr_weight(sched, t, 0.0), torch.ones(len(t)))
 
 
+@pytest.mark.slow
 def test_training_exports_a_loadable_model_and_resumes(tmp_path) -> None:
     out = tmp_path / "train"
     small = dict(num_frames=24, scenes_per_kind=2, vae_batch=4, unet_batch=4, workers=1, threads=1, warmup_steps=2)

@@ -155,6 +155,7 @@ def test_vocabulary_covers_the_grammar_one_token_per_word(tmp_path) -> None:
 # ---------------------------------------------------------------- adherence
 
 
+@pytest.mark.slow
 def test_adherence_scores_ground_truth_near_perfectly() -> None:
     rng = np.random.default_rng(3)
     results = []

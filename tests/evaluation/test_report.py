@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vidtune import atomic
 from vidtune.config import RunConfig, to_toml
@@ -41,6 +42,7 @@ def test_pair_flicker_is_the_mean_abs_difference_of_each_pair():
     assert report.pair_flicker(frames[:1]).shape == (0,)
 
 
+@pytest.mark.slow
 def test_a_report_in_a_run_folder_shows_the_run_and_works_offline(tmp_path):
     root = fake_run(tmp_path / "run")
     path = report.write_report(root / "report.html", "a run", [("Notes", "<p>hello</p>")])

@@ -166,10 +166,9 @@ def test_second_run_on_a_folder_in_use_exits_2_naming_the_other_process(finished
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        start = time.perf_counter()
+        # the holder keeps the lock for 60 s: a run that waited for it would get it and raise nothing
         line = one_line_error(run_args(model, pose_dir, run, "--set", "codenoise.weighting=triangular"), capsys)
         assert str(run) in line and f"process {holder.pid}" in line
-        assert time.perf_counter() - start < 30
     finally:
         holder.kill()
         holder.wait()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -62,10 +61,8 @@ def test_plan_lists_every_clip_and_the_evaluation_count(tiny_model_dir, shared_d
         f"codenoise.clip_length={m}",
         f"codenoise.stride={s}",
     )
-    start = time.perf_counter()
     report = plan.plan_report(cfg)
-    assert time.perf_counter() - start < 10
-    assert no_modules_built == []
+    assert no_modules_built == []  # no model was built (how long the plan takes is bench's business)
 
     windows = clip_windows(n, m, s)
     assert windows[-1] == (32, 40) and 32 % s != 0  # a tail clip off the stride grid

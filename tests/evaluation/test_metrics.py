@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from vidtune.errors import VidtuneError
+from vidtune.evaluation import foreground as F
 from vidtune.evaluation import metrics as M
 from vidtune.evaluation.evaluate import evaluate_video, format_table, write_json
 from vidtune.video import write_frames_png, write_video
@@ -195,7 +196,8 @@ def test_registry_lists_every_metric() -> None:
         "flicker", "warp_err_dis", "bg_stability", "drift_bg", "drift_fg_color", "seam_ratio", "motion_epe",
         "clip_consistency", "clip_text_alignment", "dino_subject_consistency",
     }  # fmt: skip
-    assert all(name in M.METRICS for name in M.WEIGHT_FREE)
+    assert set(F.METRICS) == {"fg_appearance", "drift_long"}  # the figure metrics build on metrics' stream
+    assert all(name in M.METRICS or name in F.METRICS for name in M.WEIGHT_FREE)
 
 
 # ------------------------------------------------------------------------------------------

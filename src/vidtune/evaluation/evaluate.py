@@ -18,6 +18,7 @@ import numpy as np
 
 from vidtune import atomic
 from vidtune.errors import VidtuneError
+from vidtune.evaluation.foreground import DriftLong, FgAppearance
 from vidtune.evaluation.metrics import (
     WEIGHT_FREE,
     BgStability,
@@ -42,6 +43,8 @@ _WEIGHT_FREE_BUILDERS = {
     "bg_stability": BgStability,
     "drift_bg": DriftBg,
     "drift_fg_color": DriftFgColor,
+    "fg_appearance": FgAppearance,
+    "drift_long": DriftLong,
 }
 
 

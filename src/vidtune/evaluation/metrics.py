@@ -983,7 +983,10 @@ METRICS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 """Every metric by name. All take a frame stream first and return
 ``{"metrics": {key: float}, "buckets": [{"start", "end", "metrics"}]}``. (Adherence to a synthetic
-sequence's poses and prompt needs its ground truth: ``vidtune.demo.synthetic.adherence``.)"""
+sequence's poses and prompt needs its ground truth: ``vidtune.demo.synthetic.adherence``. The figure
+metrics ``fg_appearance`` and ``drift_long`` are in ``foreground.METRICS``: that module builds on this one.)"""
 
-WEIGHT_FREE: tuple[str, ...] = ("flicker", "warp_err_dis", "bg_stability", "drift_bg", "drift_fg_color")
+WEIGHT_FREE: tuple[str, ...] = (
+    "flicker", "warp_err_dis", "bg_stability", "drift_bg", "drift_fg_color", "fg_appearance", "drift_long",
+)  # fmt: skip
 """Metrics that need nothing but the frames (and masks, if any): what ``evaluate`` runs by default."""

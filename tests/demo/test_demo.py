@@ -68,3 +68,13 @@ def test_final_mp4_keeps_what_the_frames_have(demo_run, tmp_path):
         scores[name] = (bg, video_adherence(frames, seq)["pose_iou"])
     assert scores["mp4"][0] <= 1.5 * scores["frames"][0], scores
     assert abs(scores["mp4"][1] - scores["frames"][1]) <= 0.01, scores
+
+
+def test_a_detail_the_shipped_model_never_saw_is_one_line_before_any_stage(tmp_path):
+    from vidtune.errors import VidtuneError
+
+    prompt = "a red figure in a striped shirt walking on a snowy field during the day"  # in the grammar
+    with pytest.raises(VidtuneError, match="trained without the words 'striped', 'shirt'") as e:
+        run_demo(out=str(tmp_path / "demo"), frames=8, prompt=prompt, progress=False)
+    assert "\n" not in str(e.value) and "train-demo" in str(e.value)
+    assert not (tmp_path / "demo" / "stage1").exists()

@@ -14,6 +14,7 @@ from vidtune.demo.synthetic.adherence import (
     keyed_figure_mask,
     pose_iou,
     summarize,
+    video_adherence,
 )
 from vidtune.demo.synthetic.figure import FigureColours, composite, render_figure
 from vidtune.demo.synthetic.grammar import (
@@ -146,10 +147,74 @@ def test_vocabulary_covers_the_grammar_one_token_per_word(tmp_path) -> None:
     tok = CLIPTokenizer.from_pretrained(tmp_path)
     rng = np.random.default_rng(1)
     for _ in range(20):
-        text = sample_prompt(rng)
+        text = sample_prompt(rng, details=0.5)
         ids = tok(text).input_ids
         assert len(ids) == len(text.split()) + 2
         assert tok.unk_token_id not in ids[1:-1]
+
+
+# ---------------------------------------------------------------- identity details
+
+
+def test_details_round_trip_and_sampling_without_them_draws_what_it_drew_before() -> None:
+    rng = np.random.default_rng(5)
+    seen = set()
+    for _ in range(200):
+        attrs = sample_attributes(rng, details=0.5)
+        assert parse_prompt(format_prompt(attrs)) == attrs and attrs.hat != attrs.colour
+        seen.add(attrs.details)
+    assert seen == {(), ("stripes",), ("hat",), ("stripes", "hat")}
+    text = "a blue figure in a striped shirt with a yellow hat walking in a city street during the day"
+    attrs = parse_prompt(text)
+    assert (attrs.colour, attrs.stripes, attrs.hat, attrs.motion) == ("blue", True, "yellow", "walk")
+    # details = 0 keeps the generator's draws: the committed benchmarks' sampled prompts do not move
+    rng = np.random.default_rng(0)
+    assert [sample_prompt(rng) for _ in range(2)] == [
+        "a yellow figure jumping on a snowy field during the day",
+        "a purple figure running in a desert at night",
+    ]
+
+
+def test_an_unknown_detail_is_one_line_listing_the_known_words() -> None:
+    with pytest.raises(VidtuneError) as e:
+        parse_prompt("a red figure with a polka dot shirt walking on a beach at night")
+    message = str(e.value)
+    assert "\n" not in message and "in a striped shirt" in message and "with a COLOUR hat" in message
+    with pytest.raises(VidtuneError, match="hat is one of"):
+        parse_prompt("a red figure with a red hat walking on a beach at night")
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_details_are_drawn_on_the_figure_the_same_way_in_every_frame(size: int) -> None:
+    text = "a green figure in a striped shirt with a pink hat walking on a beach during the day"
+    seq = make_sequence("walk", 6, text, seed=2, height=size, width=size)
+    assert seq.stripe_masks.any(axis=(1, 2)).all() and seq.hat_masks.any(axis=(1, 2)).all()
+    assert not (seq.stripe_masks & ~seq.masks).any() and not (seq.hat_masks & ~seq.masks).any()
+    assert not (seq.stripe_masks & seq.clothes_masks).any()  # the colour-keyed pose IoU ignores the stripes
+    for frame, stripes, hat, kp in zip(seq.frames, seq.stripe_masks, seq.hat_masks, seq.keypoints):
+        px = frame[stripes].astype(int)
+        assert np.median(px.min(axis=1)) > 170 and np.median(px.max(axis=1) - px.min(axis=1)) < 40  # whitish, shaded
+        assert np.nonzero(hat)[0].mean() < kp[1, 1]  # the hat sits above the neck
+    counts = seq.stripe_masks.sum(axis=(1, 2))
+    assert counts.max() <= 1.5 * counts.min()  # the same stripes from frame to frame, not flickering
+    plain = make_sequence(
+        "walk", 6, "a green figure walking on a beach during the day", seed=2, height=size, width=size
+    )
+    assert not plain.stripe_masks.any() and not plain.hat_masks.any()
+    assert (plain.masks == (seq.masks & ~seq.hat_masks | plain.masks)).all()  # a hat only adds pixels
+
+
+def test_detail_adherence_is_high_for_the_truth_and_zero_without_the_detail() -> None:
+    from dataclasses import replace
+
+    text = "a yellow figure in a striped shirt with a blue hat walking in a desert at sunset"
+    seq = make_sequence("walk", 4, text, seed=1)
+    truth = video_adherence(seq.frames, seq)
+    assert truth["stripes_iou"] > 0.85 and truth["hat_iou"] > 0.85
+    plain = make_sequence("walk", 4, replace(seq.attrs, stripes=False, hat=None), seed=1)
+    judged = video_adherence(plain.frames, seq)
+    assert judged["stripes_iou"] < 0.05 and judged["hat_iou"] < 0.05
+    assert "stripes_iou" not in video_adherence(plain.frames, plain)  # a prompt without details: no key
 
 
 # ---------------------------------------------------------------- adherence

@@ -7,6 +7,7 @@ four stages with the demo presets, and writes the run folder: final.mp4, a side-
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -86,6 +87,25 @@ def write_source(
     return seq
 
 
+def check_model_knows(prompt: str, model: Path) -> None:
+    """A prompt of the grammar whose words the demo model's tokenizer never saw (a model trained before
+    the identity details: stripes, hats) is one line naming them, before any stage runs: the model would
+    only spell them out in letters it never learned to draw."""
+    from vidtune.demo.synthetic.grammar import parse_prompt
+
+    parse_prompt(prompt)  # not in the grammar: its own one-line error lists the known words
+    vocab_file = model / "tokenizer" / "vocab.json"
+    if not vocab_file.is_file():
+        return
+    vocab = json.loads(vocab_file.read_text())
+    unknown = [w for w in dict.fromkeys(prompt.lower().split()) if w + "</w>" not in vocab]
+    if unknown:
+        raise VidtuneError(
+            f"the demo model in {model} was trained without the words {', '.join(map(repr, unknown))} "
+            f"(identity details came later); drop them from the prompt, or retrain it: vidtune train-demo --out DIR --install"
+        )
+
+
 def demo_config(out: Path, prompt: str, steps: int | None, seed: int, overrides: list[str]) -> C.RunConfig:
     """The demo presets on top of the defaults, then the user's --set overrides."""
     base = C.apply_overrides(C.RunConfig(), DEMO_OVERRIDES + [f"model.path={demo_model_path()}"])
@@ -157,6 +177,8 @@ def run_demo(
     from vidtune.inputs import prompt_schedule
 
     schedule = prompt_schedule(cfg.inputs) if cfg.inputs.prompts else None
+    for words in [text, *(schedule or {}).values()]:
+        check_model_knows(words, Path(cfg.model.path))
     seq = write_source(root, motion, frames, text, seed, schedule=schedule, transition=cfg.codenoise.transition)
     summary = VidtunePipeline.from_config(cfg)(config=cfg, run_dir=root, progress=progress, log=log).summary
     side = side_by_side(

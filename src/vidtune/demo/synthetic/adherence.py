@@ -25,6 +25,8 @@ import numpy as np
 from vidtune.demo.synthetic.grammar import COLOURS, FIGURE_COLOURS, SCENES, TIMES, PromptAttributes
 
 HUE_TOLERANCE = 22.0  # degrees
+STRIPE_MAX_SATURATION = 0.3  # the stripes are near white (grammar.STRIPE_RGB)...
+STRIPE_MIN_VALUE = 0.7  # ...and bright, relative to the figure's light at the time of day
 MIN_SATURATION = 0.62
 MIN_VALUE = 0.22
 
@@ -150,23 +152,55 @@ class FrameAdherence:
     colour_ok: bool
     scene_ok: bool
     time_ok: bool
+    stripes_iou: float | None = None  # the prompt names a striped shirt: keyed stripes against the truth's
+    hat_iou: float | None = None  # the prompt names a hat: the hat's colour keyed against the truth's hat
+
+
+def keyed_stripes(frame: np.ndarray, figure: np.ndarray, time: str) -> np.ndarray:
+    """Bool (H, W): near-white, unsaturated pixels inside the truth's figure mask ``figure``: the
+    striped shirt's bands as lit at ``time`` (snow, clouds and grey streets are white-ish too, so only
+    the figure is looked at)."""
+    from vidtune.demo.synthetic.scenes import FIGURE_LIGHT
+
+    _, s, v = _hsv(frame)
+    return figure.astype(bool) & (s <= STRIPE_MAX_SATURATION) & (v >= STRIPE_MIN_VALUE * FIGURE_LIGHT[time])
+
+
+def detail_iou(frame: np.ndarray, attrs: PromptAttributes, gt_mask, gt_stripes, gt_hat) -> tuple:
+    """(stripes IoU, hat IoU) of one frame against the truth's detail masks; None for a detail the
+    prompt does not name (or no truth mask for it)."""
+    stripes = hat = None
+    if attrs.stripes and gt_stripes is not None:
+        stripes = mask_iou(keyed_stripes(frame, gt_mask, attrs.time), gt_stripes)
+    if attrs.hat and gt_hat is not None:
+        hat = mask_iou(keyed_figure_mask(frame, attrs.hat), gt_hat)
+    return stripes, hat
 
 
 def frame_adherence(
-    frame: np.ndarray, gt_mask: np.ndarray, attrs: PromptAttributes, gt_clothes: np.ndarray | None = None
+    frame: np.ndarray,
+    gt_mask: np.ndarray,
+    attrs: PromptAttributes,
+    gt_clothes: np.ndarray | None = None,
+    gt_stripes: np.ndarray | None = None,
+    gt_hat: np.ndarray | None = None,
 ) -> FrameAdherence:
-    """Pose IoU and whether colour, scene and time of day are recognised as the prompt says.
+    """Pose IoU, whether colour, scene and time of day are recognised as the prompt says, and the
+    identity details the prompt names (`detail_iou`).
 
     ``gt_clothes`` (`SyntheticSequence.clothes_masks[i]`) is the pose IoU's reference; without
     it the whole figure mask is, and the ground truth itself scores about 0.85 instead of ~0.97.
     """
     guess = classify_scene(frame, gt_mask)
     reference = gt_mask if gt_clothes is None else gt_clothes
+    stripes, hat = detail_iou(frame, attrs, gt_mask, gt_stripes, gt_hat)
     return FrameAdherence(
         pose_iou=pose_iou(frame, reference, attrs.colour),
         colour_ok=classify_figure_colour(frame, gt_mask) == attrs.colour,
         scene_ok=guess.scene == attrs.scene,
         time_ok=guess.time == attrs.time,
+        stripes_iou=stripes,
+        hat_iou=hat,
     )
 
 
@@ -180,12 +214,17 @@ def judge_frames(frames, truth) -> list[FrameAdherence | None]:
     frames = list(frames)
     if len(frames) != len(truth.masks):
         raise ValueError(f"{len(frames)} generated frames but the ground truth has {len(truth.masks)}")
-    clothes = getattr(truth, "clothes_masks", None)
-    clothes = [None] * len(frames) if clothes is None else clothes
+
+    def per_frame(name: str) -> list:
+        masks = getattr(truth, name, None)
+        return [None] * len(frames) if masks is None else list(masks)
+
     attrs = getattr(truth, "frame_attrs", ()) or [truth.attrs] * len(frames)
     return [
-        None if a is None else frame_adherence(np.asarray(f), m, a, gt_clothes=c)
-        for f, m, c, a in zip(frames, truth.masks, clothes, attrs)
+        None if a is None else frame_adherence(np.asarray(f), m, a, gt_clothes=c, gt_stripes=st, gt_hat=h)
+        for f, m, c, st, h, a in zip(
+            frames, truth.masks, per_frame("clothes_masks"), per_frame("stripe_masks"), per_frame("hat_masks"), attrs
+        )
     ]
 
 
@@ -199,14 +238,20 @@ def video_adherence(frames, truth) -> dict[str, float]:
 
 
 def summarize(results: list[FrameAdherence]) -> dict[str, float]:
-    """Mean pose IoU and colour / scene / time accuracies over many frames."""
-    return {
+    """Mean pose IoU and colour / scene / time accuracies over many frames, and the mean IoU of each
+    identity detail over the frames whose prompt names it (absent when none does)."""
+    out = {
         "pose_iou": float(np.mean([r.pose_iou for r in results])),
         "colour_accuracy": float(np.mean([r.colour_ok for r in results])),
         "scene_accuracy": float(np.mean([r.scene_ok for r in results])),
         "time_accuracy": float(np.mean([r.time_ok for r in results])),
         "count": float(len(results)),
     }
+    for key in ("stripes_iou", "hat_iou"):
+        values = [getattr(r, key) for r in results if getattr(r, key) is not None]
+        if values:
+            out[key] = float(np.mean(values))
+    return out
 
 
 # --- the metrics' form (``vidtune.evaluation.metrics``: over the video and per time bucket) ---

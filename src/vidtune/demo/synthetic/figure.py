@@ -14,10 +14,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from vidtune.demo.synthetic.grammar import FIGURE_COLOURS, HAIR_RGB, SKIN_RGB
+from vidtune.demo.synthetic.grammar import FIGURE_COLOURS, HAIR_RGB, SKIN_RGB, STRIPE_RGB, PromptAttributes
 
 TROUSER_SHADE = 0.55  # trousers are the shirt's hue, darker
 SHOE_RGB = (40, 40, 46)
+STRIPE_BANDS = 7  # bands from the neck to the hips, alternating shirt / stripe (3 stripes)
+# label of a subpixel: which identity detail painted it last (the detail masks are their majority)
+_PLAIN, _STRIPE, _HAT = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class FigureColours:
     trousers: tuple[int, int, int]
     skin: tuple[int, int, int] = SKIN_RGB
     hair: tuple[int, int, int] = HAIR_RGB
+    stripes: tuple[int, int, int] | None = None  # bands across the torso (a striped shirt), None = plain
+    hat: tuple[int, int, int] | None = None  # a hat on the head, None = none
 
     @classmethod
     def from_name(cls, colour: str) -> FigureColours:
@@ -35,15 +40,30 @@ class FigureColours:
         shirt = FIGURE_COLOURS[colour]
         return cls(shirt=shirt, trousers=tuple(int(round(c * TROUSER_SHADE)) for c in shirt))
 
+    @classmethod
+    def from_attrs(cls, attrs: PromptAttributes) -> FigureColours:
+        """`from_name` of the colour word plus the prompt's identity details (stripes, a hat's colour)."""
+        base = cls.from_name(attrs.colour)
+        return cls(
+            shirt=base.shirt,
+            trousers=base.trousers,
+            stripes=STRIPE_RGB if attrs.stripes else None,
+            hat=FIGURE_COLOURS[attrs.hat] if attrs.hat else None,
+        )
+
 
 class FigureLayer(NamedTuple):
     """rgb ``(H, W, 3)`` uint8 (zero outside the mask), the exact mask ``(H, W)`` bool, and
-    ``clothes`` ``(H, W)`` bool: the mask pixels mostly covered by shirt / trousers (not skin,
-    hair or shoes), the reference region of `vidtune.demo.synthetic.adherence.pose_iou`."""
+    ``clothes`` ``(H, W)`` bool: the mask pixels mostly covered by shirt / trousers in the prompt's
+    colour (not skin, hair, shoes, stripes or hat), the reference region of
+    `vidtune.demo.synthetic.adherence.pose_iou`; ``stripes`` and ``hat`` ``(H, W)`` bool: the pixels
+    mostly covered by each identity detail (all False when the figure has none)."""
 
     rgb: np.ndarray
     mask: np.ndarray
     clothes: np.ndarray
+    stripes: np.ndarray | None = None
+    hat: np.ndarray | None = None
 
 
 def composite(background: np.ndarray, layer: FigureLayer) -> np.ndarray:
@@ -70,12 +90,16 @@ def _paint(
     rgb: tuple[int, int, int],
     box: tuple[int, int, int, int],
     is_cloth: bool,
+    label: np.ndarray | None = None,
+    detail: int = _PLAIN,
 ) -> None:
     y0, y1, x0, x1 = box
     region = colour_buf[y0:y1, x0:x1]
     region[inside] = np.asarray(rgb, dtype=np.float32)[None] * shade[inside][:, None]
     cover[y0:y1, x0:x1] |= inside
     cloth[y0:y1, x0:x1][inside] = is_cloth
+    if label is not None:
+        label[y0:y1, x0:x1][inside] = detail
 
 
 def render_figure(
@@ -158,6 +182,7 @@ def render_figure(
     colour_buf = np.zeros((H, W, 3), dtype=np.float32)
     cover = np.zeros((H, W), dtype=bool)
     cloth = np.zeros((H, W), dtype=bool)
+    label = np.zeros((H, W), dtype=np.int8)  # which identity detail painted a subpixel last
     light_dir = np.array([-0.45, -0.75])  # light from the upper left
     for kind, geo, r, rgb, _, _ in parts:
         if kind == "torso":
@@ -167,8 +192,9 @@ def render_figure(
             lo = np.floor(np.minimum(corners.min(0), np.minimum(geo[4], geo[5]) - r) - 1).astype(int)
             hi = np.ceil(np.maximum(corners.max(0), np.maximum(geo[4], geo[5]) + r) + 2).astype(int)
         elif kind == "head":
-            lo = np.floor(geo[0] - r - 1).astype(int)
-            hi = np.ceil(geo[0] + r + 2).astype(int)
+            reach = r * 1.6 if colours.hat is not None else r  # the hat's brim reaches past the head
+            lo = np.floor(geo[0] - reach - 1).astype(int)
+            hi = np.ceil(geo[0] + reach + 2).astype(int)
         else:
             lo = np.floor(np.minimum(geo[0], geo[1]) - r - 1).astype(int)
             hi = np.ceil(np.maximum(geo[0], geo[1]) + r + 2).astype(int)
@@ -207,14 +233,29 @@ def render_figure(
             lx = ((px - geo[4][0]) * light_dir[0] + (py - geo[4][1]) * light_dir[1]) / max(3 * r, 1e-6)
             shade = 1.0 - 0.3 * rel**2 + 0.1 * np.clip(lx, -1, 1)
         shade = np.clip(shade, 0.45, 1.15).astype(np.float32) * light
-        _paint(colour_buf, cover, cloth, inside, shade, rgb, (y0, y1, x0, x1), rgb in (shirt, trousers))
+        box = (y0, y1, x0, x1)
+        _paint(colour_buf, cover, cloth, inside, shade, rgb, box, rgb in (shirt, trousers), label)
+        if kind == "torso" and colours.stripes is not None:  # bands across the spine, neck to hips
+            spine = geo[5] - geo[4]
+            t = ((px - geo[4][0]) * spine[0] + (py - geo[4][1]) * spine[1]) / max(float(spine @ spine), 1e-6)
+            band = inside & (np.floor(np.clip(t, 0.0, 0.999) * STRIPE_BANDS).astype(int) % 2 == 1)
+            _paint(colour_buf, cover, cloth, band, shade, colours.stripes, box, False, label, _STRIPE)
         if kind == "head":  # hair: the top-back of the head
             up = -geo[1] / (np.linalg.norm(geo[1]) + 1e-9)  # from head towards the neck is down
             face_dir = geo[2] - geo[0]
             toward = ((px - geo[0][0]) * -up[0] + (py - geo[0][1]) * -up[1]) / max(r, 1e-6)
             facing = (px - geo[0][0]) * face_dir[0] + (py - geo[0][1]) * face_dir[1]
             hair = inside & ((toward > 0.25) | ((facing < -0.1 * r * np.linalg.norm(face_dir)) & (toward > -0.3)))
-            _paint(colour_buf, cover, cloth, hair, shade, colours.hair, (y0, y1, x0, x1), False)
+            _paint(colour_buf, cover, cloth, hair, shade, colours.hair, box, False, label)
+            if colours.hat is not None:  # a crown over the top of the head and a brim across it
+                v = -up
+                perp = np.array([-v[1], v[0]])
+                base = geo[0] + v * 0.3 * r
+                crown = (np.hypot(px - geo[0][0], py - geo[0][1]) <= 1.12 * r) & (toward > 0.3)
+                brim = _segment_field(px, py, base - perp * 1.4 * r, base + perp * 1.4 * r) <= 0.14 * r
+                hat = crown | brim
+                hat_shade = np.clip(1.0 + 0.12 * lx, 0.45, 1.15).astype(np.float32) * light
+                _paint(colour_buf, cover, cloth, hat, hat_shade, colours.hat, box, False, label, _HAT)
 
     # Supersampled -> canvas: coverage >= 1/2 decides the mask; colour = mean of covered subpixels.
     cov = cover.reshape(height, ss, width, ss).astype(np.float32)
@@ -223,7 +264,11 @@ def render_figure(
     summed = (colour_buf.reshape(height, ss, width, ss, 3) * cov[..., None]).sum(axis=(1, 3))
     rgb = np.where(mask[..., None], summed / np.maximum(count, 1)[..., None], 0.0)
     clothes = mask & (cloth.reshape(height, ss, width, ss).sum(axis=(1, 3)) * 2 > count)
-    return FigureLayer(rgb=np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mask=mask, clothes=clothes)
+    labels = label.reshape(height, ss, width, ss)
+    stripes, hat = (mask & ((labels == k).sum(axis=(1, 3)) * 2 > count) for k in (_STRIPE, _HAT))
+    return FigureLayer(
+        rgb=np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mask=mask, clothes=clothes, stripes=stripes, hat=hat
+    )
 
 
 def _in_convex(px: np.ndarray, py: np.ndarray, quad: np.ndarray) -> np.ndarray:

@@ -1,8 +1,13 @@
 """The prompt grammar of the synthetic world: sample a prompt, parse it back into attributes.
 
-    prompt := "a" COLOUR "figure" [MOTION_ING] SCENE_PHRASE TIME_PHRASE
+    prompt := "a" COLOUR "figure" [STRIPES] [HAT] [MOTION_ING] SCENE_PHRASE TIME_PHRASE
+    STRIPES := "in a striped shirt"            white bands across the torso
+    HAT     := "with a" COLOUR "hat"           a hat in a second colour (not the figure's)
     e.g.      "a red figure dancing on a snowy field at night"
-              "a blue figure in a city street during the day"
+              "a blue figure in a striped shirt with a yellow hat in a city street during the day"
+
+The identity details (stripes, hat) are what a per-frame model can get wrong from frame to frame
+while the colour word holds: the ground truth draws them the same in every frame.
 
 Every prompt the grammar samples parses back to the attributes it was sampled from, so a
 rendered frame always matches its prompt. The colours, scenes and times here are also the
@@ -28,6 +33,8 @@ FIGURE_COLOURS: dict[str, tuple[int, int, int]] = {
     "pink": (240, 64, 170),
 }
 SKIN_RGB: tuple[int, int, int] = (236, 178, 150)
+STRIPE_RGB: tuple[int, int, int] = (246, 246, 240)  # the striped shirt's bands: near white, unsaturated
+STRIPES_PHRASE = "in a striped shirt"
 HAIR_RGB: tuple[int, int, int] = (52, 34, 26)
 
 MOTION_WORDS: dict[str, str] = {
@@ -60,12 +67,15 @@ TIMES: tuple[str, ...] = tuple(TIME_PHRASES)
 
 @dataclass(frozen=True)
 class PromptAttributes:
-    """What a prompt says: figure colour, motion (None = no motion word), scene type, time of day."""
+    """What a prompt says: figure colour, motion (None = no motion word), scene type, time of day, and
+    the figure's identity details: a striped shirt, a hat's colour (None = no hat)."""
 
     colour: str
     scene: str
     time: str
     motion: str | None = None
+    stripes: bool = False
+    hat: str | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -77,36 +87,58 @@ class PromptAttributes:
                 raise VidtuneError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
         if self.motion is not None and self.motion not in MOTIONS:
             raise VidtuneError(f"unknown motion {self.motion!r}; choose one of {', '.join(MOTIONS)}")
+        if self.hat is not None and (self.hat not in COLOURS or self.hat == self.colour):
+            others = ", ".join(c for c in COLOURS if c != self.colour)
+            raise VidtuneError(f"hat colour {self.hat!r}: a {self.colour} figure's hat is one of {others}")
+
+    @property
+    def details(self) -> tuple[str, ...]:
+        """The identity details named ("stripes", "hat"), in prompt order."""
+        return (("stripes",) if self.stripes else ()) + (("hat",) if self.hat else ())
 
 
 def format_prompt(attrs: PromptAttributes) -> str:
     """The grammar's sentence for ``attrs``."""
     parts = ["a", attrs.colour, "figure"]
+    if attrs.stripes:
+        parts.append(STRIPES_PHRASE)
+    if attrs.hat is not None:
+        parts += ["with a", attrs.hat, "hat"]
     if attrs.motion is not None:
         parts.append(MOTION_WORDS[attrs.motion])
     parts += [SCENE_PHRASES[attrs.scene], TIME_PHRASES[attrs.time]]
     return " ".join(parts)
 
 
-def sample_attributes(rng: np.random.Generator, motion: str | None | bool = True) -> PromptAttributes:
-    """Uniformly random attributes. ``motion``: a motion name, None (no motion word), or True (random)."""
+def sample_attributes(
+    rng: np.random.Generator, motion: str | None | bool = True, details: float = 0.0
+) -> PromptAttributes:
+    """Uniformly random attributes. ``motion``: a motion name, None (no motion word), or True (random).
+    ``details``: the probability of each identity detail (stripes; a hat of another colour); at 0 the
+    generator draws exactly what it drew before details existed (the committed benchmarks' prompts)."""
     if motion is True:
         motion = str(rng.choice(MOTIONS)) if rng.random() < 0.8 else None
     elif motion is False:
         motion = None
-    return PromptAttributes(
-        colour=str(rng.choice(COLOURS)), scene=str(rng.choice(SCENES)), time=str(rng.choice(TIMES)), motion=motion
-    )
+    colour, scene, time = str(rng.choice(COLOURS)), str(rng.choice(SCENES)), str(rng.choice(TIMES))
+    stripes, hat = False, None
+    if details > 0:
+        stripes = bool(rng.random() < details)
+        if rng.random() < details:
+            hat = str(rng.choice([c for c in COLOURS if c != colour]))
+    return PromptAttributes(colour=colour, scene=scene, time=time, motion=motion, stripes=stripes, hat=hat)
 
 
-def sample_prompt(rng: np.random.Generator, motion: str | None | bool = True) -> str:
+def sample_prompt(rng: np.random.Generator, motion: str | None | bool = True, details: float = 0.0) -> str:
     """A random sentence of the grammar (see `sample_attributes`)."""
-    return format_prompt(sample_attributes(rng, motion))
+    return format_prompt(sample_attributes(rng, motion, details))
 
 
 _PATTERN = re.compile(
-    r"^a (?P<colour>{c}) figure(?: (?P<motion>{m}))? (?P<scene>{s}) (?P<time>{t})$".format(
+    r"^a (?P<colour>{c}) figure(?P<stripes> {st})?(?: with a (?P<hat>{c}) hat)?(?: (?P<motion>{m}))? "
+    r"(?P<scene>{s}) (?P<time>{t})$".format(
         c="|".join(COLOURS),
+        st=re.escape(STRIPES_PHRASE),
         m="|".join(MOTION_WORDS.values()),
         s="|".join(re.escape(p) for p in SCENE_PHRASES.values()),
         t="|".join(re.escape(p) for p in TIME_PHRASES.values()),
@@ -121,8 +153,9 @@ def parse_prompt(text: str) -> PromptAttributes:
     if m is None:
         raise VidtuneError(
             f"prompt {text!r} is not in the synthetic grammar; expected e.g. "
-            f"'a red figure dancing on a snowy field at night' "
-            f"(colours: {', '.join(COLOURS)}; scenes: {', '.join(SCENE_PHRASES.values())}; "
+            f"'a red figure in a striped shirt with a blue hat dancing on a snowy field at night' "
+            f"(colours: {', '.join(COLOURS)}; details: '{STRIPES_PHRASE}', 'with a COLOUR hat'; "
+            f"motions: {', '.join(MOTION_WORDS.values())}; scenes: {', '.join(SCENE_PHRASES.values())}; "
             f"times: {', '.join(TIME_PHRASES.values())})"
         )
     inv_motion = {v: k for k, v in MOTION_WORDS.items()}
@@ -133,6 +166,8 @@ def parse_prompt(text: str) -> PromptAttributes:
         scene=inv_scene[m["scene"]],
         time=inv_time[m["time"]],
         motion=inv_motion[m["motion"]] if m["motion"] else None,
+        stripes=bool(m["stripes"]),
+        hat=m["hat"],
     )
 
 
@@ -140,6 +175,8 @@ def parse_prompt(text: str) -> PromptAttributes:
 VOCABULARY_TEXTS: tuple[str, ...] = (
     "a figure",
     *COLOURS,
+    STRIPES_PHRASE,
+    "with a hat",
     *MOTION_WORDS.values(),
     *SCENE_PHRASES.values(),
     *TIME_PHRASES.values(),

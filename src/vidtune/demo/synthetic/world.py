@@ -25,7 +25,8 @@ class SyntheticSequence:
     keypoints: ``(N, 18, 3)`` (x, y, conf) pixels; frames: ``(N, H, W, 3)`` uint8 RGB;
     masks: ``(N, H, W)`` bool, exact figure masks; clothes_masks: ``(N, H, W)`` bool, the part
     of each mask drawn in the prompt's colour (shirt, sleeves, trousers); pose_images: ``(N, H, W, 3)`` uint8 OpenPose
-    renderings; background: ``(H, W, 3)`` uint8 (the same for every frame).
+    renderings; background: ``(H, W, 3)`` uint8 (the same for every frame); stripe_masks and hat_masks:
+    ``(N, H, W)`` bool, the pixels of each identity detail the prompt names (all False without it).
     """
 
     keypoints: np.ndarray
@@ -39,6 +40,8 @@ class SyntheticSequence:
     # A prompt schedule's truth: frame i's prompt attributes (None: inside a transition between two
     # prompts, judged by neither). Empty for one prompt (every frame `attrs`).
     frame_attrs: tuple[PromptAttributes | None, ...] = ()
+    stripe_masks: np.ndarray | None = None
+    hat_masks: np.ndarray | None = None
 
 
 def draw_figure(
@@ -46,7 +49,7 @@ def draw_figure(
 ) -> FigureLayer:
     """The figure of ``attrs`` (its colour, lit for its time of day) in one pose."""
     return render_figure(
-        keypoints, FigureColours.from_name(attrs.colour), height, width, depth=depth, light=FIGURE_LIGHT[attrs.time]
+        keypoints, FigureColours.from_attrs(attrs), height, width, depth=depth, light=FIGURE_LIGHT[attrs.time]
     )
 
 
@@ -87,12 +90,14 @@ def make_sequence(
     text = prompt if isinstance(prompt, str) else format_prompt(prompt)
     seq = motion_sequence(motion, num_frames, height=height, width=width, speed=speed, translate=translate, seed=seed)
     background = render_scene(attrs, seed if scene_seed is None else scene_seed, height, width)
-    frames, masks, clothes, poses = [], [], [], []
+    frames, masks, clothes, stripes, hats, poses = [], [], [], [], [], []
     for kp, dp in zip(seq.keypoints, seq.depth):
         layer = draw_figure(kp, attrs, height, width, dp)
         frames.append(composite(background, layer))
         masks.append(layer.mask)
         clothes.append(layer.clothes)
+        stripes.append(layer.stripes)
+        hats.append(layer.hat)
         poses.append(render_pose(kp, height, width))
     return SyntheticSequence(
         keypoints=seq.keypoints,
@@ -103,6 +108,8 @@ def make_sequence(
         background=background,
         prompt=text,
         attrs=attrs,
+        stripe_masks=np.stack(stripes),
+        hat_masks=np.stack(hats),
     )
 
 
@@ -137,11 +144,13 @@ def make_scheduled_sequence(
     return SyntheticSequence(
         keypoints=first.keypoints,
         frames=np.stack([s.frames[i] for i, s in enumerate(pick)]),
-        masks=first.masks,
+        masks=np.stack([s.masks[i] for i, s in enumerate(pick)]),  # a hat in one segment changes the mask
         clothes_masks=np.stack([s.clothes_masks[i] for i, s in enumerate(pick)]),
         pose_images=first.pose_images,
         background=first.background,
         prompt=first.prompt,
         attrs=first.attrs,
         frame_attrs=attrs,
+        stripe_masks=np.stack([s.stripe_masks[i] for i, s in enumerate(pick)]),
+        hat_masks=np.stack([s.hat_masks[i] for i, s in enumerate(pick)]),
     )

@@ -34,8 +34,9 @@ from vidtune.device import DTYPE_NAMES
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
 from vidtune.models import Components, model_presets, resolve_model_path
-from vidtune.results import CodenoiseResult, FusionResult, SeparateResult, StageResult, TuningResult
+from vidtune.results import CodenoiseResult, FusionResult, Result, SeparateResult, TuningResult
 from vidtune.stages.common import StageCallback
+from vidtune.stages.registry import STAGES
 
 logger = logging.getLogger("vidtune")
 
@@ -46,7 +47,7 @@ class VidtuneOutput:
     loaded from the run folder), their seconds, the config used and the run folder (None in memory)."""
 
     frames: np.ndarray
-    stages: dict[int, StageResult]
+    stages: dict[int, Result]
     config: RunConfig
     run_dir: Path | None = None
     timings: dict[int, float] = field(default_factory=dict)
@@ -142,7 +143,7 @@ class VidtunePipeline:
         run_dir: str | Path | None = None,
         callback: StageCallback | None = None,
         progress: bool = True,
-        stages: Sequence[int] = (1, 2, 3, 4),
+        stages: Sequence[int] = tuple(STAGES),
         log: Callable[[str], None] | None = None,
     ) -> VidtuneOutput:
         """Generate the video of `poses` (OpenPose JSON folder, pose images, a pose video or footage of a
@@ -156,7 +157,7 @@ class VidtunePipeline:
         if run_dir is not None:
             with distributed.main_first():  # rank 0 fills the pose-extraction cache, the others read it
                 inputs = pipeline.build_inputs(cfg, Path(run_dir) / A.INPUTS / A.EXTRACTED)
-            results: dict[int, StageResult] = {}
+            results: dict[int, Result] = {}
             summary = pipeline.run(
                 cfg,
                 run_dir,
@@ -300,14 +301,14 @@ class VidtunePipeline:
     def _compute(self, k: int, session: pipeline.StageCache, callback: StageCallback | None, progress: bool) -> Any:
         import time
 
-        for later in range(k + 1, 5):  # what followed stage k is stale once it reruns
+        for later in [j for j in STAGES if j > k]:  # what followed stage k is stale once it reruns
             session.results.pop(later, None)
         session.keep_base = self.keep_base
         start = time.perf_counter()
         result = pipeline.compute_stage(k, session, progress=progress, callback=callback, log=logger.info)
         result = replace(result, seconds=time.perf_counter() - start)
         session.results[k] = result
-        logger.info(f"vidtune: stage {k} ({pipeline.STAGE_TITLES[k]}) done in {result.seconds:.1f}s")
+        logger.info(f"vidtune: stage {k} ({STAGES[k].title}) done in {result.seconds:.1f}s")
         return result
 
 
@@ -328,7 +329,7 @@ def _base_config(config: RunConfig | str | Path | None, path: str, overrides: Se
     return C.apply_overrides(cfg, list(overrides))
 
 
-def _video_of(results: Mapping[int, StageResult]) -> np.ndarray:
+def _video_of(results: Mapping[int, Result]) -> np.ndarray:
     """The frames of the latest stage that has any (stage 3 has none: stage 2's then)."""
     for k in (4, 2, 1):
         r = results.get(k)

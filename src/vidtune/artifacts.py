@@ -44,9 +44,10 @@ def stage_dir(k: int) -> str:
     return f"stage{k}"
 
 
-def stage_video(k: int) -> str | None:
-    """The video a stage writes inside its folder (stage 4's is the run folder's FINAL_VIDEO)."""
-    return {1: "stage1.mp4", 2: "stage2.mp4"}.get(k)
+def stage_of(folder_name: str) -> int | None:
+    """The stage whose folder is `folder_name` (`stage_dir`'s inverse; None for another name)."""
+    number = folder_name.removeprefix("stage")
+    return int(number) if number != folder_name and number.isdigit() else None
 
 
 def lossless_video(video: Path) -> Path:

@@ -265,27 +265,25 @@ class CodenoiseStageConfig(TuningStageConfig):
     codenoise: CodenoiseConfig
 
 
-STAGE_CONFIGS: dict[int, type] = {
-    1: SeparateStageConfig,
-    2: FusionStageConfig,
-    3: TuningStageConfig,
-    4: CodenoiseStageConfig,
-}
+# The views in stage order: stage k reads (and its resume hash covers) the fields of STAGE_VIEWS[k - 1].
+STAGE_VIEWS: tuple[type, ...] = (SeparateStageConfig, FusionStageConfig, TuningStageConfig, CodenoiseStageConfig)
+
+
+def stage_view(stage: int) -> type:
+    """The view class of stage `stage` (1-4)."""
+    if not 1 <= stage <= len(STAGE_VIEWS):
+        raise ValueError(f"no stage {stage}: stages are 1-{len(STAGE_VIEWS)}")
+    return STAGE_VIEWS[stage - 1]
+
+
+def stage_sections(stage: int) -> tuple[str, ...]:
+    """The config sections stage `stage` depends on: the fields of its view (its own and every earlier stage's)."""
+    return tuple(f.name for f in dataclasses.fields(stage_view(stage)))
 
 
 def stage_config(cfg: RunConfig, stage: int):
     """The view of `cfg` that stage `stage` receives (the sections its resume hash covers)."""
-    cls = STAGE_CONFIGS[stage]
-    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
-
-
-# Which config sections each stage depends on (its own and everything before it).
-STAGE_SECTIONS: dict[int, tuple[str, ...]] = {
-    1: ("model", "inputs", "sampling", "separate"),
-    2: ("fusion",),
-    3: ("tuning",),
-    4: ("codenoise",),
-}
+    return stage_view(stage)(**{name: getattr(cfg, name) for name in stage_sections(stage)})
 
 
 def _type_name(tp: Any) -> str:
@@ -466,5 +464,5 @@ def to_toml(cfg: RunConfig) -> str:
 def stage_hash(cfg: RunConfig, stage: int) -> str:
     """Hash of the config fields stage `stage` depends on (its sections and every earlier stage's)."""
     data = to_dict(cfg)
-    relevant = {s: data[s] for k in range(1, stage + 1) for s in STAGE_SECTIONS[k]}
+    relevant = {s: data[s] for s in stage_sections(stage)}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

@@ -22,7 +22,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from vidtune.errors import VidtuneError
+from vidtune.tuned_weights import TunedWeights, UnetWeights, begin_tuning, switch_unet
 
 SD_REPO = "CompVis/stable-diffusion-v1-4"
 ADAPTER_REPO = "TencentARC/t2iadapter_openpose_sd14v1"
@@ -136,12 +137,37 @@ class Components:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     sources: dict[str, str] = field(default_factory=dict)
-    # Which stage-3 result the UNet carries (a run folder's stage3/ path, or an in-memory result's key);
-    # None = the base model. Set by whoever loads a tuning result into the UNet (`pipeline`, the API).
-    tuned_by: str | None = None
-    # The base weights a tuning changes (CPU copies, `stages.tuning.base_snapshot`), kept when the caller asked
-    # for the base model back later (the Python API); None = not kept, a tuned UNet then stays tuned.
-    base_weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    # Which tuned weights the UNet carries and the base weights to go back to: changed only by `unet_as`
+    # and `tuning_unet` (a copy made with `dataclasses.replace` starts from the base model).
+    _weights: UnetWeights = field(default_factory=UnetWeights, init=False, repr=False, compare=False)
+
+    @property
+    def tuned_by(self) -> str | None:
+        """The key of the tuned weights the UNet carries (a stage3/ folder, an in-memory result's id, or
+        `tuned_weights.UNFINISHED`); None while it is the base model."""
+        return self._weights.carries
+
+    @contextlib.contextmanager
+    def unet_as(self, tuned: TunedWeights | None, keep_base: bool = False) -> Iterator[Any]:
+        """``with components.unet_as(tuned) as unet:`` the UNet carries `tuned` (None: the base model) in
+        the block; switching loads weights only when it carries others (`tuned_weights.switch_unet`), and
+        the UNet keeps them after the block. `keep_base`: keep the base weights a full or attention
+        tuning replaces, so that a later `unet_as(None)` can restore them (costs a copy in host memory)."""
+        self._weights = switch_unet(self.unet, self._weights, tuned, keep_base)
+        yield self.unet
+
+    @contextlib.contextmanager
+    def tuning_unet(self, kind: str, keep_base: bool = False) -> Iterator[Callable[[TunedWeights], None]]:
+        """``with components.tuning_unet(kind) as tuned:`` the base UNet, to tune in place as `kind` in the
+        block, which calls ``tuned(result)`` once the UNet carries the result; a block that stops before
+        leaves a UNet that carries an unfinished tuning (undone from the base weights when kept)."""
+        self._weights = begin_tuning(self.unet, self._weights, kind, keep_base)
+        base = self._weights.base
+
+        def tuned(result: TunedWeights) -> None:
+            self._weights = UnetWeights(carries=result.key, kind=result.kind, base=base)
+
+        yield tuned
 
     @property
     def vae_scale_factor(self) -> int:

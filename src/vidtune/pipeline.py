@@ -1,8 +1,8 @@
 """The run folder as a cache over the stages: resume what is done, run what is not, time each stage.
 
-Each stage is a function of its config view, the components, the shared conditioning and the previous
-stage's typed result (`vidtune.stages`, `vidtune.results`); this module decides which stages run,
-feeds them, saves their results with `vidtune.artifacts`' names and marks them done (`vidtune.rundir`).
+The stages are the registry `vidtune.stages.registry.STAGES`: each runs on its config view, the
+components, the shared conditioning and the typed results of the stages it needs (`vidtune.results`);
+this module decides which stages run, feeds them, saves their results and marks them done (`vidtune.rundir`).
 
 Under torchrun (`vidtune.distributed`) every rank runs every stage (each computing its share, see the
 stages) and holds the same results; rank 0 alone takes the run lock, decides what runs (the others get
@@ -23,20 +23,17 @@ import torch
 
 from vidtune import artifacts as A
 from vidtune import distributed as D
-from vidtune import encoding, fingerprint, tuned_weights, validate
+from vidtune import encoding, fingerprint, validate
 from vidtune import inputs as inputs_mod
 from vidtune.config import DEFAULT_OUTPUT, OutputConfig, RunConfig, RuntimeConfig, stage_config
 from vidtune.device import resolve_device, resolve_dtype
 from vidtune.errors import VidtuneError
 from vidtune.lock import RunLock
 from vidtune.models import Components
-from vidtune.results import CodenoiseResult, FusionResult, SeparateResult, StageResult, TuningResult
+from vidtune.results import Result, SaveTo
 from vidtune.rundir import RunDir
-from vidtune.stages.common import Conditioning, StageCallback, conditioning
-
-STAGE_TITLES = {1: "separate generation", 2: "average fusion", 3: "combined tuning", 4: "co-denoising"}
-# Stage k cannot run unless these stages are done (stage 4 uses stage 3's UNet when it exists).
-PREREQUISITES = {1: (), 2: (1,), 3: (2,), 4: ()}
+from vidtune.stages.common import Conditioning, StageCallback, StageContext, conditioning
+from vidtune.stages.registry import STAGES
 
 
 @dataclass
@@ -137,14 +134,26 @@ def plan_stages(rd: RunDir, cfg: RunConfig, stages: Sequence[int]) -> list[int]:
     return todo
 
 
+def requirements(cfg: RunConfig, k: int) -> tuple[int, ...]:
+    """The stages stage k needs done with `cfg` (`Stage.requires` of its config view)."""
+    return STAGES[k].requires(stage_config(cfg, k))
+
+
 def check_prerequisites(rd: RunDir, cfg: RunConfig, todo: Sequence[int]) -> None:
-    """Every stage to run has its prerequisites done, or running before it; else one line naming the fix."""
+    """Every stage to run has its prerequisites done, or running before it; else one line naming the fix
+    (the stages to run: the missing ones, what they need in turn, and this one)."""
+    ready = lambda p: p in todo or rd.is_done(p, cfg)  # noqa: E731
     for k in todo:
-        missing = [p for p in PREREQUISITES[k] if p not in todo and not rd.is_done(p, cfg)]
+        missing = [p for p in requirements(cfg, k) if not ready(p)]
         if missing:
+            chain, queue = {k}, list(missing)
+            while queue:
+                p = queue.pop()
+                chain.add(p)
+                queue += [q for q in requirements(cfg, p) if q not in chain and not ready(q)]
             raise VidtuneError(
                 f"{rd.root}: stage {k} needs stage {missing[0]} done with this config and these "
-                f"inputs; run with --stages {','.join(str(i) for i in range(missing[0], k + 1))}"
+                f"inputs; run with --stages {','.join(str(i) for i in sorted(chain))}"
             )
 
 
@@ -177,35 +186,6 @@ def run_conditioning(cfg: RunConfig, components: Components, inputs: inputs_mod.
     )
 
 
-def use_unet(components: Components, tuned: TuningResult | None, key: str | None, keep_base: bool = False) -> None:
-    """Make ``components.unet`` the model a stage must run: `tuned` loaded into it (once: `key` names the
-    result, e.g. its stage3/ folder), or the base model (`tuned` None).
-
-    A UNet tuned by something else gets its base model back when it can: a LoRA by removing the adapter,
-    a full or attention tuning from the base weights kept before it (`Components.base_weights`, kept
-    when `keep_base`); otherwise asking for the base model is an error (load the model again)."""
-    from vidtune.tuned_weights import base_snapshot, restore_base
-
-    if components.tuned_by is not None and components.tuned_by != key:
-        if components.base_weights is not None:
-            restore_base(components.unet, components.base_weights)
-            components.tuned_by = None
-        elif tuned is None:
-            raise VidtuneError(
-                f"the loaded UNet was tuned by {components.tuned_by}; load the model again to run on the base model"
-            )
-    if tuned is not None and components.tuned_by != key:
-        if components.tuned_by is None:
-            components.base_weights = (
-                base_snapshot(components.unet, tuned.kind) if keep_base or tuned.kind == "lora" else None
-            )
-        tuned.apply(components.unet)
-        components.tuned_by = key
-
-
-STAGE_METHODS = {1: "separate", 2: "fuse", 3: "tune", 4: "codenoise"}  # VidtunePipeline's names
-
-
 class StageCache:
     """The stages' results of one run: computed ones kept in memory and, with a run folder, finished
     ones loaded from their folders when a later stage needs them (without their decoded frames).
@@ -220,8 +200,8 @@ class StageCache:
         keep_base: bool = False,
     ) -> None:
         self.rd, self.cfg, self.components, self.inputs = rd, cfg, components, inputs
-        self.keep_base = keep_base  # keep the base weights stage 3 changes (Components.base_weights)
-        self.results: dict[int, StageResult] = {}
+        self.keep_base = keep_base  # keep the base weights stage 3 changes (`Components.tuning_unet`)
+        self.results: dict[int, Result] = {}
         self._cond: Conditioning | None = None
 
     @property
@@ -230,30 +210,33 @@ class StageCache:
             self._cond = run_conditioning(self.cfg, self.components, self.inputs)
         return self._cond
 
-    def get(self, k: int) -> StageResult:
+    def get(self, k: int) -> Result:
+        """Stage k's result (from memory, or loaded from its folder)."""
         if k not in self.results:
             if self.rd is None:
                 raise VidtuneError(
-                    f"stage {k + 1} needs stage {k}'s result: run pipe.{STAGE_METHODS[k]}(...) first or pass its result"
+                    f"a later stage needs stage {k}'s result: run pipe.{STAGES[k].method}(...) first or pass its result"
                 )
-            loader = {1: SeparateResult.load, 2: FusionResult.load, 4: CodenoiseResult.load}
-            folder = self.rd.stage(k)
-            self.results[k] = TuningResult.load(folder) if k == 3 else loader[k](folder, frames=False)
+            self.results[k] = STAGES[k].result.load(self.rd.stage(k), frames=False)
         return self.results[k]
 
-    def tuned_key(self) -> str:
-        """The name of this run's stage-3 result (what `Components.tuned_by` holds once it is loaded)."""
-        if self.rd is not None:
-            return str(self.rd.stage(3).resolve())
-        return f"memory:{id(self.results[3]):x}"
+    def done(self, k: int) -> bool:
+        """Whether stage k has a result for this config (in memory, or done in the run folder)."""
+        return k in self.results if self.rd is None else self.rd.is_done(k, self.cfg)
 
-    def tuned(self) -> tuple[TuningResult | None, str | None]:
-        """Stage 3's result when there is one for this config (stage 4 then runs the tuned UNet)."""
-        if self.rd is None:
-            return (self.results[3], self.tuned_key()) if 3 in self.results else (None, None)
-        if not self.rd.is_done(3, self.cfg):
-            return None, None
-        return self.get(3), self.tuned_key()
+    def context(self, k: int, progress: bool, callback: StageCallback | None, log: Callable[[str], None]):
+        """What stage k runs with (`StageContext`)."""
+        return StageContext(
+            cfg=stage_config(self.cfg, k),
+            components=self.components,
+            inputs=self.inputs,
+            conditioning=lambda: self.cond,
+            folder=None if self.rd is None else self.rd.stage(k),
+            callback=callback,
+            progress=progress,
+            log=log,
+            keep_base=self.keep_base,
+        )
 
 
 def compute_stage(
@@ -262,64 +245,46 @@ def compute_stage(
     progress: bool = True,
     callback: StageCallback | None = None,
     log: Callable[[str], None] = print,
-) -> StageResult:
-    """Run stage k on what the earlier stages produced (in memory or in the run folder)."""
-    from vidtune.stages import codenoise, fusion, separate, tuning
-
+) -> Result:
+    """Run stage k on what the stages it needs (and uses, when done) produced, in memory or in the run folder."""
     progress, log = progress and D.current().is_main, D.main_only(log)
-    cfg, comps, inputs = stage_config(cache.cfg, k), cache.components, cache.inputs
-    if k < 4:
-        use_unet(comps, None, None)  # stages 1-3 run (and tune) the base model
-    if k == 3:  # a LoRA is undone by removing it: nothing to keep
-        keep = cache.keep_base or cfg.tuning.trainable == "lora"
-        comps.base_weights = tuned_weights.base_snapshot(comps.unet, cfg.tuning.trainable) if keep else None
-    if k == 1:
-        return separate.run(cfg, comps, inputs, cache.cond, callback=callback, progress=progress)
-    if k == 2:
-        return fusion.run(cfg, comps, inputs, cache.cond, cache.get(1), callback=callback, progress=progress, log=log)
-    if k == 3:
-        result = tuning.run(
-            cfg,
-            comps,
-            inputs,
-            cache.cond,
-            cache.get(2),
-            out_dir=None if cache.rd is None else cache.rd.stage(3),
-            callback=callback,
-            progress=progress,
-        )
-        cache.results[3] = result
-        comps.tuned_by = cache.tuned_key()  # the in-memory UNet is now this run's tuned UNet
-        return result
-    tuned, key = cache.tuned()
-    use_unet(comps, tuned, key, keep_base=cache.keep_base)
-    s2 = cache.get(2) if codenoise.needs_fusion(cfg.codenoise) else None
-    return codenoise.run(
-        cfg, comps, inputs, cache.cond, s2, tuned=tuned is not None, callback=callback, progress=progress
-    )
+    stage = STAGES[k]
+    previous = {p: cache.get(p) for p in requirements(cache.cfg, k)}
+    previous.update({p: cache.get(p) for p in stage.uses if cache.done(p)})
+    return stage.run(cache.context(k, progress, callback, log), previous)
+
+
+def stage_video(rd: RunDir, k: int) -> Path | None:
+    """Stage k's video in the run folder (None: it has none)."""
+    video = STAGES[k].video
+    return None if video is None else rd.root / video
 
 
 def save_stage(
-    k: int, result: StageResult, rd: RunDir, fps: float, components: Components, output: OutputConfig = DEFAULT_OUTPUT
+    k: int, result: Result, rd: RunDir, fps: float, components: Components, output: OutputConfig = DEFAULT_OUTPUT
 ) -> dict:
     """Write stage k's result into its folder (its videos as `output` says); returns what its done.json records."""
-    if isinstance(result, TuningResult):
-        result.save(rd.stage(3), unet=components.unet)
-        return result.done_info()
-    if isinstance(result, CodenoiseResult):
-        result.save(rd.stage(4), rd.final_video, fps, output)
-        return result.info
-    result.save(rd.stage(k), fps, output)
-    return result.info()
+    result.save(rd.stage(k), SaveTo(video=stage_video(rd, k), fps=fps, output=output, unet=components.unet))
+    return result.info
+
+
+def outputs(rd: RunDir, cfg: RunConfig) -> list[Path]:
+    """The video of the latest stage done with this config that has one (final.mp4, else stage2.mp4, ...)."""
+    for k in sorted(STAGES, reverse=True):
+        video = stage_video(rd, k)
+        if video is not None and video.exists() and rd.is_done(k, cfg):
+            return [video]
+    return []
 
 
 def refresh_videos(rd: RunDir, cfg: RunConfig, fps: float) -> list[Path]:
     """Re-encode the videos of finished stages whose record does not match `cfg.output` (a resumed run
     with another `[output]`); the PNG frames are the truth, so no stage reruns. Returns what it wrote."""
     written = []
-    for k in (1, 2, 4):
-        if rd.is_done(k, cfg) and encoding.refresh_videos(rd.frames(k), rd.video(k), cfg.output, fps):
-            written.append(rd.video(k))
+    for k in STAGES:
+        video = stage_video(rd, k)
+        if video is not None and rd.is_done(k, cfg) and encoding.refresh_videos(rd.frames(k), video, cfg.output, fps):
+            written.append(video)
     return written
 
 
@@ -343,13 +308,13 @@ def run_stage(
 def run(
     cfg: RunConfig,
     out_dir: str | Path,
-    stages: Sequence[int] = (1, 2, 3, 4),
+    stages: Sequence[int] = tuple(STAGES),
     progress: bool = True,
     components: Components | Callable[[], Components] | None = None,
     log: Callable[[str], None] = print,
     callback: StageCallback | None = None,
     inputs: inputs_mod.VideoInputs | None = None,
-    results: dict[int, StageResult] | None = None,
+    results: dict[int, Result] | None = None,
     keep_base: bool = False,
 ) -> RunSummary:
     """Run `stages` in order over the run folder, skipping those already done with this config and inputs.
@@ -386,7 +351,7 @@ def _run_locked(
     components: Components | Callable[[], Components] | None,
     log: Callable[[str], None],
     callback: StageCallback | None,
-    results: dict[int, StageResult] | None,
+    results: dict[int, Result] | None,
     keep_base: bool = False,
 ) -> RunSummary:
     """Steps 2-4 of `run`, under the lock."""
@@ -400,17 +365,12 @@ def _run_locked(
         if main:
             clean_temporaries(rd, log)
             _refresh_videos(rd, cfg, inputs.fps, log)
-        summary.outputs = rd.outputs(cfg)
+        summary.outputs = outputs(rd, cfg)
         if results is not None:
             results.update(_load_done(rd, stages))
         return summary
     check_prerequisites(rd, cfg, todo)
     log(f"vidtune: poses {inputs.summary}")
-    if 4 in todo and inputs.num_frames < cfg.codenoise.clip_length and cfg.codenoise.shrink_clip:
-        log(
-            f"vidtune: {inputs.num_frames} frames < codenoise.clip_length {cfg.codenoise.clip_length}: "
-            f"codenoise.shrink_clip uses one clip of {inputs.num_frames} frames"
-        )
     if components is None:
         components = load_components(cfg)
         log(f"vidtune: loaded {cfg.model.path} on {components.device} ({components.dtype})")
@@ -426,7 +386,7 @@ def _run_locked(
         _run_stage(k, cache, progress, callback, log, summary)
     if main:
         _refresh_videos(rd, cfg, inputs.fps, log)
-    summary.outputs = rd.outputs(cfg)
+    summary.outputs = outputs(rd, cfg)
     if results is not None:
         results.update(_load_done(rd, [k for k in stages if k not in todo]))
         results.update({k: cache.results[k] for k in todo})
@@ -438,10 +398,9 @@ def _refresh_videos(rd: RunDir, cfg: RunConfig, fps: float, log: Callable[[str],
         log(f"vidtune: re-encoded {video} from its frames (as [output] says)")
 
 
-def _load_done(rd: RunDir, stages: Sequence[int]) -> dict[int, StageResult]:
+def _load_done(rd: RunDir, stages: Sequence[int]) -> dict[int, Result]:
     """The typed results of finished stages, from their folders."""
-    loaders = {1: SeparateResult.load, 2: FusionResult.load, 3: TuningResult.load, 4: CodenoiseResult.load}
-    return {k: loaders[k](rd.stage(k)) for k in sorted(set(stages))}
+    return {k: STAGES[k].result.load(rd.stage(k)) for k in sorted(set(stages))}
 
 
 def _run_stage(
@@ -452,13 +411,13 @@ def _run_stage(
     log: Callable[[str], None],
     summary: RunSummary,
 ) -> None:
-    """Invalidate stage k and what follows, run it, save it, mark it done; stage 3 then drops its checkpoints.
+    """Invalidate stage k and what follows, run it, save it, mark it done, then let it tidy (`Stage.finish`).
     Under torchrun rank 0 alone writes; the others wait for it at a barrier before the next stage."""
     rd, cfg = cache.rd, cache.cfg
     main = D.current().is_main
     if main and rd.final_video in rd.begin(k):
         log(f"vidtune: removed {rd.final_video} (it no longer matches: stage {k} reruns)")
-    for later in range(k, 5):
+    for later in [j for j in STAGES if j >= k]:
         cache.results.pop(later, None)
     start = time.perf_counter()
     result = compute_stage(k, cache, progress, callback, log)
@@ -472,13 +431,5 @@ def _run_stage(
     rd.mark_done(k, cfg, seconds, **(info or {}))
     D.barrier()
     summary.stages[k] = ("ran", seconds)
-    log(f"vidtune: stage {k} ({STAGE_TITLES[k]}) done in {seconds:.1f}s: {info}")
-    if k == 3 and not cfg.tuning.keep_checkpoints:
-        from vidtune.stages.tuning import drop_checkpoints
-
-        freed = drop_checkpoints(rd.stage(3))
-        if freed:
-            log(
-                f"vidtune: removed stage 3's checkpoints ({freed / 2**20:.1f} MiB; "
-                "tuning.keep_checkpoints = true keeps them)"
-            )
+    log(f"vidtune: stage {k} ({STAGES[k].title}) done in {seconds:.1f}s: {info}")
+    STAGES[k].finish(rd.stage(k), stage_config(cfg, k), log)

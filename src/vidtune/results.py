@@ -1,9 +1,10 @@
 """The typed results of the four stages: what each stage returns and the next one receives.
 
-Every result is frozen and can `save(dir)` itself into its stage folder and be `load(dir)`-ed back,
-with the file names of `vidtune.artifacts`. The run folder (`vidtune.rundir`, `vidtune.pipeline`) is
-a cache on top of them: a finished stage is loaded instead of recomputed. Decoded frames are uint8
-(N, H, W, 3) RGB; latents are on the device they were computed on until saved.
+Every result is frozen and has one interface (`Result`): `info` (what its done.json records),
+`seconds`, `save(folder, to)` into its stage folder and `load(folder)` back, with the file names of
+`vidtune.artifacts`. The run folder (`vidtune.rundir`, `vidtune.pipeline`) is a cache on top of them:
+a finished stage is loaded instead of recomputed. Decoded frames are uint8 (N, H, W, 3) RGB; latents
+are on the device they were computed on until saved.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +23,33 @@ from vidtune.config import DEFAULT_OUTPUT, OutputConfig
 from vidtune.errors import VidtuneError
 from vidtune.loss_plot import write_loss_plot
 from vidtune.tuned_weights import apply_state, load_state, save_state
+
+
+@dataclass(frozen=True)
+class SaveTo:
+    """Where a result's extras go when it is saved: its video (None: no video) at `fps`, encoded as
+    `output` says, and the tuned UNet a full tuning is saved from (its config goes with the weights)."""
+
+    video: Path | None = None
+    fps: float = 8.0
+    output: OutputConfig = DEFAULT_OUTPUT
+    unet: Any = None
+
+
+class Result(Protocol):
+    """What every stage returns (`SeparateResult` ... `CodenoiseResult`)."""
+
+    seconds: float
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the stage's done.json records."""
+        ...
+
+    def save(self, folder: str | Path, to: SaveTo = ...) -> None: ...
+
+    @classmethod
+    def load(cls, folder: str | Path, frames: bool = True) -> Result: ...
 
 
 def _load_tensors(path: Path, stages: str) -> dict[str, torch.Tensor]:
@@ -81,8 +109,8 @@ class SeparateResult:
     def num_frames(self) -> int:
         return int(self.x0.shape[0])
 
+    @property
     def info(self) -> dict[str, Any]:
-        """What done.json records."""
         return {
             "frames": self.num_frames,
             "segmenter": self.segmenter,
@@ -90,11 +118,11 @@ class SeparateResult:
             "fusion_timestep": self.timestep,
         }
 
-    def save(self, folder: str | Path, fps: float, output: OutputConfig = DEFAULT_OUTPUT) -> None:
+    def save(self, folder: str | Path, to: SaveTo = SaveTo()) -> None:
         folder = Path(folder)
-        write_frames(self.frames, folder / A.FRAMES, folder / A.stage_video(1), fps, output)
+        write_frames(self.frames, folder / A.FRAMES, to.video, to.fps, to.output)
         masks = (self.fg_pixel.cpu().numpy()[..., None] * 255).round().astype(np.uint8)
-        write_frames(np.repeat(masks, 3, axis=-1), folder / A.MASKS, None, fps)
+        write_frames(np.repeat(masks, 3, axis=-1), folder / A.MASKS, None, to.fps)
         atomic.write_safetensors(
             folder / A.LATENTS,
             {
@@ -146,13 +174,14 @@ class FusionResult:
     def num_frames(self) -> int:
         return int(self.x0.shape[0])
 
+    @property
     def info(self) -> dict[str, Any]:
         w = self.weights
         return {"frames": self.num_frames, "w_f": w["w_f"], "w_b": w["w_b"], "space": w["space"]}
 
-    def save(self, folder: str | Path, fps: float, output: OutputConfig = DEFAULT_OUTPUT) -> None:
+    def save(self, folder: str | Path, to: SaveTo = SaveTo()) -> None:
         folder = Path(folder)
-        write_frames(self.frames, folder / A.FRAMES, folder / A.stage_video(2), fps, output)
+        write_frames(self.frames, folder / A.FRAMES, to.video, to.fps, to.output)
         atomic.write_safetensors(folder / A.LATENTS, {"x0": self.x0, "z_fused": self.z_fused})
         masks = {"fg": self.fg} if self.fg_pixel is None else {"fg": self.fg, "fg_pixel": self.fg_pixel}
         atomic.write_safetensors(folder / A.STAGE_MASKS, masks)
@@ -183,39 +212,49 @@ class FusionResult:
 
 @dataclass(frozen=True)
 class TuningResult:
-    """Stage 3: what was tuned. kind: "full" | "lora" | "attention"; state: the tuned tensors by
-    parameter name (for "full" the whole UNet's); lora_rank; losses: the loss per optimizer step;
-    info: what tuning.json records (steps, final loss, seconds per step, config...)."""
+    """Stage 3: what was tuned (`tuned_weights.TunedWeights`). kind: "full" | "lora" | "attention";
+    state: the tuned tensors by parameter name (for "full" the whole UNet's); lora_rank; losses: the
+    loss per optimizer step; record: what tuning.json records (steps, final loss, seconds per step,
+    config...); source: the stage3/ folder the weights are saved in ("" for a result only in memory)."""
 
     kind: str
     state: dict[str, torch.Tensor] = field(repr=False)
     losses: list[float]
-    info: dict[str, Any]
+    record: dict[str, Any]
     lora_rank: int = 0
     seconds: float = 0.0
+    source: str = ""
 
-    def done_info(self) -> dict[str, Any]:
-        return {k: self.info[k] for k in ("trainable", "steps", "final_loss", "seconds_per_step", "resumed_from")}
+    @property
+    def key(self) -> str:
+        """What names these weights in `Components.tuned_by`: their folder, or the in-memory tensors' id."""
+        return self.source or f"memory:{id(self.state):x}"
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {k: self.record[k] for k in ("trainable", "steps", "final_loss", "seconds_per_step", "resumed_from")}
 
     def apply(self, unet: Any) -> None:
         """Load these tuned weights into `unet` in place (idempotent; see `tuned_weights.apply_state`)."""
         apply_state(unet, self.kind, self.state, self.lora_rank)
 
-    def save(self, folder: str | Path, unet: Any | None = None) -> None:
-        """The tuned weights (safetensors; a LoRA also as diffusers' LoRA file), the loss plot, tuning.json."""
+    def save(self, folder: str | Path, to: SaveTo = SaveTo()) -> None:
+        """The tuned weights (safetensors; a LoRA also as diffusers' LoRA file; "full" needs `to.unet`),
+        the loss plot, tuning.json."""
         folder = Path(folder)
-        save_state(self.kind, self.state, self.lora_rank, folder, unet=unet)
+        save_state(self.kind, self.state, self.lora_rank, folder, unet=to.unet)
         write_loss_plot(self.losses, folder / A.LOSS_PLOT)
-        atomic.write_json(folder / A.TUNING_INFO, self.info)
+        atomic.write_json(folder / A.TUNING_INFO, self.record)
 
     @classmethod
-    def load(cls, folder: str | Path) -> TuningResult:
+    def load(cls, folder: str | Path, frames: bool = True) -> TuningResult:
+        """Stage 3's result from its folder (`frames` is there for the shared signature: it has none)."""
         folder = Path(folder)
         path = folder / A.TUNING_INFO
         if not path.is_file():
             raise VidtuneError(f"{path}: missing, so stage 3 has not finished; run with --stages 3 (or --stages 2,3)")
-        info = json.loads(path.read_text())
-        kind, state, rank = load_state(folder, info)
+        record = json.loads(path.read_text())
+        kind, state, rank = load_state(folder, record)
         losses = []
         if (folder / A.LOSS_CSV).is_file():
             rows = (folder / A.LOSS_CSV).read_text().splitlines()[1:]
@@ -224,9 +263,10 @@ class TuningResult:
             kind=kind,
             state=state,
             losses=losses,
-            info=info,
+            record=record,
             lora_rank=rank,
             seconds=float(_done_info(folder).get("seconds", 0.0)),
+            source=str(folder.resolve()),
         )
 
 
@@ -240,9 +280,9 @@ class CodenoiseResult:
     info: dict[str, Any]
     seconds: float = 0.0
 
-    def save(self, folder: str | Path, video: Path | None, fps: float, output: OutputConfig = DEFAULT_OUTPUT) -> None:
+    def save(self, folder: str | Path, to: SaveTo = SaveTo()) -> None:
         folder = Path(folder)
-        write_frames(self.frames, folder / A.FRAMES, video, fps, output)
+        write_frames(self.frames, folder / A.FRAMES, to.video, to.fps, to.output)
         atomic.write_safetensors(folder / A.LATENTS, {"x0": self.x0})
 
     @classmethod

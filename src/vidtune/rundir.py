@@ -22,8 +22,6 @@ from vidtune import atomic
 from vidtune.config import RunConfig, stage_hash, to_toml
 from vidtune.errors import VidtuneError
 
-STAGES = (1, 2, 3, 4)
-
 
 @dataclass(frozen=True)
 class Removed:
@@ -88,10 +86,6 @@ class RunDir:
         """Stage 1's foreground masks (PNG folder)."""
         return self.stage(1) / A.MASKS
 
-    def video(self, k: int) -> Path:
-        """The video of stage k (stage 4's is the final video)."""
-        return self.final_video if k == 4 else self.stage(k) / A.stage_video(k)
-
     def done_path(self, k: int) -> Path:
         return self.stage(k) / A.DONE
 
@@ -117,10 +111,11 @@ class RunDir:
         """Mark stage k (and every later stage) as not done before it runs; the final video of
         an invalidated stage 4 is removed too (it no longer matches). Returns what was removed."""
         removed = []
-        for later in STAGES:
-            if later >= k and self.done_path(later).exists():
-                self.done_path(later).unlink()
-                removed.append(self.done_path(later))
+        for marker in sorted(self.root.glob(f"*/{A.DONE}")):
+            later = A.stage_of(marker.parent.name)
+            if later is not None and later >= k:
+                marker.unlink()
+                removed.append(marker)
         for video in (self.final_video, A.lossless_video(self.final_video), A.video_record(self.final_video)):
             if video.exists():
                 video.unlink()
@@ -140,11 +135,6 @@ class RunDir:
         if self.inputs_key is not None:
             payload["inputs_key"] = self.inputs_key
         atomic.write_json(self.done_path(k), payload)
-
-    def outputs(self, cfg: RunConfig) -> list[Path]:
-        """The newest video that matches this config: final.mp4, else stage2.mp4, else stage1.mp4."""
-        candidates = [(4, self.final_video), (2, self.video(2)), (1, self.video(1))]
-        return [p for k, p in candidates if p.exists() and self.is_done(k, cfg)][:1]
 
     def clean_temporaries(self) -> Removed:
         """Remove what killed runs left (atomic writes' temporaries; call under the run lock only).

@@ -1,5 +1,6 @@
 """Tuned UNet weights as a value: which tensors a tuning kind changes, and how they are saved, loaded,
-applied to a UNet and undone. The library layer under stage 3 (`vidtune.stages.tuning`, which makes
+applied to a UNet and undone, and which of them a UNet carries (`UnetWeights`, kept by
+`vidtune.models.Components`). The library layer under stage 3 (`vidtune.stages.tuning`, which makes
 them) and `vidtune.results` (which stores them), so that neither imports the other for them.
 
 Kinds (`tuning.trainable`): ``full`` (every UNet weight, saved as a diffusers folder), ``lora`` (the
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -149,3 +151,75 @@ def restore_base(unet: UNet2DConditionModel, snapshot: dict[str, torch.Tensor]) 
                 params[name].copy_(w)
     unet.requires_grad_(False)
     unet.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Which weights a UNet carries (`Components.unet_as` and `Components.tuning_unet` own this state)
+# --------------------------------------------------------------------------------------------
+
+UNFINISHED = "an unfinished tuning"  # what a UNet carries while stage 3 tunes it (and after a failed stage 3)
+
+
+class TunedWeights(Protocol):
+    """Tuned weights as a value (`vidtune.results.TuningResult`): their kind, tensors, LoRA rank and a
+    key naming them (the stage3/ folder they are saved in, or an in-memory result's id)."""
+
+    kind: str
+    state: dict[str, torch.Tensor]
+    lora_rank: int
+
+    @property
+    def key(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class UnetWeights:
+    """What a UNet carries: `carries` names the tuned weights in it (a `TunedWeights.key`, `UNFINISHED`,
+    or None for the base model) of kind `kind`; `base` holds CPU copies of the base weights that tuning
+    replaced (`base_snapshot`), or None when they were not kept (then the tuned UNet stays tuned)."""
+
+    carries: str | None = None
+    kind: str | None = None
+    base: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+
+def switch_unet(
+    unet: UNet2DConditionModel, now: UnetWeights, tuned: TunedWeights | None, keep_base: bool = False
+) -> UnetWeights:
+    """Make `unet` carry `tuned` (or the base model, `tuned` None) and return what it carries then.
+
+    Nothing is done when it carries them already. Another tuning is undone from the kept base weights;
+    without them the base model cannot come back (an error: load the model again), and tuned weights of
+    another kind cannot replace it (they would mix). Going from the base model to `tuned` keeps the
+    base weights it replaces when `keep_base` (a LoRA always: removing the adapter costs no copy)."""
+    key = None if tuned is None else tuned.key
+    if now.carries == key:
+        return now
+    if now.carries is not None:
+        if now.base is not None:
+            restore_base(unet, now.base)
+            now = UnetWeights(base=now.base)
+        elif tuned is None:
+            raise VidtuneError(
+                f"the loaded UNet was tuned by {now.carries}; load the model again to run on the base model"
+            )
+        elif tuned.kind != now.kind:
+            raise VidtuneError(
+                f"the loaded UNet carries a {now.kind!r} tuning ({now.carries}) and its base weights were not "
+                f"kept, so a {tuned.kind!r} tuning cannot replace it; load the model again"
+            )
+    if tuned is None:
+        return now
+    base = now.base
+    if now.carries is None:
+        base = base_snapshot(unet, tuned.kind) if keep_base or tuned.kind == "lora" else None
+    apply_state(unet, tuned.kind, tuned.state, tuned.lora_rank)
+    return UnetWeights(carries=key, kind=tuned.kind, base=base)
+
+
+def begin_tuning(unet: UNet2DConditionModel, now: UnetWeights, kind: str, keep_base: bool) -> UnetWeights:
+    """The base model back in `unet` (`switch_unet`), about to be tuned in place as `kind`: its base
+    weights kept when `keep_base` (a LoRA always); it carries `UNFINISHED` until the tuning is done."""
+    now = switch_unet(unet, now, None)
+    base = base_snapshot(unet, kind) if keep_base or kind == "lora" else None
+    return UnetWeights(carries=UNFINISHED, kind=kind, base=base)

@@ -17,12 +17,13 @@ PNG frames and an mp4.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vidtune import artifacts as A
 from vidtune import distributed as D
 from vidtune.attention import CrossFrameAttention
 from vidtune.config import CodenoiseConfig, CodenoiseStageConfig
@@ -44,7 +45,9 @@ from vidtune.sampling import (
 from vidtune.segments import prompt_segments, transition_weights
 from vidtune.stages.common import (
     Conditioning,
+    Stage,
     StageCallback,
+    StageContext,
     background_plate,
     build_scheduler,
     step_callback,
@@ -436,3 +439,36 @@ def run(
         * (2 if s.guidance > 1 else 1),  # guided steps (those below codenoise.unguided_below: half)
     }
     return CodenoiseResult(x0=x0, frames=frames, info=info)
+
+
+class CodenoiseStage(Stage):
+    """Stage 4 in the registry (`vidtune.stages.registry`): the video co-denoised as overlapping clips,
+    on stage 3's tuned UNet when stage 3 is done (`uses`), else on the base UNet; it needs stage 2 only
+    when the config reads it (`needs_fusion`: `codenoise.init = "fused"`, the default, among others)."""
+
+    number, name, title, method = 4, "codenoise", "co-denoising", "codenoise"
+    view = CodenoiseStageConfig  # the config it reads (`config.stage_view`): its resume hash
+    result = CodenoiseResult
+    video: str | None = A.FINAL_VIDEO  # under the run folder
+    uses: tuple[int, ...] = (3,)
+
+    def requires(self, cfg: CodenoiseStageConfig) -> tuple[int, ...]:
+        return (2,) if needs_fusion(cfg.codenoise) else ()
+
+    def run(self, ctx: StageContext, previous: Mapping[int, Any]) -> CodenoiseResult:
+        tuned, c, n = previous.get(3), ctx.cfg.codenoise, ctx.inputs.num_frames
+        if n < c.clip_length and c.shrink_clip:
+            ctx.log(
+                f"vidtune: {n} frames < codenoise.clip_length {c.clip_length}: codenoise.shrink_clip uses one clip of {n} frames"
+            )
+        with ctx.components.unet_as(tuned, keep_base=ctx.keep_base):
+            return run(
+                ctx.cfg,
+                ctx.components,
+                ctx.inputs,
+                ctx.conditioning(),
+                previous.get(2),
+                tuned=tuned is not None,
+                callback=ctx.callback,
+                progress=ctx.progress,
+            )

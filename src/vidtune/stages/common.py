@@ -1,10 +1,12 @@
-"""Helpers shared by the stages: scheduler from the config, conditioning, decoding, step callbacks."""
+"""Helpers shared by the stages: scheduler from the config, conditioning, decoding, step callbacks, and
+what a stage runs with (`StageContext`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -16,7 +18,9 @@ from vidtune.sampling import FeatureBank, PromptBank, adapter_features, decode, 
 if TYPE_CHECKING:
     from diffusers import SchedulerMixin
 
+    from vidtune.inputs import VideoInputs
     from vidtune.models import Components
+    from vidtune.results import Result
 
 
 def build_scheduler(base_scheduler: SchedulerMixin, cfg: SamplingConfig):
@@ -126,3 +130,49 @@ def background_plate(
         fg_pixel = torch.nn.functional.interpolate(fg_latent.float().cpu(), size=size, mode="nearest")[:, 0]
     plate = PlateConfig(dilate=cfg.plate_dilate, key_low=cfg.plate_key_low, key_high=cfg.plate_key_high)
     return composite(frames, fg_pixel.float().cpu().numpy(), plate, segments, transition)
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage runs with (`vidtune.stages.registry.Stage.run`): `cfg`, its config view; the loaded
+    components; the inputs; `conditioning()`, the shared per-frame conditioning (computed on first use);
+    `folder`, its folder in the run folder (None in memory); the user's step callback; whether to show
+    progress bars; where messages go; `keep_base`: keep the base weights a tuning replaces (so that the
+    same components can run the base model again later)."""
+
+    cfg: Any
+    components: Components
+    inputs: VideoInputs
+    conditioning: Callable[[], Conditioning]
+    folder: Path | None = None
+    callback: StageCallback | None = None
+    progress: bool = True
+    log: Callable[[str], None] = print
+    keep_base: bool = False
+
+
+class Stage(Protocol):
+    """One stage. `number` is its place (the CLI's `--stages 1,2`); `view` the config view it reads (the
+    sections its resume hash covers, `config.stage_view`); `method` the `VidtunePipeline` method
+    that runs it; `result` its result type; `video` its video under the run folder (None: none); `uses`
+    the stages whose results it takes when they are done (stage 4: stage 3's tuned UNet)."""
+
+    number: int
+    name: str
+    title: str
+    method: str
+    view: type
+    result: type[Result]
+    video: str | None
+    uses: tuple[int, ...]
+
+    def requires(self, cfg: Any) -> tuple[int, ...]:
+        """The stages that must be done before this one runs with `cfg` (its config view)."""
+        ...
+
+    def run(self, ctx: StageContext, previous: Mapping[int, Result]) -> Result:
+        """Run on `ctx` and the results of `requires` (and of `uses` when done) by stage number."""
+        ...
+
+    def finish(self, folder: Path, cfg: Any, log: Callable[[str], None]) -> None:
+        """Tidy the stage's folder once it is marked done (stage 3 drops its checkpoints)."""

@@ -12,11 +12,12 @@ samples from one generator, runs on the whole video on every rank, exactly as in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vidtune import artifacts as A
 from vidtune import fusion as F
 from vidtune.config import FusionConfig, FusionStageConfig
 from vidtune.errors import VidtuneError
@@ -27,7 +28,9 @@ from vidtune.sampling import denoise, prepare_scheduler
 from vidtune.segments import prompt_segments
 from vidtune.stages.common import (
     Conditioning,
+    Stage,
     StageCallback,
+    StageContext,
     background_plate,
     build_scheduler,
     step_callback,
@@ -178,3 +181,29 @@ def run(
     frames = split_decode(components.vae, x0, cfg.separate.batch_frames, progress, "stage 2: decoding")
     frames = background_plate(frames, s1.fg_pixel, s1.fg, cfg.fusion, segments)
     return FusionResult(x0=x0, z_fused=z_fused, fg=s1.fg, weights=info, frames=frames, fg_pixel=s1.fg_pixel)
+
+
+class FusionStage(Stage):
+    """Stage 2 in the registry (`vidtune.stages.registry`): stage 1's frames fused, on the base UNet."""
+
+    number, name, title, method = 2, "fusion", "average fusion", "fuse"
+    view = FusionStageConfig  # the config it reads (`config.stage_view`): its resume hash
+    result = FusionResult
+    video: str | None = f"{A.stage_dir(2)}/stage2.mp4"  # under the run folder
+    uses: tuple[int, ...] = ()
+
+    def requires(self, cfg: FusionStageConfig) -> tuple[int, ...]:
+        return (1,)
+
+    def run(self, ctx: StageContext, previous: Mapping[int, Any]) -> FusionResult:
+        with ctx.components.unet_as(None):
+            return run(
+                ctx.cfg,
+                ctx.components,
+                ctx.inputs,
+                ctx.conditioning(),
+                previous[1],
+                callback=ctx.callback,
+                progress=ctx.progress,
+                log=ctx.log,
+            )

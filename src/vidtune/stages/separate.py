@@ -12,19 +12,29 @@ and the ranges are gathered every step, so every rank steps the whole video as o
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vidtune import artifacts as A
 from vidtune import distributed as D
 from vidtune.config import SeparateStageConfig
 from vidtune.inputs import VideoInputs
 from vidtune.models import Components
 from vidtune.results import SeparateResult
 from vidtune.sampling import EpsFn, denoise, frame_eps_fn, fusion_index, initial_noise, prepare_scheduler
-from vidtune.stages.common import Conditioning, StageCallback, build_scheduler, decode_frames, step_callback
+from vidtune.stages.common import (
+    Conditioning,
+    Stage,
+    StageCallback,
+    StageContext,
+    build_scheduler,
+    decode_frames,
+    step_callback,
+)
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -161,3 +171,20 @@ def run(
         frames=frames,
         segmenter=segmenter.name,
     )
+
+
+class SeparateStage(Stage):
+    """Stage 1 in the registry (`vidtune.stages.registry`): every frame on its own, on the base UNet."""
+
+    number, name, title, method = 1, "separate", "separate generation", "separate"
+    view = SeparateStageConfig  # the config it reads (`config.stage_view`): its resume hash
+    result = SeparateResult
+    video: str | None = f"{A.stage_dir(1)}/stage1.mp4"  # under the run folder
+    uses: tuple[int, ...] = ()
+
+    def requires(self, cfg: SeparateStageConfig) -> tuple[int, ...]:
+        return ()
+
+    def run(self, ctx: StageContext, previous: Mapping[int, Any]) -> SeparateResult:
+        with ctx.components.unet_as(None):
+            return run(ctx.cfg, ctx.components, ctx.inputs, ctx.conditioning(), ctx.callback, ctx.progress)

@@ -47,7 +47,7 @@ import math
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,7 +65,7 @@ from vidtune.losses import combined_loss
 from vidtune.models import Components
 from vidtune.results import FusionResult, TuningResult
 from vidtune.sampling import FeatureBank, PromptBank
-from vidtune.stages.common import Conditioning, StageCallback, build_scheduler
+from vidtune.stages.common import Conditioning, Stage, StageCallback, StageContext, build_scheduler
 from vidtune.tuned_weights import ATTENTION_Q, LORA_ADAPTER, lora_config, tuned_state
 
 if TYPE_CHECKING:
@@ -528,10 +528,10 @@ def training_mode(unet: UNet2DConditionModel, cfg: TuningConfig, device: torch.d
 
 
 def apply_tuned(components: Components, stage_dir: Path) -> None:
-    """Load a saved stage 3 (stage_dir = the run's stage3/) into ``components.unet`` in place."""
-    from vidtune.results import TuningResult
-
-    TuningResult.load(stage_dir).apply(components.unet)
+    """Load a saved stage 3 (stage_dir = the run's stage3/) into ``components.unet`` in place (it keeps
+    carrying it after the call, see `Components.unet_as`)."""
+    with components.unet_as(TuningResult.load(stage_dir)):
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -596,6 +596,47 @@ def run(
         kind=t.trainable,
         state=tuned_state(unet, t.trainable),
         losses=list(loop.losses),
-        info=info,
+        record=info,
         lora_rank=t.lora_rank if t.trainable == "lora" else 0,
     )
+
+
+class TuningStage(Stage):
+    """Stage 3 in the registry (`vidtune.stages.registry`): the base UNet tuned in place on stage 2's
+    frames; afterwards the components carry the result (`Components.tuning_unet`)."""
+
+    number, name, title, method = 3, "tuning", "combined tuning", "tune"
+    view = TuningStageConfig  # the config it reads (`config.stage_view`): its resume hash
+    result = TuningResult
+    video: str | None = None
+    uses: tuple[int, ...] = ()
+
+    def requires(self, cfg: TuningStageConfig) -> tuple[int, ...]:
+        return (2,)
+
+    def run(self, ctx: StageContext, previous: Mapping[int, Any]) -> TuningResult:
+        keep = ctx.keep_base or ctx.cfg.tuning.trainable == "lora"  # a LoRA is undone by removing it
+        with ctx.components.tuning_unet(ctx.cfg.tuning.trainable, keep_base=keep) as tuned:
+            result = run(
+                ctx.cfg,
+                ctx.components,
+                ctx.inputs,
+                ctx.conditioning(),
+                previous[2],
+                out_dir=ctx.folder,
+                callback=ctx.callback,
+                progress=ctx.progress,
+            )
+            if ctx.folder is not None:
+                result = replace(result, source=str(ctx.folder.resolve()))
+            tuned(result)
+        return result
+
+    def finish(self, folder: Path, cfg: TuningStageConfig, log: Callable[[str], None]) -> None:
+        """Drop the checkpoints (SD full tuning: ~10 GB each) unless `tuning.keep_checkpoints`."""
+        freed = 0 if cfg.tuning.keep_checkpoints else drop_checkpoints(folder)
+        if freed:
+            log(
+                f"vidtune: removed stage 3's checkpoints ({freed / 2**20:.1f} MiB; "
+                "tuning.keep_checkpoints = true keeps them)"
+            )

@@ -244,3 +244,11 @@ def test_evaluate_video_reports_the_figure_metrics(tmp_path: Path) -> None:
     assert result["metrics"]["drift_long"]["fg_color_slope"] is None  # 2 clips: no slope (null in JSON)
     json.dumps(result, allow_nan=False)
     assert F.METRICS["fg_appearance"] is F.compute_fg_appearance
+
+
+def test_evaluate_video_says_why_the_figure_metrics_are_null(tmp_path: Path) -> None:
+    frames, _ = video(6, pattern=flipping("plain"))
+    write_frames_png(frames, tmp_path / "frames")
+    result = evaluate_video(str(tmp_path / "frames"))  # no masks: no figure to look at
+    assert result["metrics"]["fg_appearance"]["color"] is None
+    assert any("mask" in n for n in result["notes"]), result["notes"]

@@ -196,6 +196,7 @@ def evaluate_video(
         raise VidtuneError(f"{video}: {e}") from e
     if num_frames == 0:
         raise VidtuneError(f"{video}: no frames; give a non-empty video or frame folder")
+    notes += [n for m in accumulators for n in getattr(m, "notes", list)()]  # why a metric is null
     if num_frames == 1:
         notes.append(
             "one frame: every metric compares consecutive frames, so none can be computed ('-'); "

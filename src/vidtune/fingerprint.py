@@ -58,11 +58,11 @@ def folder_identity(folder: Path) -> list[tuple[str, int, int]]:
 
 def source_identity(source: str, probe: str) -> object:
     """A local folder's file list, a cached hub snapshot's file list, or the hub id itself."""
-    from vidtune.plan import _local_folder
+    from vidtune.models import local_folder
 
     if not source:
         return None
-    folder = _local_folder(source, probe)
+    folder = local_folder(source, probe)
     if folder is None:
         return source
     return {"folder": str(folder.resolve()), "files": folder_identity(folder)}

@@ -232,8 +232,9 @@ def _download_hint(repo: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Source:
-    """Where one model comes from: a local folder (checked) or a hub id (downloaded by from_pretrained)."""
+class ModelSource:
+    """Where one model comes from (`resolve_source`): a local folder (checked) or a hub id (downloaded by
+    from_pretrained)."""
 
     name: str  # what the user passed
     local: Path | None  # a folder on disk (user folder or HF cache snapshot)
@@ -243,12 +244,38 @@ class _Source:
         return str(self.local) if self.local is not None else self.name
 
 
-def _resolve(source: str | os.PathLike[str], what: str, repo: str, probe: str) -> _Source:
-    """Find ``source`` as a local folder, a cached hub snapshot, or a hub id to download."""
+def cached_snapshot(name: str, probe: str) -> Path | None:
+    """The Hugging Face cache's snapshot folder of hub id `name` that holds the file `probe`, or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, probe)
+    except Exception:  # not a repo id, no cache
+        return None
+    return Path(cached).parents[probe.count("/")] if isinstance(cached, str) else None
+
+
+def local_folder(source: str | os.PathLike[str], probe: str) -> Path | None:
+    """The folder of `source` on disk: the one `resolve_source` gives the loader (a folder, or offline the
+    cached snapshot), and for a hub id the loader lets from_pretrained fetch online, the cached snapshot
+    it reuses when the hub has nothing newer. None when nothing is on disk or the source is wrong (the
+    loader then says why). The run's resume key (`vidtune.fingerprint`) and `vidtune plan` read this."""
+    if not os.fspath(source):
+        return None
+    try:
+        found = resolve_source(source, "model", SD_REPO, probe)
+    except VidtuneError:
+        return None
+    return found.local if found.local is not None else cached_snapshot(found.name, probe)
+
+
+def resolve_source(source: str | os.PathLike[str], what: str, repo: str, probe: str) -> ModelSource:
+    """Find ``source`` as a local folder, a cached hub snapshot (offline), or a hub id to download (the
+    loader's resolver; `local_folder` is the same for those who only look)."""
     name = os.fspath(source)
     path = Path(name).expanduser()
     if path.is_dir():
-        return _Source(name, path)
+        return ModelSource(name, path)
     if path.is_file():
         if path.suffix in _SINGLE_FILE_SUFFIXES:
             raise VidtuneError(
@@ -259,15 +286,10 @@ def _resolve(source: str | os.PathLike[str], what: str, repo: str, probe: str) -
         raise VidtuneError(f"{path}: is a file, expected the {what} folder; get one with {_download_hint(repo)}")
     if _HUB_ID.match(name) and not name.startswith("."):
         if not _offline():
-            return _Source(name, None)  # from_pretrained downloads (or reuses the cache) and checks for updates
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(name, probe)
-        except Exception:
-            cached = None
-        if isinstance(cached, str):  # offline: check and load the cached snapshot like a local folder
-            return _Source(name, Path(cached).parent)
+            return ModelSource(name, None)  # from_pretrained downloads (or reuses the cache) and checks for updates
+        cached = cached_snapshot(name, probe)
+        if cached is not None:  # offline: check and load the cached snapshot like a local folder
+            return ModelSource(name, cached)
         raise VidtuneError(
             f"{name}: the {what} is not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE=1: "
             f"download it with {_download_hint(name if '/' in name else repo)} and pass DIR, or unset HF_HUB_OFFLINE"
@@ -532,14 +554,14 @@ def load_components(
     """
     opts = _LoadOptions(dtype=dtype, allow_pickle=allow_pickle, weights=weights, local_only=_offline())
     # 1. Check everything before loading anything.
-    sd = _resolve(model, "Stable Diffusion model", SD_REPO, "model_index.json")
+    sd = resolve_source(model, "Stable Diffusion model", SD_REPO, "model_index.json")
     plan = _plan_sd(sd, opts)
     if adapter is None and sd.local is not None and (sd.local / "adapter").is_dir():
         adapter = sd.local / "adapter"
     if sam is None and sd.local is not None and (sd.local / "sam").is_dir():
         sam = sd.local / "sam"
-    ad_src = _resolve(adapter, "T2I-Adapter", ADAPTER_REPO, "config.json") if adapter is not None else None
-    sam_src = _resolve(sam, "SAM model", SAM_REPO, "config.json") if sam is not None else None
+    ad_src = resolve_source(adapter, "T2I-Adapter", ADAPTER_REPO, "config.json") if adapter is not None else None
+    sam_src = resolve_source(sam, "SAM model", SAM_REPO, "config.json") if sam is not None else None
     ad_plan = _plan_adapter(ad_src, plan, opts) if ad_src is not None else None
     sam_kw = _plan_sam(sam_src, opts) if sam_src is not None else None
 
@@ -605,7 +627,7 @@ _ADAPTER_FIX = f"check the folder or download it with {_download_hint(ADAPTER_RE
 _SAM_FIX = f"check the folder or download it with {_download_hint(SAM_REPO)}"
 
 
-def _plan_sd(sd: _Source, opts: _LoadOptions) -> _SdPlan:
+def _plan_sd(sd: ModelSource, opts: _LoadOptions) -> _SdPlan:
     from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig
 
@@ -635,7 +657,7 @@ def _plan_sd(sd: _Source, opts: _LoadOptions) -> _SdPlan:
     return _SdPlan(unet=unet, vae=vae, text_encoder=text, scheduler=sched, kwargs=kwargs)
 
 
-def _plan_adapter(src: _Source, sd: _SdPlan, opts: _LoadOptions) -> tuple[dict[str, Any], dict[str, Any]]:
+def _plan_adapter(src: ModelSource, sd: _SdPlan, opts: _LoadOptions) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config, from_pretrained kwargs) of a checked T2I-Adapter."""
     from diffusers import T2IAdapter
 
@@ -649,7 +671,7 @@ def _plan_adapter(src: _Source, sd: _SdPlan, opts: _LoadOptions) -> tuple[dict[s
     return cfg, kw
 
 
-def _plan_sam(src: _Source, opts: _LoadOptions) -> dict[str, Any]:
+def _plan_sam(src: ModelSource, opts: _LoadOptions) -> dict[str, Any]:
     if src.local is None:
         return opts.hub_kwargs()
     return _check_component_folder(
@@ -662,7 +684,7 @@ def _plan_sam(src: _Source, opts: _LoadOptions) -> dict[str, Any]:
     )
 
 
-def _load_sd(sd: _Source, plan: _SdPlan, opts: _LoadOptions) -> tuple[Any, Any, Any, Any]:
+def _load_sd(sd: ModelSource, plan: _SdPlan, opts: _LoadOptions) -> tuple[Any, Any, Any, Any]:
     """(unet, vae, text_encoder, tokenizer); the VAE in float32."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -732,7 +754,7 @@ def _no_weight_loading_bar(enabled: bool = True):
             hf_logging.enable_progress_bar()
 
 
-def _load_adapter(src: _Source, plan: tuple[dict[str, Any], dict[str, Any]], opts: _LoadOptions) -> Any:
+def _load_adapter(src: ModelSource, plan: tuple[dict[str, Any], dict[str, Any]], opts: _LoadOptions) -> Any:
     from diffusers import T2IAdapter
 
     cfg, kw = plan
@@ -750,7 +772,7 @@ def _load_adapter(src: _Source, plan: tuple[dict[str, Any], dict[str, Any]], opt
     )
 
 
-def _load_sam(src: _Source, kw: dict[str, Any], opts: _LoadOptions) -> tuple[Any, Any]:
+def _load_sam(src: ModelSource, kw: dict[str, Any], opts: _LoadOptions) -> tuple[Any, Any]:
     """(SamModel, SamProcessor)."""
     from transformers import SamConfig, SamModel, SamProcessor
 

@@ -94,34 +94,9 @@ def windows_for(cfg: RunConfig) -> Callable[[int], list[tuple[int, int]]]:
 
 
 def build_inputs(cfg: RunConfig, extracted: Path) -> inputs_mod.VideoInputs:
-    """The run's inputs in memory (what `inputs.prepare` builds, without writing inputs/): the pose
-    source loaded, cleaned, resampled and rendered, and every frame's prompt. Footage has its poses
-    extracted into (or reused from) the cache folder `extracted` (the run folder's inputs/extracted)."""
-    from vidtune import pose_extract, poses
-
-    c = cfg.inputs
-    if not c.poses:
-        raise VidtuneError(
-            "inputs.poses is empty: pass --poses PATH (OpenPose JSON folder, pose images, a pose video "
-            "or an RGB video of a person)"
-        )
-    source = pose_extract.prepare_pose_source(c.poses, c.pose_source, extracted)
-    seq = poses.load_poses(source.path, canvas=source.canvas, fps=source.fps)
-    if c.frames or c.fps:
-        seq = poses.resample(seq, num_frames=c.frames or None, fps=c.fps or None)
-    images = poses.render_sequence(seq, c.height, c.width, framing=c.framing)
-    if not images.any():
-        raise VidtuneError(f"{c.poses}: every pose image is blank (no usable pose in any frame); check the pose source")
-    keypoints = None if seq.keypoints is None else poses.frame_poses(seq, c.height, c.width, framing=c.framing)
-    windows = windows_for(cfg)(len(images)) if c.clip_prompts else None
-    prompts = inputs_mod.per_frame_prompts(len(images), inputs_mod.prompt_schedule(c), windows)
-    return inputs_mod.VideoInputs(
-        pose_images=images,
-        keypoints=keypoints,
-        prompts=prompts,
-        fps=float(c.fps or seq.fps or inputs_mod.DEFAULT_FPS),
-        summary=seq.summary(),
-    )
+    """The run's inputs in memory (`inputs.build`, per-clip prompts on stage 4's windows); footage has its
+    poses extracted into (or reused from) the cache folder `extracted` (the run folder's inputs/extracted)."""
+    return inputs_mod.build(cfg.inputs, extracted, windows_for(cfg))
 
 
 def plan_stages(rd: RunDir, cfg: RunConfig, stages: Sequence[int]) -> list[int]:

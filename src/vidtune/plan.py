@@ -40,10 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vidtune.config import ModelConfig, RunConfig
-from vidtune.errors import VidtuneError
 
 LATENT_COPIES = 8
 ACT_PER_CHANNEL = 0.8  # C1
@@ -266,22 +263,6 @@ _WEIGHT_FILES = (
 )
 
 
-def _local_folder(source: str, probe: str) -> Path | None:
-    """A local folder for ``source``: the path itself, or its Hugging Face cache snapshot."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    if not source or path.suffix:
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(source, probe)
-    except Exception:  # not a repo id, no cache: fall back to the assumed sizes
-        return None
-    return Path(cached).parents[probe.count("/")] if isinstance(cached, str) else None
-
-
 @dataclass(frozen=True)
 class ModelSizes:
     """What the plan needs to know about the model: configs per part and parameter counts.
@@ -321,7 +302,9 @@ def _part(folder: Path | None, config_name: str, name: str) -> tuple[dict[str, A
 
 def model_sizes(cfg: ModelConfig) -> ModelSizes:
     """Configs and parameter counts of the configured model, from small files only (see the module doc)."""
-    root = _local_folder(cfg.path, "unet/config.json")
+    from vidtune.models import local_folder
+
+    root = local_folder(cfg.path, "model_index.json")
     configs: dict[str, dict[str, Any]] = {}
     parameters: dict[str, int] = {}
     counted: dict[str, str] = {}
@@ -330,7 +313,7 @@ def model_sizes(cfg: ModelConfig) -> ModelSizes:
         "unet": (root / "unet" if root else None, "config.json"),
         "vae": (root / "vae" if root else None, "config.json"),
         "text_encoder": (root / "text_encoder" if root else None, "config.json"),
-        "adapter": (_local_folder(adapter_source, "config.json") if adapter_source else None, "config.json"),
+        "adapter": (local_folder(adapter_source, "config.json") if adapter_source else None, "config.json"),
     }
     for name, (folder, config_name) in parts.items():
         found = _part(folder, config_name, name)
@@ -340,7 +323,7 @@ def model_sizes(cfg: ModelConfig) -> ModelSizes:
             found = SD14_CONFIGS[name], _COUNTERS[name](SD14_CONFIGS[name]), "assumed"
         configs[name], parameters[name], counted[name] = found
     sam_source = cfg.sam or (str(root / "sam") if root is not None and (root / "sam").is_dir() else "")
-    sam_folder = _local_folder(sam_source, "config.json") if sam_source else None
+    sam_folder = local_folder(sam_source, "config.json") if sam_source else None
     if sam_folder is not None:
         found = safetensors_parameters(sam_folder / "model.safetensors")
         if found is not None:
@@ -411,42 +394,6 @@ def _count(n: int) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # The report
-
-
-def count_frames(cfg: RunConfig) -> tuple[int, float, str]:
-    """(frames, fps, pose source summary) exactly as `inputs.prepare` will resample them, without
-    rendering: OpenPose JSON is parsed (cheap); image folders and videos are only counted."""
-    from vidtune import poses
-    from vidtune.inputs import DEFAULT_FPS
-    from vidtune.video import video_info
-
-    src = cfg.inputs.poses
-    if not src:
-        raise VidtuneError("inputs.poses is empty: pass --poses PATH (OpenPose JSON folder, pose images or a video)")
-    path = Path(src)
-    is_json = path.is_file() and path.suffix.lower() == ".json" or path.is_dir() and any(path.glob(poses.JSON_PATTERN))
-    if is_json or not path.exists():
-        seq = poses.load_poses(src)  # also raises the loader's own error for a missing path
-    else:
-        info = video_info(path)
-        seq = poses.PoseSequence(
-            keypoints=np.zeros((info.num_frames, poses.NUM_KEYPOINTS, 3), np.float32),
-            images=None,
-            width=info.width,
-            height=info.height,
-            fps=info.fps,
-            source=src,
-            format="images",
-            source_frames=info.num_frames,
-        )
-    num_frames, seq_fps = seq.num_frames, seq.fps
-    if cfg.inputs.frames or cfg.inputs.fps:  # counted, not resampled: a million frames of keypoints are ~1 GB
-        num_frames, seq_fps = poses.resampled_size(seq, cfg.inputs.frames or None, cfg.inputs.fps or None)
-    fps = float(cfg.inputs.fps or seq_fps or DEFAULT_FPS)
-    summary = (
-        seq.summary(num_frames) if is_json else f"{path.name}: {num_frames} frames ({seq.source_frames} in the source)"
-    )
-    return num_frames, fps, summary
 
 
 def _device_dtype(cfg: ModelConfig) -> tuple[str, str]:
@@ -529,6 +476,7 @@ def evaluations_text(cfg: RunConfig, num_frames: int) -> list[str]:
 
 def plan_report(cfg: RunConfig) -> str:
     """The text `vidtune plan` prints: frames, clips, prompts, merge weights, UNet evaluations, memory."""
+    from vidtune.inputs import count as count_inputs
     from vidtune.inputs import prompt_schedule
     from vidtune.sampling import sdedit_start
     from vidtune.stages.codenoise import clip_batches, plan_clips
@@ -536,7 +484,7 @@ def plan_report(cfg: RunConfig) -> str:
     from vidtune.windows import plan_text
 
     c, s = cfg.codenoise, cfg.sampling
-    num_frames, fps, summary = count_frames(cfg)
+    num_frames, fps, summary = count_inputs(cfg.inputs)
     check_run(cfg, num_frames)
     guidance = s.guidance > 1.0
     steps = s.steps

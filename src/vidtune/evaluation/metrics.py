@@ -670,13 +670,14 @@ class MotionEPE(Metric):
 
 
 def _local_model_dir(path: str, what: str) -> str:
-    from pathlib import Path
-
+    """The folder of a metric's model on disk (`models.local_folder`: a folder or a cached hub id)."""
     from vidtune.errors import VidtuneError
+    from vidtune.models import local_folder
 
-    if not (Path(path) / "config.json").is_file():
+    folder = local_folder(path, "config.json")
+    if folder is None or not (folder / "config.json").is_file():
         raise VidtuneError(f"{path}: no config.json; give a local {what} model folder (weights are never downloaded)")
-    return str(path)
+    return str(folder)
 
 
 def load_clip(path: str, with_text: bool = True) -> tuple[Any, Any, Any]:

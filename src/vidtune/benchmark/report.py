@@ -30,12 +30,18 @@ TABLE_METRICS: list[tuple[str, str, float, str]] = [
     ("bg_stability.std", "bg std", 1.0, "lower"),
     ("drift_bg.mean", "drift bg", 1.0, "lower"),
     ("drift_fg_color.mean", "drift fg colour", 1.0, "lower"),
+    ("fg_appearance.color", "fg colour", 1.0, "lower"),
+    ("fg_appearance.texture", "fg texture x1e2", 1e2, "lower"),
+    ("fg_appearance.color_vs_first", "fg colour vs 0", 1.0, "lower"),
+    ("drift_long.fg_color_mean", "fg clip drift", 1.0, "lower (2+ clips)"),
+    ("drift_long.bg_mean", "bg clip drift", 1.0, "lower (2+ clips)"),
     ("seam_ratio.ratio", "seam ratio", 1.0, "1 = seamless"),
     ("motion_epe.epe", "motion EPE px", 1.0, "lower"),
     ("transition.ratio", "transition ratio", 1.0, "lower (schedules)"),
     ("segment_adherence.min", "segment adh. min", 1.0, "higher (schedules)"),
 ]
 SCHEDULE_METRICS = ("transition.ratio", "segment_adherence.min")  # measured on prompt-schedule sequences only
+LONG_METRICS = ("drift_long.fg_color_mean", "drift_long.bg_mean")  # need 2+ clips of drift_long's 16 frames
 PLOT_METRICS = [
     "flicker.mean_abs_diff",
     "flicker.mean_abs_diff_bg",
@@ -50,6 +56,8 @@ PAIRED_METRICS = [
     ("warp_err_dis.all", "warp all x1e3", 1e3),
     ("drift_bg.mean", "drift bg", 1.0),
     ("bg_stability.std", "bg std", 1.0),
+    ("fg_appearance.color", "fg colour", 1.0),
+    ("fg_appearance.texture", "fg texture x1e2", 1e2),
     ("pose_adherence.pose_iou", "pose IoU", 1.0),
 ]
 BASELINES = ("per_frame", "per_frame_shared_noise", "t2v_zero", "gen_l_video", "freenoise")
@@ -207,7 +215,10 @@ def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
         per_sequence_table(result["per_sequence"], variants, "motion_epe.epe"),
         "",
     ]
-    pose_keys = sorted({k for v in result["summary"].values() for k in v if k.startswith("pose_adherence.")})
+    pose_keys = sorted(
+        {k for v in result["summary"].values() for k in v if k.startswith("pose_adherence.")},
+        key=lambda k: (k != "pose_adherence.pose_iou", k),  # the pose IoU first, then the details' IoUs
+    )
     if pose_keys:
         lines += [
             f"### {pose_keys[0]} per sequence",
@@ -284,7 +295,7 @@ def plot_bars(summary: dict, variants: Sequence[str], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     keys = [k for k in PLOT_METRICS if any(summary[v].get(k, {}).get("mean") is not None for v in variants)]
-    keys += sorted({k for v in variants for k in summary[v] if k.startswith("pose_adherence.")})[:1]
+    keys += [k for k in ("pose_adherence.pose_iou",) if any(k in summary[v] for v in variants)]
     keys += sorted({k for v in variants for k in summary[v] if k.startswith("prompt_adherence.")})
     cols = 3
     rows = max(1, math.ceil(len(keys) / cols))

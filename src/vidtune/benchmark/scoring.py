@@ -49,10 +49,24 @@ def adherence_metrics(judged: Sequence[FrameAdherence | None]) -> dict[str, floa
     from vidtune.demo.synthetic.adherence import summarize
 
     s = summarize([r for r in judged if r is not None])
-    return {"pose_adherence.pose_iou": s["pose_iou"], **{f"prompt_adherence.{k}": s[k] for k in PROMPT_KEYS}}
+    details = {f"pose_adherence.{k}": s[k] for k in ("stripes_iou", "hat_iou") if k in s}  # prompts naming them
+    return {
+        "pose_adherence.pose_iou": s["pose_iou"],
+        **details,
+        **{f"prompt_adherence.{k}": s[k] for k in PROMPT_KEYS},
+    }
 
 
-SEGMENT_KEYS = ("flicker.", "warp_err_dis.", "bg_stability.", "drift_bg.", "drift_fg_color.", "motion_epe.")
+SEGMENT_KEYS = (
+    "flicker.",
+    "warp_err_dis.",
+    "bg_stability.",
+    "drift_bg.",
+    "drift_fg_color.",
+    "fg_appearance.",
+    "drift_long.",
+    "motion_epe.",
+)
 
 
 def segment_cores(starts: Sequence[int], num_frames: int, transition: int) -> list[tuple[int, int]]:

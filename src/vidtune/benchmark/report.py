@@ -61,6 +61,32 @@ PAIRED_METRICS = [
     ("pose_adherence.pose_iou", "pose IoU", 1.0),
 ]
 BASELINES = ("per_frame", "per_frame_shared_noise", "t2v_zero", "gen_l_video", "freenoise")
+# The video after each stage (issue 21's stage-by-stage table): (row, variant), in stage order.
+STAGE_ROWS: tuple[tuple[str, str], ...] = (
+    ("after stage 1", "per_frame_shared_noise"),
+    ("after stage 2", "stages_1_2"),
+    ("stage 2 re-denoised by the base UNet (control)", "stages_1_2_sdedit"),
+    ("after stage 3 (the tuned UNet re-denoises stage 2)", "stages_1_2_3"),
+    ("after stage 4", "full"),
+)
+# What each stage adds, sequence by sequence: (row, later variant, earlier variant).
+STAGE_STEPS: tuple[tuple[str, str, str], ...] = (
+    ("stage 2 - stage 1", "stages_1_2", "per_frame_shared_noise"),
+    ("stage 3 - stage 2", "stages_1_2_3", "stages_1_2"),
+    ("stage 3 - control (the tuning alone)", "stages_1_2_3", "stages_1_2_sdedit"),
+    ("stage 4 - stage 3", "full", "stages_1_2_3"),
+    ("stage 4 - stage 2", "full", "stages_1_2"),
+)
+STAGE_METRICS: tuple[tuple[str, str, float], ...] = (
+    ("flicker.mean_abs_diff", "flicker", 1.0),
+    ("flicker.mean_abs_diff_bg", "flicker bg", 1.0),
+    ("warp_err_dis.fg", "warp fg x1e3", 1e3),
+    ("fg_appearance.color", "fg colour", 1.0),
+    ("fg_appearance.texture", "fg texture x1e2", 1e2),
+    ("fg_appearance.color_vs_first", "fg colour vs 0", 1.0),
+    ("drift_fg_color.mean", "drift fg colour", 1.0),
+    ("pose_adherence.pose_iou", "pose IoU", 1.0),
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,6 +139,42 @@ def per_sequence_table(per_sequence: dict, variants: Sequence[str], key: str, sc
     for v in variants:
         cells = [_cell({"mean": per_sequence[s].get(v, {}).get(key), "n": 1}, scale) for s in names]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _paired_cell(per_sequence: dict, later: str, earlier: str, key: str, scale: float) -> str:
+    """mean [95% bootstrap interval] of (later - earlier) over the sequences that have both."""
+    d = [
+        seq[later][key] - seq[earlier][key]
+        for seq in per_sequence.values()
+        if seq.get(later, {}).get(key) is not None and seq.get(earlier, {}).get(key) is not None
+    ]
+    if not d:
+        return "-"
+    lo, hi = bootstrap_interval(d)
+    return f"{np.mean(d) * scale:+.3g} [{lo * scale:+.3g}, {hi * scale:+.3g}]"
+
+
+def stage_table(summary: dict, per_sequence: dict, variants: Sequence[str]) -> str:
+    """Every stage metric after each stage (mean [95% interval]), then what each stage adds: the paired
+    difference against the stage before it, sequence by sequence. Empty when fewer than two stage rows ran."""
+    rows = [(label, v) for label, v in STAGE_ROWS if v in variants]
+    if len(rows) < 2:
+        return ""
+    metrics = [m for m in STAGE_METRICS if any(m[0] in summary[v] for _, v in rows)]
+    lines = [
+        "| video | " + " | ".join(t for _, t, _ in metrics) + " |",
+        "|---|" + "---:|" * len(metrics),
+    ]
+    for label, v in rows:
+        lines.append(f"| {label} | " + " | ".join(_cell(summary[v].get(k), sc) for k, _, sc in metrics) + " |")
+    steps = [(label, a, b) for label, a, b in STAGE_STEPS if a in variants and b in variants]
+    if steps:
+        lines += ["", "| paired difference | " + " | ".join(t for _, t, _ in metrics) + " |"]
+        lines.append("|---|" + "---:|" * len(metrics))
+        for label, a, b in steps:
+            cells = [_paired_cell(per_sequence, a, b, k, sc) for k, _, sc in metrics]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -224,6 +286,19 @@ def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
             f"### {pose_keys[0]} per sequence",
             "",
             per_sequence_table(result["per_sequence"], variants, pose_keys[0]),
+            "",
+        ]
+    stages = stage_table(result["summary"], result["per_sequence"], variants)
+    if stages:
+        lines += [
+            "### Stage by stage",
+            "",
+            "Each stage's video (the variants above), then what each stage adds: the mean of (later - "
+            "earlier) over the sequences with its 95% bootstrap interval. fg colour / texture: the figure's "
+            "Lab colour (2-Wasserstein, Lab units) and gradient-texture distance (total variation, x100) "
+            "between consecutive frames, inside the ground-truth mask (`vidtune.evaluation.foreground`).",
+            "",
+            stages,
             "",
         ]
     paired = paired_table(result["per_sequence"], variants)

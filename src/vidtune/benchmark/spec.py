@@ -165,16 +165,10 @@ DEFAULT_SEQUENCES: tuple[SequenceSpec, ...] = (
 
 
 def _scheduled(motion: str, colour: str, parts: Sequence[tuple[int, str, str]]) -> tuple[tuple[int, str], ...]:
-    word = {
-        "walk": "walking",
-        "run": "running",
-        "wave": "waving",
-        "jump": "jumping",
-        "dance": "dancing",
-        "squat": "squatting",
-        "turn": "turning",
-    }[motion]
-    return tuple((k, f"a {colour} figure {word} {scene} {time}") for k, scene, time in parts)
+    """A prompt schedule of the grammar's sentences: (first frame, scene, time of day) -> (frame, prompt)."""
+    from vidtune.demo.synthetic.grammar import PromptAttributes, format_prompt
+
+    return tuple((k, format_prompt(PromptAttributes(colour, scene, time, motion))) for k, scene, time in parts)
 
 
 # The benchmark (`vidtune ablate --suite benchmark`): every motion, scene and time of day, 24 and 96
@@ -196,7 +190,7 @@ BENCHMARK_SEQUENCES: tuple[SequenceSpec, ...] = (
         "a red figure walking on a snowy field during the day",
         110,
         24,
-        _scheduled("walk", "red", [(0, "on a snowy field", "during the day"), (12, "on a beach", "at sunset")]),
+        _scheduled("walk", "red", [(0, "snow", "day"), (12, "beach", "sunset")]),
     ),
     SequenceSpec(
         "schedule_run_3",
@@ -207,11 +201,7 @@ BENCHMARK_SEQUENCES: tuple[SequenceSpec, ...] = (
         _scheduled(
             "run",
             "yellow",
-            [
-                (0, "on a grassy meadow", "during the day"),
-                (8, "in a desert", "at sunset"),
-                (16, "in a city street", "at night"),
-            ],
+            [(0, "grass", "day"), (8, "desert", "sunset"), (16, "city", "night")],
         ),
     ),
     SequenceSpec(
@@ -220,7 +210,7 @@ BENCHMARK_SEQUENCES: tuple[SequenceSpec, ...] = (
         "a pink figure waving on a beach during the day",
         112,
         96,
-        _scheduled("wave", "pink", [(0, "on a beach", "during the day"), (48, "on a snowy field", "at night")]),
+        _scheduled("wave", "pink", [(0, "beach", "day"), (48, "snow", "night")]),
     ),
 )
 BENCHMARK_STEPS = 16  # every variant alike: the demo presets' 20 steps do not fit 20 minutes on 2 CPU cores

@@ -1,4 +1,4 @@
-"""Every file and folder name of a run folder, in one place (design §4).
+"""Every file and folder name of a run folder, in one place (docs/usage.md, the run folder).
 
 runs/<name>/
   config.toml                 the resolved config (every default written out)

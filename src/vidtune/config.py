@@ -56,7 +56,7 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """SD v1-4's own training schedule and the sampler (design §3: DDIM 50 steps, eta 0, CFG 7.5)."""
+    """SD v1-4's own training schedule and the sampler (docs/method.md: DDIM 50 steps, eta 0, CFG 7.5)."""
 
     scheduler: str = field(default="ddim", metadata=_choice("ddim", "ddpm", "euler", "dpmpp"))
     beta_start: float = 0.00085
@@ -84,7 +84,7 @@ class SeparateConfig:
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Stage 2: average fusion of backgrounds at the fusion step (design §3, eq. 10-11)."""
+    """Stage 2: average fusion of backgrounds at the fusion step (docs/method.md; the paper's eq. 10-11)."""
 
     space: str = field(default="x0", metadata=_choice("x0", "latent"))
     num_samples: int = 0  # K; 0 = every frame
@@ -112,7 +112,7 @@ class FusionConfig:
 
 @dataclass(frozen=True)
 class TuningConfig:
-    """Stage 3: combined tuning of the UNet on the fused frames (design §3, eq. 6, 15, 16, 20)."""
+    """Stage 3: combined tuning of the UNet on the fused frames (docs/method.md; the paper's eq. 6, 15, 16, 20)."""
 
     trainable: str = field(default="full", metadata=_choice("full", "lora", "attention"))
     lora_rank: int = 4

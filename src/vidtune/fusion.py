@@ -1,4 +1,4 @@
-"""Stage 2 math (design §3, stage 2; the seed paper's eq. 10-11): average fusion of backgrounds.
+"""Stage 2 math (docs/method.md, stage 2; the paper's eq. 10-11): average fusion of backgrounds.
 
 At the fusion step t, every frame's background is replaced by an average of the backgrounds of
 K sampled frames:

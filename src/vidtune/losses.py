@@ -1,4 +1,4 @@
-"""Stage 3 losses (design §3, stage 3): masked noise-prediction losses, one value per sample.
+"""Stage 3 losses (docs/method.md, stage 3): masked noise-prediction losses, one value per sample.
 
     L = l_n ||eps - eps_theta||^2 + l_f mean(M_f (eps - eps_theta)^2) + l_b mean(M_b (eps - eps_theta)^2)
 

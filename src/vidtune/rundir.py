@@ -40,7 +40,7 @@ def _size(path: Path) -> int:
 
 
 class RunDir:
-    """Paths and stage status of one run folder (`runs/<name>/`, design §4).
+    """Paths and stage status of one run folder (`runs/<name>/`, docs/usage.md).
 
     ``inputs_key`` (set by `pipeline.run`) is stored in every done.json; a stage whose done.json
     holds another key is not done. None (the stages' own tests) checks the config hash only.

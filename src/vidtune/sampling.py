@@ -1,4 +1,4 @@
-"""The denoising loop on top of diffusers components (design §3).
+"""The denoising loop on top of diffusers components (docs/method.md).
 
 Classifier-free guidance, T2I-Adapter residuals computed once per frame and reused at every
 step, a step hook that reads or replaces z_t at a given step, batched frames with ONE scheduler

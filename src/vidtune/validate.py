@@ -71,7 +71,7 @@ def final_alpha_bar(beta_start: float, beta_end: float, schedule: str, num_train
 
 
 def check_sampling(cfg: RunConfig) -> None:
-    """The training schedule and the sampler (design §3: SD v1-4's schedule, DDIM, CFG)."""
+    """The training schedule and the sampler (docs/method.md: SD v1-4's schedule, DDIM, CFG)."""
     s = cfg.sampling
     sd = "SD v1-4's is sampling.beta_start = 0.00085, sampling.beta_end = 0.012"
     _at_least("sampling.num_train_timesteps", s.num_train_timesteps, 1, "SD's is 1000")

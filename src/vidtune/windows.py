@@ -1,9 +1,9 @@
-"""Stage 4 math (design §3, stage 4): clip windows, merge weights, prompt-to-clip assignment.
+"""Stage 4 math (docs/method.md, stage 4): clip windows, merge weights, prompt-to-clip assignment.
 
 Temporal co-denoising (Gen-L-Video) splits a video of N frames into overlapping clips of M
 frames with stride S, predicts the noise of every clip, and merges the predictions per frame:
 
-    eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f)                      (design §3, stage 4)
+    eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f)                      (docs/method.md, stage 4)
 
 then takes ONE scheduler step on the whole video. Everything here is pure: numbers and tensors
 in, numbers and tensors out, no modules and no I/O.
@@ -357,7 +357,7 @@ def pixel_merge_weights(
 class MergeAccumulator:
     """Accumulates ``sum_k w_k(f) eps_k(f)`` and ``sum_k w_k(f)`` over clips added one batch at a time.
 
-    ``result()`` returns eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) (design §3, stage 4), so
+    ``result()`` returns eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) (docs/method.md, stage 4), so
     the weights need not be normalised. Storage is allocated on the first `add`, with its
     device; sums are kept in the prediction's dtype, or float32 for 16-bit predictions (the
     result is cast back to the prediction's dtype).
@@ -437,7 +437,7 @@ def merge_predictions(
     windows: Sequence[Window],
     weights: torch.Tensor,
 ) -> torch.Tensor:
-    """eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) (design §3, stage 4), one shot.
+    """eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) (docs/method.md, stage 4), one shot.
 
     Args:
         preds: eps_k per clip, each ``(end_k - start_k, channels, height, width)``.

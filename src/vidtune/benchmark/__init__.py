@@ -3,7 +3,7 @@
 For every sequence (a motion, a prompt and a seed of the synthetic world, rendered with its
 ground truth), the same poses, prompt and seeds go through every variant below, and each
 variant's video is scored with the weight-free metrics (consistency paired with motion
-following, design §6) against the ground truth's exact masks and the pose images.
+following, docs/benchmark.md) against the ground truth's exact masks and the pose images.
 
 Variants (`VARIANTS`)::
 

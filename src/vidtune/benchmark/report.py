@@ -257,7 +257,7 @@ def write_markdown(path: Path, result: dict, variants: Sequence[str]) -> Path:
         "",
         "## Results (mean [95% bootstrap interval] over sequences)",
         "",
-        "Metrics on the 64x64 frames (design §6): flicker = mean |dI| of consecutive frames (0-255), whole "
+        "Metrics on the 64x64 frames (docs/benchmark.md): flicker = mean |dI| of consecutive frames (0-255), whole "
         "frame and ground-truth background; warp = DIS-flow warping error (squared, colours in [0, 1], x1000); "
         "bg std = per-pixel temporal std of the background; drift bg = mean |I_t - I_0| over the background; "
         "drift fg colour = foreground colour-histogram distance to frame 0; seam ratio = |dI| of the frame "

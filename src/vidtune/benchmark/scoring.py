@@ -1,7 +1,7 @@
 """Scoring an ablation: every metric of every variant of one sequence, and the statistics over sequences.
 
 `score_sequence` measures each variant's frames with the weight-free metrics
-(`vidtune.evaluation.evaluate`, design §6) against the ground truth's exact masks and pose images,
+(`vidtune.evaluation.evaluate`, docs/benchmark.md) against the ground truth's exact masks and pose images,
 its adherence to the poses and the prompt (`vidtune.demo.synthetic.adherence.judge_frames`), and,
 for a prompt schedule, its consistency within each segment and the schedule metrics. `summarize`
 gives each metric's mean, std and 95% bootstrap interval over the sequences. The math

@@ -3,7 +3,7 @@
 The video is denoised as clips of M frames (one prompt per clip) by the (tuned) UNet with
 cross-frame attention inside each clip. Every step: the step's clips (`ClipSchedule.at`), eps of
 every clip (clips batched up to `codenoise.max_batch_frames`), merged per frame with the merge
-weights, then ONE scheduler step on the whole video (right for every scheduler; design §3, stage 4).
+weights, then ONE scheduler step on the whole video (right for every scheduler; docs/method.md, stage 4).
 
 Which clips (``codenoise.mode``): ``shifted`` (the default) cuts the video into non-overlapping clips
 whose boundaries move from step to step (`vidtune.windows.shifted_windows`): one UNet evaluation per
@@ -180,7 +180,7 @@ def codenoise_eps_fn(
     frame_cond: torch.Tensor | None = None,
     unguided_below: float = 0.0,
 ) -> EpsFn:
-    """eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) over the step's clips containing f (design §3, stage 4).
+    """eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f) over the step's clips containing f (docs/method.md, stage 4).
 
     Per step: the step's clips (`ClipSchedule.at`) -> batches of clips -> eps per clip -> `MergeAccumulator`.
     `clip_bank` holds the embeddings of the schedule's ``prompts`` in that order (a `ClipPlan`: of its

@@ -1,7 +1,7 @@
 """Stage 2 — average fusion: at the fusion step t, every frame's background becomes a weighted
 average of the backgrounds of sampled frames (foreground kept), then denoising continues to x0.
 
-Design §3, stage 2 (the seed's eq. 10-11). The math is in `vidtune.fusion`; this module takes
+docs/method.md, stage 2 (the paper's eq. 10-11). The math is in `vidtune.fusion`; this module takes
 stage 1's z_t and masks and works in the variance-preserving parametrisation
 z = sqrt(abar) x0 + sqrt(1 - abar) eps whatever the sampler's own scaling (Euler's sigmas).
 

@@ -2,7 +2,7 @@
 
 Keeps z_t at the fusion step (what stage 2 fuses) and the final x0 latents, decodes the frames
 and splits each into foreground/background masks (SAM prompted by the pose keypoints, or the
-weight-free GrabCut fallback). Design §3, stage 1.
+weight-free GrabCut fallback). docs/method.md, stage 1.
 
 Under torchrun (`vidtune.distributed`) each rank computes the eps of its contiguous range of frames
 and the ranges are gathered every step, so every rank steps the whole video as one process does

@@ -1,4 +1,4 @@
-"""Stage 3 — combined tuning: fine-tune the UNet on the fused frames (design §3, eq. 6, 15, 16, 20).
+"""Stage 3 — combined tuning: fine-tune the UNet on the fused frames (docs/method.md; the paper's eq. 6, 15, 16, 20).
 
 Data: stage 2's fused clean latents x^_0^i (N, C, h, w), each frame's prompt embedding e_i, its
 adapter features F(c_i) and its masks M_f^i, M_b^i = 1 - M_f^i (latent resolution). A step draws

@@ -171,12 +171,13 @@ def parse_prompt(text: str) -> PromptAttributes:
     )
 
 
+# The identity details' words (a demo model trained before them lacks them: `demo.command.check_model_knows`).
+DETAIL_TEXTS: tuple[str, ...] = (STRIPES_PHRASE, "with a hat")
 # Every word the grammar can produce (the demo tokenizer's vocabulary is built from these).
 VOCABULARY_TEXTS: tuple[str, ...] = (
     "a figure",
     *COLOURS,
-    STRIPES_PHRASE,
-    "with a hat",
+    *DETAIL_TEXTS,
     *MOTION_WORDS.values(),
     *SCENE_PHRASES.values(),
     *TIME_PHRASES.values(),

@@ -32,3 +32,15 @@ def test_sd_gpu_runs_every_stage_and_counts_the_unet_evaluations(tmp_path):
     # guided at t >= 200 only (codenoise.unguided_below)
     assert evals["1"] == 4 * 4 * 2 and evals["2"] == 4 * (2 + 1) * 2 and evals["4"] == 4 * 2 + 4 * 1
     assert "| 4 | 4 co-denoising |" in out.read_text()
+
+
+@pytest.mark.slow
+def test_length_curve_runs_every_length_in_its_own_process(tmp_path):
+    curve = _load("length_curve")
+    out = tmp_path / "curve.md"
+    assert curve.main(["--frames", "8", "16", "--steps", "2", "--tuning-steps", "2", "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert [r["frames"] for r in rows] == [8, 16]
+    assert all(set(r["seconds"]) == {"1", "2", "3", "4"} and r["per_frame_124"] > 0 for r in rows)
+    assert all(r["peak_over_model_mib"] >= 0 for r in rows)
+    assert out.with_suffix(".png").stat().st_size > 0 and "| 16 |" in out.read_text()

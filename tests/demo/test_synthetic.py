@@ -157,22 +157,57 @@ def test_vocabulary_covers_the_grammar_one_token_per_word(tmp_path) -> None:
 
 
 def test_details_round_trip_and_sampling_without_them_draws_what_it_drew_before() -> None:
+    from itertools import combinations
+
     rng = np.random.default_rng(5)
     seen = set()
-    for _ in range(200):
+    for _ in range(300):
         attrs = sample_attributes(rng, details=0.5)
         assert parse_prompt(format_prompt(attrs)) == attrs and attrs.hat != attrs.colour
         seen.add(attrs.details)
-    assert seen == {(), ("stripes",), ("hat",), ("stripes", "hat")}
-    text = "a blue figure in a striped shirt with a yellow hat walking in a city street during the day"
+    every = {c for n in range(4) for c in combinations(("shirt", "trousers", "hat"), n)}
+    assert seen == every  # each attribute named or left open, in every combination
+    text = "a blue figure in a two tone shirt in khaki trousers with a yellow hat walking in a city street during the day"
     attrs = parse_prompt(text)
-    assert (attrs.colour, attrs.stripes, attrs.hat, attrs.motion) == ("blue", True, "yellow", "walk")
+    assert (attrs.colour, attrs.shirt, attrs.trousers, attrs.hat, attrs.motion) == (
+        "blue", "two-tone", "khaki", "yellow", "walk"
+    )
+    assert parse_prompt("a red figure with no hat on a beach at night").hat == "none"
+    assert parse_prompt("a red figure on a beach at night").open == ("shirt", "trousers", "hat")
     # details = 0 keeps the generator's draws: the committed benchmarks' sampled prompts do not move
     rng = np.random.default_rng(0)
     assert [sample_prompt(rng) for _ in range(2)] == [
         "a yellow figure jumping on a snowy field during the day",
         "a purple figure running in a desert at night",
     ]
+
+
+def test_an_open_attribute_is_drawn_once_per_video_and_a_named_one_as_named() -> None:
+    identities = set()
+    for seed in range(12):
+        seq = make_sequence("walk", 3, "a red figure walking on a beach during the day", seed=seed)
+        identities.add(seq.identity)
+        assert (seq.hat_masks.any(axis=(1, 2)) == (seq.identity.hat != "none")).all()  # constant over the video
+    assert len(identities) >= 4  # open attributes vary between videos
+    named = make_sequence("walk", 3, "a red figure in a striped shirt with no hat walking on a beach during the day", seed=3)
+    assert (named.identity.shirt, named.identity.hat) == ("striped", "none") and not named.hat_masks.any()
+
+
+def test_the_default_identity_renders_as_the_world_did_before_identities() -> None:
+    from dataclasses import replace
+
+    from vidtune.demo.synthetic.identity import Identity
+    from vidtune.demo.synthetic.motions import motion_sequence
+    from vidtune.demo.synthetic.world import draw_figure
+
+    attrs = parse_prompt("a green figure waving in a desert at sunset")
+    explicit = replace(attrs, shirt="plain", trousers="dark", hat="none")
+    motion = motion_sequence("wave", 2, height=64, width=64, seed=4)
+    for kp, dp in zip(motion.keypoints, motion.depth):
+        a = draw_figure(kp, explicit, 64, 64, dp)
+        b = draw_figure(kp, attrs, 64, 64, dp, Identity())
+        assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.mask, b.mask)
+        assert not a.stripes.any() and not a.hat.any()
 
 
 def test_an_unknown_detail_is_one_line_listing_the_known_words() -> None:
@@ -186,7 +221,7 @@ def test_an_unknown_detail_is_one_line_listing_the_known_words() -> None:
 
 @pytest.mark.parametrize("size", [64, 128])
 def test_details_are_drawn_on_the_figure_the_same_way_in_every_frame(size: int) -> None:
-    text = "a green figure in a striped shirt with a pink hat walking on a beach during the day"
+    text = "a green figure in a striped shirt in dark trousers with a pink hat walking on a beach during the day"
     seq = make_sequence("walk", 6, text, seed=2, height=size, width=size)
     assert seq.stripe_masks.any(axis=(1, 2)).all() and seq.hat_masks.any(axis=(1, 2)).all()
     assert not (seq.stripe_masks & ~seq.masks).any() and not (seq.hat_masks & ~seq.masks).any()
@@ -197,9 +232,8 @@ def test_details_are_drawn_on_the_figure_the_same_way_in_every_frame(size: int) 
         assert np.nonzero(hat)[0].mean() < kp[1, 1]  # the hat sits above the neck
     counts = seq.stripe_masks.sum(axis=(1, 2))
     assert counts.max() <= 1.5 * counts.min()  # the same stripes from frame to frame, not flickering
-    plain = make_sequence(
-        "walk", 6, "a green figure walking on a beach during the day", seed=2, height=size, width=size
-    )
+    plain_text = "a green figure in a plain shirt in dark trousers with no hat walking on a beach during the day"
+    plain = make_sequence("walk", 6, plain_text, seed=2, height=size, width=size)
     assert not plain.stripe_masks.any() and not plain.hat_masks.any()
     assert (plain.masks == (seq.masks & ~seq.hat_masks | plain.masks)).all()  # a hat only adds pixels
 
@@ -207,11 +241,11 @@ def test_details_are_drawn_on_the_figure_the_same_way_in_every_frame(size: int) 
 def test_detail_adherence_is_high_for_the_truth_and_zero_without_the_detail() -> None:
     from dataclasses import replace
 
-    text = "a yellow figure in a striped shirt with a blue hat walking in a desert at sunset"
+    text = "a yellow figure in a striped shirt in dark trousers with a blue hat walking in a desert at sunset"
     seq = make_sequence("walk", 4, text, seed=1)
     truth = video_adherence(seq.frames, seq)
     assert truth["stripes_iou"] > 0.85 and truth["hat_iou"] > 0.85
-    plain = make_sequence("walk", 4, replace(seq.attrs, stripes=False, hat=None), seed=1)
+    plain = make_sequence("walk", 4, replace(seq.attrs, shirt="plain", hat="none"), seed=1)
     judged = video_adherence(plain.frames, seq)
     assert judged["stripes_iou"] < 0.05 and judged["hat_iou"] < 0.05
     assert "stripes_iou" not in video_adherence(plain.frames, plain)  # a prompt without details: no key

@@ -4,8 +4,10 @@
 
 Steps (each resumable; a rerun with the same ``out_dir`` picks up where a killed one stopped):
 
-1. dataset:  pre-render ``num_frames`` single frames (random scene x random motion/pose x random
-   prompt) with their OpenPose condition images and prompts, cached as .npy in ``out_dir/data``;
+1. dataset:  pre-render ``num_frames`` frames as ``num_frames // 2`` pairs: one random prompt and
+   identity (the prompt names each identity attribute or leaves it open), one scene kind, two random
+   poses (and half the time two backgrounds), with their OpenPose condition images and prompts,
+   cached as .npy in ``out_dir/data`` (frames 2i and 2i + 1 are pair i);
 2. vae:      AutoencoderKL (3 levels, f = 4: 64x64x3 <-> 16x16x4, fully convolutional) on L1 + L2 +
    a tiny KL over random 32x32 crops, for a time budget; then every frame is encoded once (posterior mean and std) and the latent scaling
    factor is set so that scaled latents have unit variance, as SD's 0.18215 does;
@@ -16,6 +18,13 @@ Steps (each resumable; a rerun with the same ``out_dir`` picks up where a killed
 4. export:   the diffusers folder layout (model_index.json, unet/, vae/, text_encoder/,
    tokenizer/, scheduler/, adapter/) as safetensors; UNet, adapter and VAE stored in fp16 so the
    whole folder stays under 25 MB (they load back as fp32 with the plain from_pretrained calls).
+
+``warm_start`` fine-tunes an existing demo model instead (`warm_start_components`): its VAE is kept
+(no VAE phase), its tokenizer grows by the grammar's new words and the text encoder's embedding by
+their rows, every known token keeping its trained row. ``pair_share`` of each UNet batch are pairs,
+trained with the second frame's self-attention keys and values taken from the first (the "first"
+mode of `vidtune.attention`, what stage 4 runs): a frame whose prompt leaves the outfit open can
+only match its partner by reading the partner's appearance through attention.
 
 Phases are budgeted in minutes, not steps, so that a busy CPU cannot push the run past its
 deadline; the learning rate follows the elapsed fraction of the budget. Checkpoints (models,
@@ -34,7 +43,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,11 +54,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vidtune.atomic import atomic_dir, atomic_path, write_json
-from vidtune.demo.synthetic.grammar import VOCABULARY_TEXTS, format_prompt, sample_attributes
+from vidtune.demo.synthetic.grammar import COLOURS, VOCABULARY_TEXTS, format_prompt, sample_attributes
+from vidtune.demo.synthetic.identity import resolve_identity
 from vidtune.demo.synthetic.motions import MOTIONS, motion_sequence
 from vidtune.demo.synthetic.scenes import render_scene
 from vidtune.demo.synthetic.world import make_frame
 from vidtune.demo.train_options import DemoTrainConfig, add_arguments
+from vidtune.errors import VidtuneError
 from vidtune.models import make_scheduler, model_index, sd_schedule_config
 from vidtune.tokenizer import write_clip_tokenizer
 
@@ -117,6 +128,59 @@ def build_components(vocab_size: int, bos_id: int, eos_id: int, seed: int = 0) -
     return {"vae": vae, "unet": unet, "adapter": adapter, "text_encoder": text_encoder}
 
 
+def shipped_model_path() -> Path:
+    """The package's demo model folder (what ``--warm-start shipped`` names)."""
+    return Path(__file__).parent / "model"
+
+
+def extend_text_encoder(text_encoder: torch.nn.Module, old_vocab: dict[str, int], new_vocab: dict[str, int]) -> int:
+    """Resize ``text_encoder``'s token embedding from ``old_vocab`` to ``new_vocab`` (token -> id), in
+    place: a token both know keeps its trained row (under its new id), a new token starts at the mean
+    of the old rows plus a little noise (so new words start as an average word, not as noise the
+    encoder never saw). The special-token ids in the config follow the new vocabulary. Returns the
+    number of new tokens."""
+    from vidtune.tokenizer import SPECIAL_TOKENS
+
+    old = text_encoder.get_input_embeddings().weight.detach().clone()
+    gen = torch.Generator().manual_seed(len(new_vocab))
+    rows = old.mean(0, keepdim=True) + 0.1 * old.std(0, keepdim=True) * torch.randn(
+        (len(new_vocab), old.shape[1]), generator=gen
+    )
+    fresh = 0
+    for token, i in new_vocab.items():
+        if token in old_vocab:
+            rows[i] = old[old_vocab[token]]
+        else:
+            fresh += 1
+    emb = torch.nn.Embedding(len(new_vocab), old.shape[1])
+    emb.weight.data.copy_(rows)
+    text_encoder.set_input_embeddings(emb)
+    bos, eos = (new_vocab[t] for t in SPECIAL_TOKENS)
+    text_encoder.config.vocab_size = len(new_vocab)
+    text_encoder.config.bos_token_id, text_encoder.config.eos_token_id = bos, eos
+    text_encoder.config.pad_token_id = eos
+    for module in text_encoder.modules():  # older transformers keep a copy in CLIPTextTransformer
+        if hasattr(module, "eos_token_id") and not isinstance(module.eos_token_id, type(None)) and module is not text_encoder:
+            module.eos_token_id = eos
+    return fresh
+
+
+def warm_start_components(model_dir: Path, tokenizer_dir: Path) -> dict[str, torch.nn.Module]:
+    """The components of an existing demo-model folder, fp32, for fine-tuning: its text encoder's
+    embedding extended to the tokenizer in ``tokenizer_dir`` (`extend_text_encoder`)."""
+    from diffusers import AutoencoderKL, T2IAdapter, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae", torch_dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet", torch_dtype=torch.float32)
+    adapter = T2IAdapter.from_pretrained(model_dir, subfolder="adapter", torch_dtype=torch.float32)
+    text_encoder = CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder", torch_dtype=torch.float32)
+    old_vocab = json.loads((model_dir / "tokenizer" / "vocab.json").read_text())
+    new_vocab = json.loads((tokenizer_dir / "vocab.json").read_text())
+    extend_text_encoder(text_encoder, old_vocab, new_vocab)
+    return {"vae": vae, "unet": unet, "adapter": adapter, "text_encoder": text_encoder}
+
+
 def _make_tokenizer(out_dir: Path):
     from transformers import CLIPTokenizer
 
@@ -132,71 +196,87 @@ def _make_tokenizer(out_dir: Path):
 # --------------------------------------------------------------------------------------------
 
 
-def _sample_spec(seed: int, i: int, scenes_per_kind: int):
-    """The random choices of training sample ``i``: attributes, motion, motion args, scene key."""
+def _sample_spec(seed: int, i: int, scenes_per_kind: int, name_prob: float = 0.5):
+    """The random choices of training pair ``i``: the prompt's attributes (each identity attribute named
+    with probability ``name_prob``), the figure's identity, and per frame of the pair its motion args
+    (motion, translate, frame, speed; one body: one motion seed) and scene key (one scene kind and
+    time; the same background half the time)."""
     rng = np.random.default_rng([seed, i])
     attrs = sample_attributes(rng)
-    motion = attrs.motion or str(rng.choice(list(MOTIONS)))
-    translate: str | float = "auto" if rng.random() < 0.6 else float(rng.uniform(-2.0, 2.0))
-    n = int(rng.integers(1, 40))
-    speed = float(rng.uniform(0.6, 1.6))
+    identity = resolve_identity({}, attrs.colour, COLOURS, rng)
+    names = rng.random(3) < name_prob
+    attrs = replace(attrs, **{k: (v if n else None) for n, (k, v) in zip(names, identity.as_dict().items())})
     motion_seed = int(rng.integers(1 << 30))
-    key = (attrs.scene, attrs.time, int(rng.integers(scenes_per_kind)))
-    return attrs, motion, translate, n, speed, motion_seed, key
+    frames = []
+    for k in range(2):
+        motion = (attrs.motion if k == 0 else None) or str(rng.choice(list(MOTIONS)))
+        translate: str | float = "auto" if rng.random() < 0.6 else float(rng.uniform(-2.0, 2.0))
+        n = int(rng.integers(1, 40))
+        speed = float(rng.uniform(0.6, 1.6))
+        frames.append((motion, translate, n, speed))
+    first = int(rng.integers(scenes_per_kind))
+    second = first if rng.random() < 0.5 else int(rng.integers(scenes_per_kind))
+    keys = [(attrs.scene, attrs.time, first), (attrs.scene, attrs.time, second)]
+    return attrs, identity, frames, motion_seed, keys
 
 
-def _render_chunk(args: tuple[list[int], int, int]) -> tuple[list[int], np.ndarray, np.ndarray, list[str]]:
-    """Frames, pose images and prompts of the samples ``indices`` (run in a worker process)."""
-    indices, seed, scenes_per_kind = args
+def _render_chunk(args: tuple[list[int], int, int, float]) -> tuple[list[int], np.ndarray, np.ndarray, list[str]]:
+    """Frames ``(2 len(indices), H, W, 3)``, pose images and prompts of the pairs ``indices`` (run in
+    a worker process)."""
+    indices, seed, scenes_per_kind, name_prob = args
     frames, poses, prompts = [], [], []
     cache: dict[tuple[str, str, int], np.ndarray] = {}
     for i in indices:
-        attrs, motion, translate, n, speed, motion_seed, key = _sample_spec(seed, i, scenes_per_kind)
-        seq = motion_sequence(
-            motion, n, height=RESOLUTION, width=RESOLUTION, speed=speed, translate=translate, seed=motion_seed
-        )
-        if key not in cache:
-            cache[key] = render_scene((key[0], key[1]), seed=key[2], height=RESOLUTION, width=RESOLUTION)
-        rgb, _, pose = make_frame(seq.keypoints[-1], attrs, cache[key], seq.depth[-1])
-        frames.append(rgb)
-        poses.append(pose)
-        prompts.append(format_prompt(attrs))
+        attrs, identity, specs, motion_seed, keys = _sample_spec(seed, i, scenes_per_kind, name_prob)
+        for (motion, translate, n, speed), key in zip(specs, keys):
+            seq = motion_sequence(
+                motion, n, height=RESOLUTION, width=RESOLUTION, speed=speed, translate=translate, seed=motion_seed
+            )
+            if key not in cache:
+                cache[key] = render_scene((key[0], key[1]), seed=key[2], height=RESOLUTION, width=RESOLUTION)
+            rgb, _, pose = make_frame(seq.keypoints[-1], attrs, cache[key], seq.depth[-1], identity)
+            frames.append(rgb)
+            poses.append(pose)
+            prompts.append(format_prompt(attrs))
     return indices, np.stack(frames), np.stack(poses), prompts
 
 
-def build_dataset(data_dir: Path, num_frames: int, seed: int, scenes_per_kind: int, workers: int) -> None:
-    """Pre-render the training frames once (frames.npy, poses.npy, prompts.json); skip if present.
-
-    Samples are grouped by background so that every scene is rendered once.
-    """
+def build_dataset(
+    data_dir: Path, num_frames: int, seed: int, scenes_per_kind: int, workers: int, name_prob: float = 0.5
+) -> None:
+    """Pre-render the training frames once (frames.npy, poses.npy, prompts.json; frames 2i and 2i + 1
+    are pair i); skip if present. Pairs are grouped by background so that most scenes render once."""
     if (data_dir / "done.json").exists():
         return
     data_dir.mkdir(parents=True, exist_ok=True)
+    num_pairs = num_frames // 2
+    num_frames = 2 * num_pairs
     by_key: dict[tuple, list[int]] = {}
-    for i in range(num_frames):
-        by_key.setdefault(_sample_spec(seed, i, scenes_per_kind)[-1], []).append(i)
-    jobs: list[tuple[list[int], int, int]] = []
+    for i in range(num_pairs):
+        by_key.setdefault(_sample_spec(seed, i, scenes_per_kind, name_prob)[-1][0], []).append(i)
+    jobs: list[tuple[list[int], int, int, float]] = []
     current: list[int] = []
     for key in sorted(by_key):
         current += by_key[key]
-        if len(current) >= 200:
-            jobs.append((current, seed, scenes_per_kind))
+        if len(current) >= 100:
+            jobs.append((current, seed, scenes_per_kind, name_prob))
             current = []
     if current:
-        jobs.append((current, seed, scenes_per_kind))
+        jobs.append((current, seed, scenes_per_kind, name_prob))
     frames = np.zeros((num_frames, RESOLUTION, RESOLUTION, 3), np.uint8)
     poses = np.zeros_like(frames)
     prompts = [""] * num_frames
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
         for idx, f, p, t in tqdm(pool.map(_render_chunk, jobs), total=len(jobs), desc="render dataset", unit="chunk"):
-            frames[idx], poses[idx] = f, p
-            for i, text in zip(idx, t):
+            rows = np.stack([2 * np.asarray(idx), 2 * np.asarray(idx) + 1], axis=1).reshape(-1)
+            frames[rows], poses[rows] = f, p
+            for i, text in zip(rows, t):
                 prompts[i] = text
     for name, arr in (("frames", frames), ("poses", poses)):
         with atomic_path(data_dir / f"{name}.npy") as tmp:
             np.save(tmp, arr)
     write_json(data_dir / "prompts.json", prompts)
-    write_json(data_dir / "done.json", {"num_frames": num_frames, "seed": seed})
+    write_json(data_dir / "done.json", {"num_frames": num_frames, "num_pairs": num_pairs, "seed": seed})
 
 
 def _to_unit(x: np.ndarray) -> torch.Tensor:
@@ -358,6 +438,16 @@ def train_unet(
     budget = cfg.unet_minutes * 60
     for n in names:
         comps[n].train()
+    num_pairs = len(poses) // 2
+    pairs = min(int(round(cfg.unet_batch * cfg.pair_share / 2)), cfg.unet_batch // 2) if num_pairs else 0
+    singles = cfg.unet_batch - 2 * pairs
+    xattn = None
+    if pairs:  # the pairs' second frames read the first frames' keys and values (stage 4's "first" mode)
+        from vidtune.attention import CrossFrameAttention
+
+        xattn = CrossFrameAttention("first")
+        xattn.install(comps["unet"])
+        xattn.set_groups([1] * singles + [2] * pairs)
     bar = tqdm(total=int(budget), initial=int(min(elapsed, budget)), desc="unet", unit="s")
     t_ckpt = t_export = time.monotonic()
     while elapsed < budget:
@@ -365,14 +455,14 @@ def train_unet(
         lr = _lr_at(step, elapsed / budget, cfg.unet_lr, cfg.warmup_steps)
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.randint(0, len(poses), (cfg.unet_batch,), generator=gen)
+        idx, t, drop = _batch_layout(
+            singles, pairs, len(poses), sched.config.num_train_timesteps, cfg.prompt_dropout, gen
+        )
         mu = torch.from_numpy(mean_np[idx.numpy()]).float()
         sd = torch.from_numpy(std_np[idx.numpy()]).float()
         z0 = (mu + sd * torch.randn(mu.shape, generator=gen)) * scaling
         noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=gen)
         zt = sched.add_noise(z0, noise, t)
-        drop = torch.rand(z0.shape[0], generator=gen) < cfg.prompt_dropout
         tok = torch.where(drop[:, None], empty_ids[None], ids[idx])
         cond = comps["text_encoder"](tok)[0]
         feats = comps["adapter"](_to_unit(poses[idx.numpy()]))
@@ -410,7 +500,25 @@ def train_unet(
             export_fn(ema, out / "model", {"unet_steps": step, "unet_minutes": elapsed / 60, "final": False})
             t_export = time.monotonic()
     bar.close()
+    if xattn is not None:
+        xattn.remove()
     export_fn(ema, out / "model", {"unet_steps": step, "unet_minutes": elapsed / 60, "final": True})
+
+
+def _batch_layout(
+    singles: int, pairs: int, num_frames: int, num_timesteps: int, dropout: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One UNet batch: ``singles`` random frames, then ``pairs`` random pairs (frames 2p, 2p + 1 side by
+    side). Returns (frame indices, timesteps, prompt dropped) of the batch's rows; both frames of a pair
+    share the timestep and the dropout, as the frames of a clip share them in stage 4."""
+    single = torch.randint(0, num_frames, (singles,), generator=gen)
+    p = torch.randint(0, num_frames // 2, (pairs,), generator=gen) if pairs else torch.zeros(0, dtype=torch.long)
+    idx = torch.cat([single, torch.stack([2 * p, 2 * p + 1], 1).reshape(-1)])
+    t1 = torch.randint(0, num_timesteps, (singles,), generator=gen)
+    t2 = torch.randint(0, num_timesteps, (pairs,), generator=gen).repeat_interleave(2)
+    d1 = torch.rand(singles, generator=gen) < dropout
+    d2 = (torch.rand(pairs, generator=gen) < dropout).repeat_interleave(2)
+    return idx, torch.cat([t1, t2]), torch.cat([d1, d2])
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,6 +552,7 @@ def train_demo(
     unet_minutes: float = DemoTrainConfig.unet_minutes,
     resume: bool = True,
     seed: int = 0,
+    log: Callable[[str], None] = print,
     **overrides,
 ) -> Path:
     """Train the demo model into ``out_dir``; returns the exported model folder ``out_dir/model``.
@@ -476,19 +585,30 @@ def train_demo(
     write_json(out / "config.json", asdict(cfg))
 
     # 1. dataset and tokenizer
-    build_dataset(out / "data", cfg.num_frames, cfg.seed, cfg.scenes_per_kind, cfg.workers)
+    build_dataset(out / "data", cfg.num_frames, cfg.seed, cfg.scenes_per_kind, cfg.workers, cfg.name_prob)
     frames = np.load(out / "data" / "frames.npy")
     poses = np.load(out / "data" / "poses.npy")
     prompts = json.loads((out / "data" / "prompts.json").read_text())
     tokenizer = _make_tokenizer(out)
-    comps = build_components(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, cfg.seed)
+    warm = None
+    if cfg.warm_start:
+        warm = shipped_model_path() if cfg.warm_start == "shipped" else Path(cfg.warm_start)
+        if not (warm / "unet").is_dir():
+            raise VidtuneError(f"--warm-start {cfg.warm_start}: {warm} is not a demo model folder (no unet/)")
+        comps = warm_start_components(warm, out / "tokenizer")
+        log(f"warm start from {warm}: vocabulary {len(tokenizer)} tokens")
+    else:
+        comps = build_components(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, cfg.seed)
     losses = _LossLog(out / "loss_log.csv")
 
-    # 2. VAE, then the latent cache and scaling factor
+    # 2. VAE (kept as it is on a warm start), then the latent cache and scaling factor
     if not (out / "vae_done.json").exists():
-        train_vae(out, cfg, comps["vae"], frames, losses)
+        if warm is None:
+            train_vae(out, cfg, comps["vae"], frames, losses)
+        else:
+            _save_ckpt(out / "ckpt_vae.pt", {"vae": comps["vae"].state_dict(), "config": asdict(cfg)})
         mean, std = encode_dataset(comps["vae"], frames)
-        scaling = float(1.0 / mean.astype(np.float32).std())
+        scaling = float(1.0 / mean.astype(np.float32).std()) if warm is None else comps["vae"].config.scaling_factor
         for name, arr in (("latents_mean", mean), ("latents_std", std)):
             with atomic_path(out / f"{name}.npy") as tmp:
                 np.save(tmp, arr)
@@ -554,8 +674,12 @@ def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print) 
         unet_minutes=args.unet_minutes,
         resume=not args.fresh,
         seed=args.seed,
+        log=log,
         num_frames=args.num_frames,
         unet_batch=args.unet_batch,
+        unet_lr=args.unet_lr,
+        warm_start=args.warm_start,
+        pair_share=args.pair_share,
     )
     log(f"model written to {model}")
     if args.install:

@@ -33,6 +33,18 @@ class DemoTrainConfig:
     export_minutes: float = 10.0  # intermediate exports of the EMA model to out_dir/model
     workers: int = 2
     threads: int = 2
+    # A model folder to start from ("" = fresh weights; "shipped" = the package's demo model): its VAE
+    # is kept as it is (no VAE phase), its tokenizer and text encoder's embeddings are extended with
+    # the grammar's new words, and its UNet, adapter and text encoder are fine-tuned.
+    warm_start: str = ""
+    # Share of each UNet batch's frames that come as pairs: two frames of one figure (one prompt, one
+    # identity) in different poses, trained with the second frame's self-attention keys and values
+    # taken from the first (`vidtune.attention`'s "first" mode, what stage 4 runs), so that the model's
+    # attention learns to carry appearance from frame to frame, as SD's does. 0 = single frames only.
+    pair_share: float = 0.5
+    # Probability that a training prompt names each identity attribute (else it is left open, and the
+    # model must draw a value of its own: the unconditional prior a per-frame model drifts over).
+    name_prob: float = 0.5
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -70,6 +82,29 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default=DemoTrainConfig.unet_batch,
         metavar="N",
         help="frames per UNet training batch (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--unet-lr",
+        type=float,
+        default=DemoTrainConfig.unet_lr,
+        metavar="LR",
+        help="peak learning rate of the UNet phase (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--warm-start",
+        default=DemoTrainConfig.warm_start,
+        metavar="MODEL",
+        help="fine-tune this model folder ('shipped': the package's demo model) instead of training from "
+        "fresh weights: its VAE is kept, its tokenizer and text embeddings are extended with new words "
+        "(default: none, fresh weights)",
+    )
+    ap.add_argument(
+        "--pair-share",
+        type=float,
+        default=DemoTrainConfig.pair_share,
+        metavar="F",
+        help="share of each UNet batch trained as pairs of one figure in two poses, the second frame's "
+        "self-attention reading the first's keys and values (default: %(default)s; 0: single frames)",
     )
     ap.add_argument(
         "--seed",

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vidtune.demo.synthetic.grammar import COLOURS, FIGURE_COLOURS, SCENES, TIMES, PromptAttributes
+from vidtune.demo.synthetic.grammar import COLOURS, FIGURE_COLOURS, NO_HAT, SCENES, TIMES, PromptAttributes
 
 HUE_TOLERANCE = 22.0  # degrees
 STRIPE_MAX_SATURATION = 0.3  # the stripes are near white (grammar.STRIPE_RGB)...
@@ -76,7 +76,8 @@ def pose_iou(frame: np.ndarray, gt_clothes: np.ndarray, colour: str) -> float:
 
 def classify_figure_colour(frame: np.ndarray, gt_mask: np.ndarray) -> str | None:
     """The palette colour most saturated pixels inside the ground-truth figure mask vote for
-    (None when the figure region holds no saturated pixel)."""
+    (None when the figure region holds no saturated pixel). `frame_adherence` passes the truth's
+    clothes mask when it has one: khaki trousers or a hat of another colour then cast no vote."""
     h, s, v = _hsv(frame)
     sel = gt_mask & (s >= 0.35) & (v >= 0.15)
     if not sel.any():
@@ -168,11 +169,12 @@ def keyed_stripes(frame: np.ndarray, figure: np.ndarray, time: str) -> np.ndarra
 
 def detail_iou(frame: np.ndarray, attrs: PromptAttributes, gt_mask, gt_stripes, gt_hat) -> tuple:
     """(stripes IoU, hat IoU) of one frame against the truth's detail masks; None for a detail the
-    prompt does not name (or no truth mask for it)."""
+    prompt does not name (or no truth mask for it). The white bands of a striped shirt and the white
+    half of a two-tone one are both keyed as "stripes"."""
     stripes = hat = None
-    if attrs.stripes and gt_stripes is not None:
+    if attrs.shirt in ("striped", "two-tone") and gt_stripes is not None:
         stripes = mask_iou(keyed_stripes(frame, gt_mask, attrs.time), gt_stripes)
-    if attrs.hat and gt_hat is not None:
+    if attrs.hat not in (None, NO_HAT) and gt_hat is not None:
         hat = mask_iou(keyed_figure_mask(frame, attrs.hat), gt_hat)
     return stripes, hat
 
@@ -196,7 +198,7 @@ def frame_adherence(
     stripes, hat = detail_iou(frame, attrs, gt_mask, gt_stripes, gt_hat)
     return FrameAdherence(
         pose_iou=pose_iou(frame, reference, attrs.colour),
-        colour_ok=classify_figure_colour(frame, gt_mask) == attrs.colour,
+        colour_ok=classify_figure_colour(frame, reference) == attrs.colour,
         scene_ok=guess.scene == attrs.scene,
         time_ok=guess.time == attrs.time,
         stripes_iou=stripes,

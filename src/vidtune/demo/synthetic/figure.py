@@ -15,12 +15,16 @@ from typing import NamedTuple
 import numpy as np
 
 from vidtune.demo.synthetic.grammar import FIGURE_COLOURS, HAIR_RGB, SKIN_RGB, STRIPE_RGB, PromptAttributes
+from vidtune.demo.synthetic.identity import NO_HAT, TROUSERS_RGB, Identity
 
 TROUSER_SHADE = 0.55  # trousers are the shirt's hue, darker
 SHOE_RGB = (40, 40, 46)
 STRIPE_BANDS = 7  # bands from the neck to the hips, alternating shirt / stripe (3 stripes)
+TWO_TONE_SPLIT = 0.5  # a two-tone shirt is white from the neck to this fraction of the way to the hips
 # label of a subpixel: which identity detail painted it last (the detail masks are their majority)
 _PLAIN, _STRIPE, _HAT = 0, 1, 2
+# label of a subpixel: which body part painted it last (`FigureLayer.parts`)
+PART_NONE, PART_TORSO, PART_ARM, PART_LEG, PART_SKIN, PART_HAIR, PART_HAT, PART_SHOE = range(8)
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class FigureColours:
     hair: tuple[int, int, int] = HAIR_RGB
     stripes: tuple[int, int, int] | None = None  # bands across the torso (a striped shirt), None = plain
     hat: tuple[int, int, int] | None = None  # a hat on the head, None = none
+    two_tone: tuple[int, int, int] | None = None  # the shirt's top half (a two-tone shirt), None = one colour
 
     @classmethod
     def from_name(cls, colour: str) -> FigureColours:
@@ -41,15 +46,27 @@ class FigureColours:
         return cls(shirt=shirt, trousers=tuple(int(round(c * TROUSER_SHADE)) for c in shirt))
 
     @classmethod
-    def from_attrs(cls, attrs: PromptAttributes) -> FigureColours:
-        """`from_name` of the colour word plus the prompt's identity details (stripes, a hat's colour)."""
-        base = cls.from_name(attrs.colour)
+    def from_identity(cls, colour: str, identity: Identity) -> FigureColours:
+        """`from_name` of the colour word dressed in ``identity``: the shirt's pattern, the trousers,
+        a hat. The default identity gives exactly `from_name`'s figure."""
+        base = cls.from_name(colour)
+        trousers = TROUSERS_RGB[identity.trousers]
         return cls(
             shirt=base.shirt,
-            trousers=base.trousers,
-            stripes=STRIPE_RGB if attrs.stripes else None,
-            hat=FIGURE_COLOURS[attrs.hat] if attrs.hat else None,
+            trousers=base.trousers if trousers is None else trousers,
+            stripes=STRIPE_RGB if identity.shirt == "striped" else None,
+            two_tone=STRIPE_RGB if identity.shirt == "two-tone" else None,
+            hat=None if identity.hat == NO_HAT else FIGURE_COLOURS[identity.hat],
         )
+
+    @classmethod
+    def from_attrs(cls, attrs: PromptAttributes, identity: Identity | None = None) -> FigureColours:
+        """The figure of a prompt: its colour word in ``identity`` (default: the attributes the prompt
+        names, the default identity for the open ones)."""
+        if identity is None:
+            named = {k: v for k, v in attrs.named.items() if v is not None}
+            identity = Identity(**named)
+        return cls.from_identity(attrs.colour, identity)
 
 
 class FigureLayer(NamedTuple):
@@ -57,13 +74,16 @@ class FigureLayer(NamedTuple):
     ``clothes`` ``(H, W)`` bool: the mask pixels mostly covered by shirt / trousers in the prompt's
     colour (not skin, hair, shoes, stripes or hat), the reference region of
     `vidtune.demo.synthetic.adherence.pose_iou`; ``stripes`` and ``hat`` ``(H, W)`` bool: the pixels
-    mostly covered by each identity detail (all False when the figure has none)."""
+    mostly covered by each identity detail (all False when the figure has none); ``parts`` ``(H, W)``
+    int8: the body part that covers most of each mask pixel (``PART_*``; 0 outside the mask), whatever
+    its colour: the regions an identity read-out looks at."""
 
     rgb: np.ndarray
     mask: np.ndarray
     clothes: np.ndarray
     stripes: np.ndarray | None = None
     hat: np.ndarray | None = None
+    parts: np.ndarray | None = None
 
 
 def composite(background: np.ndarray, layer: FigureLayer) -> np.ndarray:
@@ -92,6 +112,8 @@ def _paint(
     is_cloth: bool,
     label: np.ndarray | None = None,
     detail: int = _PLAIN,
+    part_buf: np.ndarray | None = None,
+    part: int | None = None,
 ) -> None:
     y0, y1, x0, x1 = box
     region = colour_buf[y0:y1, x0:x1]
@@ -100,6 +122,8 @@ def _paint(
     cloth[y0:y1, x0:x1][inside] = is_cloth
     if label is not None:
         label[y0:y1, x0:x1][inside] = detail
+    if part_buf is not None and part is not None:
+        part_buf[y0:y1, x0:x1][inside] = part
 
 
 def render_figure(
@@ -152,28 +176,28 @@ def render_figure(
     shirt, trousers = colours.shirt, colours.trousers
     # (kind, endpoints/centre, radius, colour, depth, default order)
     parts: list[tuple[str, tuple[np.ndarray, ...], float, tuple[int, int, int], float, int]] = []
-    for a, b, c, r, order in (
-        (8, 9, trousers, r_leg, 0),
-        (9, 10, trousers, r_leg * 0.9, 0),
-        (11, 12, trousers, r_leg, 0),
-        (12, 13, trousers, r_leg * 0.9, 0),
-        (2, 3, shirt, r_arm, 3),
-        (3, 4, shirt, r_arm * 0.9, 3),
-        (5, 6, shirt, r_arm, 3),
-        (6, 7, shirt, r_arm * 0.9, 3),
+    for a, b, c, r, order, part in (
+        (8, 9, trousers, r_leg, 0, PART_LEG),
+        (9, 10, trousers, r_leg * 0.9, 0, PART_LEG),
+        (11, 12, trousers, r_leg, 0, PART_LEG),
+        (12, 13, trousers, r_leg * 0.9, 0, PART_LEG),
+        (2, 3, shirt, r_arm, 3, PART_ARM),
+        (3, 4, shirt, r_arm * 0.9, 3, PART_ARM),
+        (5, 6, shirt, r_arm, 3, PART_ARM),
+        (6, 7, shirt, r_arm * 0.9, 3, PART_ARM),
     ):
-        parts.append(("cap", (pts[a], pts[b]), r, c, (z[a] + z[b]) / 2, order))
-    for i, c, r, order in (
-        (10, SHOE_RGB, r_leg * 0.95, 0),
-        (13, SHOE_RGB, r_leg * 0.95, 0),
-        (4, colours.skin, r_arm * 1.1, 3),
-        (7, colours.skin, r_arm * 1.1, 3),
+        parts.append(("cap", (pts[a], pts[b]), r, c, (z[a] + z[b]) / 2, order, part))
+    for i, c, r, order, part in (
+        (10, SHOE_RGB, r_leg * 0.95, 0, PART_SHOE),
+        (13, SHOE_RGB, r_leg * 0.95, 0, PART_SHOE),
+        (4, colours.skin, r_arm * 1.1, 3, PART_SKIN),
+        (7, colours.skin, r_arm * 1.1, 3, PART_SKIN),
     ):
-        parts.append(("cap", (pts[i], pts[i]), r, c, z[i] + 0.01 * unit, order))
+        parts.append(("cap", (pts[i], pts[i]), r, c, z[i] + 0.01 * unit, order, part))
     torso_z = (z[1] + z[8] + z[11]) / 3
-    parts.append(("torso", (pts[2], pts[5], pts[11], pts[8], pts[1], mid_hip), r_torso, shirt, torso_z, 1))
-    parts.append(("cap", (pts[1], pts[1] + 0.6 * neck_dir), r_arm, colours.skin, torso_z + 0.001, 2))
-    parts.append(("head", (head, neck_dir, pts[0] if kp[0, 2] > 0 else head), r_head, colours.skin, torso_z + 0.002, 4))
+    parts.append(("torso", (pts[2], pts[5], pts[11], pts[8], pts[1], mid_hip), r_torso, shirt, torso_z, 1, PART_TORSO))
+    parts.append(("cap", (pts[1], pts[1] + 0.6 * neck_dir), r_arm, colours.skin, torso_z + 0.001, 2, PART_SKIN))
+    parts.append(("head", (head, neck_dir, pts[0] if kp[0, 2] > 0 else head), r_head, colours.skin, torso_z + 0.002, 4, PART_SKIN))
     if depth is None:
         parts.sort(key=lambda p: p[5])
     else:
@@ -183,8 +207,11 @@ def render_figure(
     cover = np.zeros((H, W), dtype=bool)
     cloth = np.zeros((H, W), dtype=bool)
     label = np.zeros((H, W), dtype=np.int8)  # which identity detail painted a subpixel last
+    part_buf = np.zeros((H, W), dtype=np.int8)  # which body part painted a subpixel last
+    # clothes in the prompt's colour: the shirt, and the trousers when they are its darker shade
+    in_colour = {shirt} | ({trousers} if trousers == tuple(int(round(c * TROUSER_SHADE)) for c in shirt) else set())
     light_dir = np.array([-0.45, -0.75])  # light from the upper left
-    for kind, geo, r, rgb, _, _ in parts:
+    for kind, geo, r, rgb, _, _, part in parts:
         if kind == "torso":
             ctr = np.stack(geo[:4]).mean(0)
             corners = np.stack(geo[:4])
@@ -234,19 +261,24 @@ def render_figure(
             shade = 1.0 - 0.3 * rel**2 + 0.1 * np.clip(lx, -1, 1)
         shade = np.clip(shade, 0.45, 1.15).astype(np.float32) * light
         box = (y0, y1, x0, x1)
-        _paint(colour_buf, cover, cloth, inside, shade, rgb, box, rgb in (shirt, trousers), label)
+        _paint(colour_buf, cover, cloth, inside, shade, rgb, box, rgb in in_colour, label, _PLAIN, part_buf, part)
         if kind == "torso" and colours.stripes is not None:  # bands across the spine, neck to hips
             spine = geo[5] - geo[4]
             t = ((px - geo[4][0]) * spine[0] + (py - geo[4][1]) * spine[1]) / max(float(spine @ spine), 1e-6)
             band = inside & (np.floor(np.clip(t, 0.0, 0.999) * STRIPE_BANDS).astype(int) % 2 == 1)
             _paint(colour_buf, cover, cloth, band, shade, colours.stripes, box, False, label, _STRIPE)
+        if kind == "torso" and colours.two_tone is not None:  # the top half, neck to mid-torso
+            spine = geo[5] - geo[4]
+            t = ((px - geo[4][0]) * spine[0] + (py - geo[4][1]) * spine[1]) / max(float(spine @ spine), 1e-6)
+            top = inside & (t < TWO_TONE_SPLIT)
+            _paint(colour_buf, cover, cloth, top, shade, colours.two_tone, box, False, label, _STRIPE)
         if kind == "head":  # hair: the top-back of the head
             up = -geo[1] / (np.linalg.norm(geo[1]) + 1e-9)  # from head towards the neck is down
             face_dir = geo[2] - geo[0]
             toward = ((px - geo[0][0]) * -up[0] + (py - geo[0][1]) * -up[1]) / max(r, 1e-6)
             facing = (px - geo[0][0]) * face_dir[0] + (py - geo[0][1]) * face_dir[1]
             hair = inside & ((toward > 0.25) | ((facing < -0.1 * r * np.linalg.norm(face_dir)) & (toward > -0.3)))
-            _paint(colour_buf, cover, cloth, hair, shade, colours.hair, box, False, label)
+            _paint(colour_buf, cover, cloth, hair, shade, colours.hair, box, False, label, _PLAIN, part_buf, PART_HAIR)
             if colours.hat is not None:  # a crown over the top of the head and a brim across it
                 v = -up
                 perp = np.array([-v[1], v[0]])
@@ -255,7 +287,7 @@ def render_figure(
                 brim = _segment_field(px, py, base - perp * 1.4 * r, base + perp * 1.4 * r) <= 0.14 * r
                 hat = crown | brim
                 hat_shade = np.clip(1.0 + 0.12 * lx, 0.45, 1.15).astype(np.float32) * light
-                _paint(colour_buf, cover, cloth, hat, hat_shade, colours.hat, box, False, label, _HAT)
+                _paint(colour_buf, cover, cloth, hat, hat_shade, colours.hat, box, False, label, _HAT, part_buf, PART_HAT)
 
     # Supersampled -> canvas: coverage >= 1/2 decides the mask; colour = mean of covered subpixels.
     cov = cover.reshape(height, ss, width, ss).astype(np.float32)
@@ -266,8 +298,15 @@ def render_figure(
     clothes = mask & (cloth.reshape(height, ss, width, ss).sum(axis=(1, 3)) * 2 > count)
     labels = label.reshape(height, ss, width, ss)
     stripes, hat = (mask & ((labels == k).sum(axis=(1, 3)) * 2 > count) for k in (_STRIPE, _HAT))
+    part_votes = np.stack([(part_buf == k).reshape(height, ss, width, ss).sum(axis=(1, 3)) for k in range(PART_SHOE + 1)])
+    parts = np.where(mask, part_votes[1:].argmax(0) + 1, PART_NONE).astype(np.int8)
     return FigureLayer(
-        rgb=np.clip(np.rint(rgb), 0, 255).astype(np.uint8), mask=mask, clothes=clothes, stripes=stripes, hat=hat
+        rgb=np.clip(np.rint(rgb), 0, 255).astype(np.uint8),
+        mask=mask,
+        clothes=clothes,
+        stripes=stripes,
+        hat=hat,
+        parts=parts,
     )
 
 

@@ -1,13 +1,16 @@
 """The prompt grammar of the synthetic world: sample a prompt, parse it back into attributes.
 
-    prompt := "a" COLOUR "figure" [STRIPES] [HAT] [MOTION_ING] SCENE_PHRASE TIME_PHRASE
-    STRIPES := "in a striped shirt"            white bands across the torso
-    HAT     := "with a" COLOUR "hat"           a hat in a second colour (not the figure's)
+    prompt   := "a" COLOUR "figure" [SHIRT] [TROUSERS] [HAT] [MOTION_ING] SCENE_PHRASE TIME_PHRASE
+    SHIRT    := "in a" ("plain" | "striped" | "two tone") "shirt"
+    TROUSERS := "in" ("dark" | "black" | "white" | "khaki") "trousers"
+    HAT      := "with a" COLOUR "hat" | "with no hat"     a hat in a second colour (not the figure's)
     e.g.      "a red figure dancing on a snowy field at night"
               "a blue figure in a striped shirt with a yellow hat in a city street during the day"
 
-The identity details (stripes, hat) are what a per-frame model can get wrong from frame to frame
-while the colour word holds: the ground truth draws them the same in every frame.
+The identity (shirt, trousers, hat: `vidtune.demo.synthetic.identity`) is what a per-frame model can
+get wrong from frame to frame while the colour word holds. A prompt that names an attribute fixes
+it; one that leaves it open lets the world draw it once per video, so the ground truth keeps it
+constant, while a model that sees only the prompt may draw another value in every frame.
 
 Every prompt the grammar samples parses back to the attributes it was sampled from, so a
 rendered frame always matches its prompt. The colours, scenes and times here are also the
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vidtune.demo.synthetic.identity import NO_HAT, SHIRT_WORDS, SHIRTS, TROUSERS, Identity, resolve_identity
 from vidtune.errors import VidtuneError
 
 # Figure colours: saturated hues that the scenes never use (adherence keys on them).
@@ -35,6 +39,7 @@ FIGURE_COLOURS: dict[str, tuple[int, int, int]] = {
 SKIN_RGB: tuple[int, int, int] = (236, 178, 150)
 STRIPE_RGB: tuple[int, int, int] = (246, 246, 240)  # the striped shirt's bands: near white, unsaturated
 STRIPES_PHRASE = "in a striped shirt"
+NO_HAT_PHRASE = "with no hat"
 HAIR_RGB: tuple[int, int, int] = (52, 34, 26)
 
 MOTION_WORDS: dict[str, str] = {
@@ -68,13 +73,15 @@ TIMES: tuple[str, ...] = tuple(TIME_PHRASES)
 @dataclass(frozen=True)
 class PromptAttributes:
     """What a prompt says: figure colour, motion (None = no motion word), scene type, time of day, and
-    the figure's identity details: a striped shirt, a hat's colour (None = no hat)."""
+    the figure's identity as far as the prompt names it: shirt pattern, trousers, hat (a colour or
+    "none"); None leaves that attribute open (`vidtune.demo.synthetic.identity`)."""
 
     colour: str
     scene: str
     time: str
     motion: str | None = None
-    stripes: bool = False
+    shirt: str | None = None
+    trousers: str | None = None
     hat: str | None = None
 
     def __post_init__(self) -> None:
@@ -87,22 +94,44 @@ class PromptAttributes:
                 raise VidtuneError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
         if self.motion is not None and self.motion not in MOTIONS:
             raise VidtuneError(f"unknown motion {self.motion!r}; choose one of {', '.join(MOTIONS)}")
-        if self.hat is not None and (self.hat not in COLOURS or self.hat == self.colour):
+        if self.hat is not None and self.hat != NO_HAT and (self.hat not in COLOURS or self.hat == self.colour):
             others = ", ".join(c for c in COLOURS if c != self.colour)
-            raise VidtuneError(f"hat colour {self.hat!r}: a {self.colour} figure's hat is one of {others}")
+            raise VidtuneError(f"hat colour {self.hat!r}: a {self.colour} figure's hat is one of {others}, or none")
+        if self.shirt is not None and self.shirt not in SHIRTS:
+            raise VidtuneError(f"unknown shirt {self.shirt!r}; choose one of {', '.join(SHIRTS)}")
+        if self.trousers is not None and self.trousers not in TROUSERS:
+            raise VidtuneError(f"unknown trousers {self.trousers!r}; choose one of {', '.join(TROUSERS)}")
+
+    @property
+    def named(self) -> dict[str, str | None]:
+        """The identity attributes as the prompt names them (None: left open)."""
+        return {"shirt": self.shirt, "trousers": self.trousers, "hat": self.hat}
 
     @property
     def details(self) -> tuple[str, ...]:
-        """The identity details named ("stripes", "hat"), in prompt order."""
-        return (("stripes",) if self.stripes else ()) + (("hat",) if self.hat else ())
+        """The identity attributes the prompt names, in prompt order."""
+        return tuple(k for k, v in self.named.items() if v is not None)
+
+    @property
+    def open(self) -> tuple[str, ...]:
+        """The identity attributes the prompt leaves open."""
+        return tuple(k for k, v in self.named.items() if v is None)
+
+    def identity(self, rng: np.random.Generator) -> Identity:
+        """The concrete identity: named attributes as named, open ones drawn with ``rng``."""
+        return resolve_identity(self.named, self.colour, COLOURS, rng)
 
 
 def format_prompt(attrs: PromptAttributes) -> str:
     """The grammar's sentence for ``attrs``."""
     parts = ["a", attrs.colour, "figure"]
-    if attrs.stripes:
-        parts.append(STRIPES_PHRASE)
-    if attrs.hat is not None:
+    if attrs.shirt is not None:
+        parts += ["in a", SHIRT_WORDS[attrs.shirt], "shirt"]
+    if attrs.trousers is not None:
+        parts += ["in", attrs.trousers, "trousers"]
+    if attrs.hat == NO_HAT:
+        parts.append(NO_HAT_PHRASE)
+    elif attrs.hat is not None:
         parts += ["with a", attrs.hat, "hat"]
     if attrs.motion is not None:
         parts.append(MOTION_WORDS[attrs.motion])
@@ -114,19 +143,20 @@ def sample_attributes(
     rng: np.random.Generator, motion: str | None | bool = True, details: float = 0.0
 ) -> PromptAttributes:
     """Uniformly random attributes. ``motion``: a motion name, None (no motion word), or True (random).
-    ``details``: the probability of each identity detail (stripes; a hat of another colour); at 0 the
-    generator draws exactly what it drew before details existed (the committed benchmarks' prompts)."""
+    ``details``: the probability that the prompt names each identity attribute (its value then drawn
+    as `resolve_identity` draws it); at 0 every attribute is left open and the generator draws
+    exactly what it drew before identities existed (the committed benchmarks' prompts)."""
     if motion is True:
         motion = str(rng.choice(MOTIONS)) if rng.random() < 0.8 else None
     elif motion is False:
         motion = None
     colour, scene, time = str(rng.choice(COLOURS)), str(rng.choice(SCENES)), str(rng.choice(TIMES))
-    stripes, hat = False, None
+    named: dict[str, str | None] = {}
     if details > 0:
-        stripes = bool(rng.random() < details)
-        if rng.random() < details:
-            hat = str(rng.choice([c for c in COLOURS if c != colour]))
-    return PromptAttributes(colour=colour, scene=scene, time=time, motion=motion, stripes=stripes, hat=hat)
+        names = rng.random(3) < details
+        drawn = resolve_identity({}, colour, COLOURS, rng)
+        named = {k: (v if n else None) for n, (k, v) in zip(names, drawn.as_dict().items())}
+    return PromptAttributes(colour=colour, scene=scene, time=time, motion=motion, **named)
 
 
 def sample_prompt(rng: np.random.Generator, motion: str | None | bool = True, details: float = 0.0) -> str:
@@ -135,10 +165,12 @@ def sample_prompt(rng: np.random.Generator, motion: str | None | bool = True, de
 
 
 _PATTERN = re.compile(
-    r"^a (?P<colour>{c}) figure(?P<stripes> {st})?(?: with a (?P<hat>{c}) hat)?(?: (?P<motion>{m}))? "
+    r"^a (?P<colour>{c}) figure(?: in a (?P<shirt>{sh}) shirt)?(?: in (?P<trousers>{tr}) trousers)?"
+    r"(?: with (?:a (?P<hat>{c}) hat|(?P<nohat>no) hat))?(?: (?P<motion>{m}))? "
     r"(?P<scene>{s}) (?P<time>{t})$".format(
         c="|".join(COLOURS),
-        st=re.escape(STRIPES_PHRASE),
+        sh="|".join(SHIRT_WORDS.values()),
+        tr="|".join(TROUSERS),
         m="|".join(MOTION_WORDS.values()),
         s="|".join(re.escape(p) for p in SCENE_PHRASES.values()),
         t="|".join(re.escape(p) for p in TIME_PHRASES.values()),
@@ -154,7 +186,9 @@ def parse_prompt(text: str) -> PromptAttributes:
         raise VidtuneError(
             f"prompt {text!r} is not in the synthetic grammar; expected e.g. "
             f"'a red figure in a striped shirt with a blue hat dancing on a snowy field at night' "
-            f"(colours: {', '.join(COLOURS)}; details: '{STRIPES_PHRASE}', 'with a COLOUR hat'; "
+            f"(colours: {', '.join(COLOURS)}; shirts: {', '.join(f'in a {w} shirt' for w in SHIRT_WORDS.values())}; "
+            f"trousers: {', '.join(f'in {t} trousers' for t in TROUSERS)}; hats: 'with a COLOUR hat', "
+            f"'{NO_HAT_PHRASE}'; "
             f"motions: {', '.join(MOTION_WORDS.values())}; scenes: {', '.join(SCENE_PHRASES.values())}; "
             f"times: {', '.join(TIME_PHRASES.values())})"
         )
@@ -166,13 +200,19 @@ def parse_prompt(text: str) -> PromptAttributes:
         scene=inv_scene[m["scene"]],
         time=inv_time[m["time"]],
         motion=inv_motion[m["motion"]] if m["motion"] else None,
-        stripes=bool(m["stripes"]),
-        hat=m["hat"],
+        shirt={v: k for k, v in SHIRT_WORDS.items()}.get(m["shirt"]) if m["shirt"] else None,
+        trousers=m["trousers"],
+        hat=NO_HAT if m["nohat"] else m["hat"],
     )
 
 
-# The identity details' words (a demo model trained before them lacks them: `demo.command.check_model_knows`).
-DETAIL_TEXTS: tuple[str, ...] = (STRIPES_PHRASE, "with a hat")
+# The identity attributes' words (a demo model trained before them lacks them: `demo.command.check_model_knows`).
+DETAIL_TEXTS: tuple[str, ...] = (
+    *(f"in a {w} shirt" for w in SHIRT_WORDS.values()),
+    *(f"in {t} trousers" for t in TROUSERS),
+    "with a hat",
+    NO_HAT_PHRASE,
+)
 # Every word the grammar can produce (the demo tokenizer's vocabulary is built from these).
 VOCABULARY_TEXTS: tuple[str, ...] = (
     "a figure",

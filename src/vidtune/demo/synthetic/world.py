@@ -13,6 +13,7 @@ import numpy as np
 
 from vidtune.demo.synthetic.figure import FigureColours, FigureLayer, composite, render_figure
 from vidtune.demo.synthetic.grammar import PromptAttributes, format_prompt, parse_prompt
+from vidtune.demo.synthetic.identity import Identity
 from vidtune.demo.synthetic.motions import motion_sequence
 from vidtune.demo.synthetic.scenes import FIGURE_LIGHT, render_scene
 from vidtune.poses import render_pose
@@ -26,7 +27,10 @@ class SyntheticSequence:
     masks: ``(N, H, W)`` bool, exact figure masks; clothes_masks: ``(N, H, W)`` bool, the part
     of each mask drawn in the prompt's colour (shirt, sleeves, trousers); pose_images: ``(N, H, W, 3)`` uint8 OpenPose
     renderings; background: ``(H, W, 3)`` uint8 (the same for every frame); stripe_masks and hat_masks:
-    ``(N, H, W)`` bool, the pixels of each identity detail the prompt names (all False without it).
+    ``(N, H, W)`` bool, the pixels of the striped (or two-tone) shirt's white and of the hat (all False
+    without them); identity: the figure's concrete identity (the prompt's named attributes, the open
+    ones drawn once for the video); parts: ``(N, H, W)`` int8, the body part of each figure pixel
+    (`vidtune.demo.synthetic.figure.PART_*`).
     """
 
     keypoints: np.ndarray
@@ -42,23 +46,49 @@ class SyntheticSequence:
     frame_attrs: tuple[PromptAttributes | None, ...] = ()
     stripe_masks: np.ndarray | None = None
     hat_masks: np.ndarray | None = None
+    identity: Identity = Identity()
+    parts: np.ndarray | None = None
+
+
+IDENTITY_STREAM = 104729  # the identity's random stream: np.random.default_rng([seed, IDENTITY_STREAM])
+
+
+def video_identity(attrs: PromptAttributes, seed: int) -> Identity:
+    """The identity of the video of ``attrs`` with ``seed``: named attributes as named, the open ones
+    drawn once from the seed's own stream (the motion and the scene keep theirs)."""
+    return attrs.identity(np.random.default_rng([seed, IDENTITY_STREAM]))
 
 
 def draw_figure(
-    keypoints: np.ndarray, attrs: PromptAttributes, height: int, width: int, depth: np.ndarray | None = None
+    keypoints: np.ndarray,
+    attrs: PromptAttributes,
+    height: int,
+    width: int,
+    depth: np.ndarray | None = None,
+    identity: Identity | None = None,
 ) -> FigureLayer:
-    """The figure of ``attrs`` (its colour, lit for its time of day) in one pose."""
+    """The figure of ``attrs`` (its colour, lit for its time of day) in one pose, dressed in ``identity``
+    (default: what the prompt names, the default identity for what it leaves open)."""
     return render_figure(
-        keypoints, FigureColours.from_attrs(attrs), height, width, depth=depth, light=FIGURE_LIGHT[attrs.time]
+        keypoints,
+        FigureColours.from_attrs(attrs, identity),
+        height,
+        width,
+        depth=depth,
+        light=FIGURE_LIGHT[attrs.time],
     )
 
 
 def make_frame(
-    keypoints: np.ndarray, attrs: PromptAttributes, background: np.ndarray, depth: np.ndarray | None = None
+    keypoints: np.ndarray,
+    attrs: PromptAttributes,
+    background: np.ndarray,
+    depth: np.ndarray | None = None,
+    identity: Identity | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One frame: (rgb uint8 (H, W, 3), mask bool (H, W), pose image uint8 (H, W, 3))."""
     h, w = background.shape[:2]
-    layer = draw_figure(keypoints, attrs, h, w, depth)
+    layer = draw_figure(keypoints, attrs, h, w, depth, identity)
     return composite(background, layer), layer.mask, render_pose(keypoints, h, w)
 
 
@@ -73,6 +103,7 @@ def make_sequence(
     speed: float = 1.0,
     translate: str | float = "auto",
     scene_seed: int | None = None,
+    identity_seed: int | None = None,
 ) -> SyntheticSequence:
     """Render the ground-truth video of ``motion`` for ``prompt``.
 
@@ -85,19 +116,23 @@ def make_sequence(
             ``scene_seed`` (default: ``seed``).
         height, width: frame size.
         speed, translate: see `vidtune.demo.synthetic.motions.motion_keypoints`.
+        identity_seed: draws the identity attributes the prompt leaves open (`video_identity`;
+            default: ``seed``), once for the whole video.
     """
     attrs = prompt if isinstance(prompt, PromptAttributes) else parse_prompt(prompt)
     text = prompt if isinstance(prompt, str) else format_prompt(prompt)
+    identity = video_identity(attrs, seed if identity_seed is None else identity_seed)
     seq = motion_sequence(motion, num_frames, height=height, width=width, speed=speed, translate=translate, seed=seed)
     background = render_scene(attrs, seed if scene_seed is None else scene_seed, height, width)
-    frames, masks, clothes, stripes, hats, poses = [], [], [], [], [], []
+    frames, masks, clothes, stripes, hats, poses, parts = [], [], [], [], [], [], []
     for kp, dp in zip(seq.keypoints, seq.depth):
-        layer = draw_figure(kp, attrs, height, width, dp)
+        layer = draw_figure(kp, attrs, height, width, dp, identity)
         frames.append(composite(background, layer))
         masks.append(layer.mask)
         clothes.append(layer.clothes)
         stripes.append(layer.stripes)
         hats.append(layer.hat)
+        parts.append(layer.parts)
         poses.append(render_pose(kp, height, width))
     return SyntheticSequence(
         keypoints=seq.keypoints,
@@ -110,6 +145,8 @@ def make_sequence(
         attrs=attrs,
         stripe_masks=np.stack(stripes),
         hat_masks=np.stack(hats),
+        identity=identity,
+        parts=np.stack(parts),
     )
 
 
@@ -153,4 +190,6 @@ def make_scheduled_sequence(
         frame_attrs=attrs,
         stripe_masks=np.stack([s.stripe_masks[i] for i, s in enumerate(pick)]),
         hat_masks=np.stack([s.hat_masks[i] for i, s in enumerate(pick)]),
+        identity=first.identity,
+        parts=np.stack([s.parts[i] for i, s in enumerate(pick)]),
     )

@@ -249,6 +249,8 @@ def test_detail_adherence_is_high_for_the_truth_and_zero_without_the_detail() ->
     judged = video_adherence(plain.frames, seq)
     assert judged["stripes_iou"] < 0.05 and judged["hat_iou"] < 0.05
     assert "stripes_iou" not in video_adherence(plain.frames, plain)  # a prompt without details: no key
+    white = make_sequence("walk", 4, text.replace("dark trousers", "white trousers"), seed=1)
+    assert video_adherence(white.frames, white)["stripes_iou"] > 0.85  # white trousers are not stripes
 
 
 # ---------------------------------------------------------------- adherence

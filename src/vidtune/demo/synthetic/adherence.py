@@ -167,13 +167,17 @@ def keyed_stripes(frame: np.ndarray, figure: np.ndarray, time: str) -> np.ndarra
     return figure.astype(bool) & (s <= STRIPE_MAX_SATURATION) & (v >= STRIPE_MIN_VALUE * FIGURE_LIGHT[time])
 
 
-def detail_iou(frame: np.ndarray, attrs: PromptAttributes, gt_mask, gt_stripes, gt_hat) -> tuple:
+def detail_iou(frame: np.ndarray, attrs: PromptAttributes, gt_mask, gt_stripes, gt_hat, gt_parts=None) -> tuple:
     """(stripes IoU, hat IoU) of one frame against the truth's detail masks; None for a detail the
     prompt does not name (or no truth mask for it). The white bands of a striped shirt and the white
-    half of a two-tone one are both keyed as "stripes"."""
+    half of a two-tone one are both keyed as "stripes", inside the truth's torso when its part labels
+    ``gt_parts`` are given (white trousers are near white too)."""
+    from vidtune.demo.synthetic.figure import PART_TORSO
+
     stripes = hat = None
     if attrs.shirt in ("striped", "two-tone") and gt_stripes is not None:
-        stripes = mask_iou(keyed_stripes(frame, gt_mask, attrs.time), gt_stripes)
+        region = gt_mask if gt_parts is None else gt_parts == PART_TORSO
+        stripes = mask_iou(keyed_stripes(frame, region, attrs.time), gt_stripes)
     if attrs.hat not in (None, NO_HAT) and gt_hat is not None:
         hat = mask_iou(keyed_figure_mask(frame, attrs.hat), gt_hat)
     return stripes, hat
@@ -186,6 +190,7 @@ def frame_adherence(
     gt_clothes: np.ndarray | None = None,
     gt_stripes: np.ndarray | None = None,
     gt_hat: np.ndarray | None = None,
+    gt_parts: np.ndarray | None = None,
 ) -> FrameAdherence:
     """Pose IoU, whether colour, scene and time of day are recognised as the prompt says, and the
     identity details the prompt names (`detail_iou`).
@@ -195,7 +200,7 @@ def frame_adherence(
     """
     guess = classify_scene(frame, gt_mask)
     reference = gt_mask if gt_clothes is None else gt_clothes
-    stripes, hat = detail_iou(frame, attrs, gt_mask, gt_stripes, gt_hat)
+    stripes, hat = detail_iou(frame, attrs, gt_mask, gt_stripes, gt_hat, gt_parts)
     return FrameAdherence(
         pose_iou=pose_iou(frame, reference, attrs.colour),
         colour_ok=classify_figure_colour(frame, reference) == attrs.colour,
@@ -223,9 +228,15 @@ def judge_frames(frames, truth) -> list[FrameAdherence | None]:
 
     attrs = getattr(truth, "frame_attrs", ()) or [truth.attrs] * len(frames)
     return [
-        None if a is None else frame_adherence(np.asarray(f), m, a, gt_clothes=c, gt_stripes=st, gt_hat=h)
-        for f, m, c, st, h, a in zip(
-            frames, truth.masks, per_frame("clothes_masks"), per_frame("stripe_masks"), per_frame("hat_masks"), attrs
+        None if a is None else frame_adherence(np.asarray(f), m, a, c, st, h, p)
+        for f, m, c, st, h, p, a in zip(
+            frames,
+            truth.masks,
+            per_frame("clothes_masks"),
+            per_frame("stripe_masks"),
+            per_frame("hat_masks"),
+            per_frame("parts"),
+            attrs,
         )
     ]
 

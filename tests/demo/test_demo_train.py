@@ -64,3 +64,33 @@ def test_building_the_cli_parser_does_not_import_torch() -> None:
     code = "import sys, vidtune.cli as c; c.make_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_extending_the_text_encoder_keeps_every_known_token_row() -> None:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    old_vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "red</w>": 2, "figure</w>": 3}
+    new_vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "hat</w>": 2, "red</w>": 3, "figure</w>": 4, "khaki</w>": 5}
+    cfg = CLIPTextConfig(vocab_size=4, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=8, bos_token_id=0, eos_token_id=1)
+    te = CLIPTextModel(cfg)
+    before = te.get_input_embeddings().weight.detach().clone()
+    assert demo_train.extend_text_encoder(te, old_vocab, new_vocab) == 2
+    after = te.get_input_embeddings().weight.detach()
+    assert after.shape == (6, 8) and te.config.vocab_size == 6
+    for token, i in old_vocab.items():  # a known word keeps its trained row under its new id
+        assert torch.equal(after[new_vocab[token]], before[i])
+    for i in (2, 5):  # a new word starts near the mean word, not far from every trained row
+        assert (after[i] - before.mean(0)).norm() < (before - before.mean(0)).norm(dim=1).max()
+    assert te(torch.tensor([[0, 2, 5, 1]]))[0].shape == (1, 4, 8)  # the new ids run
+
+
+def test_a_batch_puts_each_pair_side_by_side_with_one_timestep_and_one_dropout() -> None:
+    gen = torch.Generator().manual_seed(0)
+    idx, t, drop = demo_train._batch_layout(4, 6, 100, 1000, 0.5, gen)
+    assert len(idx) == len(t) == len(drop) == 16
+    pairs = idx[4:].view(-1, 2)
+    assert (pairs[:, 0] % 2 == 0).all() and (pairs[:, 1] == pairs[:, 0] + 1).all()  # frames 2p, 2p + 1
+    assert (t[4:].view(-1, 2)[:, 0] == t[4:].view(-1, 2)[:, 1]).all()
+    assert (drop[4:].view(-1, 2)[:, 0] == drop[4:].view(-1, 2)[:, 1]).all()
+    assert len(set(t[4:].view(-1, 2)[:, 0].tolist())) > 1  # pairs are not all at one step

@@ -160,7 +160,7 @@ def extend_text_encoder(text_encoder: torch.nn.Module, old_vocab: dict[str, int]
     text_encoder.config.bos_token_id, text_encoder.config.eos_token_id = bos, eos
     text_encoder.config.pad_token_id = eos
     for module in text_encoder.modules():  # older transformers keep a copy in CLIPTextTransformer
-        if hasattr(module, "eos_token_id") and not isinstance(module.eos_token_id, type(None)) and module is not text_encoder:
+        if module is not text_encoder and getattr(module, "eos_token_id", None) is not None:
             module.eos_token_id = eos
     return fresh
 

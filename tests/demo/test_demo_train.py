@@ -71,8 +71,16 @@ def test_extending_the_text_encoder_keeps_every_known_token_row() -> None:
 
     old_vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "red</w>": 2, "figure</w>": 3}
     new_vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "hat</w>": 2, "red</w>": 3, "figure</w>": 4, "khaki</w>": 5}
-    cfg = CLIPTextConfig(vocab_size=4, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=8, bos_token_id=0, eos_token_id=1)
+    cfg = CLIPTextConfig(
+        vocab_size=4,
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=8,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
     te = CLIPTextModel(cfg)
     before = te.get_input_embeddings().weight.detach().clone()
     assert demo_train.extend_text_encoder(te, old_vocab, new_vocab) == 2

@@ -167,10 +167,16 @@ def test_details_round_trip_and_sampling_without_them_draws_what_it_drew_before(
         seen.add(attrs.details)
     every = {c for n in range(4) for c in combinations(("shirt", "trousers", "hat"), n)}
     assert seen == every  # each attribute named or left open, in every combination
-    text = "a blue figure in a two tone shirt in khaki trousers with a yellow hat walking in a city street during the day"
+    text = (
+        "a blue figure in a two tone shirt in khaki trousers with a yellow hat walking in a city street during the day"
+    )
     attrs = parse_prompt(text)
     assert (attrs.colour, attrs.shirt, attrs.trousers, attrs.hat, attrs.motion) == (
-        "blue", "two-tone", "khaki", "yellow", "walk"
+        "blue",
+        "two-tone",
+        "khaki",
+        "yellow",
+        "walk",
     )
     assert parse_prompt("a red figure with no hat on a beach at night").hat == "none"
     assert parse_prompt("a red figure on a beach at night").open == ("shirt", "trousers", "hat")
@@ -189,7 +195,9 @@ def test_an_open_attribute_is_drawn_once_per_video_and_a_named_one_as_named() ->
         identities.add(seq.identity)
         assert (seq.hat_masks.any(axis=(1, 2)) == (seq.identity.hat != "none")).all()  # constant over the video
     assert len(identities) >= 4  # open attributes vary between videos
-    named = make_sequence("walk", 3, "a red figure in a striped shirt with no hat walking on a beach during the day", seed=3)
+    named = make_sequence(
+        "walk", 3, "a red figure in a striped shirt with no hat walking on a beach during the day", seed=3
+    )
     assert (named.identity.shirt, named.identity.hat) == ("striped", "none") and not named.hat_masks.any()
 
 

@@ -324,10 +324,12 @@ def _save_ckpt(path: Path, state: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def train_vae(out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.ndarray, losses: _LossLog) -> None:
-    """Time-budgeted VAE training (L1 + kl_weight * KL); resumes from out/ckpt_vae.pt."""
+def train_vae(
+    out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.ndarray, losses: _LossLog, peak_lr: float
+) -> None:
+    """Time-budgeted VAE training (L1 + L2 + kl_weight * KL) at ``peak_lr``; resumes from out/ckpt_vae.pt."""
     ckpt = out / "ckpt_vae.pt"
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=peak_lr, weight_decay=0.0)
     step, elapsed = 0, 0.0
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     if ckpt.exists():
@@ -342,7 +344,7 @@ def train_vae(out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.
     t_last_ckpt = time.monotonic()
     while elapsed < budget:
         t0 = time.monotonic()
-        lr = _lr_at(step, elapsed / budget, cfg.vae_lr, cfg.warmup_steps)
+        lr = _lr_at(step, elapsed / budget, peak_lr, cfg.warmup_steps)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, len(frames), (cfg.vae_batch,), generator=gen).numpy()
@@ -422,7 +424,12 @@ def train_unet(
     sched = make_scheduler("ddpm", sd_schedule_config())  # the forward process: SD's betas
     names = ("unet", "adapter", "text_encoder")
     params = [p for n in names for p in comps[n].parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
+    embedding = comps["text_encoder"].get_input_embeddings().weight
+    groups = [  # the token embeddings at their own rate, without weight decay (it would pull words together)
+        {"params": [p for p in params if p is not embedding], "peak": cfg.unet_lr, "weight_decay": 1e-2},
+        {"params": [embedding], "peak": cfg.embedding_lr, "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.unet_lr)
     ema = {n: {k: v.detach().clone() for k, v in comps[n].state_dict().items()} for n in names}
     ckpt = out / "ckpt_unet.pt"
     step, elapsed = 0, 0.0
@@ -454,7 +461,7 @@ def train_unet(
         t0 = time.monotonic()
         lr = _lr_at(step, elapsed / budget, cfg.unet_lr, cfg.warmup_steps)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["peak"] / cfg.unet_lr
         idx, t, drop = _batch_layout(
             singles, pairs, len(poses), sched.config.num_train_timesteps, cfg.prompt_dropout, gen
         )
@@ -603,8 +610,8 @@ def train_demo(
 
     # 2. VAE (kept as it is on a warm start), then the latent cache and scaling factor
     if not (out / "vae_done.json").exists():
-        if warm is None:
-            train_vae(out, cfg, comps["vae"], frames, losses)
+        if warm is None or cfg.vae_minutes > 0:
+            train_vae(out, cfg, comps["vae"], frames, losses, cfg.vae_lr if warm is None else cfg.warm_vae_lr)
         else:
             _save_ckpt(out / "ckpt_vae.pt", {"vae": comps["vae"].state_dict(), "config": asdict(cfg)})
         mean, std = encode_dataset(comps["vae"], frames)
@@ -678,6 +685,7 @@ def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print) 
         num_frames=args.num_frames,
         unet_batch=args.unet_batch,
         unet_lr=args.unet_lr,
+        embedding_lr=args.embedding_lr,
         warm_start=args.warm_start,
         pair_share=args.pair_share,
     )

@@ -22,9 +22,13 @@ class DemoTrainConfig:
     vae_batch: int = 32
     vae_crop: int = 32  # the VAE trains on random crops (it is fully convolutional)
     vae_lr: float = 1e-3
+    warm_vae_lr: float = 2e-4  # the VAE's peak rate on a warm start: small, so the latent space stays put
     kl_weight: float = 1e-6
     unet_batch: int = 32
     unet_lr: float = 3e-4
+    # Peak learning rate of the text encoder's token embeddings: new words start as an average word
+    # and must move far (as in textual inversion), which the UNet's rate takes thousands of steps to do.
+    embedding_lr: float = 3e-3
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain epsilon MSE
     warmup_steps: int = 100
     prompt_dropout: float = 0.1
@@ -34,7 +38,8 @@ class DemoTrainConfig:
     workers: int = 2
     threads: int = 2
     # A model folder to start from ("" = fresh weights; "shipped" = the package's demo model): its VAE
-    # is kept as it is (no VAE phase), its tokenizer and text encoder's embeddings are extended with
+    # is fine-tuned for vae_minutes at warm_vae_lr (new details such as stripes must survive the
+    # autoencoder; its scaling factor is kept; 0 minutes keeps the VAE as it is), its tokenizer and text encoder's embeddings are extended with
     # the grammar's new words, and its UNet, adapter and text encoder are fine-tuned.
     warm_start: str = ""
     # Share of each UNet batch's frames that come as pairs: two frames of one figure (one prompt, one
@@ -91,12 +96,19 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="peak learning rate of the UNet phase (default: %(default)s)",
     )
     ap.add_argument(
+        "--embedding-lr",
+        type=float,
+        default=DemoTrainConfig.embedding_lr,
+        metavar="LR",
+        help="peak learning rate of the text encoder's token embeddings (default: %(default)s)",
+    )
+    ap.add_argument(
         "--warm-start",
         default=DemoTrainConfig.warm_start,
         metavar="MODEL",
         help="fine-tune this model folder ('shipped': the package's demo model) instead of training from "
-        "fresh weights: its VAE is kept, its tokenizer and text embeddings are extended with new words "
-        "(default: none, fresh weights)",
+        "fresh weights: its VAE is fine-tuned for --vae-minutes at a small rate (0: kept as it is), its "
+        "tokenizer and text embeddings are extended with new words (default: none, fresh weights)",
     )
     ap.add_argument(
         "--pair-share",

@@ -197,7 +197,17 @@ def render_figure(
     torso_z = (z[1] + z[8] + z[11]) / 3
     parts.append(("torso", (pts[2], pts[5], pts[11], pts[8], pts[1], mid_hip), r_torso, shirt, torso_z, 1, PART_TORSO))
     parts.append(("cap", (pts[1], pts[1] + 0.6 * neck_dir), r_arm, colours.skin, torso_z + 0.001, 2, PART_SKIN))
-    parts.append(("head", (head, neck_dir, pts[0] if kp[0, 2] > 0 else head), r_head, colours.skin, torso_z + 0.002, 4, PART_SKIN))
+    parts.append(
+        (
+            "head",
+            (head, neck_dir, pts[0] if kp[0, 2] > 0 else head),
+            r_head,
+            colours.skin,
+            torso_z + 0.002,
+            4,
+            PART_SKIN,
+        )
+    )
     if depth is None:
         parts.sort(key=lambda p: p[5])
     else:
@@ -287,7 +297,9 @@ def render_figure(
                 brim = _segment_field(px, py, base - perp * 1.4 * r, base + perp * 1.4 * r) <= 0.14 * r
                 hat = crown | brim
                 hat_shade = np.clip(1.0 + 0.12 * lx, 0.45, 1.15).astype(np.float32) * light
-                _paint(colour_buf, cover, cloth, hat, hat_shade, colours.hat, box, False, label, _HAT, part_buf, PART_HAT)
+                _paint(
+                    colour_buf, cover, cloth, hat, hat_shade, colours.hat, box, False, label, _HAT, part_buf, PART_HAT
+                )
 
     # Supersampled -> canvas: coverage >= 1/2 decides the mask; colour = mean of covered subpixels.
     cov = cover.reshape(height, ss, width, ss).astype(np.float32)
@@ -298,7 +310,9 @@ def render_figure(
     clothes = mask & (cloth.reshape(height, ss, width, ss).sum(axis=(1, 3)) * 2 > count)
     labels = label.reshape(height, ss, width, ss)
     stripes, hat = (mask & ((labels == k).sum(axis=(1, 3)) * 2 > count) for k in (_STRIPE, _HAT))
-    part_votes = np.stack([(part_buf == k).reshape(height, ss, width, ss).sum(axis=(1, 3)) for k in range(PART_SHOE + 1)])
+    part_votes = np.stack(
+        [(part_buf == k).reshape(height, ss, width, ss).sum(axis=(1, 3)) for k in range(PART_SHOE + 1)]
+    )
     parts = np.where(mask, part_votes[1:].argmax(0) + 1, PART_NONE).astype(np.int8)
     return FigureLayer(
         rgb=np.clip(np.rint(rgb), 0, 255).astype(np.uint8),

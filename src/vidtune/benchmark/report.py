@@ -58,6 +58,7 @@ PAIRED_METRICS = [
     ("bg_stability.std", "bg std", 1.0),
     ("fg_appearance.color", "fg colour", 1.0),
     ("fg_appearance.texture", "fg texture x1e2", 1e2),
+    ("identity.consistency", "identity", 1.0),
     ("pose_adherence.pose_iou", "pose IoU", 1.0),
 ]
 BASELINES = ("per_frame", "per_frame_shared_noise", "t2v_zero", "gen_l_video", "freenoise")
@@ -85,6 +86,7 @@ STAGE_METRICS: tuple[tuple[str, str, float], ...] = (
     ("fg_appearance.texture", "fg texture x1e2", 1e2),
     ("fg_appearance.color_vs_first", "fg colour vs 0", 1.0),
     ("drift_fg_color.mean", "drift fg colour", 1.0),
+    ("identity.consistency", "identity", 1.0),
     ("pose_adherence.pose_iou", "pose IoU", 1.0),
 )
 
@@ -101,6 +103,8 @@ def table_columns(summary: dict) -> list[tuple[str, str, float, str]]:
     for k in sorted(keys):
         if k.startswith(("pose_adherence.", "prompt_adherence.")):
             cols.append((k, k.replace("_adherence.", " adh. "), 1.0, "higher"))
+        elif k.startswith("identity."):
+            cols.append((k, k, 1.0, "higher" if k.endswith("consistency") else "lower"))
     cols.append(("seconds", "seconds", 1.0, "cost"))
     return cols
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from vidtune.demo.synthetic.adherence import FrameAdherence
 
 PROMPT_KEYS = ("colour_accuracy", "scene_accuracy", "time_accuracy")
+IDENTITY_KEYS = ("shirt", "trousers", "hat")
 
 
 # --------------------------------------------------------------------------------------------
@@ -45,15 +46,22 @@ def _flatten(value: Any, prefix: str, out: dict[str, float]) -> None:
 def adherence_metrics(judged: Sequence[FrameAdherence | None]) -> dict[str, float]:
     """Pose adherence (figure-mask IoU vs the ground truth) and prompt adherence of a video's judged
     frames (`vidtune.demo.synthetic.adherence.judge_frames`; None = not judged), as
-    `pose_adherence.pose_iou` and `prompt_adherence.<colour|scene|time>_accuracy`."""
+    `pose_adherence.pose_iou` and `prompt_adherence.<colour|scene|time>_accuracy`; where the frames
+    show the figure's identity (`vidtune.demo.synthetic.readout`), `prompt_adherence.<attr>_accuracy`
+    for the attributes the prompt names and `identity.consistency` / `identity.flips` (how constant
+    the identity is over the video)."""
     from vidtune.demo.synthetic.adherence import summarize
 
     s = summarize([r for r in judged if r is not None])
     details = {f"pose_adherence.{k}": s[k] for k in ("stripes_iou", "hat_iou") if k in s}  # prompts naming them
+    named = {f"prompt_adherence.{k}_accuracy": s[f"{k}_accuracy"] for k in IDENTITY_KEYS if f"{k}_accuracy" in s}
+    identity = {f"identity.{k}": s[f"identity_{k}"] for k in ("consistency", "flips") if f"identity_{k}" in s}
     return {
         "pose_adherence.pose_iou": s["pose_iou"],
         **details,
         **{f"prompt_adherence.{k}": s[k] for k in PROMPT_KEYS},
+        **named,
+        **identity,
     }
 
 

@@ -78,6 +78,13 @@ def _variants() -> dict[str, Variant]:
             links=(1,),
         ),
         Variant(
+            "t2v_zero_none",
+            "t2v_zero without cross-frame attention: what the attention carries between frames",
+            "stage4",
+            overrides=(*PUBLISHED, "codenoise.attention=none", "codenoise.noise_mode=shared"),  # one clip of N
+            links=(1,),
+        ),
+        Variant(
             "gen_l_video",
             "base UNet, co-denoised clips, uniform weights, middle anchor, independent noise",
             "stage4",
@@ -137,6 +144,7 @@ def _variants() -> dict[str, Variant]:
 
 
 VARIANTS: dict[str, Variant] = _variants()
+ONE_CLIP = ("t2v_zero", "t2v_zero_none")  # the whole video as one clip of N frames
 
 
 @dataclass(frozen=True)
@@ -390,7 +398,7 @@ def sequence_config(base: C.RunConfig, seq: SequenceSpec, poses: Path) -> C.RunC
 def variant_config(cfg: C.RunConfig, variant: Variant, num_frames: int) -> C.RunConfig:
     """The sequence config with the variant's own settings (t2v_zero: one clip of N frames)."""
     extra = list(variant.overrides)
-    if variant.name == "t2v_zero":
+    if variant.name in ONE_CLIP:
         extra += [f"codenoise.clip_length={num_frames}", f"codenoise.stride={num_frames}"]
     return C.apply_overrides(cfg, extra) if extra else cfg
 
@@ -398,6 +406,6 @@ def variant_config(cfg: C.RunConfig, variant: Variant, num_frames: int) -> C.Run
 def variant_settings(name: str) -> str:
     """What a variant sets over the base config, for the tables (markdown: the settings in backticks)."""
     v = VARIANTS[name]
-    bits = list(v.overrides) + (["codenoise.clip_length=N", "codenoise.stride=N"] if name == "t2v_zero" else [])
+    bits = list(v.overrides) + (["codenoise.clip_length=N", "codenoise.stride=N"] if name in ONE_CLIP else [])
     unet = f"{v.unet} UNet; " if v.source == "stage4" else ""
     return unet + (", ".join(f"`{b}`" for b in bits) if bits else "base config")

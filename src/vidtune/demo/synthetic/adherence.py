@@ -31,14 +31,14 @@ MIN_SATURATION = 0.62
 MIN_VALUE = 0.22
 
 
-def _hsv(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def hsv(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hue in degrees [0, 360), saturation and value in [0, 1]."""
     hsv = cv2.cvtColor(np.ascontiguousarray(frame, dtype=np.uint8), cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
     return hsv[..., 0] * (360.0 / 256.0), hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
 
 
 def _hue_of(rgb: tuple[int, int, int]) -> float:
-    return float(_hsv(np.array([[rgb]], np.uint8))[0][0, 0])
+    return float(hsv(np.array([[rgb]], np.uint8))[0][0, 0])
 
 
 PALETTE_HUES: dict[str, float] = {name: _hue_of(rgb) for name, rgb in FIGURE_COLOURS.items()}
@@ -54,7 +54,7 @@ def keyed_figure_mask(frame: np.ndarray, colour: str) -> np.ndarray:
     sleeves and trousers; the scenes never use these saturated hues)."""
     if colour not in FIGURE_COLOURS:
         raise ValueError(f"unknown figure colour {colour!r}; choose one of {', '.join(COLOURS)}")
-    h, s, v = _hsv(frame)
+    h, s, v = hsv(frame)
     return (_hue_distance(h, PALETTE_HUES[colour]) <= HUE_TOLERANCE) & (s >= MIN_SATURATION) & (v >= MIN_VALUE)
 
 
@@ -78,7 +78,7 @@ def classify_figure_colour(frame: np.ndarray, gt_mask: np.ndarray) -> str | None
     """The palette colour most saturated pixels inside the ground-truth figure mask vote for
     (None when the figure region holds no saturated pixel). `frame_adherence` passes the truth's
     clothes mask when it has one: khaki trousers or a hat of another colour then cast no vote."""
-    h, s, v = _hsv(frame)
+    h, s, v = hsv(frame)
     sel = gt_mask & (s >= 0.35) & (v >= 0.15)
     if not sel.any():
         return None
@@ -155,6 +155,8 @@ class FrameAdherence:
     time_ok: bool
     stripes_iou: float | None = None  # the prompt names a striped shirt: keyed stripes against the truth's
     hat_iou: float | None = None  # the prompt names a hat: the hat's colour keyed against the truth's hat
+    identity: Any = None  # `readout.IdentityRead` of the frame (with the truth's part labels), else None
+    named: tuple[tuple[str, str | None], ...] = ()  # the identity attributes the frame's prompt names
 
 
 def keyed_stripes(frame: np.ndarray, figure: np.ndarray, time: str) -> np.ndarray:
@@ -163,7 +165,7 @@ def keyed_stripes(frame: np.ndarray, figure: np.ndarray, time: str) -> np.ndarra
     the figure is looked at)."""
     from vidtune.demo.synthetic.scenes import FIGURE_LIGHT
 
-    _, s, v = _hsv(frame)
+    _, s, v = hsv(frame)
     return figure.astype(bool) & (s <= STRIPE_MAX_SATURATION) & (v >= STRIPE_MIN_VALUE * FIGURE_LIGHT[time])
 
 
@@ -192,8 +194,9 @@ def frame_adherence(
     gt_hat: np.ndarray | None = None,
     gt_parts: np.ndarray | None = None,
 ) -> FrameAdherence:
-    """Pose IoU, whether colour, scene and time of day are recognised as the prompt says, and the
-    identity details the prompt names (`detail_iou`).
+    """Pose IoU, whether colour, scene and time of day are recognised as the prompt says, the
+    identity details the prompt names (`detail_iou`), and with the truth's part labels ``gt_parts``
+    the figure's identity as the frame shows it (`readout.read_identity`).
 
     ``gt_clothes`` (`SyntheticSequence.clothes_masks[i]`) is the pose IoU's reference; without
     it the whole figure mask is, and the ground truth itself scores about 0.85 instead of ~0.97.
@@ -201,6 +204,11 @@ def frame_adherence(
     guess = classify_scene(frame, gt_mask)
     reference = gt_mask if gt_clothes is None else gt_clothes
     stripes, hat = detail_iou(frame, attrs, gt_mask, gt_stripes, gt_hat, gt_parts)
+    read = None
+    if gt_parts is not None:
+        from vidtune.demo.synthetic.readout import read_identity
+
+        read = read_identity(frame, gt_parts, attrs.colour, attrs.time)
     return FrameAdherence(
         pose_iou=pose_iou(frame, reference, attrs.colour),
         colour_ok=classify_figure_colour(frame, reference) == attrs.colour,
@@ -208,6 +216,8 @@ def frame_adherence(
         time_ok=guess.time == attrs.time,
         stripes_iou=stripes,
         hat_iou=hat,
+        identity=read,
+        named=tuple(attrs.named.items()),
     )
 
 
@@ -251,8 +261,13 @@ def video_adherence(frames, truth) -> dict[str, float]:
 
 
 def summarize(results: list[FrameAdherence]) -> dict[str, float]:
-    """Mean pose IoU and colour / scene / time accuracies over many frames, and the mean IoU of each
-    identity detail over the frames whose prompt names it (absent when none does)."""
+    """Mean pose IoU and colour / scene / time accuracies over many frames, the mean IoU of each
+    identity detail over the frames whose prompt names it (absent when none does), and where the
+    frames were read (`readout.identity_summary`): ``<attr>_accuracy`` over the frames whose prompt
+    names the attribute, ``identity_consistency`` (share of frames showing each attribute's most
+    common value, averaged over the attributes; 1 = the identity never changes) and
+    ``identity_flips`` (attribute changes per frame pair). Consistency and flips treat ``results``
+    as consecutive frames of one video."""
     out = {
         "pose_iou": float(np.mean([r.pose_iou for r in results])),
         "colour_accuracy": float(np.mean([r.colour_ok for r in results])),
@@ -264,6 +279,14 @@ def summarize(results: list[FrameAdherence]) -> dict[str, float]:
         values = [getattr(r, key) for r in results if getattr(r, key) is not None]
         if values:
             out[key] = float(np.mean(values))
+    read = [r for r in results if r.identity is not None]
+    if read:
+        from vidtune.demo.synthetic.readout import identity_summary
+
+        ident = identity_summary([r.identity for r in read], [dict(r.named) for r in read])
+        out.update({k: v for k, v in ident.items() if k.endswith("_accuracy")})
+        if "consistency" in ident:
+            out["identity_consistency"], out["identity_flips"] = ident["consistency"], ident["flips"]
     return out
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from golden_data import GOLDEN_TOLERANCE, relative_error
 from vidtune.demo.command import DEFAULT_PROMPT, write_source
 from vidtune.results import CodenoiseResult, FusionResult, SeparateResult, TuningResult
 
@@ -61,9 +62,10 @@ def test_the_example_runs_and_equals_vidtune_demo(out, golden):
         CodenoiseResult,
     ]
     assert result.config.inputs.height == 64 and result.config.tuning.trainable == "lora"  # the model's presets
-    for key in ("stage1.x0", "stage1.fg", "stage2.x0", "stage4.x0"):
+    for key in ("stage1.x0", "stage1.fg", "stage2.x0", "stage4.x0"):  # the recorded CLI run (tests/test_golden.py)
         stage, name = key.split(".")
-        assert torch.equal(getattr(result.stages[int(stage[-1])], name).cpu(), golden[key]), key
+        got = getattr(result.stages[int(stage[-1])], name).cpu()
+        assert relative_error(got, golden[key]) <= GOLDEN_TOLERANCE, key
     assert np.array_equal(result.frames, result.stages[4].frames)
 
 

@@ -106,7 +106,7 @@ def test_help_texts_quote_their_sources():
     from vidtune import inputs
     from vidtune.demo import command
     from vidtune.demo.synthetic import MOTIONS
-    from vidtune.models import DEMO_MODEL
+    from vidtune.model_choice import DEMO_MODEL
 
     assert cli.DEFAULT_FPS == inputs.DEFAULT_FPS
     assert cli.DEMO_PROMPT == command.DEFAULT_PROMPT
@@ -185,3 +185,90 @@ def test_bad_input_imports_no_torch(tmp_path):
     errors = result.stderr.splitlines()
     assert len(errors) == len(cases) and all(line.startswith("vidtune: error: ") for line in errors), result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+# --- one meaning for a model string (vidtune.model_choice) ----------------------------------------
+
+
+def _cfg(*argv: str):
+    return build_config(make_parser().parse_args(list(argv)))
+
+
+def test_model_demo_means_the_embedded_model_with_its_presets_in_run_and_plan(tmp_path):
+    from vidtune.model_choice import DEMO_MODEL
+
+    presets = tomllib.loads((Path(DEMO_MODEL) / "vidtune.toml").read_text())
+    for command in ("run", "plan"):
+        cfg = _cfg(command, "--model", "demo")
+        assert cfg.model.path == str(DEMO_MODEL) and cfg.model.adapter == ""  # the folder's own adapter/
+        assert cfg.sampling.steps == presets["sampling"]["steps"]
+        assert cfg.inputs.height == presets["inputs"]["height"]
+    assert _cfg("run", "--model", "demo", "--steps", "3").sampling.steps == 3  # flags over presets
+    toml = tmp_path / "run.toml"
+    toml.write_text('[sampling]\nsteps = 5\n[model]\npath = "demo"\n')
+    assert _cfg("run", str(toml)).sampling.steps == 5  # the file over presets
+    assert _cfg("run", str(toml)).model.path == str(DEMO_MODEL)
+    assert _cfg("run", "--model", "demo", "--set", "model.adapter=x/y").model.adapter == "x/y"
+    assert _cfg("run", "--model", "some/hub-id").model.adapter == "TencentARC/t2iadapter_openpose_sd14v1"
+
+
+@pytest.mark.slow
+def test_run_with_model_demo_works_offline(tmp_path, monkeypatch):
+    """`vidtune run --model demo` loads the embedded model, never the hub (HF_HUB_OFFLINE: any hub
+    access would fail), and writes the final frames."""
+    from vidtune.demo.command import DEFAULT_PROMPT, write_source
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    write_source(tmp_path, "walk", 4, DEFAULT_PROMPT, 0)
+    argv = ["run", "--model", "demo", "--poses", str(tmp_path / "source" / "poses"), "--prompt", DEFAULT_PROMPT]
+    argv += ["--steps", "3", "--out", str(tmp_path / "run"), "--set", "tuning.steps=2"]
+    assert main(argv) == 0
+    assert len(list((tmp_path / "run" / "stage4" / "frames").glob("*.png"))) == 4
+
+
+def test_version(capsys):
+    import vidtune
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"vidtune {vidtune.__version__}"
+
+
+def test_the_common_flags_set_their_config_keys(tmp_path):
+    schedule = tmp_path / "prompts.json"
+    schedule.write_text('{"0": "a man walking", "48": "a man running"}')
+    cfg = _cfg(
+        "run",
+        *("--guidance", "4.5", "--negative-prompt", "blurry", "--device", "cpu", "--dtype", "bf16"),
+        *("--clip-length", "12", "--stride", "6", "--attention", "first", "--prompts", str(schedule)),
+    )
+    assert (cfg.sampling.guidance, cfg.inputs.negative_prompt, cfg.model.device, cfg.model.dtype) == (
+        4.5,
+        "blurry",
+        "cpu",
+        "bf16",
+    )
+    assert (cfg.codenoise.clip_length, cfg.codenoise.stride, cfg.codenoise.attention) == (12, 6, "first")
+    assert cfg.inputs.prompts == {"0": "a man walking", "48": "a man running"}
+    toml = tmp_path / "prompts.toml"
+    toml.write_text('0 = "a woman dancing"\n24 = "a woman jumping"\n')
+    assert _cfg("plan", "--prompts", str(toml)).inputs.prompts == {"0": "a woman dancing", "24": "a woman jumping"}
+
+
+@pytest.mark.parametrize(
+    "content, name, words",
+    [
+        (None, "missing.json", "no such file"),
+        ("{not json", "p.json", "not valid JSON"),
+        ('["a", "b"]', "p.json", "not a table"),
+        ('{"first": "a man"}', "p.json", "entry 'first'"),
+        ("0 = 3", "p.toml", "entry '0' = 3"),
+    ],
+)
+def test_a_bad_prompt_file_is_one_line(content, name, words, tmp_path, capsys):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    assert main(["plan", "--prompts", str(path)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"--prompts {path}" in err and words in err, err

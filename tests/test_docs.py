@@ -18,3 +18,30 @@ def test_every_document_the_source_names_is_in_the_repository():
     assert named  # the walk finds the references it checks
     missing = sorted((str(p.relative_to(ROOT)), doc) for p, doc in named if not (ROOT / doc).is_file())
     assert not missing
+
+
+def _download_lines() -> list[tuple[str, str]]:
+    """(document, command) of every `hf download` the README and docs/ give (continuations joined)."""
+    out = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text().replace("\\\n", " ")
+        out += [(doc.name, " ".join(m.split())) for m in re.findall(r"^\s*(hf download [^\n]+)", text, re.M)]
+    return out
+
+
+def test_the_documented_download_command_exists_and_fetches_what_vidtune_loads():
+    """The download command the docs give is installed with vidtune (huggingface_hub's `hf`, next to
+    this Python), and each one is `models.download_command`'s: the same include / exclude patterns
+    as the error messages give, fetching the safetensors and configs only."""
+    import sys
+
+    from vidtune.models import download_command
+
+    lines = _download_lines()
+    assert len(lines) >= 3  # SD, the adapter (README) and SAM (docs/usage.md)
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / "hf").is_file() or (bin_dir / "hf.exe").is_file(), f"no `hf` in {bin_dir}"
+    for doc, line in lines:
+        repo, local_dir = line.split()[2], line.split("--local-dir ")[1].split()[0]
+        assert line == download_command(repo, local_dir), (doc, line)
+    assert "huggingface-cli" not in "".join((ROOT / f).read_text() for f in ("README.md", "docs/usage.md"))

@@ -1,9 +1,16 @@
-"""The CLI's outputs are bit-identical across refactors: `vidtune demo --frames 8 --steps 6` (one torch
-thread, as every test runs) reproduces the latents of stages 1, 2 and 4 and stage 3's LoRA weights that
-were recorded before the API/architecture change (issue 11), bit for bit.
+"""The CLI's outputs stay what was recorded: `vidtune demo --frames 8 --steps 6` (one torch thread, as
+every test runs) reproduces the latents of stages 1, 2 and 4 and stage 3's LoRA weights of the
+recorded run, within `GOLDEN_TOLERANCE`.
+
+The committed file is compared with a tolerance because CPUs round differently (AVX-512 and AVX2
+kernels differ at the 1e-4 level after a few stages); the tolerance is relative to each tensor's norm,
+so it holds across machines and still catches any change meant to alter results (another model, seed,
+schedule or stage: relative errors of 1e-1 and more). A refactor that must change nothing checks bit
+identity on one machine instead: `python tests/test_golden.py record /tmp/before.safetensors` before,
+`python tests/test_golden.py compare /tmp/before.safetensors` after.
 
 Regenerate `tests/data/golden_demo_f8_s6.safetensors` only for a change that is meant to alter results:
-`python tests/test_golden.py` (and say why in the commit)."""
+`python tests/test_golden.py record` (and say why in the commit)."""
 
 from __future__ import annotations
 
@@ -12,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from golden_data import GOLDEN_TOLERANCE, differing
 
 GOLDEN = Path(__file__).parent / "data" / "golden_demo_f8_s6.safetensors"
 ARGS = ["demo", "--frames", "8", "--steps", "6"]
@@ -28,7 +37,7 @@ def _collect(out: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_demo_latents_are_bit_identical_to_the_recorded_run(tmp_path):
+def test_demo_latents_match_the_recorded_run(tmp_path):
     from safetensors.torch import load_file
 
     from vidtune.cli import main
@@ -36,19 +45,40 @@ def test_demo_latents_are_bit_identical_to_the_recorded_run(tmp_path):
     assert main([*ARGS, "--out", str(tmp_path / "run")]) == 0
     got, want = _collect(tmp_path / "run"), load_file(str(GOLDEN))
     assert sorted(got) == sorted(want)
-    differ = [k for k in want if not torch.equal(got[k], want[k])]
+    differ = differing(got, want, GOLDEN_TOLERANCE)
     assert not differ, f"{len(differ)} tensors differ from the recorded run, e.g. {differ[:3]}"
 
 
-if __name__ == "__main__":  # re-record (one thread, like the test)
-    import tempfile
+def test_the_tolerance_catches_a_real_change_and_passes_rounding():
+    """What the tolerance lets through: float32 rounding noise, not a perturbation a change of result makes."""
+    want = {"x": torch.randn(8, 4, 16, 16, generator=torch.Generator().manual_seed(0))}
+    rounding = {"x": want["x"] * (1 + 1e-4 * torch.randn(want["x"].shape))}
+    changed = {"x": want["x"] + 0.05 * torch.randn(want["x"].shape)}
+    assert differing(rounding, want, GOLDEN_TOLERANCE) == []
+    assert differing(changed, want, GOLDEN_TOLERANCE) and differing(rounding, want, 0)
 
-    from safetensors.torch import save_file
+
+def _run() -> dict[str, torch.Tensor]:
+    import tempfile
 
     from vidtune.cli import main
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one thread, like the test
     with tempfile.TemporaryDirectory() as tmp:
         assert main([*ARGS, "--out", f"{tmp}/run"]) == 0
-        save_file({k: v.contiguous() for k, v in _collect(Path(tmp) / "run").items()}, str(GOLDEN))
-    print(f"recorded {GOLDEN}", file=sys.stderr)
+        return {k: v.contiguous() for k, v in _collect(Path(tmp) / "run").items()}
+
+
+if __name__ == "__main__":  # record [PATH] (default: the committed file) | compare PATH (bit for bit)
+    from safetensors.torch import load_file, save_file
+
+    action, path = (sys.argv[1:] + ["record"])[0], Path((sys.argv[2:] + [str(GOLDEN)])[0])
+    if action == "record":
+        save_file(_run(), str(path))
+        print(f"recorded {path}", file=sys.stderr)
+    elif action == "compare":
+        differ = differing(_run(), load_file(str(path)), 0)
+        print(f"{len(differ)} tensors differ from {path}: {differ[:5]}" if differ else f"bit-identical to {path}")
+        sys.exit(1 if differ else 0)
+    else:
+        sys.exit("usage: python tests/test_golden.py [record [PATH] | compare PATH]")

@@ -303,21 +303,21 @@ def test_missing_unet_folder(tmp_path: Path, tiny: Path) -> None:
     model = fresh_copy(tiny, tmp_path / "m")
     shutil.rmtree(model / "unet")
     msg = error_of(model)
-    assert "unet/" in msg and "huggingface-cli download CompVis/stable-diffusion-v1-4" in msg
+    assert "unet/" in msg and "hf download CompVis/stable-diffusion-v1-4" in msg
 
 
 def test_missing_model_index(tmp_path: Path, tiny: Path) -> None:
     model = fresh_copy(tiny, tmp_path / "m")
     (model / "model_index.json").unlink()
     msg = error_of(model)
-    assert "model_index.json" in msg and "huggingface-cli download" in msg
+    assert "model_index.json" in msg and "hf download" in msg
 
 
 def test_missing_weights(tmp_path: Path, tiny: Path) -> None:
     model = fresh_copy(tiny, tmp_path / "m")
     (model / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     msg = error_of(model)
-    assert "vae" in msg and "diffusion_pytorch_model.safetensors" in msg and "huggingface-cli download" in msg
+    assert "vae" in msg and "diffusion_pytorch_model.safetensors" in msg and "hf download" in msg
 
 
 def test_missing_adapter_and_sam_weights_name_their_repos(tmp_path: Path, tiny: Path) -> None:
@@ -384,7 +384,7 @@ def test_adapter_not_matching_unet_is_refused(models_dir: Path, tiny: Path) -> N
 def test_nonexistent_path_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     msg = error_of(tmp_path / "no" / "such" / "model")
-    assert "no such folder" in msg and "huggingface-cli download" in msg
+    assert "no such folder" in msg and "hf download" in msg
     msg = error_of("vidtune-test-nobody/no-such-model")
     assert "vidtune-test-nobody/no-such-model" in msg and "HF_HUB_OFFLINE" in msg
     assert "not in the Hugging Face cache" in msg

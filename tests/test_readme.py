@@ -160,7 +160,7 @@ def test_every_stated_default_is_the_code_default_and_every_setting_applies():
 
 def test_the_defaults_table_matches_the_config_and_the_demo_presets():
     from vidtune import config as C
-    from vidtune.models import DEMO_MODEL, model_presets
+    from vidtune.model_choice import DEMO_MODEL, model_presets
 
     defaults = C.RunConfig()
     presets = C.apply_overrides(defaults, model_presets(DEMO_MODEL))

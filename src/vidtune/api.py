@@ -33,7 +33,8 @@ from vidtune.config import RunConfig
 from vidtune.device import DTYPE_NAMES
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
-from vidtune.models import Components, model_presets, resolve_model_path
+from vidtune.model_choice import run_config
+from vidtune.models import Components
 from vidtune.results import CodenoiseResult, FusionResult, Result, SeparateResult, TuningResult
 from vidtune.stages.common import StageCallback
 from vidtune.stages.registry import STAGES
@@ -96,23 +97,18 @@ class VidtunePipeline:
         `"demo"` (the embedded demo model). `adapter` / `sam`: hub ids or folders (None: the config's;
         a model folder's own adapter/ or sam/ when it has one). `torch_dtype` / `device`: None = the
         config's `model.dtype` / `model.device` ("auto": fp16 on CUDA, fp32 on the CPU)."""
-        path = resolve_model_path(model)
-        cfg = _base_config(config, path, overrides)
+        base = config if isinstance(config, RunConfig) else None
+        from_file = C.file_overrides(config) if config is not None and base is None else []
+        named = [f"model.path={model}"] + ([f"model.adapter={adapter}"] if adapter is not None else [])
+        cfg = run_config([from_file, list(overrides), named], base=base)
         m = cfg.model
-        if adapter is not None:
-            m = replace(m, adapter=str(adapter))
-        elif (
-            not (isinstance(config, RunConfig) or any(o.startswith("model.adapter=") for o in overrides))
-            and (Path(path) / "adapter").is_dir()
-        ):
-            m = replace(m, adapter="")  # the model folder's own adapter/
         if sam is not None:
             m = replace(m, sam=str(sam))
         if torch_dtype is not None:
             m = replace(m, dtype=DTYPE_NAMES[torch_dtype])
         if device is not None:
             m = replace(m, device=str(device))
-        cfg = replace(cfg, model=replace(m, path=path, allow_pickle=allow_pickle or m.allow_pickle))
+        cfg = replace(cfg, model=replace(m, allow_pickle=allow_pickle or m.allow_pickle))
         return cls(pipeline.load_components(cfg), cfg)
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> VidtunePipeline:
@@ -316,17 +312,6 @@ def _as_config(config: RunConfig | str | Path) -> RunConfig:
     if isinstance(config, RunConfig):
         return config
     return C.load(config)
-
-
-def _base_config(config: RunConfig | str | Path | None, path: str, overrides: Sequence[str]) -> RunConfig:
-    """Defaults, then the model folder's presets, then `config` (a RunConfig replaces both), then overrides."""
-    if isinstance(config, RunConfig):
-        cfg = config
-    else:
-        cfg = C.apply_overrides(RunConfig(), model_presets(path))
-        if config is not None:
-            cfg = C.apply_overrides(cfg, C.as_overrides(C.read_toml(config)))
-    return C.apply_overrides(cfg, list(overrides))
 
 
 def _video_of(results: Mapping[int, Result]) -> np.ndarray:

@@ -15,7 +15,6 @@ import argparse
 import errno
 import math
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from vidtune.errors import VidtuneError
@@ -40,7 +39,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     """The flags `run` and `plan` share; each names the config field it sets and that field's default."""
     from vidtune import config as C
 
-    m, i, s = C.ModelConfig, C.InputConfig, C.SamplingConfig
+    m, i, s, c = C.ModelConfig, C.InputConfig, C.SamplingConfig, C.CodenoiseConfig
     p.add_argument(
         "config",
         nargs="?",
@@ -78,6 +77,51 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--prompt", metavar="TEXT", help="text prompt of the whole video (inputs.prompt; default: empty)")
     p.add_argument(
+        "--prompts",
+        metavar="FILE",
+        help='prompt schedule: a JSON or TOML file of first frame -> prompt, e.g. {"0": "a man walking", '
+        '"48": "a man running"} (inputs.prompts; default: none, --prompt for every frame)',
+    )
+    p.add_argument(
+        "--negative-prompt",
+        metavar="TEXT",
+        help="what classifier-free guidance steers away from (inputs.negative_prompt; default: empty)",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        metavar="SCALE",
+        help=f"classifier-free guidance scale (sampling.guidance; default: {s.guidance:g})",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "mps"),
+        help=f"where the models run (model.device; default: {m.device}: CUDA when there is one)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        help=f"weights' precision (model.dtype; default: {m.dtype}: fp16 on CUDA, fp32 on the CPU)",
+    )
+    p.add_argument(
+        "--clip-length",
+        type=int,
+        metavar="M",
+        help=f"stage 4's clip length in frames (codenoise.clip_length; default: {c.clip_length})",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        metavar="S",
+        help=f"stage 4's clip stride in frames (codenoise.stride; default: {c.stride})",
+    )
+    p.add_argument(
+        "--attention",
+        choices=("none", "first", "sparse-causal", "middle", "global"),
+        help=f"stage 4's cross-frame attention: whose keys and values each frame reads (codenoise.attention; "
+        f"default: {c.attention})",
+    )
+    p.add_argument(
         "--frames",
         type=int,
         metavar="N",
@@ -111,6 +155,28 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def read_prompt_file(path: str) -> dict[str, str]:
+    """A prompt schedule file (``--prompts``): JSON or TOML, first frame -> prompt; one-line errors."""
+    import json
+    import tomllib
+
+    p = Path(path)
+    kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
+    fix = 'give a JSON or TOML table of first frame -> prompt, e.g. {"0": "a man walking", "48": "a man running"}'
+    if not p.is_file():
+        raise VidtuneError(f"--prompts {path}: no such file; {fix}")
+    try:
+        table = json.loads(p.read_text()) if kind == "JSON" else tomllib.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise VidtuneError(f"--prompts {path}: not valid {kind} ({str(exc).splitlines()[0]}); {fix}") from None
+    if not isinstance(table, dict) or not table:
+        raise VidtuneError(f"--prompts {path}: not a table of frames; {fix}")
+    for key, value in table.items():
+        if not str(key).strip().isdigit() or not isinstance(value, str):
+            raise VidtuneError(f"--prompts {path}: entry {key!r} = {value!r} is not frame number -> prompt; {fix}")
+    return {str(int(k)): v for k, v in table.items()}
+
+
 def check_fps(fps: float | None, flag: str = "--fps") -> None:
     """A frame rate flag, when given, is a finite number > 0 (else one line naming the flag)."""
     if fps is not None and not (math.isfinite(fps) and fps > 0):
@@ -135,11 +201,12 @@ def check_out_folder(path: str | Path, flag: str = "--out") -> None:
 
 
 def build_config(args: argparse.Namespace):
-    """Config file (or defaults) + flags + --set overrides, in that order."""
+    """The run's config (`vidtune.model_choice.run_config`): defaults, the model folder's presets, then
+    the config file, the flags and the --set overrides, in that order."""
     from vidtune import config as C
+    from vidtune.model_choice import run_config
 
     check_fps(getattr(args, "fps", None))
-    cfg = C.load(args.config) if args.config else C.RunConfig()
     flags = []
     for flag, key in [
         ("model", "model.path"),
@@ -152,32 +219,25 @@ def build_config(args: argparse.Namespace):
         ("steps", "sampling.steps"),
         ("height", "inputs.height"),
         ("width", "inputs.width"),
+        ("negative_prompt", "inputs.negative_prompt"),
+        ("guidance", "sampling.guidance"),
+        ("device", "model.device"),
+        ("dtype", "model.dtype"),
+        ("clip_length", "codenoise.clip_length"),
+        ("stride", "codenoise.stride"),
+        ("attention", "codenoise.attention"),
     ]:
         value = getattr(args, flag, None)
         if value is not None:
             flags.append(f"{key}={value}")
     if getattr(args, "allow_pickle", False):
         flags.append("model.allow_pickle=true")
+    if getattr(args, "prompts", None) is not None:
+        flags += C.as_overrides({"inputs": {"prompts": read_prompt_file(args.prompts)}})
     if getattr(args, "seed", None) is not None:
         flags += C.seed_overrides(args.seed)
-    cfg = C.apply_overrides(cfg, flags + list(args.overrides))
-    if not _adapter_given(args) and Path(cfg.model.path, "adapter").is_dir():
-        cfg = replace(cfg, model=replace(cfg.model, adapter=""))  # the model folder's own adapter/
-    return cfg
-
-
-def _adapter_given(args: argparse.Namespace) -> bool:
-    """Whether the user named an adapter (--adapter, --set model.adapter=..., or [model] adapter in the TOML)."""
-    from vidtune import config as C
-
-    if getattr(args, "adapter", None) is not None:
-        return True
-    if any(o.split("=", 1)[0].strip() == "model.adapter" for o in args.overrides):
-        return True
-    if args.config:
-        model = C.read_toml(args.config).get("model")
-        return isinstance(model, dict) and "adapter" in model
-    return False
+    from_file = C.file_overrides(args.config) if args.config else []
+    return run_config([from_file, flags, list(args.overrides)])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -364,6 +424,16 @@ def _add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _version() -> str:
+    """The installed package's version (from its metadata: no torch import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vidtune")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The whole `vidtune` command line (every command and option, with its help); imports no torch."""
     parser = argparse.ArgumentParser(
@@ -373,6 +443,7 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="vidtune COMMAND --help lists the options of a command.",
         formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"vidtune {_version()}")
     sub = _commands(parser, "command")
 
     def command(name: str, help: str, parent: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:

@@ -376,6 +376,15 @@ def load(path: str | Path) -> RunConfig:
     return resolve_paths(cfg, p.parent)
 
 
+def file_overrides(path: str | Path) -> list[str]:
+    """A TOML config file as ``section.key=value`` overrides of just the keys it sets (relative paths
+    resolved against its folder, as `load` does), to layer over a model's presets. Checked by `load`
+    first, so a bad file is named in the error."""
+    cfg = load(path)
+    partial = read_toml(Path(path))
+    return as_overrides({s: {k: getattr(getattr(cfg, s), k) for k in keys} for s, keys in partial.items()})
+
+
 def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     """Make relative local paths in the config relative to the config file's folder."""
 

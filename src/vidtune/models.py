@@ -227,8 +227,22 @@ def _offline() -> bool:
         return False
 
 
+# What `download_command` fetches: configs, tokenizer files and the safetensors weights vidtune loads;
+# not the fp16 / non-EMA duplicates, pickles, single-file checkpoints or SD's safety checker.
+DOWNLOAD_INCLUDE = ("*.json", "*.txt", "*.safetensors")
+DOWNLOAD_EXCLUDE = ("*.fp16.*", "*non_ema*", "*.ckpt", "safety_checker/*")
+
+
+def download_command(repo: str, local_dir: str = "DIR") -> str:
+    """The shell command (huggingface_hub's `hf`, installed with vidtune) that fetches just what
+    vidtune loads of hub repository ``repo`` into ``local_dir``."""
+    include = " ".join(f'--include "{p}"' for p in DOWNLOAD_INCLUDE)
+    exclude = " ".join(f'--exclude "{p}"' for p in DOWNLOAD_EXCLUDE)
+    return f"hf download {repo} {include} {exclude} --local-dir {local_dir}"
+
+
 def _download_hint(repo: str) -> str:
-    return f"`huggingface-cli download {repo} --local-dir DIR`"
+    return f"`{download_command(repo)}`"
 
 
 @dataclass(frozen=True)
@@ -509,26 +523,6 @@ def _build_empty(cls: Any, config: Any) -> Any:
         if hasattr(cls, "from_config"):
             return cls.from_config(config)
         return cls(config)
-
-
-PRESETS_FILE = "vidtune.toml"
-DEMO_MODEL = Path(__file__).resolve().parent / "demo" / "model"  # data only: the library imports no demo code
-
-
-def resolve_model_path(model: str | os.PathLike[str]) -> str:
-    """`"demo"` is the embedded demo model's folder; anything else is returned as given."""
-    return str(DEMO_MODEL) if str(model) == "demo" else str(model)
-
-
-def model_presets(model: str | os.PathLike[str]) -> list[str]:
-    """The config overrides a local model folder recommends in its `vidtune.toml` ([] for none, or a hub id):
-    a small model's size, steps and tuning, say. Applied before the user's config and overrides."""
-    from vidtune.config import as_overrides, read_toml
-
-    path = Path(resolve_model_path(model)) / PRESETS_FILE
-    if not path.is_file():
-        return []
-    return as_overrides(read_toml(path, what="model presets", fix="fix or remove it"))
 
 
 def load_components(

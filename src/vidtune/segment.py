@@ -259,9 +259,11 @@ class SamSegmenter:
     @classmethod
     def from_components(cls, components: Any | None) -> SamSegmenter:
         if components is None or getattr(components, "sam_model", None) is None:
+            from vidtune.models import download_command
+
             raise VidtuneError(
                 "segmenter 'sam' needs a SAM model: set model.sam = \"facebook/sam-vit-base\" "
-                "(download: `huggingface-cli download facebook/sam-vit-base --local-dir DIR`) "
+                f"(download: `{download_command('facebook/sam-vit-base')}`) "
                 'or use segmenter = "grabcut"'
             )
         return cls(components.sam_model, components.sam_processor, components.device)

@@ -19,7 +19,7 @@ from vidtune import artifacts as A
 from vidtune import atomic
 from vidtune import config as C
 from vidtune.errors import VidtuneError
-from vidtune.models import DEMO_MODEL, model_presets
+from vidtune.model_choice import DEMO_MODEL, model_presets
 
 DEMO_SIZE = 64
 DEMO_FPS = 8.0

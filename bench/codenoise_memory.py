@@ -52,11 +52,12 @@ def worker(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from vidtune.attention import CrossFrameAttention
     from vidtune.config import CodenoiseConfig
+    from vidtune.method.attention import CrossFrameAttention
+    from vidtune.method.clips import plan_clips
     from vidtune.models import load_components, make_scheduler
     from vidtune.sampling import adapter_features, denoise, initial_noise, make_prompt_bank, prepare_scheduler
-    from vidtune.stages.codenoise import codenoise_eps_fn, plan_clips
+    from vidtune.stages.codenoise import codenoise_eps_fn
 
     device = torch.device(job["device"])
     comps = load_components(job["model"], device=device)

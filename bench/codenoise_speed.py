@@ -96,9 +96,9 @@ def gen_l_video_form(cfg4, comps, inputs, cond, s2) -> tuple[np.ndarray, list[tu
     """Gen-L-Video's loop (see the module docstring) on stage 4's overlapping clips. Returns (frames, clips)."""
     import torch
 
-    from vidtune.attention import CrossFrameAttention
+    from vidtune.method.attention import CrossFrameAttention
+    from vidtune.method.segments import prompt_segments
     from vidtune.sampling import guided_eps, step_kwargs
-    from vidtune.segments import prompt_segments
     from vidtune.stages import codenoise
     from vidtune.stages.common import background_plate
     from vidtune.stages.separate import DECODE_BATCH, split_decode
@@ -179,6 +179,7 @@ def run_sequence(pipe_comps, motion: str, prompt: str, seed: int, args, workdir:
     from vidtune import pipeline
     from vidtune.config import stage_config
     from vidtune.demo.command import demo_config, write_source
+    from vidtune.method import clips as clips_math
     from vidtune.stages import codenoise
 
     out = workdir / f"{motion}_{seed}"
@@ -205,9 +206,9 @@ def run_sequence(pipe_comps, motion: str, prompt: str, seed: int, args, workdir:
                 seams = [windows]
             else:
                 frames = codenoise.run(cfg4, pipe_comps, inputs, cache.cond, s2, tuned=True, progress=False).frames
-                clips = codenoise.clip_schedule(cfg4.codenoise, args.frames, cfg.inputs.prompt)
+                clips = clips_math.clip_schedule(cfg4.codenoise, args.frames, cfg.inputs.prompt)
                 last = clips.at(cfg.sampling.steps - 1).windows
-                overlap = codenoise.overlap_plan(cfg4.codenoise, args.frames, cfg.inputs.prompt).windows
+                overlap = clips_math.overlap_plan(cfg4.codenoise, args.frames, cfg.inputs.prompt).windows
                 seams = [overlap] if mode == "overlap" else [last, overlap]
             results[name] = Measure(time.perf_counter() - start, counter.take(), frames, seams)
     finally:

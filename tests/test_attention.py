@@ -7,7 +7,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from vidtune.attention import (
+from vidtune.method.attention import (
     ATTENTION_MODES,
     CrossFrameAttention,
     CrossFrameAttnProcessor,

@@ -272,3 +272,23 @@ def test_a_bad_prompt_file_is_one_line(content, name, words, tmp_path, capsys):
     assert main(["plan", "--prompts", str(path)]) != 0
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"--prompts {path}" in err and words in err, err
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_before_any_stage_leaves_no_folder_it_created(tmp_path, capsys):
+    empty = tmp_path / "poses"
+    empty.mkdir()
+    out = tmp_path / "runs" / "new"
+    assert main(["run", "--model", "demo", "--poses", str(empty), "--prompt", "a red figure", "--out", str(out)]) != 0
+    assert "\n" not in capsys.readouterr().err.strip()
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert main(["run", "--model", "demo", "--poses", str(empty), "--prompt", "a red figure", "--out", str(kept)]) != 0
+    assert (kept / "notes.txt").read_text() == "mine"  # a folder that existed is never removed
+
+
+def test_a_frame_size_off_the_grid_names_the_flag_and_the_nearest_sizes(capsys):
+    line = one_line_error(["run", "--height", "100", "--poses", "x", "--prompt", "a man"], capsys)
+    assert "inputs.height = 100" in line and "96 or 104" in line and "--height" in line

@@ -23,9 +23,12 @@ import pytest
 import torch
 
 from vidtune import config as C
-from vidtune.attention import ATTENTION_MODES, CrossFrameAttention
 from vidtune.config import CodenoiseConfig
 from vidtune.inputs import VideoInputs
+from vidtune.method import clips as clips_math
+from vidtune.method.attention import ATTENTION_MODES, CrossFrameAttention
+from vidtune.method.clips import ClipPlan, clip_batches, plan_clips
+from vidtune.method.windows import MergeAccumulator, clip_windows
 from vidtune.models import load_components, make_scheduler
 from vidtune.pipeline import run_stage
 from vidtune.rundir import RunDir
@@ -42,9 +45,8 @@ from vidtune.sampling import (
     step_kwargs,
 )
 from vidtune.stages import codenoise
-from vidtune.stages.codenoise import ClipPlan, clip_batches, codenoise_eps_fn, plan_clips
+from vidtune.stages.codenoise import codenoise_eps_fn
 from vidtune.video import video_info
-from vidtune.windows import MergeAccumulator, clip_windows
 
 PROMPT = "a person dancing"
 GUIDANCE = 3.0  # > 1: classifier-free guidance is exercised (the UNet sees [uncond, cond] batches)
@@ -539,7 +541,7 @@ def test_pipeline_stages_1_2_4_keep_every_frame(comps, model_dir, shared_dir, tm
     # at stage 2's, while the figure is denoised again.
     from safetensors.torch import load_file
 
-    from vidtune import fusion as F
+    from vidtune.method import fusion as F
 
     s1 = load_file(str(tmp_path / "run/stage1/latents.safetensors"))
     fg, x1 = s1["fg"], s1["x0"]
@@ -560,7 +562,7 @@ def test_stage4_merge_weights_are_stored_per_clip_in_linear_memory():
     plan = plan_clips(CodenoiseConfig(mode="overlap", clip_length=16, stride=8), 100_000, PROMPT)
     assert sum(w.numel() for w in plan.weights) == sum(e - s for s, e in plan.windows)
     dense = plan_clips(CodenoiseConfig(mode="overlap", clip_length=4, stride=2), 9, PROMPT)
-    from vidtune.windows import frame_merge_weights
+    from vidtune.method.windows import frame_merge_weights
 
     full = frame_merge_weights(9, dense.windows, "uniform")
     assert all(torch.equal(w, full[k, s:e]) for k, ((s, e), w) in enumerate(zip(dense.windows, dense.weights)))
@@ -574,7 +576,7 @@ def test_shifted_mode_evaluates_every_frame_once_per_step_with_moving_clips(comp
     from step to step, and a frame's eps is its one clip's prediction (merge weight 1)."""
     n, m = 13, 4
     video = make_video(comps, n=n, m=m, s=2)
-    clips = codenoise.clip_schedule(CodenoiseConfig(mode="shifted", clip_length=m), n, PROMPT)
+    clips = clips_math.clip_schedule(CodenoiseConfig(mode="shifted", clip_length=m), n, PROMPT)
     bank = make_prompt_bank(comps.tokenizer, comps.text_encoder, list(clips.prompts))
     rows: list[int] = []
     hook = comps.unet.register_forward_pre_hook(lambda mod, args: rows.append(args[0].shape[0]))
@@ -603,7 +605,7 @@ def test_shifted_mode_evaluates_every_frame_once_per_step_with_moving_clips(comp
 def test_shifted_and_overlap_agree_when_one_clip_holds_the_video(comps):
     n = 6
     video = make_video(comps, n=n, m=n, s=n)
-    shifted = codenoise.clip_schedule(CodenoiseConfig(mode="shifted", clip_length=n), n, PROMPT)
+    shifted = clips_math.clip_schedule(CodenoiseConfig(mode="shifted", clip_length=n), n, PROMPT)
     assert [shifted.at(j).windows for j in range(4)] == [video.plan.windows] * 4 == [[(0, n)]] * 4
     a = ours(comps, video, steps=2)
     video.plan = shifted  # the eps function takes a plan or a schedule
@@ -612,7 +614,7 @@ def test_shifted_and_overlap_agree_when_one_clip_holds_the_video(comps):
 
 def test_shifted_clips_take_the_prompt_of_most_of_their_frames():
     schedule = {0: "a snowy field", 10: "a beach"}
-    clips = codenoise.clip_schedule(CodenoiseConfig(mode="shifted", clip_length=8), 24, schedule)
+    clips = clips_math.clip_schedule(CodenoiseConfig(mode="shifted", clip_length=8), 24, schedule)
     assert clips.prompts == ("a snowy field", "a beach")
     for step in range(8):
         plan = clips.at(step)

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from vidtune import fusion as F
 from vidtune.benchmark.scoring import bootstrap_interval, segment_cores, transition_ratio
 from vidtune.errors import VidtuneError
-from vidtune.segments import prompt_segments, transition_frames, transition_weights
-from vidtune.stages.codenoise import reschedule_noise
+from vidtune.method import fusion as F
+from vidtune.method.clips import reschedule_noise
+from vidtune.method.segments import prompt_segments, transition_frames, transition_weights
+from vidtune.method.windows import frame_prompts
 from vidtune.stages.common import x0_guide
-from vidtune.windows import frame_prompts
 
 # --------------------------------------------------------------------------------------------
 # Segments and transitions
@@ -105,7 +105,7 @@ def test_stage4_targets_keep_every_frame_in_its_own_segments_scene():
     """Under a schedule, stage 4 pulls a frame next to the boundary to its own segment's background,
     never to a blend of the two scenes' latents (which decodes to smears); the dissolve is the plate's.
     The ring around the figure keeps the frame's own stage-2 latent."""
-    from vidtune.stages.codenoise import background_targets
+    from vidtune.method.clips import background_targets
 
     x = torch.cat([torch.full((4, 1, 6, 6), 1.0), torch.full((4, 1, 6, 6), 5.0)])
     fg = torch.zeros(8, 1, 6, 6)

@@ -113,3 +113,35 @@ def test_a_run_with_an_encoder_missing_stops_before_the_model_loads(tmp_path, mo
     with pytest.raises(VidtuneError, match="output.lossless"):
         pipeline.run(cfg, tmp_path / "run", components=lambda: pytest.fail("the model loaded"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_short_video_gets_a_looping_gif_preview_a_long_one_none(tmp_path):
+    from PIL import Image
+
+    frames = figure_frames(5)
+    video = tmp_path / "final.mp4"
+    record = encoding.write_videos(frames, video, OutputConfig(), fps=8)
+    gif = tmp_path / "final.gif"
+    with Image.open(gif) as im:
+        assert im.n_frames == 5 and im.size == tuple(record["size"]) and im.info["loop"] == 0
+        assert abs(im.info["duration"] - 125) <= 10  # 8 fps (GIF stores centiseconds)
+        first = np.asarray(im.convert("RGB"))
+    k = record["upscale"]
+    assert np.abs(first[::k, ::k].astype(int) - frames[0]).mean() < 8  # the first frame, enlarged (256 colours)
+    encoding.write_videos(frames, video, OutputConfig(gif=4), fps=8)  # longer than output.gif: no preview
+    assert not gif.exists()
+    encoding.write_videos(frames, video, OutputConfig(gif=0), fps=8)
+    assert not gif.exists()
+
+
+def test_side_by_side_panels_are_labelled(tmp_path):
+    from vidtune.demo.command import side_by_side
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_frames_png(figure_frames(2), a)
+    write_frames_png(figure_frames(2)[:, ::-1], b)
+    out = side_by_side(tmp_path / "side.mp4", [("stage 1", a), ("final", b)], fps=8, scale=2)
+    first = next(read_frames(out))
+    assert first.shape[:2] == (20 + 2 * 64, 2 * 2 * 64)  # a label bar above two panels
+    bar = first[:20].astype(int)
+    assert (bar > 200).mean() > 0.8 and (bar < 100).any(axis=-1).sum() > 20  # white, with dark text in it

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vidtune.errors import VidtuneError
-from vidtune.fusion import (
+from vidtune.method.fusion import (
     background_average,
     eps_from_x0,
     fuse,

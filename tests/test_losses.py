@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidtune.losses import combined_loss, combined_loss_terms, masked_mse, mse
+from vidtune.method.losses import combined_loss, combined_loss_terms, masked_mse, mse
 
 
 def _pair(b=3, c=4, h=5, w=6, seed=0):

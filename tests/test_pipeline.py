@@ -279,7 +279,7 @@ def test_a_tuned_unet_is_never_used_as_the_base_model(tiny_model_dir, poses_dir,
 def test_stage_2_decodes_then_applies_the_background_plate_and_keeps_its_latents(
     tiny_model_dir, tiny_components, poses_dir, tmp_path
 ):
-    from vidtune.plate import PlateConfig, composite
+    from vidtune.method.plate import PlateConfig, composite
     from vidtune.results import FusionResult
     from vidtune.stages.common import decode_frames
 

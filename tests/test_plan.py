@@ -13,8 +13,8 @@ from vidtune import config as C
 from vidtune import plan
 from vidtune.cli import main
 from vidtune.errors import VidtuneError
+from vidtune.method.windows import clip_windows
 from vidtune.testing import tiny_configs
-from vidtune.windows import clip_windows
 
 POSES = "data/openpose/DurhamARC__raga-pose-estimation/example_1person"  # 125 frames of OpenPose JSON
 
@@ -235,3 +235,25 @@ def test_plan_counts_the_unet_evaluations_of_every_stage_against_frame_by_frame(
     assert guided["stage4"] == 20 * 2
     report = plan.plan_report(tiny_cfg(tiny_model_dir, shared_dir / POSES, "inputs.frames=40"))
     assert "all four stages" in report and "x frame-by-frame generation" in report
+
+
+def test_plan_shows_the_prompt_schedule_its_transitions_and_counts_in_words(tiny_model_dir, shared_dir):
+    schedule = '{ "0" = "a person dancing", "20" = "a person jumping" }'
+    cfg = tiny_cfg(
+        tiny_model_dir,
+        shared_dir / POSES,
+        "inputs.frames=40",
+        f"inputs.prompts={schedule}",
+        "codenoise.transition=8",
+    )
+    report = plan.plan_report(cfg)
+    assert "Prompt schedule: 2 segments" in report
+    assert re.search(r"frames\s+0-19\s+'a person dancing'", report)
+    assert re.search(r"frames\s+20-39\s+'a person jumping'", report)
+    transitions = re.search(r"transitions \(codenoise.transition = 8\): frames (\d+)-(\d+)", report)
+    assert transitions and int(transitions[1]) < 20 <= int(transitions[2])  # around the boundary
+    single = plan.plan_report(
+        tiny_cfg(tiny_model_dir, shared_dir / POSES, "inputs.frames=8", "codenoise.clip_length=8")
+    )
+    assert "Prompt schedule" not in single and "1 clip of 8 frames" in single and "1 clips" not in single
+    assert re.search(r"the largest UNet batch: 8 clip frames x 2 \(CFG\) = 16 rows \(1 batch of clips", single)

@@ -1,11 +1,11 @@
-"""The pixel-space background plate (vidtune.plate): what it snaps to the plate, what it never touches."""
+"""The pixel-space background plate (vidtune.method.plate): what it snaps to the plate, what it never touches."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vidtune.plate import PlateConfig, composite
+from vidtune.method.plate import PlateConfig, composite
 
 N, H, W = 8, 24, 32
 

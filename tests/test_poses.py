@@ -490,3 +490,12 @@ def test_rendered_folder_loads_back_with_its_keypoints(tmp_path):
     saved = np.load(tmp_path / "out" / "keypoints.npz")["keypoints"]
     assert back.format == "COCO-18" and (back.width, back.height) == (64, 64)
     np.testing.assert_allclose(back.keypoints, saved)
+
+
+def test_json_files_not_named_keypoints_are_named_in_the_error(tmp_path):
+    (tmp_path / "frame_000.json").write_text(json.dumps({"people": []}))
+    with pytest.raises(VidtuneError) as info:
+        poses.load_poses(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "frame_000.json" in message and "*_keypoints.json" in message
+    assert "rename" in message

@@ -107,7 +107,7 @@ def test_the_readme_is_a_short_page_that_opens_with_its_picture():
 
 def test_the_readme_set_up_commands_are_those_ci_runs():
     text, ci = README.read_text(), (ROOT / ".ci" / "run").read_text()
-    install = 'python3 -m venv .venv && .venv/bin/pip install -e ".[test]"'
+    install = 'python3.11 -m venv .venv && .venv/bin/pip install -e ".[test]"'
     assert f"{install} && .venv/bin/vidtune demo\n" in text and install in ci
     assert "\n.venv/bin/pytest\n" in text and "\n.venv/bin/pytest\n" in ci
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vidtune.errors import VidtuneError
-from vidtune.windows import (
+from vidtune.method.windows import (
     MERGE_WEIGHTS,
     MergeAccumulator,
     assign_prompts,

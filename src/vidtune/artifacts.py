@@ -55,6 +55,11 @@ def lossless_video(video: Path) -> Path:
     return video.with_suffix(".mkv")
 
 
+def gif_preview(video: Path) -> Path:
+    """The GIF preview of a short video (`final.mp4` -> `final.gif`, written up to `output.gif` frames)."""
+    return video.with_suffix(".gif")
+
+
 def video_record(video: Path) -> Path:
     """The record of how a video was encoded, beside it (`final.mp4` -> `final.video.json`)."""
     return video.with_name(video.stem + ".video.json")

@@ -12,9 +12,12 @@ kind, prints its one line (with the rank) and every rank exits with status 2 (`d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import math
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from vidtune.errors import VidtuneError
@@ -255,13 +258,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     from vidtune import distributed
     from vidtune.api import VidtunePipeline
 
-    with distributed.launch(cfg.model.device) as world:
+    with distributed.launch(cfg.model.device) as world, _cleaned_up_if_no_stage_started(out):
         result = VidtunePipeline.from_config(cfg)(
             config=cfg, run_dir=out, stages=args.stages, progress=not args.quiet, log=print
         )
         if world.is_main:
             print(result.summary.line())
     return 0
+
+
+@contextlib.contextmanager
+def _cleaned_up_if_no_stage_started(out: Path) -> Iterator[None]:
+    """A run that fails before any stage began leaves no folder behind that it created itself (it
+    would hold only the config and the prepared inputs, both remade in seconds); a folder that
+    existed before, or one where a stage started, is kept as it is so that nothing is lost."""
+    existed = out.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and out.is_dir() and not any(p.name.startswith("stage") for p in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -100,7 +100,7 @@ class FusionConfig:
     # details frame by frame (measured: stage 2's background flicker falls by more with it, see README).
     repeat: bool = True
     dilate: int = 1  # latent pixels the foreground grows by before it weighs the average (no ghost of the figure)
-    # Pixel-space background plate after decoding (stages 2 and 4; vidtune.plate): equal background latents
+    # Pixel-space background plate after decoding (stages 2 and 4; vidtune.method.plate): equal background latents
     # still decode to flickering pixels because the VAE decoder is not local. Each decoded frame's background
     # is snapped to its segment's plate where it is within `plate_key_low` grey levels of it (fully kept
     # beyond `plate_key_high`, and inside the figure's mask grown by `plate_dilate` pixels).
@@ -205,6 +205,7 @@ class OutputConfig:
     min_side: int = 256  # pixels: `upscale = 0` enlarges frames whose short side is smaller
     quality: float = 9.0  # imageio-ffmpeg quality 1..10 (H.264 crf = 51 * (1 - quality / 10))
     lossless: bool = False  # also write a lossless FFV1 video (final.mkv, ...) at the frames' own size
+    gif: int = 96  # also write a GIF preview (final.gif, ...) of a video of at most this many frames; 0 = never
 
 
 DEFAULT_OUTPUT = OutputConfig()  # frozen: one shared instance is safe as a default argument

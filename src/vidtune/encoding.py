@@ -59,6 +59,7 @@ def expected_record(output: OutputConfig, fps: float, height: int, width: int) -
         "quality": float(output.quality),
         "fps": float(fps),
         "lossless": (LOSSLESS_CODEC if output.lossless else None),
+        "gif": int(output.gif),
     }
 
 
@@ -89,13 +90,34 @@ def write_videos(frames: Iterable[np.ndarray], video: Path, output: OutputConfig
         )
     else:
         A.lossless_video(video).unlink(missing_ok=True)  # a twin from an earlier config no longer matches
+    preview: list[np.ndarray] | None = [] if output.gif > 0 else None  # frames kept while the video is short
     with contextlib.ExitStack() as stack:  # an exception leaves every target untouched
         opened = [stack.enter_context(w) for w in writers]
         for frame in itertools.chain([first], it):
             for w in opened:
                 w.write(frame)
+            if preview is not None:
+                preview = preview + [frame] if len(preview) < output.gif else None
+    gif = A.gif_preview(video)
+    if preview:
+        write_gif(gif, preview, fps, record["upscale"])
+    else:
+        gif.unlink(missing_ok=True)  # a preview from an earlier, shorter run or config no longer matches
     atomic.write_json(A.video_record(video), record)
     return record
+
+
+def write_gif(path: Path, frames: list[np.ndarray], fps: float, scale: int = 1) -> Path:
+    """An endlessly looping GIF of ``frames`` at ``fps``, enlarged ``scale`` times (nearest); atomic.
+    GIF keeps 256 colours per frame: a preview to share, the PNG frames stay the result."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+    if scale > 1:
+        images = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in images]
+    with atomic.atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return path
 
 
 def read_record(video: Path) -> dict[str, Any] | None:

@@ -55,7 +55,7 @@ def per_frame_prompts(
 ) -> list[str]:
     """Each frame's prompt for the per-frame stages; a per-clip list maps a frame to the clip
     whose centre is nearest (the windows must be given for that)."""
-    from vidtune.windows import frame_prompts
+    from vidtune.method.windows import frame_prompts
 
     if isinstance(schedule, list):
         if windows is None or len(windows) != len(schedule):

@@ -87,7 +87,7 @@ def load_components(cfg: RunConfig) -> Components:
 
 def windows_for(cfg: RunConfig) -> Callable[[int], list[tuple[int, int]]]:
     """Stage 4's clip windows as a function of the frame count (prompt schedules need them)."""
-    from vidtune.windows import clip_windows
+    from vidtune.method.windows import clip_windows
 
     c = cfg.codenoise
     return lambda n: clip_windows(n, c.clip_length, c.stride, shrink_clip=c.shrink_clip)

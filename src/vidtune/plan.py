@@ -450,7 +450,7 @@ def _timesteps(s) -> list[int]:
 
 def _overlap_frames(c, num_frames: int) -> int:
     """Frames in Gen-L-Video's overlapping clips (each counted once per clip holding it)."""
-    from vidtune.windows import clip_windows
+    from vidtune.method.windows import clip_windows
 
     return sum(e - b for b, e in clip_windows(num_frames, c.clip_length, c.stride, shrink_clip=c.shrink_clip))
 
@@ -474,14 +474,52 @@ def evaluations_text(cfg: RunConfig, num_frames: int) -> list[str]:
     return lines
 
 
+def schedule_lines(cfg: RunConfig, num_frames: int) -> list[str]:
+    """A prompt schedule's segments and the frames of each transition between them ([] for one prompt)."""
+    from vidtune.inputs import per_frame_prompts, prompt_schedule
+    from vidtune.method.segments import prompt_segments, transition_frames
+    from vidtune.method.windows import plural
+
+    schedule = prompt_schedule(cfg.inputs)
+    if not isinstance(schedule, dict) or len(schedule) < 2:
+        return []
+    frames = per_frame_prompts(num_frames, schedule)
+    segments = prompt_segments(frames)
+    width = cfg.codenoise.transition
+    between = transition_frames(num_frames, segments, width).nonzero().flatten().tolist()
+    lines = ["", f"Prompt schedule: {plural(len(segments), 'segment')}"]
+    lines += [f"  frames {s:>4}-{e - 1:<4} {frames[s]!r}" for s, e in segments]
+    if width and between:
+        runs = _runs(between)
+        lines.append(
+            f"  transitions (codenoise.transition = {width}): frames "
+            + ", ".join(f"{a}-{b}" for a, b in runs)
+            + ", where neighbouring segments' prompts mix"
+        )
+    else:
+        lines.append("  transitions: none (codenoise.transition = 0: a cut at each segment's first frame)")
+    return lines
+
+
+def _runs(values: list[int]) -> list[tuple[int, int]]:
+    """Consecutive integers as (first, last) runs."""
+    runs: list[tuple[int, int]] = []
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], v)
+        else:
+            runs.append((v, v))
+    return runs
+
+
 def plan_report(cfg: RunConfig) -> str:
     """The text `vidtune plan` prints: frames, clips, prompts, merge weights, UNet evaluations, memory."""
     from vidtune.inputs import count as count_inputs
     from vidtune.inputs import prompt_schedule
+    from vidtune.method.clips import clip_batches, plan_clips
+    from vidtune.method.windows import plan_text, plural
     from vidtune.sampling import sdedit_start
-    from vidtune.stages.codenoise import clip_batches, plan_clips
     from vidtune.validate import check_run
-    from vidtune.windows import plan_text
 
     c, s = cfg.codenoise, cfg.sampling
     num_frames, fps, summary = count_inputs(cfg.inputs)
@@ -507,6 +545,7 @@ def plan_report(cfg: RunConfig) -> str:
             f"Note: codenoise.fg_gain = {c.fg_gain:g}: the weights below are also multiplied per pixel by "
             "stage 1's foreground masks (not known before stage 1 runs)"
         )
+    lines += schedule_lines(cfg, num_frames)
     lines.append("")
     lines.append(
         plan_text(num_frames, plan.windows, plan.weights, plan.prompts, guidance=guidance, num_steps=steps).rstrip("\n")
@@ -546,8 +585,10 @@ def plan_report(cfg: RunConfig) -> str:
         f"{sizes.latent_channels}x{h}x{w}",
         f"  adapter feats  {_gib(est.features):>11}  every frame's T2I-Adapter residuals"
         + (f" ({_gib(est.features / num_frames)} per frame)" if est.features else " (no adapter)"),
-        f"  activations    {_gib(est.activations):>11}  one UNet batch of {rows} frames ({len(batches)} batches of "
-        f"clips per step, max_batch_frames = {c.max_batch_frames})",
+        f"  activations    {_gib(est.activations):>11}  the largest UNet batch: {plural(largest, 'clip frame')}"
+        + (f" x 2 (CFG) = {rows} rows" if guidance else "")
+        + f" ({plural(len(batches), 'batch', 'batches')} of clips per step, at most codenoise.max_batch_frames = "
+        f"{c.max_batch_frames} clip frames each)",
         f"  decoding       {_gib(est.decoding):>11}  VAE, {DECODE_BATCH} frames at a time, after the loop",
         f"  peak           {_gib(est.peak):>11}  (+ {_gib(est.pose_images)} of pose images and "
         f"{_gib(plan.weight_bytes)} of merge weights in host memory)",

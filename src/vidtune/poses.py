@@ -491,6 +491,13 @@ def load_poses(path: str | Path, canvas: tuple[int, int] | None = None, fps: flo
             return _load_json(json_files, str(p), canvas, fps)
         if list_image_files(p):
             return _load_images(p, fps)
+        other_json = sorted(f.name for f in p.glob("*.json") if f.is_file())
+        if other_json:
+            raise VidtuneError(
+                f"{p}: {len(other_json)} .json files (e.g. {other_json[0]}) but none named {JSON_PATTERN}, "
+                "OpenPose's name for its per-frame output; rename them (frame_000_keypoints.json, ...) or point "
+                "to the folder OpenPose wrote"
+            )
         raise VidtuneError(
             f"{p}: no pose frames found (looked for {JSON_PATTERN}, {', '.join(IMAGE_PATTERNS)});"
             " point to the folder that holds them"

@@ -116,7 +116,8 @@ class RunDir:
             if later is not None and later >= k:
                 marker.unlink()
                 removed.append(marker)
-        for video in (self.final_video, A.lossless_video(self.final_video), A.video_record(self.final_video)):
+        final = self.final_video
+        for video in (final, A.lossless_video(final), A.gif_preview(final), A.video_record(final)):
             if video.exists():
                 video.unlink()
                 removed.append(video)

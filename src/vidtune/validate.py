@@ -114,7 +114,13 @@ def check_inputs(cfg: RunConfig) -> None:
     i = cfg.inputs
     for key, value in (("inputs.height", i.height), ("inputs.width", i.width)):
         if value < 8 or value % 8:
-            raise _fail(key, value, "must be a positive multiple of 8", f"use e.g. {key} = 512")
+            near = sorted({max(8, value // 8 * 8), max(8, -(-value // 8) * 8)})
+            raise _fail(
+                key,
+                value,
+                "must be a positive multiple of 8 (the VAE and UNet downsample by 8)",
+                f"use {' or '.join(map(str, near))} (--{key.split('.')[1]} on the command line)",
+            )
     _at_least("inputs.frames", i.frames, 0, "0 keeps every frame of the pose source")
     _at_least("inputs.fps", i.fps, 0, "0 keeps the pose source's rate")
 

@@ -7,6 +7,7 @@ order of the file names (``frame_2`` before ``frame_10``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -348,3 +349,31 @@ def write_frames_png(
             tmp.write_bytes(buf.tobytes())
         paths.append(target)
     return paths
+
+
+def label_panel(panel: np.ndarray, text: str, bar: int) -> np.ndarray:
+    """A white label bar with `text` above an RGB panel."""
+    top = np.full((bar, panel.shape[1], 3), 255, np.uint8)
+    scale = max(0.3, min(0.5, panel.shape[1] / 420))
+    cv2.putText(top, text, (3, bar - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([top, panel], axis=0)
+
+
+def grid_video(out_path: Path, panels: list[tuple[str, Path]], fps: float, scale: int = 4, cols: int = 5) -> Path:
+    """Frame folders ``panels`` ((label, folder)) played side by side: tiled in rows of ``cols``, each
+    upscaled (nearest) and labelled above; mp4. The benchmark's grid of variants, the demo's side by side."""
+    streams = [read_frames(p) for _, p in panels]
+    rows = math.ceil(len(panels) / cols)
+    with VideoWriter(out_path, fps=fps) as writer:
+        for frames in zip(*streams):
+            tiles = [
+                label_panel(cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST), name, 20)
+                for (name, _), f in zip(panels, frames)
+            ]
+            blank = np.zeros_like(tiles[0])
+            tiles += [blank] * (rows * cols - len(tiles))
+            grid = np.concatenate(
+                [np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0
+            )
+            writer.write(grid)
+    return out_path

@@ -102,3 +102,20 @@ def test_a_batch_puts_each_pair_side_by_side_with_one_timestep_and_one_dropout()
     assert (t[4:].view(-1, 2)[:, 0] == t[4:].view(-1, 2)[:, 1]).all()
     assert (drop[4:].view(-1, 2)[:, 0] == drop[4:].view(-1, 2)[:, 1]).all()
     assert len(set(t[4:].view(-1, 2)[:, 0].tolist())) > 1  # pairs are not all at one step
+
+
+def test_figure_weighted_loss_counts_the_figure_more_and_keeps_the_scale():
+    from vidtune.demo.train import figure_shares, weighted_eps_loss
+
+    masks = np.zeros((2, 8, 8), bool)
+    masks[0, :4, :4] = True  # one latent pixel (factor 4) fully figure
+    masks[1, :2, :4] = True  # half of one latent pixel
+    share = figure_shares(masks, 4)
+    assert share.shape == (2, 2, 2) and share[0, 0, 0] == 1.0 and share[1, 0, 0] == 0.5 and share[0, 1, 1] == 0
+    pred, noise = torch.zeros(2, 4, 2, 2), torch.zeros(2, 4, 2, 2)
+    pred[:, :, 0, 0] = 1.0  # all the error on the figure's pixel
+    plain, weighted = weighted_eps_loss(pred, noise, torch.from_numpy(share).float(), 4.0)
+    assert torch.allclose(plain, torch.tensor([0.25, 0.25]))
+    assert torch.allclose(weighted, torch.tensor([4 / 7, 2.5 / 5.5]))  # (w_f * 1) / sum of weights
+    same, also = weighted_eps_loss(torch.ones(2, 4, 2, 2), noise, torch.from_numpy(share).float(), 4.0)
+    assert torch.allclose(same, also)  # a uniform error keeps its value: the weights are normalised

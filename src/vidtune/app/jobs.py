@@ -251,9 +251,13 @@ def run_job(
     cfg = job_config(req, root, poses_path)
     summary = VidtunePipeline(components, cfg, keep_base=False)(config=cfg, run_dir=root, log=log).summary
     log("vidtune: writing the side-by-side video, metrics and report")
-    panels = [root / A.INPUTS / A.INPUT_POSES, root / A.stage_dir(1) / A.FRAMES, root / A.stage_dir(4) / A.FRAMES]
+    panels = [
+        ("pose", root / A.INPUTS / A.INPUT_POSES),
+        ("stage 1 (per frame)", root / A.stage_dir(1) / A.FRAMES),
+        ("final (four stages)", root / A.stage_dir(4) / A.FRAMES),
+    ]
     if seq is not None:
-        panels.append(root / "source" / "gt_frames")
+        panels.append(("ground truth", root / "source" / "gt_frames"))
     side = demo.side_by_side(root / "side_by_side.mp4", panels, cfg.inputs.fps or demo.DEMO_FPS)
     metrics = demo.demo_metrics(root, seq) if seq is not None else upload_metrics(root)
     atomic.write_json(root / "metrics.json", metrics)

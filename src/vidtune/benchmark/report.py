@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from vidtune import atomic
@@ -416,32 +415,3 @@ def plot_flicker_curves(curves: dict[str, dict[str, list[float]]], variants: Seq
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
-
-
-def _label(panel: np.ndarray, text: str, bar: int) -> np.ndarray:
-    """A white label bar with `text` above an RGB panel."""
-    top = np.full((bar, panel.shape[1], 3), 255, np.uint8)
-    scale = max(0.3, min(0.5, panel.shape[1] / 420))
-    cv2.putText(top, text, (3, bar - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([top, panel], axis=0)
-
-
-def grid_video(out_path: Path, panels: list[tuple[str, Path]], fps: float, scale: int = 4, cols: int = 5) -> Path:
-    """Every variant's frames tiled (rows of `cols`), each upscaled (nearest) and labelled; mp4."""
-    from vidtune.video import VideoWriter, read_frames
-
-    streams = [read_frames(p) for _, p in panels]
-    rows = math.ceil(len(panels) / cols)
-    with VideoWriter(out_path, fps=fps) as writer:
-        for frames in zip(*streams):
-            tiles = [
-                _label(cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST), name, 20)
-                for (name, _), f in zip(panels, frames)
-            ]
-            blank = np.zeros_like(tiles[0])
-            tiles += [blank] * (rows * cols - len(tiles))
-            grid = np.concatenate(
-                [np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0
-            )
-            writer.write(grid)
-    return out_path

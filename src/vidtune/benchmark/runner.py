@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from vidtune import artifacts as A
 from vidtune import atomic
 from vidtune import config as C
-from vidtune.benchmark.report import grid_video, write_outputs
+from vidtune.benchmark.report import write_outputs
 from vidtune.benchmark.scoring import mask_iou, score_sequence, summarize
 from vidtune.benchmark.sequence import SequenceRun, link_or_copy
 from vidtune.benchmark.spec import (
@@ -40,6 +40,7 @@ from vidtune.benchmark.spec import (
     variant_settings,
 )
 from vidtune.errors import VidtuneError
+from vidtune.video import grid_video
 
 if TYPE_CHECKING:
     from vidtune.models import Components

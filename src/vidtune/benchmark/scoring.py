@@ -79,8 +79,8 @@ SEGMENT_KEYS = (
 
 def segment_cores(starts: Sequence[int], num_frames: int, transition: int) -> list[tuple[int, int]]:
     """Each prompt segment without the frames of its transitions: the frames one prompt alone holds
-    (`vidtune.segments.transition_frames`), the same frames for every variant."""
-    from vidtune.segments import transition_frames
+    (`vidtune.method.segments.transition_frames`), the same frames for every variant."""
+    from vidtune.method.segments import transition_frames
 
     bounds = list(starts) + [num_frames]
     segments = list(zip(bounds[:-1], bounds[1:]))

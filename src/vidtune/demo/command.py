@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from vidtune import artifacts as A
@@ -115,15 +114,11 @@ def demo_config(out: Path, prompt: str, steps: int | None, seed: int, overrides:
     return C.apply_overrides(base, extra + list(overrides))
 
 
-def side_by_side(out_path: Path, folders: list[Path], fps: float, scale: int = 4) -> Path:
-    """Stream frame folders into one mp4, panels left to right, upscaled (nearest) for viewing."""
-    from vidtune.video import VideoWriter, read_frames
+def side_by_side(out_path: Path, panels: list[tuple[str, Path]], fps: float, scale: int = 4) -> Path:
+    """Frame folders ``panels`` ((label, folder)) in one labelled row, upscaled (nearest); mp4."""
+    from vidtune.video import grid_video
 
-    with VideoWriter(out_path, fps=fps) as writer:
-        for panels in zip(*(read_frames(f) for f in folders)):
-            row = np.concatenate(panels, axis=1)
-            writer.write(cv2.resize(row, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST))
-    return out_path
+    return grid_video(out_path, panels, fps, scale=scale, cols=len(panels))
 
 
 def demo_metrics(out: Path, seq) -> dict:
@@ -184,10 +179,10 @@ def run_demo(
     side = side_by_side(
         root / "side_by_side.mp4",
         [
-            root / A.INPUTS / A.INPUT_POSES,
-            root / A.stage_dir(1) / A.FRAMES,
-            root / A.stage_dir(4) / A.FRAMES,
-            root / "source" / "gt_frames",
+            ("pose", root / A.INPUTS / A.INPUT_POSES),
+            ("stage 1 (per frame)", root / A.stage_dir(1) / A.FRAMES),
+            ("final (four stages)", root / A.stage_dir(4) / A.FRAMES),
+            ("ground truth", root / "source" / "gt_frames"),
         ],
         DEMO_FPS,
     )

@@ -23,7 +23,7 @@ Steps (each resumable; a rerun with the same ``out_dir`` picks up where a killed
 (no VAE phase), its tokenizer grows by the grammar's new words and the text encoder's embedding by
 their rows, every known token keeping its trained row. ``pair_share`` of each UNet batch are pairs,
 trained with the second frame's self-attention keys and values taken from the first (the "first"
-mode of `vidtune.attention`, what stage 4 runs): a frame whose prompt leaves the outfit open can
+mode of `vidtune.method.attention`, what stage 4 runs): a frame whose prompt leaves the outfit open can
 only match its partner by reading the partner's appearance through attention.
 
 Phases are budgeted in minutes, not steps, so that a busy CPU cannot push the run past its
@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
 
 RESOLUTION = 64
+VAE_FACTOR = 4  # 64x64 frames <-> 16x16 latents
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ def build_components(vocab_size: int, bos_id: int, eos_id: int, seed: int = 0) -
     with torch.no_grad():  # start with a small posterior std (exp(-3)): a noisy posterior blurs colours early on
         vae.encoder.conv_out.bias[vae.config.latent_channels :] = -6.0
     unet = UNet2DConditionModel(
-        sample_size=RESOLUTION // 4,
+        sample_size=RESOLUTION // VAE_FACTOR,
         in_channels=4,
         out_channels=4,
         block_out_channels=(64, 128, 128),
@@ -220,11 +221,13 @@ def _sample_spec(seed: int, i: int, scenes_per_kind: int, name_prob: float = 0.5
     return attrs, identity, frames, motion_seed, keys
 
 
-def _render_chunk(args: tuple[list[int], int, int, float]) -> tuple[list[int], np.ndarray, np.ndarray, list[str]]:
-    """Frames ``(2 len(indices), H, W, 3)``, pose images and prompts of the pairs ``indices`` (run in
-    a worker process)."""
+def _render_chunk(
+    args: tuple[list[int], int, int, float],
+) -> tuple[list[int], np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """Frames ``(2 len(indices), H, W, 3)``, pose images, prompts and figure masks of the pairs
+    ``indices`` (run in a worker process)."""
     indices, seed, scenes_per_kind, name_prob = args
-    frames, poses, prompts = [], [], []
+    frames, poses, prompts, masks = [], [], [], []
     cache: dict[tuple[str, str, int], np.ndarray] = {}
     for i in indices:
         attrs, identity, specs, motion_seed, keys = _sample_spec(seed, i, scenes_per_kind, name_prob)
@@ -234,19 +237,21 @@ def _render_chunk(args: tuple[list[int], int, int, float]) -> tuple[list[int], n
             )
             if key not in cache:
                 cache[key] = render_scene((key[0], key[1]), seed=key[2], height=RESOLUTION, width=RESOLUTION)
-            rgb, _, pose = make_frame(seq.keypoints[-1], attrs, cache[key], seq.depth[-1], identity)
+            rgb, mask, pose = make_frame(seq.keypoints[-1], attrs, cache[key], seq.depth[-1], identity)
             frames.append(rgb)
             poses.append(pose)
             prompts.append(format_prompt(attrs))
-    return indices, np.stack(frames), np.stack(poses), prompts
+            masks.append(mask)
+    return indices, np.stack(frames), np.stack(poses), prompts, np.stack(masks)
 
 
 def build_dataset(
     data_dir: Path, num_frames: int, seed: int, scenes_per_kind: int, workers: int, name_prob: float = 0.5
 ) -> None:
-    """Pre-render the training frames once (frames.npy, poses.npy, prompts.json; frames 2i and 2i + 1
-    are pair i); skip if present. Pairs are grouped by background so that most scenes render once."""
-    if (data_dir / "done.json").exists():
+    """Pre-render the training frames once (frames.npy, poses.npy, masks.npy, prompts.json; frames 2i
+    and 2i + 1 are pair i); skip if present. Pairs are grouped by background so that most scenes render
+    once."""
+    if (data_dir / "done.json").exists() and (data_dir / "masks.npy").exists():
         return
     data_dir.mkdir(parents=True, exist_ok=True)
     num_pairs = num_frames // 2
@@ -265,14 +270,17 @@ def build_dataset(
         jobs.append((current, seed, scenes_per_kind, name_prob))
     frames = np.zeros((num_frames, RESOLUTION, RESOLUTION, 3), np.uint8)
     poses = np.zeros_like(frames)
+    masks = np.zeros(frames.shape[:3], bool)
     prompts = [""] * num_frames
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        for idx, f, p, t in tqdm(pool.map(_render_chunk, jobs), total=len(jobs), desc="render dataset", unit="chunk"):
+        for idx, f, p, t, m in tqdm(
+            pool.map(_render_chunk, jobs), total=len(jobs), desc="render dataset", unit="chunk"
+        ):
             rows = np.stack([2 * np.asarray(idx), 2 * np.asarray(idx) + 1], axis=1).reshape(-1)
-            frames[rows], poses[rows] = f, p
+            frames[rows], poses[rows], masks[rows] = f, p, m
             for i, text in zip(rows, t):
                 prompts[i] = text
-    for name, arr in (("frames", frames), ("poses", poses)):
+    for name, arr in (("frames", frames), ("poses", poses), ("masks", masks)):
         with atomic_path(data_dir / f"{name}.npy") as tmp:
             np.save(tmp, arr)
     write_json(data_dir / "prompts.json", prompts)
@@ -408,19 +416,43 @@ def _min_snr_weight(sched, t: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.clamp(snr, max=gamma) / snr
 
 
+def figure_shares(masks: np.ndarray, factor: int) -> np.ndarray:
+    """``(N, H, W)`` bool figure masks -> ``(N, H / factor, W / factor)`` float16: the share of each latent
+    pixel the figure covers (the VAE's factor: 4 for the demo model)."""
+    n, h, w = masks.shape
+    return masks.reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4)).astype(np.float16)
+
+
+def weighted_eps_loss(
+    pred: torch.Tensor, noise: torch.Tensor, share: torch.Tensor, figure_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample epsilon MSE, plain and with the figure's latent pixels weighted: each pixel counts
+    1 + (figure_weight - 1) x its figure ``share`` ``(B, h, w)``, normalised by the weights' sum so that
+    the loss keeps its scale. The identity (stripes, a hat, the trousers) lives in a few percent of the
+    pixels; unweighted, the background's loss drowns what the new words must learn."""
+    per_pixel = F.mse_loss(pred, noise, reduction="none").mean(dim=1)  # (B, h, w)
+    weights = 1.0 + (figure_weight - 1.0) * share
+    weighted = (per_pixel * weights).sum(dim=(1, 2)) / weights.sum(dim=(1, 2))
+    return per_pixel.mean(dim=(1, 2)), weighted
+
+
 def train_unet(
     out: Path,
     cfg: DemoTrainConfig,
     comps: dict[str, torch.nn.Module],
     latents: tuple[np.ndarray, np.ndarray],
     poses: np.ndarray,
+    figure: np.ndarray,
     ids: torch.Tensor,
     empty_ids: torch.Tensor,
     scaling: float,
     losses: _LossLog,
     export_fn,
 ) -> None:
-    """Time-budgeted epsilon-loss training of unet + adapter + text encoder, with EMA; resumable."""
+    """Time-budgeted epsilon-loss training of unet + adapter + text encoder, with EMA; resumable.
+
+    ``figure`` ``(N, h, w)``: each frame's figure share of every latent pixel (`figure_shares`); the
+    loss weighs a pixel 1 + (figure_weight - 1) x share, normalised per sample (`weighted_eps_loss`)."""
     sched = make_scheduler("ddpm", sd_schedule_config())  # the forward process: SD's betas
     names = ("unet", "adapter", "text_encoder")
     params = [p for n in names for p in comps[n].parameters()]
@@ -450,7 +482,7 @@ def train_unet(
     singles = cfg.unet_batch - 2 * pairs
     xattn = None
     if pairs:  # the pairs' second frames read the first frames' keys and values (stage 4's "first" mode)
-        from vidtune.attention import CrossFrameAttention
+        from vidtune.method.attention import CrossFrameAttention
 
         xattn = CrossFrameAttention("first")
         xattn.install(comps["unet"])
@@ -474,9 +506,10 @@ def train_unet(
         cond = comps["text_encoder"](tok)[0]
         feats = comps["adapter"](_to_unit(poses[idx.numpy()]))
         pred = comps["unet"](zt, t, encoder_hidden_states=cond, down_intrablock_additional_residuals=list(feats)).sample
-        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = per_sample.mean()  # logged: the plain epsilon MSE, comparable across weightings
-        objective = (per_sample * _min_snr_weight(sched, t, cfg.snr_gamma)).mean()
+        share = torch.from_numpy(figure[idx.numpy()]).float()
+        plain, weighted = weighted_eps_loss(pred, noise, share, cfg.figure_weight)
+        loss = plain.mean()  # logged: the plain epsilon MSE, comparable across weightings
+        objective = (weighted * _min_snr_weight(sched, t, cfg.snr_gamma)).mean()
         opt.zero_grad(set_to_none=True)
         objective.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -595,6 +628,7 @@ def train_demo(
     build_dataset(out / "data", cfg.num_frames, cfg.seed, cfg.scenes_per_kind, cfg.workers, cfg.name_prob)
     frames = np.load(out / "data" / "frames.npy")
     poses = np.load(out / "data" / "poses.npy")
+    figure = figure_shares(np.load(out / "data" / "masks.npy"), VAE_FACTOR)
     prompts = json.loads((out / "data" / "prompts.json").read_text())
     tokenizer = _make_tokenizer(out)
     warm = None
@@ -653,7 +687,7 @@ def train_demo(
         for n, sd in live.items():
             comps[n].load_state_dict(sd)
 
-    train_unet(out, cfg, comps, latents, poses, ids, empty_ids, scaling, losses, export_fn)
+    train_unet(out, cfg, comps, latents, poses, figure, ids, empty_ids, scaling, losses, export_fn)
     return out / "model"
 
 
@@ -686,6 +720,7 @@ def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print) 
         unet_batch=args.unet_batch,
         unet_lr=args.unet_lr,
         embedding_lr=args.embedding_lr,
+        figure_weight=args.figure_weight,
         warm_start=args.warm_start,
         pair_share=args.pair_share,
     )

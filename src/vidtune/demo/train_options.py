@@ -29,6 +29,9 @@ class DemoTrainConfig:
     # Peak learning rate of the text encoder's token embeddings: new words start as an average word
     # and must move far (as in textual inversion), which the UNet's rate takes thousands of steps to do.
     embedding_lr: float = 3e-3
+    # The epsilon loss weighs the figure's latent pixels this many times the background's (1 = plain): the
+    # figure's identity (stripes, hat, trousers) covers a few percent of a frame.
+    figure_weight: float = 4.0
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain epsilon MSE
     warmup_steps: int = 100
     prompt_dropout: float = 0.1
@@ -44,12 +47,12 @@ class DemoTrainConfig:
     warm_start: str = ""
     # Share of each UNet batch's frames that come as pairs: two frames of one figure (one prompt, one
     # identity) in different poses, trained with the second frame's self-attention keys and values
-    # taken from the first (`vidtune.attention`'s "first" mode, what stage 4 runs), so that the model's
+    # taken from the first (`vidtune.method.attention`'s "first" mode, what stage 4 runs), so that the model's
     # attention learns to carry appearance from frame to frame, as SD's does. 0 = single frames only.
     pair_share: float = 0.5
     # Probability that a training prompt names each identity attribute (else it is left open, and the
     # model must draw a value of its own: the unconditional prior a per-frame model drifts over).
-    name_prob: float = 0.5
+    name_prob: float = 0.6
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -94,6 +97,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default=DemoTrainConfig.unet_lr,
         metavar="LR",
         help="peak learning rate of the UNet phase (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--figure-weight",
+        type=float,
+        default=DemoTrainConfig.figure_weight,
+        metavar="W",
+        help="weight of the figure's latent pixels in the epsilon loss, background = 1 (default: %(default)s)",
     )
     ap.add_argument(
         "--embedding-lr",

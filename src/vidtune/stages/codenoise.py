@@ -6,7 +6,7 @@ every clip (clips batched up to `codenoise.max_batch_frames`), merged per frame 
 weights, then ONE scheduler step on the whole video (right for every scheduler; docs/method.md, stage 4).
 
 Which clips (``codenoise.mode``): ``shifted`` (the default) cuts the video into non-overlapping clips
-whose boundaries move from step to step (`vidtune.windows.shifted_windows`): one UNet evaluation per
+whose boundaries move from step to step (`vidtune.method.windows.shifted_windows`): one UNet evaluation per
 frame per step; ``overlap`` is Gen-L-Video's overlapping clips of stride S, the same every step (M / S
 evaluations per frame per step). Measured on the demo model (bench/results/codenoise_speed.md):
 the same background flicker, warping error, seams and pose IoU, at about half the cost.
@@ -17,18 +17,30 @@ PNG frames and an mp4.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vidtune import artifacts as A
 from vidtune import distributed as D
-from vidtune.attention import CrossFrameAttention
 from vidtune.config import CodenoiseConfig, CodenoiseStageConfig
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
+from vidtune.method.attention import CrossFrameAttention
+from vidtune.method.clips import (
+    ClipPlan,
+    ClipSchedule,
+    background_targets,
+    clip_batches,
+    clip_schedule,
+    reschedule_noise,
+)
+from vidtune.method.segments import prompt_segments, transition_weights
+from vidtune.method.windows import (
+    MergeAccumulator,
+)
 from vidtune.models import Components
 from vidtune.results import CodenoiseResult, FusionResult
 from vidtune.sampling import (
@@ -42,7 +54,6 @@ from vidtune.sampling import (
     prepare_scheduler,
     sdedit_start,
 )
-from vidtune.segments import prompt_segments, transition_weights
 from vidtune.stages.common import (
     Conditioning,
     Stage,
@@ -54,118 +65,9 @@ from vidtune.stages.common import (
     x0_guide,
 )
 from vidtune.stages.separate import DECODE_BATCH, split_decode
-from vidtune.windows import (
-    MergeAccumulator,
-    Window,
-    assign_prompts,
-    clip_merge_weights,
-    clip_windows,
-    frame_merge_weights,
-    majority_prompts,
-    pixel_merge_weights,
-    shifted_windows,
-)
 
 if TYPE_CHECKING:
     from diffusers import SchedulerMixin, UNet2DConditionModel
-
-
-@dataclass(frozen=True)
-class ClipPlan:
-    """The clips of a video and how their predictions merge: windows [(start, end)], per-clip prompt
-    bank (index = clip), merge weights per clip (weights[k]: (M_k,), or (M_k, 1, h, w) per pixel with
-    codenoise.fg_gain), the global anchor frame."""
-
-    windows: list[Window]
-    prompts: list[str]
-    weights: list[torch.Tensor]
-    anchor: int
-
-    @property
-    def weight_bytes(self) -> int:
-        """Host memory of the merge weights (float32)."""
-        return 4 * sum(w.numel() for w in self.weights)
-
-
-def plan_clips(
-    cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None, step: int = 0
-) -> ClipPlan:
-    """Windows, clip prompts and merge weights for `num_frames` frames at denoising step `step` (pure; no
-    model): `clip_schedule(...).at(step)`."""
-    return clip_schedule(cfg, num_frames, schedule, fg).at(step)
-
-
-def overlap_plan(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None) -> ClipPlan:
-    """Gen-L-Video's overlapping clips [kS, kS + M) plus a tail clip, their prompts and merge weights."""
-    windows = clip_windows(num_frames, cfg.clip_length, cfg.stride, shrink_clip=cfg.shrink_clip)
-    if cfg.fg_gain > 0 and fg is not None:  # per pixel: dense over the clips (opt-in, O(K N h w))
-        dense = pixel_merge_weights(frame_merge_weights(num_frames, windows, cfg.weighting), windows, fg, cfg.fg_gain)
-        weights = [dense[k, s:e] for k, (s, e) in enumerate(windows)]
-    else:  # per clip: O(K M + N) memory, however long the video
-        weights = clip_merge_weights(num_frames, windows, cfg.weighting)
-    return ClipPlan(windows=windows, prompts=assign_prompts(windows, schedule), weights=weights, anchor=num_frames // 2)
-
-
-@dataclass(frozen=True)
-class ClipSchedule:
-    """Stage 4's clips at every denoising step: ``at(step)`` is that step's `ClipPlan`.
-
-    ``prompts`` lists every prompt a clip may get (the clip prompt bank is built over it, in this order).
-    A fixed schedule (``overlap`` mode, or one given plan) returns the same plan at every step."""
-
-    plan_at: Callable[[int], ClipPlan]
-    prompts: tuple[str, ...]
-    mode: str = "overlap"
-    _cache: dict[int, ClipPlan] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def fixed(cls, plan: ClipPlan) -> ClipSchedule:
-        """The same clips at every step."""
-        return cls(plan_at=lambda step: plan, prompts=tuple(plan.prompts))
-
-    def at(self, step: int) -> ClipPlan:
-        if step not in self._cache:
-            self._cache[step] = self.plan_at(step)
-        return self._cache[step]
-
-
-def clip_schedule(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None) -> ClipSchedule:
-    """The clips of every step for ``codenoise.mode`` (see the module docstring; pure, no model).
-
-    Shifted clips take the prompt most of their frames have (`majority_prompts`; a per-clip prompt list
-    gives each frame the prompt of the nearest overlapping clip first); each frame is in one clip per
-    step, so its merge weight is 1 (``weighting`` and ``fg_gain`` matter in ``overlap`` mode only)."""
-    if cfg.mode == "overlap":
-        return ClipSchedule.fixed(overlap_plan(cfg, num_frames, schedule, fg))
-    if cfg.mode != "shifted":
-        raise VidtuneError(f"codenoise.mode = {cfg.mode!r} is unknown; use 'shifted' or 'overlap'")
-    from vidtune.inputs import per_frame_prompts
-
-    overlap = None
-    if not isinstance(schedule, (str, dict)):  # a per-clip list names Gen-L-Video's clips
-        overlap = clip_windows(num_frames, cfg.clip_length, cfg.stride, shrink_clip=cfg.shrink_clip)
-    frames = per_frame_prompts(num_frames, schedule, overlap)
-    shifted_windows(num_frames, cfg.clip_length, 0, shrink_clip=cfg.shrink_clip)  # fail early on N < M
-
-    def plan_at(step: int) -> ClipPlan:
-        windows = shifted_windows(num_frames, cfg.clip_length, step, shrink_clip=cfg.shrink_clip)
-        weights = [torch.ones(e - s) for s, e in windows]
-        return ClipPlan(windows, majority_prompts(windows, frames), weights, anchor=num_frames // 2)
-
-    return ClipSchedule(plan_at=plan_at, prompts=tuple(dict.fromkeys(frames)), mode="shifted")
-
-
-def clip_batches(windows: Sequence[Window], max_frames: int) -> list[list[int]]:
-    """Group consecutive clips so that each UNet batch holds at most `max_frames` frames (>= 1 clip)."""
-    batches: list[list[int]] = [[]]
-    used = 0
-    for k, (s, e) in enumerate(windows):
-        if batches[-1] and used + (e - s) > max_frames:
-            batches.append([])
-            used = 0
-        batches[-1].append(k)
-        used += e - s
-    return batches
 
 
 def codenoise_eps_fn(
@@ -225,18 +127,6 @@ def codenoise_eps_fn(
     return eps_fn
 
 
-def reschedule_noise(noise: torch.Tensor, window: int, stride: int, generator: torch.Generator) -> torch.Tensor:
-    """FreeNoise's noise rescheduling (Qiu et al. 2023): frames [i, i + S) for i = M, M + S, ... take
-    the noises of frames [i - M, i - M + S) in a random order, so every window holds a shuffle of
-    the first window's noises (long-range correlation without one frozen noise)."""
-    out = noise.clone()
-    for i in range(window, noise.shape[0], stride):
-        n = min(stride, noise.shape[0] - i)
-        order = torch.randperm(n, generator=generator) + (i - window)
-        out[i : i + n] = out[order]
-    return out
-
-
 def initial_latents(
     cfg: CodenoiseConfig,
     scheduler: SchedulerMixin,
@@ -260,34 +150,6 @@ def initial_latents(
     if hasattr(scheduler, "set_begin_index"):  # Euler / DPM-Solver's add_noise uses the sigma at the begin index
         scheduler.set_begin_index(start * getattr(scheduler, "order", 1))
     return scheduler.add_noise(fused_x0.to(device=device, dtype=dtype), noise, t0.repeat(num_frames)), start
-
-
-def background_targets(
-    stage2_x0: torch.Tensor,
-    fg: torch.Tensor,
-    segments: list[tuple[int, int]],
-    dilate: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """What `keep_background_guide` pulls the predicted x0 to, and how hard: (targets, M_b = 1 - M_f),
-    both per frame (N, C, h, w) / (N, 1, h, w).
-
-    The target is, away from the figure (outside its dilated mask), the average background of stage
-    2's frames over the frame's own prompt segment (eq. 10 over the segment); on the ring between the
-    mask and its dilation it is the frame's own stage-2 latent (the figure's edge as stage 2 drew it:
-    pulling a soft edge to a background every step would erase thin limbs).
-
-    A schedule's transitions are not made here: every frame keeps its own segment's scene, and the
-    decoded frames dissolve from one scene to the next in pixels (`vidtune.plate.composite`).
-    Mixing two scenes' latents was tried: a blend of two latents decodes to smeared shapes, not to
-    the blend of the two pictures (dark smears in the middle of `schedule_wave_96`'s transition), and
-    the ring kept a box of the frame's own scene around the figure."""
-    from vidtune import fusion as F
-
-    wide = F.dilate(fg, dilate)
-    seg_bg = F.segment_backgrounds(stage2_x0, 1.0 - wide, segments)
-    own = transition_weights(stage2_x0.shape[0], segments, 0)
-    targets = wide * stage2_x0 + (1.0 - wide) * F.background_targets(stage2_x0, seg_bg, own)
-    return targets, 1.0 - fg
 
 
 def keep_background_guide(scheduler: SchedulerMixin, targets: torch.Tensor, bg: torch.Tensor):

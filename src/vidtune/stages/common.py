@@ -50,7 +50,7 @@ def x0_guide(scheduler: SchedulerMixin, transform, first_step: int = 0, last_ste
     transformed x0 exactly as DDIM would to its own prediction. Works in the variance-preserving
     parametrisation whatever the sampler's scaling (Euler's sigmas): c z is the VP latent.
     """
-    from vidtune import fusion as F
+    from vidtune.method import fusion as F
 
     def guide(step: int, t: torch.Tensor, latents: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         if step < first_step or (last_step is not None and step > last_step):
@@ -118,10 +118,10 @@ def background_plate(
     segments: list[tuple[int, int]],
     transition: int = 0,
 ) -> np.ndarray:
-    """Decoded frames with their backgrounds snapped to each prompt segment's pixel plate (`vidtune.plate`,
+    """Decoded frames with their backgrounds snapped to each prompt segment's pixel plate (`vidtune.method.plate`,
     ``fusion.plate*``). The masks are stage 1's pixel masks, or the latent masks upsampled (nearest)
     for a run folder made before stage 2 kept the pixel ones."""
-    from vidtune.plate import PlateConfig, composite
+    from vidtune.method.plate import PlateConfig, composite
 
     if not cfg.plate:
         return frames

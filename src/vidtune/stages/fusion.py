@@ -1,7 +1,7 @@
 """Stage 2 — average fusion: at the fusion step t, every frame's background becomes a weighted
 average of the backgrounds of sampled frames (foreground kept), then denoising continues to x0.
 
-docs/method.md, stage 2 (the paper's eq. 10-11). The math is in `vidtune.fusion`; this module takes
+docs/method.md, stage 2 (the paper's eq. 10-11). The math is in `vidtune.method.fusion`; this module takes
 stage 1's z_t and masks and works in the variance-preserving parametrisation
 z = sqrt(abar) x0 + sqrt(1 - abar) eps whatever the sampler's own scaling (Euler's sigmas).
 
@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vidtune import artifacts as A
-from vidtune import fusion as F
 from vidtune.config import FusionConfig, FusionStageConfig
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
+from vidtune.method import fusion as F
+from vidtune.method.segments import prompt_segments
 from vidtune.models import Components
 from vidtune.results import FusionResult, SeparateResult
 from vidtune.sampling import denoise, prepare_scheduler
-from vidtune.segments import prompt_segments
 from vidtune.stages.common import (
     Conditioning,
     Stage,

@@ -4,7 +4,7 @@ Data: stage 2's fused clean latents x^_0^i (N, C, h, w), each frame's prompt emb
 adapter features F(c_i) and its masks M_f^i, M_b^i = 1 - M_f^i (latent resolution). A step draws
 frames, t ~ U{0, ..., T-1} and eps ~ N(0, I), forms z_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
 with the DDPM training schedule, predicts eps_theta(z_t, t, e_i, F(c_i)) and minimises the
-combined loss (eq. 20, one value per sample, `vidtune.losses.combined_loss`), averaged over the
+combined loss (eq. 20, one value per sample, `vidtune.method.losses.combined_loss`), averaged over the
 batch.
 
 Trainable sets (`tuning.trainable`, registry `TRAINABLE`): ``full`` UNet (the paper), ``lora``
@@ -61,7 +61,7 @@ from vidtune import distributed as D
 from vidtune.config import TuningConfig, TuningStageConfig, stage_hash
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
-from vidtune.losses import combined_loss
+from vidtune.method.losses import combined_loss
 from vidtune.models import Components
 from vidtune.results import FusionResult, TuningResult
 from vidtune.sampling import FeatureBank, PromptBank

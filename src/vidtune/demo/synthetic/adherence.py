@@ -22,40 +22,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vidtune.demo.synthetic.grammar import COLOURS, FIGURE_COLOURS, NO_HAT, SCENES, TIMES, PromptAttributes
+from vidtune.demo.synthetic.grammar import COLOURS, NO_HAT, SCENES, TIMES, PromptAttributes
+from vidtune.demo.synthetic.keying import PALETTE_HUES, hsv, hue_distance, keyed_figure_mask
 
-HUE_TOLERANCE = 22.0  # degrees
 STRIPE_MAX_SATURATION = 0.3  # the stripes are near white (grammar.STRIPE_RGB)...
 STRIPE_MIN_VALUE = 0.7  # ...and bright, relative to the figure's light at the time of day
-MIN_SATURATION = 0.62
-MIN_VALUE = 0.22
-
-
-def hsv(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hue in degrees [0, 360), saturation and value in [0, 1]."""
-    hsv = cv2.cvtColor(np.ascontiguousarray(frame, dtype=np.uint8), cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
-    return hsv[..., 0] * (360.0 / 256.0), hsv[..., 1] / 255.0, hsv[..., 2] / 255.0
-
-
-def _hue_of(rgb: tuple[int, int, int]) -> float:
-    return float(hsv(np.array([[rgb]], np.uint8))[0][0, 0])
-
-
-PALETTE_HUES: dict[str, float] = {name: _hue_of(rgb) for name, rgb in FIGURE_COLOURS.items()}
-
-
-def _hue_distance(h: np.ndarray, ref: float) -> np.ndarray:
-    d = np.abs(h - ref) % 360.0
-    return np.minimum(d, 360.0 - d)
-
-
-def keyed_figure_mask(frame: np.ndarray, colour: str) -> np.ndarray:
-    """Bool (H, W): pixels of the figure colour's hue, saturated and not too dark (shirt,
-    sleeves and trousers; the scenes never use these saturated hues)."""
-    if colour not in FIGURE_COLOURS:
-        raise ValueError(f"unknown figure colour {colour!r}; choose one of {', '.join(COLOURS)}")
-    h, s, v = hsv(frame)
-    return (_hue_distance(h, PALETTE_HUES[colour]) <= HUE_TOLERANCE) & (s >= MIN_SATURATION) & (v >= MIN_VALUE)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,7 +54,7 @@ def classify_figure_colour(frame: np.ndarray, gt_mask: np.ndarray) -> str | None
     if not sel.any():
         return None
     hues = h[sel]
-    dists = np.stack([_hue_distance(hues, PALETTE_HUES[c]) for c in COLOURS])
+    dists = np.stack([hue_distance(hues, PALETTE_HUES[c]) for c in COLOURS])
     votes = np.bincount(dists.argmin(0), minlength=len(COLOURS))
     return COLOURS[int(votes.argmax())]
 

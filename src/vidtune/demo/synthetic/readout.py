@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vidtune.demo.synthetic.adherence import hsv, keyed_figure_mask
 from vidtune.demo.synthetic.figure import PART_HAIR, PART_HAT, PART_LEG, PART_TORSO, TROUSER_SHADE
 from vidtune.demo.synthetic.grammar import FIGURE_COLOURS
 from vidtune.demo.synthetic.identity import ATTRIBUTES, NO_HAT, TROUSERS_RGB, hat_choices
+from vidtune.demo.synthetic.keying import hsv, keyed_figure_mask
 from vidtune.demo.synthetic.scenes import FIGURE_LIGHT
 
 MIN_PIXELS = 6  # a part shown by fewer pixels is not read

@@ -161,10 +161,10 @@ def make_scheduled_sequence(
 ) -> SyntheticSequence:
     """The ground truth of a prompt schedule ({first_frame: prompt}): one motion, each segment's
     frames rendered with its own prompt (scene, time of day, figure colour). The frames of the
-    transitions stage 4 makes (`vidtune.segments.transition_frames` over ``transition`` frames)
+    transitions stage 4 makes (`vidtune.method.segments.transition_frames` over ``transition`` frames)
     are marked (``frame_attrs`` None): a generated video is meant to be in between there, and no
     single prompt judges it."""
-    from vidtune.segments import transition_frames
+    from vidtune.method.segments import transition_frames
 
     starts = sorted(schedule)
     if not starts or starts[0] != 0:

@@ -227,7 +227,7 @@ def background_targets(
     x: torch.Tensor, segment_bg: BackgroundAverage, weights: torch.Tensor, eps: float = 1e-6
 ) -> torch.Tensor:
     """Each frame's background target: its segments' backgrounds mixed by ``weights``
-    ``(frames, segments)`` (`vidtune.segments.transition_weights`), renormalised over the segments
+    ``(frames, segments)`` (`vidtune.method.segments.transition_weights`), renormalised over the segments
     that see background at the pixel; the frame's own value where none does."""
     _check_frames(x, "x")
     w = weights.to(device=x.device, dtype=x.dtype)

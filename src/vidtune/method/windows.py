@@ -648,6 +648,11 @@ def _plot_block(
     return lines
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 clip``, ``3 clips`` (``many``: an irregular plural, e.g. batches)."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
 def plan_text(
     num_frames: int,
     windows: Sequence[Window],
@@ -682,7 +687,7 @@ def plan_text(
     lengths = sorted({end - start for start, end in windows})
     stride_set = sorted({b[0] - a[0] for a, b in zip(windows, windows[1:])})
     lines = [
-        f"Temporal co-denoising plan: {num_frames} frames, {len(windows)} clips of "
+        f"Temporal co-denoising plan: {num_frames} frames, {plural(len(windows), 'clip')} of "
         f"{'/'.join(map(str, lengths))} frames"
         + (f", clip starts {'/'.join(map(str, stride_set))} frames apart" if stride_set else ""),
         "",

@@ -14,7 +14,7 @@ module removes what decoding adds, after decoding:
     I~^i    = a^i I^i + (1 - a^i) P^i
 
 with M_b = 1 - M_f dilated by ``dilate`` pixels, ``o`` one-hot (every frame in its own segment) and
-``m`` the segments' transition weights (`vidtune.segments.transition_weights`). The difference key
+``m`` the segments' transition weights (`vidtune.method.segments.transition_weights`). The difference key
 ``a`` keeps every pixel its own plate does not explain (by more than ``lo`` grey levels, fully beyond
 ``hi``): a limb the segmenter missed, a shadow, anything that moves, so the plate never paints over the
 figure and never makes it translucent; it snaps to the plate only what already nearly equals it.
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vidtune.segments import Segment, transition_weights
+from vidtune.method.segments import Segment, transition_weights
 
 __all__ = ["PlateConfig", "composite", "figure_gains", "filled_plates", "plates"]
 

@@ -11,8 +11,6 @@ Variants (`VARIANTS`)::
     per_frame_shared_noise  stage 1 with one shared initial noise (separate.noise_mode = shared)
     t2v_zero                Text2Video-Zero-style: base UNet, the whole video as ONE clip with
                             first-frame cross-frame attention, shared noise, from pure noise
-    t2v_zero_none           t2v_zero without cross-frame attention (codenoise.attention = none):
-                            what the model's attention carries from frame to frame
     gen_l_video             Gen-L-Video: base UNet, overlapping clips co-denoised, uniform merge
                             weights, middle-frame anchor, independent noise per frame (as its code)
     freenoise               FreeNoise-style: gen_l_video's clips and anchor with the noise

@@ -78,13 +78,6 @@ def _variants() -> dict[str, Variant]:
             links=(1,),
         ),
         Variant(
-            "t2v_zero_none",
-            "t2v_zero without cross-frame attention: what the attention carries between frames",
-            "stage4",
-            overrides=(*PUBLISHED, "codenoise.attention=none", "codenoise.noise_mode=shared"),  # one clip of N
-            links=(1,),
-        ),
-        Variant(
             "gen_l_video",
             "base UNet, co-denoised clips, uniform weights, middle anchor, independent noise",
             "stage4",
@@ -144,7 +137,7 @@ def _variants() -> dict[str, Variant]:
 
 
 VARIANTS: dict[str, Variant] = _variants()
-ONE_CLIP = ("t2v_zero", "t2v_zero_none")  # the whole video as one clip of N frames
+ONE_CLIP = ("t2v_zero",)  # the whole video as one clip of N frames
 
 
 @dataclass(frozen=True)

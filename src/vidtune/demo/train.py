@@ -332,10 +332,34 @@ def _save_ckpt(path: Path, state: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def figure_crop_origins(masks: np.ndarray, idx: np.ndarray, crop: int, gen: torch.Generator) -> np.ndarray:
+    """``(2, B)`` crop origins (y, x; multiples of 4) of ``crop`` x ``crop`` crops that hold the figure of
+    frames ``idx``: its mask's centre, jittered by up to a quarter crop (a frame without figure: random)."""
+    size = masks.shape[1]
+    out = torch.randint(0, size - crop + 1, (2, len(idx)), generator=gen).numpy()
+    jitter = torch.randint(-crop // 4, crop // 4 + 1, (2, len(idx)), generator=gen).numpy()
+    for k, i in enumerate(idx):
+        ys, xs = np.nonzero(masks[i])
+        if len(ys):
+            centre = np.array([ys.mean(), xs.mean()])
+            out[:, k] = np.clip(np.round(centre - crop / 2 + jitter[:, k]), 0, size - crop)
+    return out // 4 * 4
+
+
 def train_vae(
-    out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.ndarray, losses: _LossLog, peak_lr: float
+    out: Path,
+    cfg: DemoTrainConfig,
+    vae: torch.nn.Module,
+    frames: np.ndarray,
+    losses: _LossLog,
+    peak_lr: float,
+    masks: np.ndarray | None = None,
 ) -> None:
-    """Time-budgeted VAE training (L1 + L2 + kl_weight * KL) at ``peak_lr``; resumes from out/ckpt_vae.pt."""
+    """Time-budgeted VAE training (L1 + L2 + kl_weight * KL) at ``peak_lr``; resumes from out/ckpt_vae.pt.
+
+    With the figures' ``masks``, half of each batch's crops hold the figure and its pixels weigh
+    ``figure_weight`` times the background's (normalised per crop): the identity's details (stripes, a
+    white top) are a few pixels of a few crops, and the background's reconstruction error drowns them."""
     ckpt = out / "ckpt_vae.pt"
     opt = torch.optim.AdamW(vae.parameters(), lr=peak_lr, weight_decay=0.0)
     step, elapsed = 0, 0.0
@@ -358,11 +382,21 @@ def train_vae(
         idx = torch.randint(0, len(frames), (cfg.vae_batch,), generator=gen).numpy()
         c = cfg.vae_crop
         oy, ox = (torch.randint(0, frames.shape[1] - c + 1, (2, cfg.vae_batch), generator=gen) // 4 * 4).numpy()
+        if masks is not None:  # the first half of the batch: crops around the figure
+            half = cfg.vae_batch // 2
+            oy[:half], ox[:half] = figure_crop_origins(masks, idx[:half], c, gen)
         crops = np.stack([frames[i, y : y + c, x_ : x_ + c] for i, y, x_ in zip(idx, oy, ox)])
         x = _to_unit(crops) * 2 - 1
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=gen)).sample
-        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + cfg.kl_weight * post.kl().mean()
+        error = ((rec - x).abs() + (rec - x).pow(2)).mean(dim=1)  # (B, c, c)
+        if masks is not None:
+            fig = np.stack([masks[i, y : y + c, x_ : x_ + c] for i, y, x_ in zip(idx, oy, ox)])
+            w = 1.0 + (cfg.figure_weight - 1.0) * torch.from_numpy(fig).float()
+            recon = ((error * w).sum(dim=(1, 2)) / w.sum(dim=(1, 2))).mean()
+        else:
+            recon = error.mean()
+        loss = recon + cfg.kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -645,7 +679,15 @@ def train_demo(
     # 2. VAE (kept as it is on a warm start), then the latent cache and scaling factor
     if not (out / "vae_done.json").exists():
         if warm is None or cfg.vae_minutes > 0:
-            train_vae(out, cfg, comps["vae"], frames, losses, cfg.vae_lr if warm is None else cfg.warm_vae_lr)
+            train_vae(
+                out,
+                cfg,
+                comps["vae"],
+                frames,
+                losses,
+                cfg.vae_lr if warm is None else cfg.warm_vae_lr,
+                np.load(out / "data" / "masks.npy"),
+            )
         else:
             _save_ckpt(out / "ckpt_vae.pt", {"vae": comps["vae"].state_dict(), "config": asdict(cfg)})
         mean, std = encode_dataset(comps["vae"], frames)

@@ -22,15 +22,16 @@ class DemoTrainConfig:
     vae_batch: int = 32
     vae_crop: int = 32  # the VAE trains on random crops (it is fully convolutional)
     vae_lr: float = 1e-3
-    warm_vae_lr: float = 2e-4  # the VAE's peak rate on a warm start: small, so the latent space stays put
+    warm_vae_lr: float = 5e-4  # the VAE's peak rate on a warm start (2e-4 for 8 min left stripes a blur)
     kl_weight: float = 1e-6
     unet_batch: int = 32
     unet_lr: float = 3e-4
     # Peak learning rate of the text encoder's token embeddings: new words start as an average word
     # and must move far (as in textual inversion), which the UNet's rate takes thousands of steps to do.
     embedding_lr: float = 3e-3
-    # The epsilon loss weighs the figure's latent pixels this many times the background's (1 = plain): the
-    # figure's identity (stripes, hat, trousers) covers a few percent of a frame.
+    # The epsilon loss weighs the figure's latent pixels this many times the background's (1 = plain), and
+    # the VAE's reconstruction its pixels: the figure's identity (stripes, hat, trousers) covers a few
+    # percent of a frame.
     figure_weight: float = 4.0
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain epsilon MSE
     warmup_steps: int = 100

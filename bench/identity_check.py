@@ -89,6 +89,9 @@ def main() -> None:
         "bench/identity_named.toml --out runs/identity_named && python bench/identity_check.py runs/identity "
         "runs/identity_named`",
         "",
+        f"Model: `{result.get('model')}` (weights fingerprint {result.get('model_fingerprint')}); machine: "
+        f"{result.get('machine')}; {result.get('stage_seconds', 0) + named.get('stage_seconds', 0):.0f} s of stages.",
+        "",
         f"{len(per)} sequences with every identity attribute open (bench/identity.toml), {len(per_named)} naming "
         "all three (bench/identity_named.toml); 24 frames, 16 steps, the demo model. Mean [95% bootstrap "
         "interval] over sequences; differences are paired, sequence by sequence. Identity read per frame by "

@@ -50,6 +50,18 @@ def test_prompt_schedule_and_settings_are_checked():
         app_jobs.job_overrides(app_jobs.JobRequest(steps=0))
 
 
+def test_a_job_runs_on_the_apps_model_with_that_models_presets(tmp_path, tiny_model_dir):
+    from vidtune.model_choice import DEMO_MODEL
+
+    req = app_jobs.JobRequest(steps=7, frames=12, trainable="attention")
+    cfg = app_jobs.job_config(req, tmp_path, "poses/x")
+    assert cfg.model.path == str(DEMO_MODEL) and cfg.model.adapter == "" and cfg.inputs.height == 64  # presets
+    assert (cfg.sampling.steps, cfg.inputs.frames, cfg.tuning.trainable) == (7, 12, "attention")  # the form
+    assert cfg.inputs.poses == "poses/x" and cfg.inputs.prompt == req.prompt
+    other = app_jobs.job_config(app_jobs.JobRequest(model=str(tiny_model_dir)), tmp_path, "poses/x")
+    assert other.model.path == str(tiny_model_dir) and other.inputs.height == 512  # no demo presets there
+
+
 def test_bad_uploads_give_one_line_messages(tmp_path):
     bad_zip = tmp_path / "poses.zip"
     bad_zip.write_bytes(b"not a zip")

@@ -392,7 +392,7 @@ def cmd_poses_extract(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from vidtune.app.server import serve
 
-    serve(host=args.host, port=args.port, runs=args.runs)
+    serve(host=args.host, port=args.port, runs=args.runs, model=args.model)
     return 0
 
 
@@ -650,6 +650,13 @@ def make_parser() -> argparse.ArgumentParser:
         default="runs/app",
         metavar="DIR",
         help="folder of the app's run folders, listed and reopened (default: %(default)s)",
+    )
+    p.add_argument(
+        "--model",
+        default="demo",
+        metavar="PATH",
+        help="the model every job runs on: 'demo', a diffusers folder or a hub id, with its presets "
+        "(default: %(default)s, the embedded demo model)",
     )
     p.set_defaults(func=cmd_serve)
 

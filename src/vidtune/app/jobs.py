@@ -1,7 +1,7 @@
 """The app's jobs, without any web code: a form -> a normal run folder -> videos, metrics, report.
 
-A job is a run of the four stages on the embedded demo model (`vidtune.demo`'s presets with the
-form's settings on top) over a normal run folder under the app's runs folder, so the CLI can
+A job is a run of the four stages on the app's model (`vidtune serve --model`, the embedded demo model
+by default; the model's presets with the form's settings on top) over a normal run folder under the app's runs folder, so the CLI can
 resume or rerun it (`vidtune run <run>/config.toml --out <run>`). The pose source is a synthetic
 motion (with its ground truth), or an upload: a zip of OpenPose JSON or pose images, a pose
 video, or an RGB video of a person (poses extracted with MediaPipe). Live progress is read from
@@ -35,7 +35,8 @@ JOB_FILE = "app_job.json"  # the form that made a run (the app reopens it)
 
 @dataclass(frozen=True)
 class JobRequest:
-    """The app's form. `upload` is the uploaded file's path (None = the synthetic `motion`)."""
+    """The app's form. `upload` is the uploaded file's path (None = the synthetic `motion`); `model` the
+    model string `vidtune serve --model` was given (`vidtune.model_choice`: "demo", a folder, a hub id)."""
 
     motion: str = "walk"
     upload: str | None = None
@@ -49,6 +50,7 @@ class JobRequest:
     tuning_steps: int = 60
     seed: int = 0
     extra: list[str] = field(default_factory=list)  # more `section.key=value` overrides
+    model: str = "demo"
 
 
 @dataclass
@@ -179,14 +181,17 @@ def place_upload(upload: str | Path, root: Path) -> str:
 
 
 def job_config(req: JobRequest, root: Path, poses_path: str):
-    """The demo presets + the form's settings, with the pose source and prompt(s)."""
+    """The model's presets (`vidtune.model_choice.run_config`) + the form's settings, with the pose source
+    and prompt(s)."""
     from dataclasses import replace
 
-    from vidtune.demo import command as demo
+    from vidtune import config as C
+    from vidtune.model_choice import run_config
 
     prompt, schedule = parse_prompt_schedule(req.prompt)
-    cfg = demo.demo_config(root, prompt, req.steps, req.seed, job_overrides(req))
-    return replace(cfg, inputs=replace(cfg.inputs, poses=poses_path, prompts=schedule))
+    form = [f"model.path={req.model}", f"sampling.steps={int(req.steps)}", *C.seed_overrides(req.seed)]
+    cfg = run_config([form, job_overrides(req)])
+    return replace(cfg, inputs=replace(cfg.inputs, poses=poses_path, prompt=prompt, prompts=schedule))
 
 
 # --- running ---------------------------------------------------------------------------------

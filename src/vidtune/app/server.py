@@ -34,12 +34,12 @@ def _gradio():
     return gr
 
 
-def _defaults() -> dict:
-    """The form's defaults: the demo presets (with fewer frames than the CLI demo, for a quick first run)."""
-    from vidtune import config as C
+def _defaults(model: str = "demo") -> dict:
+    """The form's defaults: the model's presets (with fewer frames than the CLI demo, for a quick first run)."""
     from vidtune.demo import command as demo
+    from vidtune.model_choice import run_config
 
-    cfg = C.apply_overrides(C.RunConfig(), [o for o in demo.DEMO_OVERRIDES if not o.startswith("model.")])
+    cfg = run_config([[f"model.path={model}"]])
     return {
         "steps": cfg.sampling.steps,
         "clip_length": cfg.codenoise.clip_length,
@@ -127,17 +127,18 @@ def _path(p: Path | None) -> str | None:
     return None if p is None else str(p)
 
 
-def build(runs: str | Path = "runs/app"):
-    """The Gradio Blocks of the app (not launched)."""
+def build(runs: str | Path = "runs/app", model: str = "demo"):
+    """The Gradio Blocks of the app (not launched); its jobs run on ``model`` (a model string)."""
     gr = _gradio()
     runs_dir = Path(runs).resolve()
-    d = _defaults()
+    d = _defaults(model)
+    which = "the embedded demo model" if model == "demo" else f"`{model}`"
     empty = (None, None, BLANK_TABLE, None, None, None, None)  # the outputs after the status, cleared
 
     with gr.Blocks(title="vidtune") as blocks:
         gr.Markdown(
             "# vidtune\nPose-guided video with the four stages (separate tuning, average fusion, "
-            "combined tuning, co-denoising) on the embedded demo model. Every run is a normal run folder "
+            f"combined tuning, co-denoising) on {which}. Every run is a normal run folder "
             f"under `{runs_dir}`: `vidtune run <run>/config.toml --out <run>` resumes it."
         )
         with gr.Row():
@@ -217,6 +218,7 @@ def build(runs: str | Path = "runs/app"):
                     attention=att,
                     trainable=tr,
                     tuning_steps=int(ts or 0),
+                    model=model,
                 )
                 app_jobs.job_overrides(req)  # validate the numbers before any work
                 app_jobs.parse_prompt_schedule(req.prompt)
@@ -284,12 +286,15 @@ def _upload_path(value) -> str | None:
     return str(getattr(value, "name", value))
 
 
-def serve(host: str = "127.0.0.1", port: int = 7860, runs: str | Path = "runs/app", block: bool = True):
-    """Start the app on host:port; with ``block`` False return (app, url) and keep serving in the background."""
+def serve(
+    host: str = "127.0.0.1", port: int = 7860, runs: str | Path = "runs/app", block: bool = True, model: str = "demo"
+):
+    """Start the app on host:port, its jobs on ``model``; with ``block`` False return (app, url) and keep
+    serving in the background."""
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    blocks = build(runs)
+    blocks = build(runs, model)
     Path(runs).mkdir(parents=True, exist_ok=True)
     try:
         _, url, _ = blocks.launch(

@@ -119,3 +119,17 @@ def test_figure_weighted_loss_counts_the_figure_more_and_keeps_the_scale():
     assert torch.allclose(weighted, torch.tensor([4 / 7, 2.5 / 5.5]))  # (w_f * 1) / sum of weights
     same, also = weighted_eps_loss(torch.ones(2, 4, 2, 2), noise, torch.from_numpy(share).float(), 4.0)
     assert torch.allclose(same, also)  # a uniform error keeps its value: the weights are normalised
+
+
+def test_install_replaces_the_weights_and_keeps_readme_and_presets(tmp_path):
+    dest, model = tmp_path / "model", tmp_path / "trained"
+    (dest / "unet").mkdir(parents=True)
+    (dest / "unet" / "old.safetensors").write_text("old")
+    (dest / "README.md").write_text("how it was made")
+    (dest / "vidtune.toml").write_text("[inputs]\nheight = 64\n")
+    (model / "unet").mkdir(parents=True)
+    (model / "unet" / "new.safetensors").write_text("new")
+    demo_train.install_model(model, dest)
+    assert sorted(p.name for p in (dest / "unet").iterdir()) == ["new.safetensors"]
+    assert (dest / "README.md").read_text() == "how it was made"
+    assert (dest / "vidtune.toml").read_text() == "[inputs]\nheight = 64\n"

@@ -749,6 +749,19 @@ def main(argv: list[str] | None = None) -> int:
     return run_from_args(args)
 
 
+def install_model(model: Path, dest: Path) -> Path:
+    """Replace the model folder ``dest`` with ``model``, atomically, keeping what training does not write:
+    the README and the presets (`vidtune.toml`)."""
+    from vidtune.model_choice import PRESETS_FILE
+
+    kept = {name: (dest / name).read_text() for name in ("README.md", PRESETS_FILE) if (dest / name).is_file()}
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(model, tmp, dirs_exist_ok=True)
+        for name, text in kept.items():
+            (tmp / name).write_text(text)
+    return dest
+
+
 def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     """Train (and with ``--install`` install) the demo model from parsed options; `log` receives the messages."""
     model = train_demo(
@@ -768,12 +781,7 @@ def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print) 
     )
     log(f"model written to {model}")
     if args.install:
-        dest = Path(__file__).parent / "model"
-        readme = (dest / "README.md").read_text() if (dest / "README.md").exists() else None
-        with atomic_dir(dest) as tmp:
-            shutil.copytree(model, tmp, dirs_exist_ok=True)
-            if readme is not None:
-                (tmp / "README.md").write_text(readme)
+        dest = install_model(model, Path(__file__).parent / "model")
         log(f"installed into {dest}")
     return 0
 

@@ -221,7 +221,18 @@ def test_run_with_model_demo_works_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     write_source(tmp_path, "walk", 4, DEFAULT_PROMPT, 0)
     argv = ["run", "--model", "demo", "--poses", str(tmp_path / "source" / "poses"), "--prompt", DEFAULT_PROMPT]
-    argv += ["--steps", "3", "--out", str(tmp_path / "run"), "--set", "tuning.steps=2"]
+    argv += [
+        "--steps",
+        "3",
+        "--clip-length",
+        "4",
+        "--stride",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        "tuning.steps=2",
+    ]
     assert main(argv) == 0
     assert len(list((tmp_path / "run" / "stage4" / "frames").glob("*.png"))) == 4
 

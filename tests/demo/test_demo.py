@@ -34,7 +34,7 @@ def test_demo_runs_all_stages_and_writes_the_report(demo_run):
     out = demo_run
     assert video_info(out / "final.mp4").num_frames == 8
     side = video_info(out / "side_by_side.mp4")
-    assert side.num_frames == 8 and side.width == 4 * side.height  # pose | stage 1 | final | ground truth
+    assert side.num_frames == 8 and side.width == 4 * (side.height - 20)  # 4 labelled panels: a 20-px label bar
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"ground_truth", "stage1", "stage2", "final"}
     for name in metrics:

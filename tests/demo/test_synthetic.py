@@ -3,6 +3,7 @@ round-trips, and adherence checks that score the ground truth high and wrong fra
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -243,7 +244,8 @@ def test_details_are_drawn_on_the_figure_the_same_way_in_every_frame(size: int) 
     plain_text = "a green figure in a plain shirt in dark trousers with no hat walking on a beach during the day"
     plain = make_sequence("walk", 6, plain_text, seed=2, height=size, width=size)
     assert not plain.stripe_masks.any() and not plain.hat_masks.any()
-    assert (plain.masks == (seq.masks & ~seq.hat_masks | plain.masks)).all()  # a hat only adds pixels
+    near_hat = np.stack([cv2.dilate(h.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 for h in seq.hat_masks])
+    assert not (seq.masks & ~near_hat & ~plain.masks).any()  # a hat only adds pixels (its edge's share of one)
 
 
 def test_detail_adherence_is_high_for_the_truth_and_zero_without_the_detail() -> None:

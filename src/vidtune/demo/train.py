@@ -54,14 +54,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vidtune.atomic import atomic_dir, atomic_path, write_json
+from vidtune.demo.synthetic.figure import composite
 from vidtune.demo.synthetic.grammar import COLOURS, VOCABULARY_TEXTS, format_prompt, sample_attributes
 from vidtune.demo.synthetic.identity import Identity, resolve_identity
 from vidtune.demo.synthetic.motions import MOTIONS, motion_sequence
 from vidtune.demo.synthetic.scenes import render_scene
-from vidtune.demo.synthetic.world import make_frame
+from vidtune.demo.synthetic.world import draw_figure
 from vidtune.demo.train_options import DemoTrainConfig, add_arguments
 from vidtune.errors import VidtuneError
 from vidtune.models import make_scheduler, model_index, sd_schedule_config
+from vidtune.poses import render_pose
 from vidtune.tokenizer import write_clip_tokenizer
 
 if TYPE_CHECKING:
@@ -223,11 +225,11 @@ def _sample_spec(seed: int, i: int, scenes_per_kind: int, name_prob: float = 0.5
 
 def _render_chunk(
     args: tuple[list[int], int, int, float],
-) -> tuple[list[int], np.ndarray, np.ndarray, list[str], np.ndarray]:
-    """Frames ``(2 len(indices), H, W, 3)``, pose images, prompts and figure masks of the pairs
-    ``indices`` (run in a worker process)."""
+) -> tuple[list[int], np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """Frames ``(2 len(indices), H, W, 3)``, pose images, prompts, figure masks and identity-detail masks
+    (stripes, two-tone top, hat) of the pairs ``indices`` (run in a worker process)."""
     indices, seed, scenes_per_kind, name_prob = args
-    frames, poses, prompts, masks = [], [], [], []
+    frames, poses, prompts, masks, details = [], [], [], [], []
     cache: dict[tuple[str, str, int], np.ndarray] = {}
     for i in indices:
         attrs, identity, specs, motion_seed, keys = _sample_spec(seed, i, scenes_per_kind, name_prob)
@@ -237,21 +239,22 @@ def _render_chunk(
             )
             if key not in cache:
                 cache[key] = render_scene((key[0], key[1]), seed=key[2], height=RESOLUTION, width=RESOLUTION)
-            rgb, mask, pose = make_frame(seq.keypoints[-1], attrs, cache[key], seq.depth[-1], identity)
-            frames.append(rgb)
-            poses.append(pose)
+            layer = draw_figure(seq.keypoints[-1], attrs, RESOLUTION, RESOLUTION, seq.depth[-1], identity)
+            frames.append(composite(cache[key], layer))
+            poses.append(render_pose(seq.keypoints[-1], RESOLUTION, RESOLUTION))
             prompts.append(format_prompt(attrs))
-            masks.append(mask)
-    return indices, np.stack(frames), np.stack(poses), prompts, np.stack(masks)
+            masks.append(layer.mask)
+            details.append(layer.stripes | layer.hat)
+    return indices, np.stack(frames), np.stack(poses), prompts, np.stack(masks), np.stack(details)
 
 
 def build_dataset(
     data_dir: Path, num_frames: int, seed: int, scenes_per_kind: int, workers: int, name_prob: float = 0.5
 ) -> None:
-    """Pre-render the training frames once (frames.npy, poses.npy, masks.npy, prompts.json; frames 2i
-    and 2i + 1 are pair i); skip if present. Pairs are grouped by background so that most scenes render
+    """Pre-render the training frames once (frames.npy, poses.npy, masks.npy, details.npy, prompts.json;
+    frames 2i and 2i + 1 are pair i); skip if present. Pairs are grouped by background so that most scenes render
     once."""
-    if (data_dir / "done.json").exists() and (data_dir / "masks.npy").exists():
+    if (data_dir / "done.json").exists() and (data_dir / "details.npy").exists():
         return
     data_dir.mkdir(parents=True, exist_ok=True)
     num_pairs = num_frames // 2
@@ -271,16 +274,17 @@ def build_dataset(
     frames = np.zeros((num_frames, RESOLUTION, RESOLUTION, 3), np.uint8)
     poses = np.zeros_like(frames)
     masks = np.zeros(frames.shape[:3], bool)
+    details = np.zeros_like(masks)
     prompts = [""] * num_frames
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        for idx, f, p, t, m in tqdm(
+        for idx, f, p, t, m, d in tqdm(
             pool.map(_render_chunk, jobs), total=len(jobs), desc="render dataset", unit="chunk"
         ):
             rows = np.stack([2 * np.asarray(idx), 2 * np.asarray(idx) + 1], axis=1).reshape(-1)
-            frames[rows], poses[rows], masks[rows] = f, p, m
+            frames[rows], poses[rows], masks[rows], details[rows] = f, p, m, d
             for i, text in zip(rows, t):
                 prompts[i] = text
-    for name, arr in (("frames", frames), ("poses", poses), ("masks", masks)):
+    for name, arr in (("frames", frames), ("poses", poses), ("masks", masks), ("details", details)):
         with atomic_path(data_dir / f"{name}.npy") as tmp:
             np.save(tmp, arr)
     write_json(data_dir / "prompts.json", prompts)
@@ -354,12 +358,14 @@ def train_vae(
     losses: _LossLog,
     peak_lr: float,
     masks: np.ndarray | None = None,
+    details: np.ndarray | None = None,
 ) -> None:
     """Time-budgeted VAE training (L1 + L2 + kl_weight * KL) at ``peak_lr``; resumes from out/ckpt_vae.pt.
 
     With the figures' ``masks``, half of each batch's crops hold the figure and its pixels weigh
-    ``figure_weight`` times the background's (normalised per crop): the identity's details (stripes, a
-    white top) are a few pixels of a few crops, and the background's reconstruction error drowns them."""
+    ``figure_weight`` times the background's, and the identity ``details``' pixels (stripes, a two-tone
+    top, a hat) ``detail_weight`` times more (normalised per crop): they are a few pixels of a few crops,
+    and the background's reconstruction error drowns them."""
     ckpt = out / "ckpt_vae.pt"
     opt = torch.optim.AdamW(vae.parameters(), lr=peak_lr, weight_decay=0.0)
     step, elapsed = 0, 0.0
@@ -393,6 +399,9 @@ def train_vae(
         if masks is not None:
             fig = np.stack([masks[i, y : y + c, x_ : x_ + c] for i, y, x_ in zip(idx, oy, ox)])
             w = 1.0 + (cfg.figure_weight - 1.0) * torch.from_numpy(fig).float()
+            if details is not None:
+                det = np.stack([details[i, y : y + c, x_ : x_ + c] for i, y, x_ in zip(idx, oy, ox)])
+                w = w * (1.0 + (cfg.detail_weight - 1.0) * torch.from_numpy(det).float())
             recon = ((error * w).sum(dim=(1, 2)) / w.sum(dim=(1, 2))).mean()
         else:
             recon = error.mean()
@@ -458,14 +467,22 @@ def figure_shares(masks: np.ndarray, factor: int) -> np.ndarray:
 
 
 def weighted_eps_loss(
-    pred: torch.Tensor, noise: torch.Tensor, share: torch.Tensor, figure_weight: float
+    pred: torch.Tensor,
+    noise: torch.Tensor,
+    share: torch.Tensor,
+    figure_weight: float,
+    detail: torch.Tensor | None = None,
+    detail_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample epsilon MSE, plain and with the figure's latent pixels weighted: each pixel counts
-    1 + (figure_weight - 1) x its figure ``share`` ``(B, h, w)``, normalised by the weights' sum so that
-    the loss keeps its scale. The identity (stripes, a hat, the trousers) lives in a few percent of the
-    pixels; unweighted, the background's loss drowns what the new words must learn."""
+    (1 + (figure_weight - 1) x its figure ``share``) x (1 + (detail_weight - 1) x its ``detail`` share)
+    (``(B, h, w)`` each), normalised by the weights' sum so that the loss keeps its scale. The identity
+    lives in a few percent of the pixels (a hat in one or two latent pixels of 256); unweighted, the
+    background's loss drowns what the new words must learn."""
     per_pixel = F.mse_loss(pred, noise, reduction="none").mean(dim=1)  # (B, h, w)
     weights = 1.0 + (figure_weight - 1.0) * share
+    if detail is not None:
+        weights = weights * (1.0 + (detail_weight - 1.0) * detail)
     weighted = (per_pixel * weights).sum(dim=(1, 2)) / weights.sum(dim=(1, 2))
     return per_pixel.mean(dim=(1, 2)), weighted
 
@@ -477,6 +494,7 @@ def train_unet(
     latents: tuple[np.ndarray, np.ndarray],
     poses: np.ndarray,
     figure: np.ndarray,
+    detail: np.ndarray,
     ids: torch.Tensor,
     empty_ids: torch.Tensor,
     scaling: float,
@@ -485,8 +503,8 @@ def train_unet(
 ) -> None:
     """Time-budgeted epsilon-loss training of unet + adapter + text encoder, with EMA; resumable.
 
-    ``figure`` ``(N, h, w)``: each frame's figure share of every latent pixel (`figure_shares`); the
-    loss weighs a pixel 1 + (figure_weight - 1) x share, normalised per sample (`weighted_eps_loss`)."""
+    ``figure`` and ``detail`` ``(N, h, w)``: each frame's figure and identity-detail share of every latent
+    pixel (`figure_shares`); the loss weighs the pixels by them, normalised per sample (`weighted_eps_loss`)."""
     sched = make_scheduler("ddpm", sd_schedule_config())  # the forward process: SD's betas
     names = ("unet", "adapter", "text_encoder")
     params = [p for n in names for p in comps[n].parameters()]
@@ -541,7 +559,8 @@ def train_unet(
         feats = comps["adapter"](_to_unit(poses[idx.numpy()]))
         pred = comps["unet"](zt, t, encoder_hidden_states=cond, down_intrablock_additional_residuals=list(feats)).sample
         share = torch.from_numpy(figure[idx.numpy()]).float()
-        plain, weighted = weighted_eps_loss(pred, noise, share, cfg.figure_weight)
+        detail_share = torch.from_numpy(detail[idx.numpy()]).float()
+        plain, weighted = weighted_eps_loss(pred, noise, share, cfg.figure_weight, detail_share, cfg.detail_weight)
         loss = plain.mean()  # logged: the plain epsilon MSE, comparable across weightings
         objective = (weighted * _min_snr_weight(sched, t, cfg.snr_gamma)).mean()
         opt.zero_grad(set_to_none=True)
@@ -663,6 +682,7 @@ def train_demo(
     frames = np.load(out / "data" / "frames.npy")
     poses = np.load(out / "data" / "poses.npy")
     figure = figure_shares(np.load(out / "data" / "masks.npy"), VAE_FACTOR)
+    detail = figure_shares(np.load(out / "data" / "details.npy"), VAE_FACTOR)
     prompts = json.loads((out / "data" / "prompts.json").read_text())
     tokenizer = _make_tokenizer(out)
     warm = None
@@ -687,6 +707,7 @@ def train_demo(
                 losses,
                 cfg.vae_lr if warm is None else cfg.warm_vae_lr,
                 np.load(out / "data" / "masks.npy"),
+                np.load(out / "data" / "details.npy"),
             )
         else:
             _save_ckpt(out / "ckpt_vae.pt", {"vae": comps["vae"].state_dict(), "config": asdict(cfg)})
@@ -729,7 +750,7 @@ def train_demo(
         for n, sd in live.items():
             comps[n].load_state_dict(sd)
 
-    train_unet(out, cfg, comps, latents, poses, figure, ids, empty_ids, scaling, losses, export_fn)
+    train_unet(out, cfg, comps, latents, poses, figure, detail, ids, empty_ids, scaling, losses, export_fn)
     return out / "model"
 
 
@@ -776,6 +797,7 @@ def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print) 
         unet_lr=args.unet_lr,
         embedding_lr=args.embedding_lr,
         figure_weight=args.figure_weight,
+        detail_weight=args.detail_weight,
         warm_start=args.warm_start,
         pair_share=args.pair_share,
     )

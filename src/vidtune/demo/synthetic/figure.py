@@ -19,7 +19,8 @@ from vidtune.demo.synthetic.identity import NO_HAT, TROUSERS_RGB, Identity
 
 TROUSER_SHADE = 0.55  # trousers are the shirt's hue, darker
 SHOE_RGB = (40, 40, 46)
-STRIPE_BANDS = 7  # bands from the neck to the hips, alternating shirt / stripe (3 stripes)
+STRIPE_BANDS = 5  # bands from the neck to the hips, alternating shirt / stripe (2 stripes, ~3 px: 7 bands of
+# ~2 px were half a latent pixel wide, and the demo VAE blurred them away)
 TWO_TONE_SPLIT = 0.5  # a two-tone shirt is white from the neck to this fraction of the way to the hips
 # label of a subpixel: which identity detail painted it last (the detail masks are their majority)
 _PLAIN, _STRIPE, _HAT = 0, 1, 2
@@ -229,7 +230,7 @@ def render_figure(
             lo = np.floor(np.minimum(corners.min(0), np.minimum(geo[4], geo[5]) - r) - 1).astype(int)
             hi = np.ceil(np.maximum(corners.max(0), np.maximum(geo[4], geo[5]) + r) + 2).astype(int)
         elif kind == "head":
-            reach = r * 1.6 if colours.hat is not None else r  # the hat's brim reaches past the head
+            reach = r * 2.0 if colours.hat is not None else r  # the hat's brim reaches past the head
             lo = np.floor(geo[0] - reach - 1).astype(int)
             hi = np.ceil(geo[0] + reach + 2).astype(int)
         else:
@@ -292,9 +293,10 @@ def render_figure(
             if colours.hat is not None:  # a crown over the top of the head and a brim across it
                 v = -up
                 perp = np.array([-v[1], v[0]])
-                base = geo[0] + v * 0.3 * r
-                crown = (np.hypot(px - geo[0][0], py - geo[0][1]) <= 1.12 * r) & (toward > 0.3)
-                brim = _segment_field(px, py, base - perp * 1.4 * r, base + perp * 1.4 * r) <= 0.14 * r
+                base = geo[0] + v * 0.2 * r
+                # a tall crown and a wide brim: a 64 px frame's hat must cover a latent pixel or two
+                crown = (np.hypot(px - geo[0][0], py - geo[0][1]) <= 1.35 * r) & (toward > 0.15)
+                brim = _segment_field(px, py, base - perp * 1.75 * r, base + perp * 1.75 * r) <= 0.22 * r
                 hat = crown | brim
                 hat_shade = np.clip(1.0 + 0.12 * lx, 0.45, 1.15).astype(np.float32) * light
                 _paint(

@@ -97,3 +97,27 @@ def test_stage_hash_depends_on_own_and_earlier_sections_only():
     assert all(C.stage_hash(base, k) != C.stage_hash(steps, k) for k in (1, 2, 3, 4))
     clip = C.apply_overrides(base, ["codenoise.stride=4"])
     assert [C.stage_hash(base, k) == C.stage_hash(clip, k) for k in (1, 2, 3, 4)] == [True, True, True, False]
+
+
+def test_a_run_folders_config_is_portable_and_loads_back_to_the_same_run(tmp_path):
+    from vidtune.model_choice import DEMO_MODEL
+
+    (tmp_path / "poses").mkdir()
+    (tmp_path / "sam").mkdir()
+    run = tmp_path / "runs" / "a"
+    run.mkdir(parents=True)
+    cfg = C.RunConfig()
+    cfg = replace(
+        cfg,
+        inputs=replace(cfg.inputs, poses=str(tmp_path / "poses")),
+        model=replace(cfg.model, path=str(DEMO_MODEL), sam=str(tmp_path / "sam")),
+    )
+    kept = C.portable(cfg, run)
+    assert kept.model.path == "demo" and kept.inputs.poses == "../../poses" and kept.model.sam == "../../sam"
+    assert kept.model.adapter == cfg.model.adapter  # a hub id stays as it is
+    (run / "config.toml").write_text(C.to_toml(kept))
+    back = C.load(run / "config.toml")
+    assert back.inputs.poses == str((tmp_path / "poses").resolve()) and back.model.sam == str(
+        (tmp_path / "sam").resolve()
+    )
+    assert back.model.path == "demo"  # resolved where a model string is: vidtune.model_choice

@@ -127,6 +127,7 @@ def test_plan_through_the_cli(tiny_model_dir, shared_dir, capsys):
     )
     out = capsys.readouterr().out
     assert "Temporal co-denoising plan: 20 frames, 4 clips of 8 frames" in out
+    assert "Estimated peak memory of each stage on cpu" in out and "  3 tune " in out and "run's peak is stage" in out
     assert (
         main(
             [
@@ -257,3 +258,47 @@ def test_plan_shows_the_prompt_schedule_its_transitions_and_counts_in_words(tiny
     )
     assert "Prompt schedule" not in single and "1 clip of 8 frames" in single and "1 clips" not in single
     assert re.search(r"the largest UNet batch: 8 clip frames x 2 \(CFG\) = 16 rows \(1 batch of clips", single)
+
+
+@pytest.mark.parametrize("trainable", ["full", "lora", "attention"])
+def test_the_trained_parameter_count_is_what_stage_3_trains(trainable):
+    from diffusers import UNet2DConditionModel
+
+    from vidtune.stages.tuning import select_trainable
+
+    config = tiny_configs()["unet"]
+    unet = UNet2DConditionModel(**config)
+    cfg = C.TuningConfig(trainable=trainable, lora_rank=4)
+    trained = sum(p.numel() for p in select_trainable(unet, cfg).values())
+    assert plan.trainable_parameters(config, trainable, 4) == trained
+
+
+def test_each_stage_has_a_peak_and_full_tuning_costs_more_than_lora(models_dir):
+    sizes = plan.model_sizes(
+        C.ModelConfig(path=str(models_dir / "sd-v1-4"), adapter=str(models_dir / "t2iadapter-openpose-sd14v1"))
+    )
+    cfg = C.apply_overrides(C.RunConfig(), ["inputs.prompt=a person dancing"])
+    full = plan.stage_peaks(sizes, cfg, 24, 16, "cuda", 2)
+    lora = plan.stage_peaks(sizes, C.apply_overrides(cfg, ["tuning.trainable=lora"]), 24, 16, "cuda", 2)
+    assert set(full) == {1, 2, 3, 4} and full[1] == lora[1] and full[4] == lora[4]
+    # full tuning: SD's 860M UNet parameters each hold a gradient and two AdamW moments (12 bytes)
+    assert full[3] - lora[3] == pytest.approx(
+        12 * (859_520_964 - plan.trainable_parameters(sizes.configs["unet"], "lora", 4))
+    )
+    assert full[3] > max(full[1], full[4])  # SD's default (full tuning) peaks in stage 3
+    cpu = plan.stage_peaks(sizes, cfg, 24, 16, "cpu", 2)
+    assert cpu[3] > full[3]  # no gradient checkpointing off CUDA: more activations kept
+
+
+def test_plan_measure_times_one_unet_evaluation_and_estimates_each_stage(tiny_model_dir, shared_dir, capsys):
+    args = ["plan", "--model", str(tiny_model_dir), "--poses", str(shared_dir / POSES), "--prompt", "a person"]
+    args += ["--frames", "16", "--height", "32", "--width", "32", "--steps", "4"]
+    assert main(args) == 0
+    assert "Estimated time" not in capsys.readouterr().out  # no model loaded without --measure
+    assert main([*args, "--measure"]) == 0
+    out = capsys.readouterr().out
+    ms = float(re.search(r"one measured UNet frame evaluation \(([\d.]+) ms", out).group(1))
+    stages = [float(re.search(rf"  stage {k}\s+([\d.]+) s", out).group(1)) for k in (1, 2, 3, 4)]
+    total = float(re.search(r"  total\s+([\d.]+) s", out).group(1))
+    assert ms > 0 and total == pytest.approx(sum(stages), abs=0.3)
+    assert stages[0] == pytest.approx(4 * 2 * 16 * ms / 1000, rel=0.05, abs=0.1)  # 4 steps x CFG x 16 frames

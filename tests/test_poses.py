@@ -231,6 +231,7 @@ def test_empty_frames_filled_and_counted(tmp_path):
     assert (seq.width, seq.height, seq.fps) == (640, 480, 10)
     s = seq.summary()
     assert "6 frames" in s and "BODY_25" in s and "4 frames filled" in s and "\n" not in s
+    assert s.startswith("seq/: 6 frames")  # the source, a folder, named once ("vidtune: read seq/: ...")
 
 
 def test_canvas_inferred_from_extent(tmp_path):

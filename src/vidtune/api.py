@@ -311,7 +311,10 @@ class VidtunePipeline:
 def _as_config(config: RunConfig | str | Path) -> RunConfig:
     if isinstance(config, RunConfig):
         return config
-    return C.load(config)
+    from vidtune.model_choice import resolve_model_path
+
+    cfg = C.load(config)  # a run folder's config names the demo model "demo" (`config.portable`)
+    return replace(cfg, model=replace(cfg.model, path=resolve_model_path(cfg.model.path)))
 
 
 def _video_of(results: Mapping[int, Result]) -> np.ndarray:

@@ -231,6 +231,8 @@ def build_config(args: argparse.Namespace):
         ("attention", "codenoise.attention"),
     ]:
         value = getattr(args, flag, None)
+        if value is not None and flag in ("model", "adapter", "sam", "poses") and Path(value).exists():
+            value = str(Path(value).resolve())  # as the run folder's config.toml loads back (config.portable)
         if value is not None:
             flags.append(f"{key}={value}")
     if getattr(args, "allow_pickle", False):
@@ -282,9 +284,10 @@ def _cleaned_up_if_no_stage_started(out: Path) -> Iterator[None]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from vidtune.plan import plan_report
+    from vidtune.plan import measure_unet_seconds, plan_report
 
-    print(plan_report(build_config(args)))
+    cfg = build_config(args)
+    print(plan_report(cfg, measure_unet_seconds(cfg) if args.measure else None))
     return 0
 
 
@@ -493,6 +496,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = command("plan", "print stage 4's clips, prompts, merge weights and cost (loads no model)")
     _add_run_flags(p)
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="load the model and time one UNet evaluation on the run's device: adds a time estimate per stage",
+    )
     p.set_defaults(func=cmd_plan)
 
     p = command("demo", "the whole method on the embedded demo model and a synthetic pose sequence")

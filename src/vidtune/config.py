@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -399,6 +400,29 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
         cfg,
         inputs=replace(cfg.inputs, poses=fix(cfg.inputs.poses)),
         model=replace(cfg.model, path=fix(cfg.model.path), adapter=fix(cfg.model.adapter), sam=fix(cfg.model.sam)),
+    )
+
+
+def portable(cfg: RunConfig, base: Path) -> RunConfig:
+    """The config as a run folder keeps it: the embedded demo model as ``"demo"``, and every local path
+    (poses, model, adapter, SAM) relative to ``base`` (the run folder), so the folder's config.toml reruns
+    on another machine or from another working folder (`load` resolves them against the file's folder).
+    Hub ids and empty paths stay as they are."""
+    from vidtune.model_choice import DEMO_ALIAS, DEMO_MODEL
+
+    root = Path(base).resolve()
+
+    def rel(value: str) -> str:
+        if not value or not Path(value).exists():
+            return value
+        if Path(value).resolve() == DEMO_MODEL:
+            return DEMO_ALIAS
+        return Path(os.path.relpath(Path(value).resolve(), root)).as_posix()
+
+    return replace(
+        cfg,
+        inputs=replace(cfg.inputs, poses=rel(cfg.inputs.poses)),
+        model=replace(cfg.model, path=rel(cfg.model.path), adapter=rel(cfg.model.adapter), sam=rel(cfg.model.sam)),
     )
 
 

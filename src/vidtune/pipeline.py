@@ -345,7 +345,7 @@ def _run_locked(
             results.update(_load_done(rd, stages))
         return summary
     check_prerequisites(rd, cfg, todo)
-    log(f"vidtune: poses {inputs.summary}")
+    log(f"vidtune: read {inputs.summary}")
     if components is None:
         components = load_components(cfg)
         log(f"vidtune: loaded {cfg.model.path} on {components.device} ({components.dtype})")

@@ -2,7 +2,7 @@
 
 The report says how many frames the pose source gives (after the config's frames/fps resampling),
 the clips and their prompts, the merge weights per frame (a text plot), the UNet evaluations per
-step, and an estimate of stage 4's peak memory. It reads the pose source, the config and, for a
+step, and an estimate of each stage's peak memory (stage 4's by part). It reads the pose source, the config and, for a
 local model folder, small files only: ``*/config.json`` and the JSON header of ``*.safetensors``
 (parameter counts); no torch module is built and no weights are read. A hub id that is not a local
 folder is looked up in the Hugging Face cache (config files only), else SD v1-4's sizes are assumed.
@@ -380,6 +380,70 @@ def memory_estimate(
     )
 
 
+def unet_attention_widths(config: Mapping[str, Any]) -> list[int]:
+    """The channel width of every BasicTransformerBlock of a SD 1.x UNet, in the walk `unet_parameters`
+    makes (down blocks, mid block, up blocks): where LoRA's adapters sit."""
+    boc = list(config["block_out_channels"])
+    layers = int(config.get("layers_per_block", 2))
+    depth = config.get("transformer_layers_per_block", 1)
+    depth = list(depth) if isinstance(depth, Sequence) else [int(depth)] * len(boc)
+    down = config.get("down_block_types", ["CrossAttnDownBlock2D"] * (len(boc) - 1) + ["DownBlock2D"])
+    up = config.get("up_block_types", ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (len(boc) - 1))
+    widths = [boc[i] for i, kind in enumerate(down) if "CrossAttn" in kind for _ in range(layers * depth[i])]
+    widths += [boc[-1]] * depth[-1]
+    rev, rdepth = boc[::-1], depth[::-1]
+    widths += [rev[i] for i, kind in enumerate(up) if "CrossAttn" in kind for _ in range((layers + 1) * rdepth[i])]
+    return widths
+
+
+def trainable_parameters(config: Mapping[str, Any], trainable: str, lora_rank: int) -> int:
+    """Parameters stage 3 trains: the whole UNet (``full``), its attention projections (``attention``:
+    q, k, v, out of self- and cross-attention), or rank-r LoRA factors on them (``lora``: r x (in + out)
+    per projection)."""
+    if trainable == "full":
+        return unet_parameters(config)
+    cross = int(config.get("cross_attention_dim", 768))
+    widths = unet_attention_widths(config)
+    if trainable == "lora":
+        return sum(lora_rank * (4 * 2 * c + 2 * c + 2 * (cross + c) + 2 * c) for c in widths)
+    return sum(4 * c * c + c + 2 * c * c + 2 * cross * c + c for c in widths)
+
+
+OPTIMIZER_BYTES = 12  # per trained parameter: its fp32 gradient and AdamW's two fp32 moments
+BACKWARD_ACTIVATIONS = 3.0  # activations kept for the backward pass, in forward-peaks (1 with checkpointing)
+
+
+def stage_peaks(
+    sizes: ModelSizes, cfg: RunConfig, num_frames: int, stage4_batch: int, device: str, element_bytes: int
+) -> dict[int, int]:
+    """Each stage's estimated peak memory in bytes (the module docstring's model, applied per stage).
+
+    Stages 1 and 2 denoise ``separate.batch_frames`` frames at a time over the whole video's latents;
+    stage 3 holds the UNet in fp32 (as `vidtune.stages.tuning` trains it), the trained parameters'
+    gradients and AdamW moments, and one training batch's activations kept for the backward pass
+    (`BACKWARD_ACTIVATIONS` forward peaks, 1 with gradient checkpointing, which runs on CUDA only);
+    stage 4 is `memory_estimate` at its largest clip batch."""
+    h, w = cfg.inputs.height, cfg.inputs.width
+    guidance = cfg.sampling.guidance > 1.0
+
+    def at(batch: int, cfg_rows: bool) -> int:
+        return memory_estimate(sizes, num_frames, h, w, batch, cfg_rows, element_bytes).peak
+
+    sep = at(cfg.separate.batch_frames, guidance)
+    t = cfg.tuning
+    one = memory_estimate(sizes, num_frames, h, w, t.batch_size, False, 4)
+    kept = 1.0 if (t.gradient_checkpointing and device.startswith("cuda")) else BACKWARD_ACTIVATIONS
+    trained = trainable_parameters(sizes.configs["unet"], t.trainable, t.lora_rank)
+    tune = (
+        one.weights  # fp32: the UNet trains in fp32 (the other models' share is small)
+        + OPTIMIZER_BYTES * trained
+        + one.latents
+        + one.features
+        + int(kept * one.activations)
+    )
+    return {1: sep, 2: sep, 3: int(tune), 4: at(stage4_batch, guidance)}
+
+
 def _gib(n: float) -> str:
     if n >= 2**30:
         return f"{n / 2**30:.2f} GiB"
@@ -474,6 +538,62 @@ def evaluations_text(cfg: RunConfig, num_frames: int) -> list[str]:
     return lines
 
 
+def measure_unet_seconds(cfg: RunConfig, repeats: int = 3) -> float:
+    """Seconds of one UNet frame evaluation on the run's device and dtype: the best of ``repeats`` timed
+    forwards of a ``separate.batch_frames``-frame batch (after one warm-up), divided by the batch. Loads
+    the model (`vidtune plan --measure`); every other part of the plan reads config files only."""
+    import time
+
+    import torch
+
+    from vidtune.device import resolve_device, resolve_dtype
+    from vidtune.models import load_components
+
+    m = cfg.model
+    device = resolve_device(m.device)
+    comps = load_components(
+        m.path,
+        m.adapter or None,
+        None,
+        device=device,
+        dtype=resolve_dtype(m.dtype, device),
+        allow_pickle=m.allow_pickle,
+    )
+    unet = comps.unet
+    f = comps.vae_scale_factor
+    batch = max(1, cfg.separate.batch_frames)
+    gen = torch.Generator("cpu").manual_seed(0)
+    z = torch.randn(batch, comps.latent_channels, cfg.inputs.height // f, cfg.inputs.width // f, generator=gen)
+    text = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=gen)
+    z, text = z.to(device, unet.dtype), text.to(device, unet.dtype)
+    t = torch.full((batch,), 500, device=device)
+    best = float("inf")
+    with torch.no_grad():
+        for i in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            unet(z, t, encoder_hidden_states=text)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:  # the first forward warms up (allocations, kernel selection)
+                best = min(best, time.perf_counter() - start)
+    return best / batch
+
+
+def time_lines(cfg: RunConfig, num_frames: int, seconds_per_eval: float) -> list[str]:
+    """`vidtune plan --measure`'s estimate: each stage's UNet frame evaluations x the measured seconds of one
+    (the VAE, the segmenter and the adapter come on top)."""
+    ev = unet_evaluations(cfg, num_frames)
+    secs = {k: ev[f"stage{k}"] * num_frames * seconds_per_eval for k in (1, 2, 3, 4)}
+    return [
+        f"Estimated time from one measured UNet frame evaluation ({seconds_per_eval * 1000:.1f} ms; UNet only):",
+        *(f"  stage {k}  {secs[k]:9.1f} s" for k in secs),
+        f"  total    {sum(secs.values()):9.1f} s  (frame-by-frame generation: "
+        f"{ev['frame_by_frame'] * num_frames * seconds_per_eval:.1f} s)",
+    ]
+
+
 def schedule_lines(cfg: RunConfig, num_frames: int) -> list[str]:
     """A prompt schedule's segments and the frames of each transition between them ([] for one prompt)."""
     from vidtune.inputs import per_frame_prompts, prompt_schedule
@@ -512,8 +632,9 @@ def _runs(values: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def plan_report(cfg: RunConfig) -> str:
-    """The text `vidtune plan` prints: frames, clips, prompts, merge weights, UNet evaluations, memory."""
+def plan_report(cfg: RunConfig, seconds_per_eval: float | None = None) -> str:
+    """The text `vidtune plan` prints: frames, clips, prompts, merge weights, UNet evaluations, memory,
+    and with ``seconds_per_eval`` (`measure_unet_seconds`) a time estimate per stage."""
     from vidtune.inputs import count as count_inputs
     from vidtune.inputs import prompt_schedule
     from vidtune.method.clips import clip_batches, plan_clips
@@ -594,4 +715,18 @@ def plan_report(cfg: RunConfig) -> str:
         f"{_gib(plan.weight_bytes)} of merge weights in host memory)",
         "  (rough: see vidtune.plan's docstring for the formulas and how they were calibrated)",
     ]
+    peaks = stage_peaks(sizes, cfg, num_frames, largest, device, _DTYPE_BYTES[dtype])
+    top = max(peaks, key=peaks.get)
+    trained = trainable_parameters(sizes.configs["unet"], cfg.tuning.trainable, cfg.tuning.lora_rank)
+    lines += [
+        "",
+        f"Estimated peak memory of each stage on {device}; the run's peak is stage {top}'s:",
+        f"  1 separate     {_gib(peaks[1]):>11}  batches of separate.batch_frames = {cfg.separate.batch_frames}",
+        f"  2 fuse         {_gib(peaks[2]):>11}  denoises on from the fusion step, the same batches",
+        f"  3 tune         {_gib(peaks[3]):>11}  tuning.trainable = {cfg.tuning.trainable!r}: {_count(trained)} "
+        f"parameters trained in fp32 with AdamW, batch {cfg.tuning.batch_size}",
+        f"  4 co-denoise   {_gib(peaks[4]):>11}  as above",
+    ]
+    if seconds_per_eval is not None:
+        lines += ["", *time_lines(cfg, num_frames, seconds_per_eval)]
     return "\n".join(lines) + "\n"

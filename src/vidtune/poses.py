@@ -201,7 +201,7 @@ class PoseSequence:
 
         ``num_frames`` states the count it will be resampled to (`vidtune plan` does not resample).
         """
-        name = Path(self.source).name or self.source
+        name = (Path(self.source).name or self.source) + ("/" if Path(self.source).is_dir() else "")
         count = self.num_frames if num_frames is None else num_frames
         frames = f"{count} frames"
         if self.source_frames and self.source_frames != count:

@@ -19,7 +19,7 @@ from typing import Any
 
 from vidtune import artifacts as A
 from vidtune import atomic
-from vidtune.config import RunConfig, stage_hash, to_toml
+from vidtune.config import RunConfig, portable, stage_hash, to_toml
 from vidtune.errors import VidtuneError
 
 
@@ -168,8 +168,9 @@ class RunDir:
         return found
 
     def save_config(self, cfg: RunConfig) -> None:
-        """Write the resolved config (every default) as config.toml."""
-        atomic.write_text(self.config_path, to_toml(cfg))
+        """Write the resolved config (every default) as config.toml, its paths portable (`config.portable`):
+        ``vidtune run config.toml --out .`` in the run folder reruns it anywhere."""
+        atomic.write_text(self.config_path, to_toml(portable(cfg, self.root)))
 
     def clear_stage(self, k: int) -> None:
         """Remove stage k's folder entirely (used when its outputs must be rebuilt from scratch)."""

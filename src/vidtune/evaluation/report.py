@@ -263,13 +263,14 @@ def machine() -> str:
     )
 
 
-def reproduce_commands(root: Path) -> list[str]:
-    """The command that made the run (when it came from the `vidtune` command line) and the one
-    that reruns it from its resolved config (always valid: the run folder holds that config)."""
-    commands = []
+def reproduce_commands(root: Path) -> list[tuple[str, str]]:
+    """(where, command): the command that reruns the run from its resolved config in the run folder
+    (portable: the config names the demo model ``demo`` and its paths relative to the folder), and the
+    command as it was typed (when it came from the `vidtune` command line; its paths are the working
+    folder's)."""
+    commands = [(f"In the run folder ({root.name}/)", f"vidtune run {A.CONFIG} --out .")]
     if Path(sys.argv[0]).name == "vidtune" and len(sys.argv) > 1 and sys.argv[1] != "serve":
-        commands.append(shlex.join(["vidtune", *sys.argv[1:]]))
-    commands.append(shlex.join(["vidtune", "run", str(root / A.CONFIG), "--out", str(root)]))
+        commands.append(("As typed, in the folder it was run from", shlex.join(["vidtune", *sys.argv[1:]])))
     return commands
 
 
@@ -332,7 +333,9 @@ def run_sections(root: Path) -> list[tuple[str, str]]:
     if times:
         total = sum(float(s) for _, s in times)
         sections.append(("Stage times", table_html(["stage", "seconds"], times + [["total", total]])))
-    commands = "".join(f"<pre>{html.escape(c)}</pre>" for c in reproduce_commands(root))
+    commands = "".join(
+        f"<p>{html.escape(where)}:</p><pre>{html.escape(c)}</pre>" for where, c in reproduce_commands(root)
+    )
     sections.append(("Reproduce", commands + f"<p>Machine: {html.escape(machine())}</p>"))
     config = html.escape((root / A.CONFIG).read_text())
     sections.append(

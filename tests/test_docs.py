@@ -45,3 +45,15 @@ def test_the_documented_download_command_exists_and_fetches_what_vidtune_loads()
         repo, local_dir = line.split()[2], line.split("--local-dir ")[1].split()[0]
         assert line == download_command(repo, local_dir), (doc, line)
     assert "huggingface-cli" not in "".join((ROOT / f).read_text() for f in ("README.md", "docs/usage.md"))
+
+
+def test_every_committed_picture_is_readable_at_page_width():
+    """A picture wider than 2,000 px shrinks to unreadable text on a page (the old flicker curves were 7,800)."""
+    from PIL import Image
+
+    pictures = sorted([*(ROOT / "docs").glob("*.png"), *(ROOT / "bench" / "results").glob("*.png")])
+    assert pictures
+    for path in pictures:
+        with Image.open(path) as image:
+            width, height = image.size
+        assert width <= 2000 and height <= 2400, f"{path.relative_to(ROOT)} is {width}x{height}"

@@ -368,6 +368,18 @@ def write_html(
 # --------------------------------------------------------------------------------------------
 
 
+GROUND_TRUTH_COLOUR = "#777777"
+
+
+def variant_colours(variants: Sequence[str]) -> dict[str, str]:
+    """One colour per variant: the ground truth grey (and dashed in curves), the others matplotlib's
+    tab10 without its own grey (C7), so no method shares the truth's colour."""
+    palette = [f"C{i}" for i in range(10) if i != 7]
+    others = [v for v in variants if v != "ground_truth"]
+    colours = {v: palette[i % len(palette)] for i, v in enumerate(others)}
+    return {v: GROUND_TRUTH_COLOUR if v == "ground_truth" else colours[v] for v in variants}
+
+
 def plot_bars(summary: dict, variants: Sequence[str], path: Path) -> Path:
     """Bar charts of the key metrics (mean, std over sequences as error bars); PNG."""
     from matplotlib.figure import Figure
@@ -379,7 +391,7 @@ def plot_bars(summary: dict, variants: Sequence[str], path: Path) -> Path:
     rows = max(1, math.ceil(len(keys) / cols))
     fig = Figure(figsize=(5.2 * cols, 3.6 * rows), dpi=100)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    colours = [f"C{i % 10}" for i in range(len(variants))]
+    colours = list(variant_colours(variants).values())
     for ax, key in zip(axes, keys):
         means = [summary[v].get(key, {}).get("mean") for v in variants]
         stds = [summary[v].get(key, {}).get("std") or 0.0 for v in variants]
@@ -400,17 +412,22 @@ def plot_flicker_curves(curves: dict[str, dict[str, list[float]]], variants: Seq
     from matplotlib.figure import Figure
 
     names = list(curves)
-    fig = Figure(figsize=(6.5 * len(names), 4.2), dpi=100)
-    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    cols = min(3, len(names))  # readable at page width: at most 3 sequences a row
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(5.2 * cols, 3.4 * rows), dpi=100)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    colours = variant_colours(variants)
     for ax, seq in zip(axes, names):
-        for i, v in enumerate(variants):
+        for v in variants:
             if v in curves[seq]:
                 style = "--" if v == "ground_truth" else "-"
-                ax.plot(range(len(curves[seq][v])), curves[seq][v], style, color=f"C{i % 10}", lw=1.3, label=v)
+                ax.plot(range(len(curves[seq][v])), curves[seq][v], style, color=colours[v], lw=1.3, label=v)
         ax.set_title(seq)
         ax.set_xlabel("frame pair t (frames t, t+1)")
         ax.set_ylabel("mean |dI| (0-255)")
-    axes[-1].legend(fontsize=7, loc="upper right")
+    for ax in axes[len(names) :]:
+        ax.axis("off")
+    axes[len(names) - 1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

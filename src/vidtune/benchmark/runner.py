@@ -40,6 +40,7 @@ from vidtune.benchmark.spec import (
     variant_settings,
 )
 from vidtune.errors import VidtuneError
+from vidtune.evaluation.report import plot_strips
 from vidtune.video import grid_video
 
 if TYPE_CHECKING:
@@ -334,6 +335,7 @@ def run_ablation(
         }
         panels = [("pose", seq_root / "source" / "poses")] + [(v, run.frames[v]) for v in variants]
         grid = grid_video(seq_root / "grid.mp4", panels, cfg.inputs.fps or 8.0, cols=math.ceil(len(panels) / 2))
+        plot_strips([(v.replace("_", " "), run.frames[v]) for v in variants], seq_root / "strip.png", count=8)
         videos.append(
             (
                 f"{seq.name}: {seq.prompt} ({seq.motion}, {seq.frames} frames) - "

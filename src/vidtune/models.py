@@ -137,7 +137,7 @@ class Components:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     sources: dict[str, str] = field(default_factory=dict)
-    # Which tuned weights the UNet carries and the base weights to go back to: changed only by `unet_as`
+    # Which tuned weights the UNet carries and the base weights to go back to: changed only by `carry`
     # and `tuning_unet` (a copy made with `dataclasses.replace` starts from the base model).
     _weights: UnetWeights = field(default_factory=UnetWeights, init=False, repr=False, compare=False)
 
@@ -147,14 +147,14 @@ class Components:
         `tuned_weights.UNFINISHED`); None while it is the base model."""
         return self._weights.carries
 
-    @contextlib.contextmanager
-    def unet_as(self, tuned: TunedWeights | None, keep_base: bool = False) -> Iterator[Any]:
-        """``with components.unet_as(tuned) as unet:`` the UNet carries `tuned` (None: the base model) in
-        the block; switching loads weights only when it carries others (`tuned_weights.switch_unet`), and
-        the UNet keeps them after the block. `keep_base`: keep the base weights a full or attention
-        tuning replaces, so that a later `unet_as(None)` can restore them (costs a copy in host memory)."""
+    def carry(self, tuned: TunedWeights | None, keep_base: bool = False) -> Any:
+        """Make the UNet carry `tuned` (None: the base model) and return it. Not a scope: the UNet keeps
+        them until the next `carry`, and switching loads weights only when it carries others
+        (`tuned_weights.switch_unet`), so consecutive stages on one set pay nothing. `keep_base`: keep
+        the base weights a full or attention tuning replaces, so that a later ``carry(None)`` can restore
+        them (costs a copy in host memory)."""
         self._weights = switch_unet(self.unet, self._weights, tuned, keep_base)
-        yield self.unet
+        return self.unet
 
     @contextlib.contextmanager
     def tuning_unet(self, kind: str, keep_base: bool = False) -> Iterator[Callable[[TunedWeights], None]]:

@@ -154,7 +154,7 @@ def restore_base(unet: UNet2DConditionModel, snapshot: dict[str, torch.Tensor]) 
 
 
 # --------------------------------------------------------------------------------------------
-# Which weights a UNet carries (`Components.unet_as` and `Components.tuning_unet` own this state)
+# Which weights a UNet carries (`Components.carry` and `Components.tuning_unet` own this state)
 # --------------------------------------------------------------------------------------------
 
 UNFINISHED = "an unfinished tuning"  # what a UNet carries while stage 3 tunes it (and after a failed stage 3)

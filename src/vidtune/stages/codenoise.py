@@ -323,14 +323,14 @@ class CodenoiseStage(Stage):
             ctx.log(
                 f"vidtune: {n} frames < codenoise.clip_length {c.clip_length}: codenoise.shrink_clip uses one clip of {n} frames"
             )
-        with ctx.components.unet_as(tuned, keep_base=ctx.keep_base):
-            return run(
-                ctx.cfg,
-                ctx.components,
-                ctx.inputs,
-                ctx.conditioning(),
-                previous.get(2),
-                tuned=tuned is not None,
-                callback=ctx.callback,
-                progress=ctx.progress,
-            )
+        ctx.components.carry(tuned, keep_base=ctx.keep_base)
+        return run(
+            ctx.cfg,
+            ctx.components,
+            ctx.inputs,
+            ctx.conditioning(),
+            previous.get(2),
+            tuned=tuned is not None,
+            callback=ctx.callback,
+            progress=ctx.progress,
+        )

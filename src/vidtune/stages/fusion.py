@@ -196,14 +196,14 @@ class FusionStage(Stage):
         return (1,)
 
     def run(self, ctx: StageContext, previous: Mapping[int, Any]) -> FusionResult:
-        with ctx.components.unet_as(None):
-            return run(
-                ctx.cfg,
-                ctx.components,
-                ctx.inputs,
-                ctx.conditioning(),
-                previous[1],
-                callback=ctx.callback,
-                progress=ctx.progress,
-                log=ctx.log,
-            )
+        ctx.components.carry(None)
+        return run(
+            ctx.cfg,
+            ctx.components,
+            ctx.inputs,
+            ctx.conditioning(),
+            previous[1],
+            callback=ctx.callback,
+            progress=ctx.progress,
+            log=ctx.log,
+        )

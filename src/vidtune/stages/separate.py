@@ -186,5 +186,5 @@ class SeparateStage(Stage):
         return ()
 
     def run(self, ctx: StageContext, previous: Mapping[int, Any]) -> SeparateResult:
-        with ctx.components.unet_as(None):
-            return run(ctx.cfg, ctx.components, ctx.inputs, ctx.conditioning(), ctx.callback, ctx.progress)
+        ctx.components.carry(None)
+        return run(ctx.cfg, ctx.components, ctx.inputs, ctx.conditioning(), ctx.callback, ctx.progress)

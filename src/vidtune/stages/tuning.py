@@ -529,9 +529,8 @@ def training_mode(unet: UNet2DConditionModel, cfg: TuningConfig, device: torch.d
 
 def apply_tuned(components: Components, stage_dir: Path) -> None:
     """Load a saved stage 3 (stage_dir = the run's stage3/) into ``components.unet`` in place (it keeps
-    carrying it after the call, see `Components.unet_as`)."""
-    with components.unet_as(TuningResult.load(stage_dir)):
-        pass
+    carrying it after the call, see `Components.carry`)."""
+    components.carry(TuningResult.load(stage_dir))
 
 
 # --------------------------------------------------------------------------------------------

@@ -319,8 +319,8 @@ def _as_config(config: RunConfig | str | Path) -> RunConfig:
 
 def _video_of(results: Mapping[int, Result]) -> np.ndarray:
     """The frames of the latest stage that has any (stage 3 has none: stage 2's then)."""
-    for k in (4, 2, 1):
-        r = results.get(k)
+    for k in sorted(results, reverse=True):
+        r = results[k]
         if r is not None and getattr(r, "frames", None) is not None and len(r.frames):
             return r.frames
     return np.zeros((0, 0, 0, 3), np.uint8)

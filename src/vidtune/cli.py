@@ -29,12 +29,15 @@ DEMO_MOTIONS = ("walk", "run", "wave", "jump", "dance", "squat", "turn")  # vidt
 
 
 def _stages(text: str) -> list[int]:
+    from vidtune.config import STAGE_NUMBERS
+
+    known = ",".join(map(str, STAGE_NUMBERS))
     try:
         stages = sorted({int(s) for s in text.split(",") if s.strip()})
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--stages expects numbers like 1,2,3,4, got {text!r}") from None
-    if not stages or any(s not in (1, 2, 3, 4) for s in stages):
-        raise argparse.ArgumentTypeError(f"--stages expects numbers among 1,2,3,4, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--stages expects numbers like {known}, got {text!r}") from None
+    if not stages or any(s not in STAGE_NUMBERS for s in stages):
+        raise argparse.ArgumentTypeError(f"--stages expects numbers among {known}, got {text!r}")
     return stages
 
 
@@ -246,6 +249,7 @@ def build_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from vidtune import config as C
     from vidtune import validate
 
     cfg = build_config(args)
@@ -262,7 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with distributed.launch(cfg.model.device) as world, _cleaned_up_if_no_stage_started(out):
         result = VidtunePipeline.from_config(cfg)(
-            config=cfg, run_dir=out, stages=args.stages, progress=not args.quiet, log=print
+            config=cfg, run_dir=out, stages=args.stages or C.STAGE_NUMBERS, progress=not args.quiet, log=print
         )
         if world.is_main:
             print(result.summary.line())
@@ -482,9 +486,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stages",
         type=_stages,
-        default=[1, 2, 3, 4],
+        default=None,
         metavar="LIST",
-        help="the stages to run, comma-separated, e.g. 1,2 (default: 1,2,3,4)",
+        help="the stages to run, comma-separated, e.g. 1,2 (default: all, 1,2,3,4)",
     )
     _add_quiet(p)
     p.add_argument(

@@ -268,7 +268,11 @@ class CodenoiseStageConfig(TuningStageConfig):
 
 
 # The views in stage order: stage k reads (and its resume hash covers) the fields of STAGE_VIEWS[k - 1].
+# The torch-free copy of the registry's order (`vidtune.stages.registry` checks each Stage.view against it):
+# the CLI, validation and plan use it without importing the runners.
 STAGE_VIEWS: tuple[type, ...] = (SeparateStageConfig, FusionStageConfig, TuningStageConfig, CodenoiseStageConfig)
+STAGE_NUMBERS: tuple[int, ...] = tuple(range(1, len(STAGE_VIEWS) + 1))
+CODENOISE_STAGE = STAGE_VIEWS.index(CodenoiseStageConfig) + 1
 
 
 def stage_view(stage: int) -> type:

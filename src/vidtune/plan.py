@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidtune.config import ModelConfig, RunConfig
+from vidtune.config import STAGE_NUMBERS, ModelConfig, RunConfig
 
 LATENT_COPIES = 8
 ACT_PER_CHANNEL = 0.8  # C1
@@ -585,7 +585,7 @@ def time_lines(cfg: RunConfig, num_frames: int, seconds_per_eval: float) -> list
     """`vidtune plan --measure`'s estimate: each stage's UNet frame evaluations x the measured seconds of one
     (the VAE, the segmenter and the adapter come on top)."""
     ev = unet_evaluations(cfg, num_frames)
-    secs = {k: ev[f"stage{k}"] * num_frames * seconds_per_eval for k in (1, 2, 3, 4)}
+    secs = {k: ev[f"stage{k}"] * num_frames * seconds_per_eval for k in STAGE_NUMBERS}
     return [
         f"Estimated time from one measured UNet frame evaluation ({seconds_per_eval * 1000:.1f} ms; UNet only):",
         *(f"  stage {k}  {secs[k]:9.1f} s" for k in secs),

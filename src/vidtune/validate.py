@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
-from vidtune.config import RunConfig
+from vidtune.config import CODENOISE_STAGE, STAGE_NUMBERS, RunConfig
 from vidtune.errors import VidtuneError
 
 # The schedule must keep some signal at its last training step: alpha_bar_T below this makes
@@ -216,19 +216,19 @@ def check_config(cfg: RunConfig) -> None:
         check(cfg)
 
 
-def check_frames(cfg: RunConfig, num_frames: int, stages: Sequence[int] = (1, 2, 3, 4)) -> None:
+def check_frames(cfg: RunConfig, num_frames: int, stages: Sequence[int] = STAGE_NUMBERS) -> None:
     """Checks that need the frame count of the inputs (after resampling); stage 4's only when it runs."""
     c = cfg.codenoise
     if num_frames < 1:
         raise VidtuneError("the pose source gives 0 frames; give a pose source with at least one frame")
-    if 4 in stages and num_frames < c.clip_length and not c.shrink_clip:
+    if CODENOISE_STAGE in stages and num_frames < c.clip_length and not c.shrink_clip:
         raise VidtuneError(
             f"the video has {num_frames} frames, fewer than codenoise.clip_length = {c.clip_length}; "
             f"set codenoise.clip_length <= {num_frames} (or more frames, or codenoise.shrink_clip = true)"
         )
 
 
-def check_run(cfg: RunConfig, num_frames: int, stages: Sequence[int] = (1, 2, 3, 4)) -> None:
+def check_run(cfg: RunConfig, num_frames: int, stages: Sequence[int] = STAGE_NUMBERS) -> None:
     """Everything that can be checked before stage 1: the config's values, then against the frame count."""
     check_config(cfg)
     check_frames(cfg, num_frames, stages)

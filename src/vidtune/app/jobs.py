@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from vidtune import artifacts as A
 from vidtune import atomic
+from vidtune.config import STAGE_NUMBERS
 from vidtune.errors import VidtuneError
 
 if TYPE_CHECKING:
@@ -306,7 +307,7 @@ def open_run(
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     if plots is None:
         plots = {p.stem: p for p in sorted((root / "plots").glob("*.png"))}
-    done = [k for k in (1, 2, 3, 4) if (root / A.stage_dir(k) / A.DONE).is_file()]
+    done = [k for k in STAGE_NUMBERS if (root / A.stage_dir(k) / A.DONE).is_file()]
     return JobResult(
         root=root,
         final=existing(root / A.FINAL_VIDEO),

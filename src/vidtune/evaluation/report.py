@@ -222,11 +222,12 @@ def plot_strips(folders: Sequence[tuple[str, Path]], out: Path, count: int = STR
 
 def stage_times(root: Path) -> list[list[object]]:
     """Rows (stage, seconds) from each finished stage's done.json."""
+    from vidtune.config import STAGE_NUMBERS
     from vidtune.rundir import RunDir
 
     rd = RunDir(root)
     rows = []
-    for k in (1, 2, 3, 4):
+    for k in STAGE_NUMBERS:
         info = rd.done_info(k)
         if info is not None:
             rows.append([f"stage {k}", float(info.get("seconds", 0.0))])

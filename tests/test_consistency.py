@@ -1,4 +1,4 @@
-"""The consistency mechanisms of issue 10: prompt segments and transitions, per-segment fusion,
+"""The consistency mechanisms: prompt segments and transitions, per-segment fusion,
 repeated fusion and stage 4's kept background (step guides), FreeNoise's noise rescheduling,
 and the benchmark's statistics (bootstrap intervals, transition ratio)."""
 

@@ -20,7 +20,7 @@ from vidtune.config import InputConfig  # noqa: E402
 from vidtune.errors import VidtuneError  # noqa: E402
 from vidtune.smoothing import OneEuroParams, one_euro  # noqa: E402
 
-# In the 512x512 photograph (issue 15): nose, right shoulder (image left), left shoulder.
+# In the 512x512 photograph: nose, right shoulder (image left), left shoulder.
 NOSE, R_SHOULDER, L_SHOULDER = (223.0, 128.0), (113.0, 240.0), (306.0, 257.0)
 SHIFTS = [(4 * i, 2 * i) for i in range(10)]  # (dx, dy) per frame: the person moves right and down
 EMPTY_FRAMES = 2

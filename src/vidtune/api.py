@@ -1,17 +1,6 @@
 """The Python API: `VidtunePipeline`, a diffusers-style pipeline over vidtune's four stages.
 
-    from vidtune import VidtunePipeline
-    pipe = VidtunePipeline.from_pretrained("demo")                  # or "CompVis/stable-diffusion-v1-4", a folder
-    out = pipe(poses="dance_json/", prompt="a red figure dancing on a beach at sunset")
-    out.frames                                                      # uint8 (N, H, W, 3): the final video
-
-    inputs = pipe.prepare_inputs("dance_json/", prompt="...")       # or stage by stage
-    s1 = pipe.separate(inputs); s2 = pipe.fuse(s1); tuned = pipe.tune(s2); final = pipe.codenoise(s2, tuned)
-
-The config starts from vidtune's defaults (SD v1-4's), then the model folder's own presets
-(`vidtune.toml`, e.g. the demo model's 64x64 frames), then `config`, then `overrides`. Without a
-`run_dir` everything stays in memory; with one, the run folder caches every stage and a rerun resumes
-(`vidtune run` uses the same code). Messages go to the "vidtune" logger; progress bars to stderr.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.api`.
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
 """Every file and folder name of a run folder, in one place (docs/usage.md, the run folder).
 
-runs/<name>/
-  config.toml                 the resolved config (every default written out)
-  inputs/                     pose images, keypoints.npz, prompts.json (and extracted/ poses of footage)
-  stage1/ latents.safetensors z_t, timestep, t_index, x0, fg, fg_pixel
-          frames/ masks/      decoded frames and foreground masks (PNG)
-          stage1.mp4
-  stage2/ latents.safetensors x0, z_fused;  masks.safetensors fg (the masks it fused with)
-          weights.json        the fusion weights used;  frames/  stage2.mp4
-  stage3/ tuning.json loss.csv loss.png checkpoints/ and the tuned weights (TUNED_WEIGHTS)
-  stage4/ latents.safetensors x0;  frames/
-  final.mp4                   (and final.video.json: how it was encoded; final.mkv with output.lossless)
-  stageK/done.json            written last: the stage finished with this config and these inputs
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.artifacts`.
 """
 
 from __future__ import annotations

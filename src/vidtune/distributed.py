@@ -1,28 +1,6 @@
 """One run over many processes with torch.distributed: ranks, frame splits, gathers, errors.
 
-`torchrun --nproc-per-node K --no-python vidtune run CONFIG` starts K processes and gives each
-RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `launch` joins them into one process
-group: NCCL on CUDA (each rank on its LOCAL_RANK GPU), gloo on the CPU. Without those variables
-(a plain `vidtune run`, the Python API, the tests) nothing is initialised, `current()` is the one
-process `World()`, and every helper here is the identity, so a one-process run takes exactly the
-code path it always took.
-
-How the stages split the work (each keeps one process's result, see the stages' docstrings):
-
-- stages 1-2: every rank holds the whole video's latents; each computes the eps of its own
-  contiguous range of frames (`part`), the ranges are gathered (`gathered_eps_fn`) and every rank
-  takes the same scheduler step with the same generator, so any draw that depends on the frame
-  count (DDIM eta > 0, DDPM, the fusion's frame sampling) is drawn as by one process;
-- stage 3: DistributedDataParallel; every rank draws the whole batch and trains on its share;
-- stage 4: clips split over the ranks, the merge accumulators summed by one all-reduce per step.
-
-Rank 0 alone writes the run folder, prints messages and progress bars (`main_only`).
-
-Errors: a rank that raises calls `fail`, which puts its one-line message into the launcher's
-key-value store; a watchdog thread in every other rank sees it within `WATCH_INTERVAL` seconds
-and exits with status 2 (it may be blocked inside a collective, which would otherwise wait for
-the failed rank until the timeout). Collectives time out after `VIDTUNE_DIST_TIMEOUT` seconds
-(default 1800: rank 0 writes a stage's frames while the others wait at a barrier).
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.distributed`.
 """
 
 from __future__ import annotations

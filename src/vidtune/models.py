@@ -1,19 +1,6 @@
 """Load Stable Diffusion 1.x components, the T2I-Adapter and SAM (tiny random ones: `vidtune.testing`).
 
-Folder layout (diffusers-compatible; `StableDiffusionPipeline.from_pretrained` reads it too):
-
-    model_index.json   StableDiffusionPipeline-style index
-    unet/ vae/ text_encoder/ tokenizer/ scheduler/
-    adapter/           optional T2IAdapter (config.json + diffusion_pytorch_model.safetensors)
-    sam/               optional transformers SamModel + SamProcessor files
-
-Real SD v1-4 has no adapter/ or sam/: those come from their own hub ids or folders
-(`TencentARC/t2iadapter_openpose_sd14v1`, `facebook/sam-vit-base`).
-
-Every part loads with `from_pretrained` from a hub id, a local folder or the Hugging Face cache;
-with `HF_HUB_OFFLINE=1` only local folders and the cache are used. Local folders are checked
-*before* anything is loaded, so a missing folder, missing weights, pickle-only weights or an
-SDXL / SD2 model give one `VidtuneError` that names the problem and the fix.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.models`.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
 """The run folder as a cache over the stages: resume what is done, run what is not, time each stage.
 
-The stages are the registry `vidtune.stages.registry.STAGES`: each runs on its config view, the
-components, the shared conditioning and the typed results of the stages it needs (`vidtune.results`);
-this module decides which stages run, feeds them, saves their results and marks them done (`vidtune.rundir`).
-
-Under torchrun (`vidtune.distributed`) every rank runs every stage (each computing its share, see the
-stages) and holds the same results; rank 0 alone takes the run lock, decides what runs (the others get
-its list), writes the folder and prints, and the others wait at a barrier after each stage is saved and
-marked done. The folder holds nothing that depends on the number of processes, so a run killed under
-torchrun resumes with any number of them.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.pipeline`.
 """
 
 from __future__ import annotations

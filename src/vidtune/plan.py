@@ -1,33 +1,6 @@
 """`vidtune plan CONFIG.toml`: what stage 4 will do and what it will cost, before any model is loaded.
 
-The report says how many frames the pose source gives (after the config's frames/fps resampling),
-the clips and their prompts, the merge weights per frame (a text plot), the UNet evaluations per
-step, and an estimate of each stage's peak memory (stage 4's by part). It reads the pose source, the config and, for a
-local model folder, small files only: ``*/config.json`` and the JSON header of ``*.safetensors``
-(parameter counts); no torch module is built and no weights are read. A hub id that is not a local
-folder is looked up in the Hugging Face cache (config files only), else SD v1-4's sizes are assumed.
-
-Memory model of stage 4 (b = bytes per element of the UNet dtype; N frames; C x h x w a latent;
-B = frames of the largest UNet batch, clips of one batch x 2 with classifier-free guidance)::
-
-    weights      = sum over models of parameters x b           (the VAE is always fp32)
-    latents      = LATENT_COPIES x N x C x h x w x b            video-sized tensors alive in one step
-    features     = N x sum_l C_l h_l w_l x b                    T2I-Adapter residuals of every frame
-    activations  = B x h x w x (C1 sum(block_out_channels) + C0) x b      one UNet forward
-    decoding     = DECODE_BATCH x H x W x D1 x vae.block_out_channels[0] x 4   (fp32, after the loop)
-    peak         = weights + latents + features + max(activations, decoding)
-
-LATENT_COPIES counts the loop's video-sized tensors: z_t, the scaled model input, the merged eps,
-the merge accumulator's sums (kept in fp32 for 16-bit predictions), the scheduler's x0 and
-z_{t-1}, and DPM-Solver's history of two outputs. The activation constants are a rough fit of
-the peak resident-memory increase of one UNet forward on the CPU (fp32, random weights; peak
-``ru_maxrss`` in a fresh process): SD v1-4's UNet at 16x16 and 32x32 latents, batches 2 and 4,
-grows by ~15 KB per frame-latent-pixel (sum of channels 3520), the tiny test UNet (channels 32,
-64) at 32x32 and 64x64 latents, batches 8 and 32, by ~4.4 KB (sum 96): C1 = 0.8 and C0 = 1000
-fit both within ~10%; SD on the CPU adds ~0.15 GB of fixed transients. Decoding: SD v1-4's VAE
-at 128 and 256 px grows by 5.5-6.7 KB per image pixel (D1 = 10.5 x its 128 channels; the tiny
-VAE needs about half that). CUDA kernels (SDPA, cuDNN workspaces) were not measured (no GPU
-was at hand): treat the GPU figures as an order of magnitude.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.plan`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """Poses from an RGB video, offline: MediaPipe's pose landmarker -> OpenPose BODY_25 / COCO-18 JSON.
 
-Users start from footage, not from OpenPose JSON. ``mediapipe==0.10.14`` ships its pose models
-(``pose_detection.tflite``, ``pose_landmark_full.tflite``) inside the wheel, so extraction needs no
-download (install with ``pip install "vidtune[pose]"``). Its 33 landmarks are mapped to OpenPose's
-layouts (neck and mid-hip as midpoints, left/right as the person's, as OpenPose means them), with
-the landmark's visibility as the confidence, and written one ``*_keypoints.json`` per frame as
-OpenPose's ``--write_json`` writes them, so every vidtune command and other tools read them.
-
-MediaPipe's pose graph follows the most prominent person (one per frame); frames without anyone
-get an empty ``people`` list. Detector jitter is removed with a One-Euro filter
-(:mod:`vidtune.smoothing`) when asked.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.pose_extract`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """Foreground masks of generated frames, prompted by the frame's pose.
 
-Every segmenter has one signature (`Segmenter`): an RGB frame and its COCO-18 keypoints in, a
-float32 mask in [0, 1] out (1 = the person). Two kinds, in the registry `SEGMENTERS`:
-
-- ``"sam"``: Segment Anything (transformers `SamModel`) prompted with the confident joints as
-  positive points and the skeleton's box (with a margin); the best of SAM's three masks by its
-  predicted IoU.
-- ``"grabcut"``: weight-free OpenCV GrabCut seeded by the pose: the thick skeleton is sure
-  foreground, a box around it probable foreground, the image border sure background.
-
-`latent_masks` area-pools pixel masks to the latent grid (soft at the edges).
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.segment`.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ PAIRED_METRICS = [
     ("pose_adherence.pose_iou", "pose IoU", 1.0),
 ]
 BASELINES = ("per_frame", "per_frame_shared_noise", "t2v_zero", "gen_l_video", "freenoise")
-# The video after each stage (issue 21's stage-by-stage table): (row, variant), in stage order.
+# The video after each stage (the stage-by-stage table): (row, variant), in stage order.
 STAGE_ROWS: tuple[tuple[str, str], ...] = (
     ("after stage 1", "per_frame_shared_noise"),
     ("after stage 2", "stages_1_2"),

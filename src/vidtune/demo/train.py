@@ -1,35 +1,6 @@
 """Train the embedded demo model on single frames of the synthetic world (as SD is trained on images).
 
-    vidtune train-demo --out /tmp/demo_train --install     # or: python -m vidtune.demo.train ...
-
-Steps (each resumable; a rerun with the same ``out_dir`` picks up where a killed one stopped):
-
-1. dataset:  pre-render ``num_frames`` frames as ``num_frames // 2`` pairs: one random prompt and
-   identity (the prompt names each identity attribute or leaves it open), one scene kind, two random
-   poses (and half the time two backgrounds), with their OpenPose condition images and prompts,
-   cached as .npy in ``out_dir/data`` (frames 2i and 2i + 1 are pair i);
-2. vae:      AutoencoderKL (3 levels, f = 4: 64x64x3 <-> 16x16x4, fully convolutional) on L1 + L2 +
-   a tiny KL over random 32x32 crops, for a time budget; then every frame is encoded once (posterior mean and std) and the latent scaling
-   factor is set so that scaled latents have unit variance, as SD's 0.18215 does;
-3. unet:     UNet2DConditionModel + T2IAdapter (full_adapter) + CLIPTextModel trained jointly on
-   the epsilon loss (Min-SNR-5 weighted) under SD's schedule (`vidtune.models.sd_schedule_config`:
-   scaled_linear 0.00085 -> 0.012, 1000 steps), 10% of the
-   prompts dropped to "" for classifier-free guidance, EMA of the weights, for a time budget;
-4. export:   the diffusers folder layout (model_index.json, unet/, vae/, text_encoder/,
-   tokenizer/, scheduler/, adapter/) as safetensors; UNet, adapter and VAE stored in fp16 so the
-   whole folder stays under 25 MB (they load back as fp32 with the plain from_pretrained calls).
-
-``warm_start`` fine-tunes an existing demo model instead (`warm_start_components`): its VAE is kept
-(no VAE phase), its tokenizer grows by the grammar's new words and the text encoder's embedding by
-their rows, every known token keeping its trained row. ``pair_share`` of each UNet batch are pairs,
-trained with the second frame's self-attention keys and values taken from the first (the "first"
-mode of `vidtune.method.attention`, what stage 4 runs): a frame whose prompt leaves the outfit open can
-only match its partner by reading the partner's appearance through attention.
-
-Phases are budgeted in minutes, not steps, so that a busy CPU cannot push the run past its
-deadline; the learning rate follows the elapsed fraction of the budget. Checkpoints (models,
-optimiser, EMA, step, elapsed time, RNG) are written every ``checkpoint_minutes``; the loss log
-is ``out_dir/loss_log.csv``.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.demo.train`.
 """
 
 from __future__ import annotations

@@ -1,21 +1,6 @@
 """Figure (foreground) consistency metrics, weight-free, streamed like those of ``metrics``.
 
-The figure's appearance in one frame is summarised by ``figure_appearance``: its colour (mean
-and std of each CIE-Lab channel over the mask) and its texture (a histogram of gradient
-orientation x magnitude inside the mask, eroded by 1 px so the outline is not counted). Two
-accumulators compare these summaries:
-
-* ``FgAppearance`` (``fg_appearance``): frame to frame, and against the first frame with a figure
-  (mean, and slope per 100 frames = drift);
-* ``DriftLong`` (``drift_long``): VBench-Long style clip-to-clip drift. The video is cut into
-  clips of ``clip`` frames; each clip's mean figure appearance, and its mean background image,
-  is compared with the first clip's (mean, max, slope per 100 frames).
-
-The flow-warped error inside the mask is ``metrics.WarpErrorDIS``'s ``fg`` key.
-
-Conventions are those of ``metrics`` (frames uint8 RGB, masks True = figure, buckets of pairs).
-A value that cannot be computed (no masks, an empty mask, a figure too thin for texture, too few
-clips for a slope) is ``nan`` (``None`` in JSON), and ``notes()`` says why.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.evaluation.foreground`.
 """
 
 from __future__ import annotations

@@ -1,22 +1,6 @@
 """Temporal-consistency metrics, computed in one streaming pass over a video.
 
-Every metric is an accumulator (``update(step)`` once per frame, ``result()`` /
-``bucket_results()`` at the end) plus a ``compute_<name>(frames, masks, ...)`` convenience
-function, registered in ``METRICS`` (VBench's layout). Frames are never held all at once: an
-accumulator keeps at most the previous frame, the first frame, or per-pixel running sums.
-
-Conventions (shared by every metric):
-
-* a frame is ``np.ndarray`` uint8 ``(H, W, 3)`` RGB; a mask is ``(H, W)`` (or ``(H, W, C)``,
-  channel max taken), bool or 0/255 uint8, **True / 255 = foreground** (the figure);
-  background = not foreground;
-* frame pair ``t`` is ``(frame t, frame t+1)``; a video of ``N`` frames has ``N - 1`` pairs;
-* time buckets of ``B`` frames (default 16): bucket ``b`` holds the pairs ``t`` with
-  ``B*b <= t < B*b + B`` and, for per-frame metrics, the frames ending those pairs
-  (frame ``i >= 1`` goes to bucket ``(i - 1) // B``; frame 0 to bucket 0). So every metric has
-  ``max(1, ceil((N - 1) / B))`` buckets, and a bucket's ``start``/``end`` is its half-open range
-  of pair indices;
-* a value that cannot be computed (no pairs, an empty region) is ``nan``, never a guess.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.evaluation.metrics`.
 """
 
 from __future__ import annotations

@@ -1,45 +1,6 @@
 """Cross-frame self-attention for stage 4 (temporal co-denoising), as diffusers attention processors.
 
-Only the self-attention layers of the UNet (``attn1`` of every ``BasicTransformerBlock``) are
-replaced; cross-attention (``attn2``) keeps its processor. In a self-attention layer every frame
-keeps its own queries; the mode decides which frames its keys and values come from:
-
-=================  ===============================================================================
-mode               keys/values of frame f (position p in its group of size M, starting at s)
-=================  ===============================================================================
-``none``           f itself: plain self-attention, equal to diffusers' ``AttnProcessor2_0``
-``first``          the group's first frame s (Text2Video-Zero, Khachatryan et al. 2023)
-``sparse-causal``  [first s, previous max(f - 1, s)] (Tune-A-Video, Wu et al. 2023); frame s
-                   attends to [s, s], which is the same attention as to s alone
-``middle``         the group's middle frame s + M // 2 (Gen-L-Video's anchor, Wang et al. 2023);
-                   for even M the later of the two middle frames
-``global``         one anchor frame for the whole video, recorded once per denoising step by a
-                   separate UNet forward inside :meth:`CrossFrameAttention.record_anchor`
-=================  ===============================================================================
-
-The frame's own tokens are NOT among the keys in any anchor mode (``first``, ``middle``,
-``global``, and ``sparse-causal`` beyond its first frame), by default: this is what
-Text2Video-Zero and Tune-A-Video do, and it is what makes the modes consistent -- every frame
-reads its appearance from the same keys/values, so a frame cannot keep its own (flickering)
-appearance by attending to itself, and the anchor frame computes plain self-attention, so its own
-output is unchanged. ``include_self=True`` appends the frame's own keys/values ([anchor, self]),
-a weaker coupling kept for ablations.
-
-Batch layout. The UNet is called on a batch that is a concatenation of groups (clips), each a run
-of consecutive frames, possibly doubled by classifier-free guidance (all uncond groups, then all
-cond groups). :meth:`CrossFrameAttention.set_groups` tells the controller this layout before the
-forward; it holds until the next call. Hidden states inside a layer are ``(frames, tokens,
-channels)``; the key/value gather is one ``index_select`` over a precomputed ``(frames, sources)``
-table, no Python loop over frames or groups.
-
-Usage::
-
-    with cross_frame_attention(unet, "global") as xattn:
-        for t in timesteps:
-            with xattn.record_anchor():
-                unet(anchor_latents, t, anchor_text)        # batch [uncond_anchor, cond_anchor]
-            xattn.set_groups([M] * 2 * n_clips, anchor_index=[0] * n_clips + [1] * n_clips)
-            eps = unet(clip_latents, t, clip_text).sample
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.method.attention`.
 """
 
 from __future__ import annotations

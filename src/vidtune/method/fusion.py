@@ -1,19 +1,6 @@
 """Stage 2 math (docs/method.md, stage 2; the paper's eq. 10-11): average fusion of backgrounds.
 
-At the fusion step t, every frame's background is replaced by an average of the backgrounds of
-K sampled frames:
-
-    B^i(p)  = sum_k M_b^k(p) X^k(p) / sum_k M_b^k(p)          over the K frames sampled for i   (eq. 10)
-    X~^i    = w_f M_f^i X^i + M_b^i (w_b B^i + (1 - w_b) X^i)                                     (eq. 11)
-
-X is either the predicted clean latent x0 (default: fused, then re-noised with each frame's own
-predicted noise, DDIM-consistent) or the noisy latent z_t itself (the paper's form; the noise that
-averaging removes is put back with fresh noise). Everything here is pure: tensors in, tensors
-out, no modules and no I/O.
-
-Layouts: frames ``(frames, channels, height, width)``; masks ``(frames, 1, height, width)`` in
-[0, 1] at the frames' resolution, M_f + M_b = 1; ``sample_idx`` ``(frames, K)`` int64, row i
-the frames whose backgrounds frame i averages.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.method.fusion`.
 """
 
 from __future__ import annotations

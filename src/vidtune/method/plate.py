@@ -1,39 +1,6 @@
 """Background plate in pixel space: the decoded frames' backgrounds made equal again (pure math).
 
-Why: stages 2 and 4 make the backgrounds' *latents* equal across the frames of a prompt segment
-(eq. 10-11 at every step; measured on the benchmark: consecutive frames' background latents differ
-by 0.3% of their std), yet the decoded backgrounds still flicker, 1.2 grey levels far (> 10 px) from
-the figure. The VAE decoder is not local: its receptive field and its mid-block attention span the
-frame, so the same background latent decodes a little differently wherever the figure stands. This
-module removes what decoding adds, after decoding:
-
-    P_s(p)  = sum_i o_is M_b^i(p) I^i(p) / sum_i o_is M_b^i(p)           segment s's plate (eq. 10 on pixels)
-    O^i     = P_s(i)                        the plate of frame i's own segment s(i)
-    P^i     = sum_s m_is P_s / sum_s m_is   (over the segments that see p)   what frame i's background becomes
-    a^i(p)  = max(M_f^i(p) dilated, clip((|I^i(p) - O^i(p)|_inf - lo) / (hi - lo), 0, 1))
-    I~^i    = a^i I^i + (1 - a^i) P^i
-
-with M_b = 1 - M_f dilated by ``dilate`` pixels, ``o`` one-hot (every frame in its own segment) and
-``m`` the segments' transition weights (`vidtune.method.segments.transition_weights`). The difference key
-``a`` keeps every pixel its own plate does not explain (by more than ``lo`` grey levels, fully beyond
-``hi``): a limb the segmenter missed, a shadow, anything that moves, so the plate never paints over the
-figure and never makes it translucent; it snaps to the plate only what already nearly equals it.
-
-Without a schedule (one segment) P^i = O^i. Under a schedule with transitions, a frame near a boundary
-was generated in its own segment's scene (stage 4 keeps it there), and here its background dissolves
-to the next scene: P^i mixes the plates (those filled where their segment rarely saw background,
-`filled_plates`), and the background part of the kept pixels around the figure moves with them,
-
-    I~^i   += a^i (1 - M_f^i) (1 - k^i) (P^i - O^i)      (k^i: the key alone; only in a transition)
-
-so a limb the key keeps (k = 1) keeps its colour and the ring the mask's dilation protects loses its
-own scene's tint; the figure itself (the rest of a^i) is scaled by one factor per frame, the ratio of
-its segments' mean figure brightnesses, mixed by m, to its own segment's (`figure_gains`: night darkens
-it). A cross-fade of two clean pictures, where a blend of the two scenes' latents decoded to smeared
-shapes.
-
-Layouts: frames ``(frames, height, width, 3)`` uint8; masks ``(frames, height, width)`` float in
-[0, 1] (1 = foreground); weights ``(frames, segments)``.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.method.plate`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
 """Prompt segments and transitions (pure): which frames share a prompt, and how a video moves
 from one prompt's segment to the next.
 
-A prompt schedule ({start_frame: prompt}) cuts the video into segments of consecutive frames
-with one prompt each. Average fusion (stage 2) averages backgrounds within a segment only: a
-snowy field must not be averaged with a beach. Stage 4 makes the change gradual: over
-`width` frames centred on each boundary, the frame's prompt embedding and its background target
-move linearly from one segment's to the next (prompt travel), instead of a cut between two
-frames.
-
-Layouts: ``segments`` a list of ``(start, end)`` half-open frame ranges covering 0..N-1 in
-order; transition weights ``(frames, segments)`` float32, each row summing to 1.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.method.segments`.
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
 """Stage 4 math (docs/method.md, stage 4): clip windows, merge weights, prompt-to-clip assignment.
 
-Temporal co-denoising (Gen-L-Video) splits a video of N frames into overlapping clips of M
-frames with stride S, predicts the noise of every clip, and merges the predictions per frame:
-
-    eps(f) = sum_k w_k(f) eps_k(f) / sum_k w_k(f)                      (docs/method.md, stage 4)
-
-then takes ONE scheduler step on the whole video. Everything here is pure: numbers and tensors
-in, numbers and tensors out, no modules and no I/O.
-
-Layouts: a window is a half-open frame range ``(start, end)``; frame weights are
-``(clips, frames)``; pixel weights ``(clips, frames, 1, height, width)``; a clip's prediction
-``(clip_frames, channels, height, width)``; the merged video ``(frames, channels, height, width)``.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.method.windows`.
 """
 
 from __future__ import annotations

@@ -1,18 +1,6 @@
 """Stage 4 — inter-frame consistency: temporal co-denoising of the whole video (Gen-L-Video).
 
-The video is denoised as clips of M frames (one prompt per clip) by the (tuned) UNet with
-cross-frame attention inside each clip. Every step: the step's clips (`ClipSchedule.at`), eps of
-every clip (clips batched up to `codenoise.max_batch_frames`), merged per frame with the merge
-weights, then ONE scheduler step on the whole video (right for every scheduler; docs/method.md, stage 4).
-
-Which clips (``codenoise.mode``): ``shifted`` (the default) cuts the video into non-overlapping clips
-whose boundaries move from step to step (`vidtune.method.windows.shifted_windows`): one UNet evaluation per
-frame per step; ``overlap`` is Gen-L-Video's overlapping clips of stride S, the same every step (M / S
-evaluations per frame per step). Measured on the demo model (bench/results/codenoise_speed.md):
-the same background flicker, warping error, seams and pose IoU, at about half the cost.
-
-Memory: the whole video's latents are small; activations are per batch of clips; decoding streams to
-PNG frames and an mp4.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.stages.codenoise`.
 """
 
 from __future__ import annotations

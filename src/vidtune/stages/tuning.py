@@ -1,40 +1,6 @@
 """Stage 3 — combined tuning: fine-tune the UNet on the fused frames (docs/method.md; the paper's eq. 6, 15, 16, 20).
 
-Data: stage 2's fused clean latents x^_0^i (N, C, h, w), each frame's prompt embedding e_i, its
-adapter features F(c_i) and its masks M_f^i, M_b^i = 1 - M_f^i (latent resolution). A step draws
-frames, t ~ U{0, ..., T-1} and eps ~ N(0, I), forms z_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
-with the DDPM training schedule, predicts eps_theta(z_t, t, e_i, F(c_i)) and minimises the
-combined loss (eq. 20, one value per sample, `vidtune.method.losses.combined_loss`), averaged over the
-batch.
-
-Trainable sets (`tuning.trainable`, registry `TRAINABLE`): ``full`` UNet (the paper), ``lora``
-(peft LoRA of rank r, alpha = r, on the attention projections to_q/to_k/to_v/to_out.0) or
-``attention`` (the attn1/attn2 to_q weights only, as Tune-A-Video). Everything else stays frozen.
-
-The run folder's ``stage3/``::
-
-    checkpoints/step_000100/   trainable.safetensors  (trainable parameters, fp32)
-                               optimizer.pt           (AdamW + GradScaler state, batch generator)
-                               state.json             (step, run key, loss history)
-    loss.csv  loss.png         loss per optimizer step
-    unet/                      full:      save_pretrained folder (safetensors)
-    unet_lora.safetensors      lora:      peft LoRA weights, keys "unet.<module>.lora_A.weight"
-    unet_lora_config.json                 rank, alpha, targets (the .safetensors also loads with
-                                          diffusers' `StableDiffusionPipeline.load_lora_weights`)
-    unet_attention.safetensors attention: the to_q weights by parameter name
-    tuning.json                what was trained: kind, rank, steps, final loss, seconds per step
-
-After `run`, ``components.unet`` IS the tuned model (in eval mode, frozen, in its original dtype).
-With LoRA the adapter "vidtune" stays active and unmerged: reloading it with `apply_tuned` then
-gives the same model bit for bit, and applying it twice is harmless (the weights are overwritten,
-never added twice). A merge would save a few percent of stage 4's time but could not be undone.
-
-Under torchrun (`vidtune.distributed`) the UNet trains as DistributedDataParallel with the effective
-batch of one process: every rank draws the whole batch (frames, t, eps) from the same generator, computes
-the loss of its contiguous share of it, and weighs its loss sum by K/B so that DDP's average of the K
-gradients is the gradient of the whole batch's mean loss; the logged loss is the whole batch's (one
-all-reduce). Every rank then takes the same optimizer step. Rank 0 alone writes checkpoints and
-loss.csv; the others load the checkpoint rank 0 resumes from, so a run resumes with any K.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.stages.tuning`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """Weight-free adherence checks of generated frames against the synthetic world's ground truth.
 
-- pose adherence: IoU between a colour-keyed figure mask of the generated frame (saturated
-  pixels of the prompt colour's hue) and the rendered ground-truth mask of that pose's clothes
-  (torso, arms, legs: `SyntheticSequence.clothes_masks`) (`pose_iou`);
-- prompt adherence: the figure colour (majority hue vote inside the ground-truth figure mask,
-  `classify_figure_colour`) and the scene type and time of day (nearest class centroid of the
-  ground / horizon / sky colours outside the figure, centroids measured on rendered scenes,
-  `classify_scene`) recognised in the generated frame.
-
-The scenes are drawn in muted colours and the figure in saturated ones (see `grammar`), which is
-what makes colour keying work. All functions take uint8 RGB frames (H, W, 3).
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.demo.synthetic.adherence`.
 """
 
 from __future__ import annotations

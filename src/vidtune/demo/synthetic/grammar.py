@@ -1,20 +1,6 @@
 """The prompt grammar of the synthetic world: sample a prompt, parse it back into attributes.
 
-    prompt   := "a" COLOUR "figure" [SHIRT] [TROUSERS] [HAT] [MOTION_ING] SCENE_PHRASE TIME_PHRASE
-    SHIRT    := "in a" ("plain" | "striped" | "two tone") "shirt"
-    TROUSERS := "in" ("dark" | "black" | "white" | "khaki") "trousers"
-    HAT      := "with a" COLOUR "hat" | "with no hat"     a hat in a second colour (not the figure's)
-    e.g.      "a red figure dancing on a snowy field at night"
-              "a blue figure in a striped shirt with a yellow hat in a city street during the day"
-
-The identity (shirt, trousers, hat: `vidtune.demo.synthetic.identity`) is what a per-frame model can
-get wrong from frame to frame while the colour word holds. A prompt that names an attribute fixes
-it; one that leaves it open lets the world draw it once per video, so the ground truth keeps it
-constant, while a model that sees only the prompt may draw another value in every frame.
-
-Every prompt the grammar samples parses back to the attributes it was sampled from, so a
-rendered frame always matches its prompt. The colours, scenes and times here are also the
-classes that `vidtune.demo.synthetic.adherence` recognises in generated frames.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.demo.synthetic.grammar`.
 """
 
 from __future__ import annotations

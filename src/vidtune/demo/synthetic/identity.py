@@ -1,21 +1,6 @@
 """The figure's identity: what a prompt may name or leave open, drawn once per video.
 
-Three attributes a 64 px frame can show, each with several values:
-
-=========  ==========================================  =======================================
-attribute  values                                       drawn as
-=========  ==========================================  =======================================
-shirt      plain, striped, two-tone                     three white bands across the torso;
-                                                        two-tone: the shirt's top half white
-trousers   dark, black, white, khaki                    dark: the shirt's hue, darker (as before)
-hat        none, or one of the figure colours           a crown and brim in that colour (never
-           other than the figure's                      the figure's own colour)
-=========  ==========================================  =======================================
-
-A prompt names an attribute ("in a striped shirt", "in khaki trousers", "with a blue hat", "with no
-hat") or leaves it open. An open attribute is drawn at random, once per video (`resolve_identity`),
-so the ground truth keeps it constant while a per-frame model, which sees only the prompt, may draw
-a different value in every frame: the identity drift the method's stages 3 and 4 must remove.
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.demo.synthetic.identity`.
 """
 
 from __future__ import annotations

@@ -1,20 +1,6 @@
 """Per-frame read-out of the figure's identity (shirt, trousers, hat) from a generated frame.
 
-The ground truth's body-part labels (`SyntheticSequence.parts`) say where, in a frame that follows
-the pose, the torso, the legs and the top of the head are; the generated frame's pixels there say
-what was drawn:
-
-- shirt: unsaturated bright pixels on the torso, in its top, middle and bottom thirds of rows.
-  A white top over a coloured bottom is two-tone, white elsewhere striped, little white plain;
-- trousers: the median colour of the legs, nearest in CIE-Lab to each trousers colour lit for the
-  time of day (dark: the shirt's hue at `figure.TROUSER_SHADE`);
-- hat: the share of the head's top (hair and hat, grown by a pixel) keyed as one of the figure
-  colours other than the figure's own (`adherence.keyed_figure_mask`); below `HAT_MIN_SHARE`: none.
-
-A read is None where the truth shows too little of the part (a leg hidden behind the body, a torso
-a few pixels wide). `identity_summary` turns a video's reads into the two numbers the instrument
-needs: how often a named attribute is drawn as named, and how often each attribute agrees with the
-video's most common read (1.0 = the identity never changes).
+Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.demo.synthetic.readout`.
 """
 
 from __future__ import annotations

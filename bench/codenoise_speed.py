@@ -1,4 +1,4 @@
-"""Stage 4's speed against Gen-L-Video's loop, at the same quality (issue 13). Run by hand, under cpulock:
+"""Stage 4's speed against Gen-L-Video's loop, at the same quality. Run by hand, under cpulock:
 
     python bench/codenoise_speed.py --quick                      # 3 sequences x 64 frames, demo presets
     python bench/codenoise_speed.py --quick --clip-length 16 --stride 8

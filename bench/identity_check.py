@@ -1,4 +1,4 @@
-"""The instrument check (issue 32, item 3) from two `vidtune ablate` runs: does the demo world and
+"""The instrument check from two `vidtune ablate` runs: does the demo world and
 model show identity drift frame by frame (a), draw named attributes as named (b), and does its
 self-attention carry appearance (c)?
 

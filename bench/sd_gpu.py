@@ -1,5 +1,5 @@
 """vidtune at Stable Diffusion v1-4's size on one GPU: each stage's frames per second, peak GPU memory at
-16 / 64 / 256 frames, and the fraction of the bf16 FLOP floor the UNet reaches (issue 13, item 5).
+16 / 64 / 256 frames, and the fraction of the bf16 FLOP floor the UNet reaches.
 
     python bench/sd_gpu.py [--frames 16,64,256] [--dtype bf16] [--out bench/results/gpu.md]
     python bench/sd_gpu.py --tiny        # the same code path on tiny random components on the CPU (smoke test)
@@ -162,7 +162,7 @@ def run_frames(pipe, frames: int, size: int, device, counter: EvalCounter) -> li
 
 def report(rows: list[dict], peak: float, peak_source: str, args, header: str) -> str:
     lines = [
-        "# vidtune at SD v1-4 size on one GPU (issue 13, item 5)",
+        "# vidtune at SD v1-4 size on one GPU",
         "",
         f"`python bench/sd_gpu.py {' '.join(sys.argv[1:])}`".replace("` ", "`"),
         "",

@@ -558,7 +558,7 @@ def test_pipeline_stages_1_2_4_keep_every_frame(comps, model_dir, shared_dir, tm
 
 
 def test_stage4_merge_weights_are_stored_per_clip_in_linear_memory():
-    """Issue 14, item 8: a dense clips x frames matrix would be 12,500 x 100,000 here (5 GB in fp32)."""
+    """A dense clips x frames matrix would be 12,500 x 100,000 here (5 GB in fp32)."""
     plan = plan_clips(CodenoiseConfig(mode="overlap", clip_length=16, stride=8), 100_000, PROMPT)
     assert sum(w.numel() for w in plan.weights) == sum(e - s for s, e in plan.windows)
     dense = plan_clips(CodenoiseConfig(mode="overlap", clip_length=4, stride=2), 9, PROMPT)

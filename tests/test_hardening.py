@@ -1,4 +1,4 @@
-"""Issue 14 (hardening): every case of the issue, through the `vidtune` command on the tiny model.
+"""Hardening: every bad input and interrupted run, through the `vidtune` command on the tiny model.
 
 One finished run folder (all four stages, 6 frames of 32x32, 2 steps) is made once per module;
 each test works on a copy of it (copies keep the files' modification times).

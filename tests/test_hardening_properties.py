@@ -1,4 +1,4 @@
-"""Issue 14: property tests over mutated real OpenPose JSON and over random TOML configs.
+"""Property tests over mutated real OpenPose JSON and over random TOML configs.
 
 Every generated input either works or gives one `VidtuneError` line; never another exception,
 never accepted inputs that make a blank pose map or a schedule that cannot be sampled. They

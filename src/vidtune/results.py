@@ -161,7 +161,7 @@ class FusionResult:
     """Stage 2: the fused video. x0: its final latents; z_fused: the latents right after the fusion at
     step t; fg: the foreground masks it fused with (stage 1's); weights: the fusion weights used
     (w_f, w_b, space, segments, ...); frames: the decoded frames; fg_pixel (N, H, W): stage 1's masks
-    at pixel resolution (the background plate's; None in run folders made before it was kept)."""
+    at pixel resolution (the background plate's; None for a result built without them)."""
 
     x0: torch.Tensor
     z_fused: torch.Tensor
@@ -193,10 +193,7 @@ class FusionResult:
         folder = Path(folder)
         t = _load_tensors(folder / A.LATENTS, "1,2")
         _require(t, ("x0", "z_fused"), folder / A.LATENTS, "1,2")
-        # Run folders made before stage 2 kept its masks have them in stage 1's latents only.
         masks = folder / A.STAGE_MASKS
-        if not masks.is_file() and (folder.parent / A.stage_dir(1) / A.LATENTS).is_file():
-            masks = folder.parent / A.stage_dir(1) / A.LATENTS
         fg = _load_tensors(masks, "1,2")
         _require(fg, ("fg",), masks, "1,2")
         weights = json.loads((folder / A.FUSION_WEIGHTS).read_text())

@@ -120,7 +120,7 @@ def background_plate(
 ) -> np.ndarray:
     """Decoded frames with their backgrounds snapped to each prompt segment's pixel plate (`vidtune.method.plate`,
     ``fusion.plate*``). The masks are stage 1's pixel masks, or the latent masks upsampled (nearest)
-    for a run folder made before stage 2 kept the pixel ones."""
+    for a result built without the pixel ones."""
     from vidtune.method.plate import PlateConfig, composite
 
     if not cfg.plate:

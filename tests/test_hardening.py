@@ -545,7 +545,8 @@ def test_evaluate_one_frame_explains_the_dashes(tmp_path, capsys):
 
 @pytest.mark.parametrize("kind", ["uniform", "triangular", "gaussian"])
 def test_per_clip_merge_weights_equal_the_dense_ones(kind):
-    from vidtune.method.windows import clip_merge_weights, clip_windows, frame_merge_weights, plan_text
+    from vidtune.method.windows import clip_merge_weights, clip_windows, frame_merge_weights
+    from vidtune.plan import plan_text
 
     n = 37
     windows = clip_windows(n, 16, 6)

@@ -17,10 +17,10 @@ from vidtune.method.windows import (
     majority_prompts,
     merge_predictions,
     pixel_merge_weights,
-    plan_text,
     shift_offset,
     shifted_windows,
 )
+from vidtune.plan import plan_text
 
 KINDS = sorted(MERGE_WEIGHTS)
 

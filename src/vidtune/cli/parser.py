@@ -1,31 +1,26 @@
-"""The `vidtune` command: run, plan, demo, evaluate, ablate, poses, models, train-demo.
-
-User errors (VidtuneError) and the system's refusals (OSError: a read-only or full disk, a
-path under a file) print one line naming the path or key and the fix and exit with status 2;
-no traceback.
-
-Under torchrun (`torchrun --nproc-per-node K --no-python vidtune run ...`) `vidtune run` joins the
-process group (`vidtune.distributed.launch`); rank 0 alone prints. An error on any rank, whatever its
-kind, prints its one line (with the rank) and every rank exits with status 2 (`distributed.fail`).
-"""
+"""The whole `vidtune` command line: every command and option, with its help; imports no torch."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
-import math
-import shutil
-import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-from vidtune.errors import VidtuneError
-
-DEFAULT_FPS = 8.0  # vidtune.inputs.DEFAULT_FPS (that module imports numpy; the parser stays light)
-DEMO_PROMPT = "a red figure walking on a snowy field during the day"  # vidtune.demo.command.DEFAULT_PROMPT
-DEMO_STEPS = 20  # sampling.steps in src/vidtune/demo/model/vidtune.toml
-DEMO_MOTIONS = ("walk", "run", "wave", "jump", "dance", "squat", "turn")  # vidtune.demo.synthetic.MOTIONS
+from vidtune.cli.commands import (
+    DEFAULT_FPS,
+    DEMO_MOTIONS,
+    DEMO_PROMPT,
+    DEMO_STEPS,
+    cmd_ablate,
+    cmd_demo,
+    cmd_evaluate,
+    cmd_models_make_tiny,
+    cmd_plan,
+    cmd_poses_extract,
+    cmd_poses_render,
+    cmd_run,
+    cmd_serve,
+    cmd_train_demo,
+)
 
 
 def _stages(text: str) -> list[int]:
@@ -43,9 +38,16 @@ def _stages(text: str) -> list[int]:
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     """The flags `run` and `plan` share; each names the config field it sets and that field's default."""
+    _add_source_flags(p)
+    _add_generation_flags(p)
+    _add_video_flags(p)
+
+
+def _add_source_flags(p: argparse.ArgumentParser) -> None:
+    """The config file, the model, adapter and SAM, and the pose source."""
     from vidtune import config as C
 
-    m, i, s, c = C.ModelConfig, C.InputConfig, C.SamplingConfig, C.CodenoiseConfig
+    m = C.ModelConfig
     p.add_argument(
         "config",
         nargs="?",
@@ -81,6 +83,13 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help="pose source: OpenPose JSON folder, pose-image folder, pose video or RGB video of a person "
         "(inputs.poses; required unless the config sets it)",
     )
+
+
+def _add_generation_flags(p: argparse.ArgumentParser) -> None:
+    """Prompts, guidance, device and dtype, and stage 4's clips and attention."""
+    from vidtune import config as C
+
+    m, s, c = C.ModelConfig, C.SamplingConfig, C.CodenoiseConfig
     p.add_argument("--prompt", metavar="TEXT", help="text prompt of the whole video (inputs.prompt; default: empty)")
     p.add_argument(
         "--prompts",
@@ -127,6 +136,13 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help=f"stage 4's cross-frame attention: whose keys and values each frame reads (codenoise.attention; "
         f"default: {c.attention})",
     )
+
+
+def _add_video_flags(p: argparse.ArgumentParser) -> None:
+    """Frames, frame rate, steps, seed and frame size."""
+    from vidtune import config as C
+
+    i, s = C.InputConfig, C.SamplingConfig
     p.add_argument(
         "--frames",
         type=int,
@@ -159,263 +175,6 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help=f"frame width in pixels, a multiple of 8 (inputs.width; default: {i.width})",
     )
-
-
-def read_prompt_file(path: str) -> dict[str, str]:
-    """A prompt schedule file (``--prompts``): JSON or TOML, first frame -> prompt; one-line errors."""
-    import json
-    import tomllib
-
-    p = Path(path)
-    kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
-    fix = 'give a JSON or TOML table of first frame -> prompt, e.g. {"0": "a man walking", "48": "a man running"}'
-    if not p.is_file():
-        raise VidtuneError(f"--prompts {path}: no such file; {fix}")
-    try:
-        table = json.loads(p.read_text()) if kind == "JSON" else tomllib.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise VidtuneError(f"--prompts {path}: not valid {kind} ({str(exc).splitlines()[0]}); {fix}") from None
-    if not isinstance(table, dict) or not table:
-        raise VidtuneError(f"--prompts {path}: not a table of frames; {fix}")
-    for key, value in table.items():
-        if not str(key).strip().isdigit() or not isinstance(value, str):
-            raise VidtuneError(f"--prompts {path}: entry {key!r} = {value!r} is not frame number -> prompt; {fix}")
-    return {str(int(k)): v for k, v in table.items()}
-
-
-def check_fps(fps: float | None, flag: str = "--fps") -> None:
-    """A frame rate flag, when given, is a finite number > 0 (else one line naming the flag)."""
-    if fps is not None and not (math.isfinite(fps) and fps > 0):
-        raise VidtuneError(
-            f"{flag} {fps:g}: frames per second must be a number > 0, e.g. {flag} 8; "
-            "omit it to keep the pose source's rate"
-        )
-
-
-def check_out_folder(path: str | Path, flag: str = "--out") -> None:
-    """Before any work: no file stands where the output folder (or a folder above it) must be."""
-    out = Path(path)
-    for part in (out, *out.parents):
-        if not part.exists():
-            continue
-        if not part.is_dir():
-            what = "is a file" if part == out else f"{part} is a file"
-            raise VidtuneError(
-                f"{flag} {path}: {what}, not a folder; give a folder path (a new folder, or an earlier one to resume)"
-            )
-        return
-
-
-def build_config(args: argparse.Namespace):
-    """The run's config (`vidtune.model_choice.run_config`): defaults, the model folder's presets, then
-    the config file, the flags and the --set overrides, in that order."""
-    from vidtune import config as C
-    from vidtune.model_choice import run_config
-
-    check_fps(getattr(args, "fps", None))
-    flags = []
-    for flag, key in [
-        ("model", "model.path"),
-        ("adapter", "model.adapter"),
-        ("sam", "model.sam"),
-        ("poses", "inputs.poses"),
-        ("prompt", "inputs.prompt"),
-        ("frames", "inputs.frames"),
-        ("fps", "inputs.fps"),
-        ("steps", "sampling.steps"),
-        ("height", "inputs.height"),
-        ("width", "inputs.width"),
-        ("negative_prompt", "inputs.negative_prompt"),
-        ("guidance", "sampling.guidance"),
-        ("device", "model.device"),
-        ("dtype", "model.dtype"),
-        ("clip_length", "codenoise.clip_length"),
-        ("stride", "codenoise.stride"),
-        ("attention", "codenoise.attention"),
-    ]:
-        value = getattr(args, flag, None)
-        if value is not None and flag in ("model", "adapter", "sam", "poses") and Path(value).exists():
-            value = str(Path(value).resolve())  # as the run folder's config.toml loads back (config.portable)
-        if value is not None:
-            flags.append(f"{key}={value}")
-    if getattr(args, "allow_pickle", False):
-        flags.append("model.allow_pickle=true")
-    if getattr(args, "prompts", None) is not None:
-        flags += C.as_overrides({"inputs": {"prompts": read_prompt_file(args.prompts)}})
-    if getattr(args, "seed", None) is not None:
-        flags += C.seed_overrides(args.seed)
-    from_file = C.file_overrides(args.config) if args.config else []
-    return run_config([from_file, flags, list(args.overrides)])
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from vidtune import config as C
-    from vidtune import validate
-
-    cfg = build_config(args)
-    if args.print_config:
-        from vidtune.config import to_toml
-
-        print(to_toml(cfg), end="")
-        return 0
-    out = Path(args.out or Path("runs") / (Path(args.config).stem if args.config else "run"))
-    check_out_folder(out)
-    validate.check_config(cfg)  # before torch is imported; the pipeline checks again against the inputs
-    from vidtune import distributed
-    from vidtune.api import VidtunePipeline
-
-    with distributed.launch(cfg.model.device) as world, _cleaned_up_if_no_stage_started(out):
-        result = VidtunePipeline.from_config(cfg)(
-            config=cfg, run_dir=out, stages=args.stages or C.STAGE_NUMBERS, progress=not args.quiet, log=print
-        )
-        if world.is_main:
-            print(result.summary.line())
-    return 0
-
-
-@contextlib.contextmanager
-def _cleaned_up_if_no_stage_started(out: Path) -> Iterator[None]:
-    """A run that fails before any stage began leaves no folder behind that it created itself (it
-    would hold only the config and the prepared inputs, both remade in seconds); a folder that
-    existed before, or one where a stage started, is kept as it is so that nothing is lost."""
-    existed = out.exists()
-    try:
-        yield
-    except BaseException:
-        if not existed and out.is_dir() and not any(p.name.startswith("stage") for p in out.iterdir()):
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    from vidtune.plan import measure_unet_seconds, plan_report
-
-    cfg = build_config(args)
-    print(plan_report(cfg, measure_unet_seconds(cfg) if args.measure else None))
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    check_out_folder(args.out)
-    if args.steps is not None and args.steps < 1:
-        raise VidtuneError(f"--steps {args.steps}: the number of sampling steps must be >= 1; e.g. --steps 20")
-    if args.frames < 1:
-        raise VidtuneError(f"--frames {args.frames}: the demo needs at least one frame; e.g. --frames 24")
-    from vidtune.demo.command import run_demo
-
-    run_demo(
-        out=args.out,
-        frames=args.frames,
-        motion=args.motion,
-        prompt=args.prompt,
-        seed=args.seed,
-        steps=args.steps,
-        overrides=args.overrides,
-        progress=not args.quiet,
-    )
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from vidtune import atomic
-    from vidtune.evaluation.evaluate import evaluate_video, format_table
-
-    if args.json:
-        check_writable_file(args.json, "--json")
-    result = evaluate_video(
-        args.video,
-        masks=args.masks,
-        prompt=args.prompt,
-        clip=args.clip,
-        dino=args.dino,
-        reference=args.reference,
-        bucket=args.bucket,
-    )
-    print(format_table(result))
-    if args.json:
-        atomic.write_json(args.json, result)
-        print(f"vidtune: metrics written to {args.json}")
-    return 0
-
-
-def check_writable_file(path: str, flag: str) -> None:
-    """Before any work: the file's folder exists and a file can be created in it (else one line naming it)."""
-    import tempfile
-
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise VidtuneError(f"{flag} {path}: the folder {folder} does not exist; create it or write elsewhere")
-    if Path(path).is_dir():
-        raise VidtuneError(f"{flag} {path}: is a folder; give a file path")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise VidtuneError(
-            f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc}); give a writable file path"
-        ) from None
-
-
-def cmd_ablate(args: argparse.Namespace) -> int:
-    check_out_folder(args.out)
-    from vidtune.benchmark import run_ablation
-
-    run_ablation(args.config, out=args.out, overrides=args.overrides, progress=not args.quiet, suite=args.suite)
-    return 0
-
-
-def cmd_poses_render(args: argparse.Namespace) -> int:
-    check_fps(args.fps)
-    from vidtune.poses import render_to_folder
-
-    print(
-        render_to_folder(
-            args.src,
-            args.out,
-            height=args.height,
-            width=args.width,
-            num_frames=args.frames,
-            fps=args.fps,
-            framing=args.framing,
-        )
-    )
-    return 0
-
-
-def cmd_poses_extract(args: argparse.Namespace) -> int:
-    from vidtune.pose_extract import ExtractOptions, extract_to_folder
-    from vidtune.smoothing import OneEuroParams
-
-    options = ExtractOptions(
-        layout=args.format,
-        min_visibility=args.min_visibility,
-        smooth=args.smooth,
-        one_euro=OneEuroParams(min_cutoff=args.min_cutoff, beta=args.beta),
-    )
-    print(extract_to_folder(args.src, args.out, options))
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from vidtune.app.server import serve
-
-    serve(host=args.host, port=args.port, runs=args.runs, model=args.model)
-    return 0
-
-
-def cmd_models_make_tiny(args: argparse.Namespace) -> int:
-    from vidtune.testing import make_tiny
-
-    path = make_tiny(args.dir, seed=args.seed)
-    print(f"vidtune: tiny random components written to {path}")
-    return 0
-
-
-def cmd_train_demo(args: argparse.Namespace) -> int:
-    check_out_folder(args.out)
-    from vidtune.demo.train import run_from_args
-
-    return run_from_args(args)
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -475,6 +234,20 @@ def make_parser() -> argparse.ArgumentParser:
             name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_HelpFormatter
         )
 
+    _add_run_command(command)
+    _add_plan_command(command)
+    _add_demo_command(command)
+    _add_evaluate_command(command)
+    _add_ablate_command(command)
+    _add_poses_command(command)
+    _add_serve_command(command)
+    _add_models_command(command)
+    _add_train_demo_command(command)
+    return parser
+
+
+def _add_run_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """`vidtune run`."""
     p = command("run", "run the four stages into a run folder (a rerun resumes it)")
     _add_run_flags(p)
     p.add_argument(
@@ -498,6 +271,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
+
+def _add_plan_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """`vidtune plan`."""
     p = command("plan", "print stage 4's clips, prompts, merge weights and cost (loads no model)")
     _add_run_flags(p)
     p.add_argument(
@@ -507,6 +283,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_plan)
 
+
+def _add_demo_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """`vidtune demo`."""
     p = command("demo", "the whole method on the embedded demo model and a synthetic pose sequence")
     p.add_argument(
         "--out",
@@ -551,6 +330,9 @@ def make_parser() -> argparse.ArgumentParser:
     _add_quiet(p)
     p.set_defaults(func=cmd_demo)
 
+
+def _add_evaluate_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """`vidtune evaluate`."""
     p = command("evaluate", "consistency metrics of a video or frame folder (a table; --json for a file)")
     p.add_argument("video", help="video file (mp4, gif, ...) or folder of png/jpg frames")
     p.add_argument(
@@ -572,6 +354,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON to FILE")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_ablate_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """`vidtune ablate`."""
     p = command("ablate", "run the baselines and ablations and write a report")
     p.add_argument("config", nargs="?", help="TOML ablation config (default: the --suite's sequences and variants)")
     p.add_argument(
@@ -591,6 +376,9 @@ def make_parser() -> argparse.ArgumentParser:
     _add_quiet(p)
     p.set_defaults(func=cmd_ablate)
 
+
+def _add_poses_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """`vidtune poses`."""
     poses = _commands(
         command("poses", "pose utilities: render skeletons, extract keypoints from footage"), "poses_command"
     )
@@ -654,6 +442,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_poses_extract)
 
+
+def _add_serve_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """`vidtune serve`."""
     p = command("serve", "the local web app (Gradio): upload poses or footage, run, watch, compare")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
@@ -672,77 +463,20 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
+
+def _add_models_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """`vidtune models`."""
     models = _commands(command("models", "model utilities: tiny random components for tests"), "models_command")
     p = command("make-tiny", "write tiny random components in the diffusers folder layout", models)
     p.add_argument("dir", help="output folder of the model")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random weights (default: %(default)s)")
     p.set_defaults(func=cmd_models_make_tiny)
 
+
+def _add_train_demo_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """`vidtune train-demo`."""
     p = command("train-demo", "train the embedded demo model on the synthetic world")
     from vidtune.demo.train_options import add_arguments as add_train_demo_arguments
 
     add_train_demo_arguments(p)
     p.set_defaults(func=cmd_train_demo)
-    return parser
-
-
-# What to do about an OSError, by errno.
-_OS_FIXES = {
-    errno.ENOSPC: "free some space or write elsewhere (--out)",
-    errno.EDQUOT: "free some space or write elsewhere (--out)",
-    errno.EROFS: "the file system is read-only; write elsewhere (--out)",
-    errno.EACCES: "no permission; write elsewhere or fix the permissions",
-    errno.EPERM: "not permitted; write elsewhere or fix the permissions",
-    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
-    errno.ENOENT: "check that the path exists",
-    errno.EISDIR: "the path is a folder; give a file path",
-}
-
-
-def os_error_line(exc: OSError, args: argparse.Namespace) -> str:
-    """One line for an OSError: the path (or the output folder when the error names none), what, the fix."""
-    where = exc.filename or getattr(args, "out", None) or getattr(args, "json", None)
-    what = exc.strerror or str(exc)
-    fix = _OS_FIXES.get(exc.errno or 0, "check the path and try again")
-    return f"{where}: {what}; {fix}" if where else f"{what}; {fix}"
-
-
-def _distributed() -> bool:
-    """Whether this process runs in a torch.distributed group (without importing torch when it cannot)."""
-    if "torch" not in sys.modules:
-        return False
-    from vidtune import distributed
-
-    return distributed.current().enabled
-
-
-def _error(message: str) -> int:
-    """Print the one-line error (under torchrun: with the rank, after telling the other ranks) -> status 2."""
-    if _distributed():
-        from vidtune import distributed
-
-        message = distributed.fail(message)
-    print(f"vidtune: error: {message}", file=sys.stderr)
-    return 2
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except VidtuneError as exc:
-        return _error(str(exc))
-    except OSError as exc:
-        return _error(os_error_line(exc, args))
-    except Exception as exc:
-        if not _distributed():
-            raise
-        return _error(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
-    except KeyboardInterrupt:
-        print("vidtune: interrupted; finished stages are kept, rerun the same command to resume", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

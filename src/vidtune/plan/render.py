@@ -4,11 +4,9 @@ the evaluations, each stage's memory and (measured) time."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from vidtune.config import ModelConfig, RunConfig
-from vidtune.method.windows import Window, _check_windows, _positive_int
 from vidtune.plan.cost import _overlap_frames, evaluations_text, time_lines
 from vidtune.plan.memory import (
     _DTYPE_BYTES,
@@ -20,6 +18,11 @@ from vidtune.plan.memory import (
     stage_peaks,
 )
 from vidtune.plan.sizes import model_sizes, trainable_parameters
+
+if TYPE_CHECKING:
+    import torch
+
+    from vidtune.method.windows import Window
 
 _LEVELS = ".:-=+*#%@"  # weight in (0, 1], low -> high; a blank means the frame is not in the clip
 
@@ -38,6 +41,8 @@ def _per_clip_weights(
     weights: torch.Tensor | Sequence[torch.Tensor], windows: Sequence[Window], num_frames: int
 ) -> list[torch.Tensor]:
     """Merge weights as one (end - start,) float64 tensor per clip, from dense (clips, frames) or per-clip weights."""
+    import torch
+
     if isinstance(weights, torch.Tensor):
         if tuple(weights.shape) != (len(windows), num_frames):
             raise ValueError(f"weights must be (clips={len(windows)}, frames={num_frames}), got {tuple(weights.shape)}")
@@ -50,6 +55,8 @@ def _per_clip_weights(
 
 def _coverage(windows: Sequence[Window], num_frames: int) -> torch.Tensor:
     """How many clips cover each frame, ``(frames,)`` (a difference array: O(K + N))."""
+    import torch
+
     delta = torch.zeros(num_frames + 1, dtype=torch.int64)
     for start, end in windows:
         delta[start] += 1
@@ -134,6 +141,8 @@ def plan_text(
         num_steps: denoising steps, for the totals (None: per step only).
         width: frames per block of the weight plot.
     """
+    from vidtune.method.windows import _check_windows, _positive_int
+
     num_frames = _positive_int(num_frames, "num_frames")
     width = _positive_int(width, "width")
     _check_windows(windows, num_frames)

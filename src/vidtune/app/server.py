@@ -14,7 +14,9 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vidtune.app import jobs as app_jobs
 from vidtune.errors import VidtuneError
@@ -131,7 +133,6 @@ def build(runs: str | Path = "runs/app", model: str = "demo"):
     """The Gradio Blocks of the app (not launched); its jobs run on ``model`` (a model string)."""
     gr = _gradio()
     runs_dir = Path(runs).resolve()
-    d = _defaults(model)
     which = "the embedded demo model" if model == "demo" else f"`{model}`"
     empty = (None, None, BLANK_TABLE, None, None, None, None)  # the outputs after the status, cleared
 
@@ -143,139 +144,177 @@ def build(runs: str | Path = "runs/app", model: str = "demo"):
         )
         with gr.Row():
             with gr.Column(scale=1):
-                upload = gr.File(
-                    label="Pose source: a zip of OpenPose *_keypoints.json or pose images, a pose "
-                    "video, or an RGB video of a person",
-                    file_types=[".zip", ".json", ".mp4", ".gif", ".webm", ".avi", ".mov", ".mkv"],
-                    elem_id="upload",
-                )
-                motion = gr.Dropdown(
-                    list(MOTIONS),
-                    value="walk",
-                    elem_id="motion",
-                    label="...or, with no file, a synthetic motion (it has a ground truth)",
-                )
-                prompt = gr.Textbox(
-                    value=d["prompt"],
-                    lines=2,
-                    label="Prompt, or a schedule: lines 'FIRST_FRAME: prompt'",
-                    elem_id="prompt",
-                )
-                with gr.Accordion("Settings", open=True):
-                    frames = gr.Number(value=d["frames"], precision=0, label="frames", elem_id="frames")
-                    steps = gr.Number(value=d["steps"], precision=0, label="sampling steps", elem_id="steps")
-                    clip_length = gr.Number(
-                        value=d["clip_length"], precision=0, label="clip length (stage 4)", elem_id="clip_length"
-                    )
-                    stride = gr.Number(value=d["stride"], precision=0, label="stride (stage 4)", elem_id="stride")
-                    attention = gr.Dropdown(list(ATTENTIONS), value=d["attention"], label="cross-frame attention")
-                    trainable = gr.Dropdown(list(TRAINABLE), value=d["trainable"], label="tuning mode (stage 3)")
-                    tuning_steps = gr.Number(
-                        value=d["tuning_steps"], precision=0, label="tuning steps (stage 3)", elem_id="tuning_steps"
-                    )
-                run = gr.Button("Run", variant="primary", elem_id="run")
-                with gr.Row():
-                    past = gr.Dropdown(app_jobs.list_runs(runs_dir), label="Past runs", elem_id="past", scale=3)
-                    refresh = gr.Button("↻", scale=0, min_width=40)
-                reopen = gr.Button("Open run", elem_id="open")
+                form = _form(gr, _defaults(model), runs_dir)
             with gr.Column(scale=2):
-                # Gradio's progress bar (the stage working now) is drawn over this box, so the status stays readable
-                progress_box = gr.HTML('<div style="height: 56px"></div>', elem_id="progress")
-                status = gr.Markdown("Ready.", elem_id="status")
-                side = gr.Video(
-                    label="pose | stage 1 | final (| ground truth, for a synthetic motion)",
-                    elem_id="side-by-side",
-                    autoplay=True,
-                    loop=True,
-                    interactive=False,
-                )
-                final = gr.Video(
-                    label="final video", elem_id="final-video", autoplay=True, loop=True, interactive=False
-                )
-                metrics = gr.Dataframe(
-                    value=BLANK_TABLE,
-                    label="metrics (lower is steadier)",
-                    elem_id="metrics",
-                    interactive=False,
-                )
-                flicker = gr.Image(label="flicker per frame pair, every stage", elem_id="flicker", interactive=False)
-                bars = gr.Image(label="metrics against the ground truth", elem_id="bars", interactive=False)
-                strip = gr.Image(label="frames from each stage", elem_id="strip", interactive=False)
-                report = gr.File(label="report.html (self-contained)", elem_id="report", interactive=False)
-        outputs = [status, side, final, metrics, flicker, bars, strip, report]
-
-        def do_run(mot, up, text, n, k, m, s, att, tr, ts, progress=gr.Progress()):  # noqa: B008 - Gradio's form
-            started = time.perf_counter()
-            try:
-                req = app_jobs.JobRequest(
-                    motion=mot,
-                    upload=_upload_path(up),
-                    prompt=text or "",
-                    frames=int(n or 0),
-                    steps=int(k or 0),
-                    clip_length=int(m or 0),
-                    stride=int(s or 0),
-                    attention=att,
-                    trainable=tr,
-                    tuning_steps=int(ts or 0),
-                    model=model,
-                )
-                app_jobs.job_overrides(req)  # validate the numbers before any work
-                app_jobs.parse_prompt_schedule(req.prompt)
-                root = app_jobs.new_run_dir(runs_dir, req)
-            except Exception as exc:  # noqa: BLE001 - shown in the page
-                yield (_message(exc),) + empty
-                return
-            lines: list[str] = []
-            box: dict = {}
-            what = f"upload {Path(req.upload).name}" if req.upload else f"synthetic {req.motion}"
-
-            def work() -> None:
-                try:
-                    box["result"] = app_jobs.run_job(req, root, log=lines.append)
-                except BaseException as exc:  # noqa: BLE001 - shown in the page
-                    box["error"] = exc
-
-            worker = threading.Thread(target=work, name="vidtune-job", daemon=True)
-            worker.start()
-            while worker.is_alive():
-                show_progress(progress, app_jobs.live_bars())
-                yield (
-                    f"Running `{root.name}` ({what}) · " + app_jobs.progress_line(app_jobs.live_bars(), lines, started),
-                ) + empty
-                worker.join(POLL_SECONDS)
-            if "error" in box:
-                yield (_message(box["error"]),) + empty
-                return
-            result = box["result"]
-            yield _outputs(
-                result, f"**Done** in {time.perf_counter() - started:.0f} s: `{result.root}`\n\n{result.summary}"
-            )
-
-        def do_open(name):
-            try:
-                if not name:
-                    raise VidtuneError("pick a past run first")
-                result = app_jobs.open_run(runs_dir / name)
-                return _outputs(result, f"Opened `{result.root}`: {result.summary}")
-            except Exception as exc:  # noqa: BLE001 - shown in the page
-                return (_message(exc),) + empty
-
-        def do_refresh():
-            return gr.Dropdown(choices=app_jobs.list_runs(runs_dir))
-
-        run.click(
-            do_run,
-            [motion, upload, prompt, frames, steps, clip_length, stride, attention, trainable, tuning_steps],
+                progress_box, outputs = _results(gr)
+        do_refresh = _refresh_handler(gr, runs_dir)
+        form["run"].click(
+            _run_handler(gr, model, runs_dir, empty),
+            [form[k] for k in FORM_FIELDS],
             outputs,
             concurrency_limit=1,
             concurrency_id="device",
             show_progress_on=[progress_box],
-        ).then(do_refresh, None, past)
-        reopen.click(do_open, past, outputs)
-        refresh.click(do_refresh, None, past)
+        ).then(do_refresh, None, form["past"])
+        form["reopen"].click(_open_handler(runs_dir, empty), form["past"], outputs)
+        form["refresh"].click(do_refresh, None, form["past"])
     blocks.queue(default_concurrency_limit=1)
     return blocks
+
+
+# The form's fields, in the order the run handler takes them.
+FORM_FIELDS = (
+    "motion",
+    "upload",
+    "prompt",
+    "frames",
+    "steps",
+    "clip_length",
+    "stride",
+    "attention",
+    "trainable",
+    "tuning_steps",
+)
+
+
+def _form(gr: Any, d: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
+    """The left column: the pose source, the prompt, the settings, Run, and the past runs."""
+    w: dict[str, Any] = {}
+    w["upload"] = gr.File(
+        label="Pose source: a zip of OpenPose *_keypoints.json or pose images, a pose "
+        "video, or an RGB video of a person",
+        file_types=[".zip", ".json", ".mp4", ".gif", ".webm", ".avi", ".mov", ".mkv"],
+        elem_id="upload",
+    )
+    w["motion"] = gr.Dropdown(
+        list(MOTIONS),
+        value="walk",
+        elem_id="motion",
+        label="...or, with no file, a synthetic motion (it has a ground truth)",
+    )
+    w["prompt"] = gr.Textbox(
+        value=d["prompt"],
+        lines=2,
+        label="Prompt, or a schedule: lines 'FIRST_FRAME: prompt'",
+        elem_id="prompt",
+    )
+    with gr.Accordion("Settings", open=True):
+        w["frames"] = gr.Number(value=d["frames"], precision=0, label="frames", elem_id="frames")
+        w["steps"] = gr.Number(value=d["steps"], precision=0, label="sampling steps", elem_id="steps")
+        w["clip_length"] = gr.Number(
+            value=d["clip_length"], precision=0, label="clip length (stage 4)", elem_id="clip_length"
+        )
+        w["stride"] = gr.Number(value=d["stride"], precision=0, label="stride (stage 4)", elem_id="stride")
+        w["attention"] = gr.Dropdown(list(ATTENTIONS), value=d["attention"], label="cross-frame attention")
+        w["trainable"] = gr.Dropdown(list(TRAINABLE), value=d["trainable"], label="tuning mode (stage 3)")
+        w["tuning_steps"] = gr.Number(
+            value=d["tuning_steps"], precision=0, label="tuning steps (stage 3)", elem_id="tuning_steps"
+        )
+    w["run"] = gr.Button("Run", variant="primary", elem_id="run")
+    with gr.Row():
+        w["past"] = gr.Dropdown(app_jobs.list_runs(runs_dir), label="Past runs", elem_id="past", scale=3)
+        w["refresh"] = gr.Button("↻", scale=0, min_width=40)
+    w["reopen"] = gr.Button("Open run", elem_id="open")
+    return w
+
+
+def _results(gr: Any) -> tuple[Any, list[Any]]:
+    """The right column: the progress box, then the status, videos, table, plots and report (the outputs)."""
+    # Gradio's progress bar (the stage working now) is drawn over this box, so the status stays readable
+    progress_box = gr.HTML('<div style="height: 56px"></div>', elem_id="progress")
+    status = gr.Markdown("Ready.", elem_id="status")
+    side = gr.Video(
+        label="pose | stage 1 | final (| ground truth, for a synthetic motion)",
+        elem_id="side-by-side",
+        autoplay=True,
+        loop=True,
+        interactive=False,
+    )
+    final = gr.Video(label="final video", elem_id="final-video", autoplay=True, loop=True, interactive=False)
+    metrics = gr.Dataframe(value=BLANK_TABLE, label="metrics (lower is steadier)", elem_id="metrics", interactive=False)
+    flicker = gr.Image(label="flicker per frame pair, every stage", elem_id="flicker", interactive=False)
+    bars = gr.Image(label="metrics against the ground truth", elem_id="bars", interactive=False)
+    strip = gr.Image(label="frames from each stage", elem_id="strip", interactive=False)
+    report = gr.File(label="report.html (self-contained)", elem_id="report", interactive=False)
+    return progress_box, [status, side, final, metrics, flicker, bars, strip, report]
+
+
+def _run_handler(gr: Any, model: str, runs_dir: Path, empty: tuple) -> Callable[..., Any]:
+    """Run's handler: checks the form, runs the job in a thread and yields its progress, then the outputs."""
+
+    def do_run(mot, up, text, n, k, m, s, att, tr, ts, progress=gr.Progress()):  # noqa: B008 - Gradio's form
+        started = time.perf_counter()
+        try:
+            req = app_jobs.JobRequest(
+                motion=mot,
+                upload=_upload_path(up),
+                prompt=text or "",
+                frames=int(n or 0),
+                steps=int(k or 0),
+                clip_length=int(m or 0),
+                stride=int(s or 0),
+                attention=att,
+                trainable=tr,
+                tuning_steps=int(ts or 0),
+                model=model,
+            )
+            app_jobs.job_overrides(req)  # validate the numbers before any work
+            app_jobs.parse_prompt_schedule(req.prompt)
+            root = app_jobs.new_run_dir(runs_dir, req)
+        except Exception as exc:  # noqa: BLE001 - shown in the page
+            yield (_message(exc),) + empty
+            return
+        lines: list[str] = []
+        box: dict = {}
+        what = f"upload {Path(req.upload).name}" if req.upload else f"synthetic {req.motion}"
+
+        def work() -> None:
+            try:
+                box["result"] = app_jobs.run_job(req, root, log=lines.append)
+            except BaseException as exc:  # noqa: BLE001 - shown in the page
+                box["error"] = exc
+
+        worker = threading.Thread(target=work, name="vidtune-job", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            show_progress(progress, app_jobs.live_bars())
+            yield (
+                f"Running `{root.name}` ({what}) · " + app_jobs.progress_line(app_jobs.live_bars(), lines, started),
+            ) + empty
+            worker.join(POLL_SECONDS)
+        if "error" in box:
+            yield (_message(box["error"]),) + empty
+            return
+        result = box["result"]
+        yield _outputs(
+            result, f"**Done** in {time.perf_counter() - started:.0f} s: `{result.root}`\n\n{result.summary}"
+        )
+
+    return do_run
+
+
+def _open_handler(runs_dir: Path, empty: tuple) -> Callable[[str], Any]:
+    """Open run's handler: a past run folder's outputs."""
+
+    def do_open(name):
+        try:
+            if not name:
+                raise VidtuneError("pick a past run first")
+            result = app_jobs.open_run(runs_dir / name)
+            return _outputs(result, f"Opened `{result.root}`: {result.summary}")
+        except Exception as exc:  # noqa: BLE001 - shown in the page
+            return (_message(exc),) + empty
+
+    return do_open
+
+
+def _refresh_handler(gr: Any, runs_dir: Path) -> Callable[[], Any]:
+    """The past runs' list, read again."""
+
+    def do_refresh():
+        return gr.Dropdown(choices=app_jobs.list_runs(runs_dir))
+
+    return do_refresh
 
 
 def _upload_path(value) -> str | None:

@@ -66,3 +66,23 @@ def tiny_components(tiny_model_dir):
     from vidtune.models import load_components
 
     return load_components(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory, tiny_model_dir):
+    """(model, poses, run folder) of a finished four-stage run (6 frames of 32x32, 2 steps) made under
+    umask 022, once per session; tests that change it work on a copy (`run_helpers.copy_run`)."""
+    import os
+
+    from run_helpers import run_args, write_poses
+    from vidtune.cli import main
+
+    root = tmp_path_factory.mktemp("hardening")
+    pose_dir = write_poses(root / "poses")
+    run = root / "run"
+    old = os.umask(0o022)
+    try:
+        assert main(run_args(tiny_model_dir, pose_dir, run)) == 0
+    finally:
+        os.umask(old)
+    return tiny_model_dir, pose_dir, run

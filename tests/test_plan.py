@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from run_helpers import write_poses
 from vidtune import config as C
 from vidtune import plan
 from vidtune.cli import main
@@ -302,3 +306,40 @@ def test_plan_measure_times_one_unet_evaluation_and_estimates_each_stage(tiny_mo
     total = float(re.search(r"  total\s+([\d.]+) s", out).group(1))
     assert ms > 0 and total == pytest.approx(sum(stages), abs=0.3)
     assert stages[0] == pytest.approx(4 * 2 * 16 * ms / 1000, rel=0.05, abs=0.1)  # 4 steps x CFG x 16 frames
+
+
+@pytest.mark.slow
+def test_plan_of_a_million_frames_stays_under_1_gb(tmp_path):
+    pose_dir = write_poses(tmp_path / "poses")
+    code = (
+        "import resource, sys; from vidtune.cli import main; rc = main(sys.argv[1:]); "
+        "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "plan",
+            "--poses",
+            str(pose_dir),
+            "--prompt",
+            "a person",
+            "--frames",
+            "1000000",
+            "--model",
+            str(tmp_path / "no_model"),
+            "--set",
+            "codenoise.mode=overlap",  # the larger plan: 124999 overlapping clips (shifted: 62500)
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1000000 frames, 124999 clips of 16 frames" in result.stdout
+    assert "clips not listed" in result.stdout and "not plotted" in result.stdout
+    assert "MiB of merge weights" in result.stdout
+    maxrss = int(result.stdout.split("maxrss_kib")[-1].split()[0]) * 1024
+    assert maxrss < 2**30, f"{maxrss / 2**20:.0f} MiB"

@@ -334,3 +334,23 @@ def test_plan_text_lists_clips_weights_and_cost():
     assert len(plot_rows) == 4 + 2  # clips 2 and 3 also reach the second 30-frame block
     no_cfg = plan_text(n, windows, weights, prompts, guidance=False)
     assert "= 64 " in no_cfg
+
+
+# --- 8. merge weights: memory linear in the frame count ------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["uniform", "triangular", "gaussian"])
+def test_per_clip_merge_weights_equal_the_dense_ones(kind):
+    from vidtune.method.windows import clip_merge_weights, clip_windows, frame_merge_weights
+    from vidtune.plan import plan_text
+
+    n = 37
+    windows = clip_windows(n, 16, 6)
+    dense = frame_merge_weights(n, windows, kind)
+    per_clip = clip_merge_weights(n, windows, kind)
+    for k, (s, e) in enumerate(windows):
+        assert torch.equal(per_clip[k], dense[k, s:e])
+    prompts = ["a"] * len(windows)
+    assert plan_text(n, windows, per_clip, prompts, num_steps=5, width=10) == plan_text(
+        n, windows, dense, prompts, num_steps=5, width=10
+    )

@@ -1,0 +1,73 @@
+"""Bad values are found before stage 1, one line each, and nothing is written."""
+
+import pytest
+
+from run_helpers import one_line_error, run_args, write_poses
+from vidtune.cli import main
+
+# --- 4. NaN ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sets, key",
+    [
+        (["sampling.beta_start=0.5", "sampling.beta_end=0.1"], "sampling.beta_end"),
+        (["sampling.beta_start=0.1", "sampling.beta_end=0.5"], "sampling.beta_start"),
+        (["sampling.eta=nan"], "sampling.eta"),
+        (["tuning.lr=inf"], "tuning.lr"),
+    ],
+)
+def test_invalid_schedules_are_config_errors(sets, key, tiny_model_dir, tmp_path, capsys):
+    pose_dir = write_poses(tmp_path / "poses")
+    extra = [x for s in sets for x in ("--set", s)]
+    assert key in one_line_error(run_args(tiny_model_dir, pose_dir, tmp_path / "run", *extra), capsys)
+    assert not (tmp_path / "run").exists()
+
+
+# --- 6, 7. bad values found before stage 1, one line each ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        (["--set", "codenoise.stride=8"], "codenoise.stride"),
+        (["--set", "codenoise.clip_length=0"], "codenoise.clip_length"),
+        (["--set", "codenoise.clip_length=10"], "codenoise.clip_length"),  # 6 frames
+        (["--set", "tuning.lr=0"], "tuning.lr"),
+        (["--set", "tuning.lr=-1e-5"], "tuning.lr"),
+        (["--steps", "0"], "sampling.steps"),
+        (["--steps", "-1"], "sampling.steps"),
+        (["--steps", "1000"], "sampling.steps"),  # DDIM with SD's steps_offset would index timestep 1000
+        (["--set", "separate.fusion_step=1.5"], "separate.fusion_step"),
+        (["--set", "separate.batch_frames=0"], "separate.batch_frames"),
+        (["--set", "sampling.num_train_timesteps=0"], "sampling.num_train_timesteps"),
+        (["--set", "sampling.guidance=-1"], "sampling.guidance"),
+        (["--set", "codenoise.strength=2.0"], "codenoise.strength"),
+    ],
+)
+def test_bad_values_exit_2_before_anything_is_written(extra, key, tiny_model_dir, tmp_path, capsys):
+    pose_dir = write_poses(tmp_path / "poses")
+    assert key in one_line_error(run_args(tiny_model_dir, pose_dir, tmp_path / "run", *extra), capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_guidance_up_to_1_means_no_cfg_and_is_accepted(tiny_model_dir, tmp_path, capsys):
+    pose_dir = write_poses(tmp_path / "poses")
+    assert (
+        main(run_args(tiny_model_dir, pose_dir, tmp_path / "run", "--set", "sampling.guidance=0.5", "--stages", "1"))
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--frames", "6"], "codenoise.clip_length = 8"),
+        (["--steps", "0"], "--steps 0"),
+    ],
+)
+def test_demo_bad_arguments_exit_2_before_stage_1(args, words, tmp_path, capsys):
+    line = one_line_error(["demo", "--out", str(tmp_path / "demo"), "--quiet", *args], capsys)
+    assert words in line
+    assert not (tmp_path / "demo" / "stage1").exists()

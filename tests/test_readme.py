@@ -201,3 +201,36 @@ def test_the_readme_strip_script_draws_a_run_folder(tmp_path):
         write_frames_png(frames, run / rel)
     out = strip.write_strip(run, tmp_path / "strip.png", frames=3)
     assert out.is_file() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+README_ROWS = {  # the README's results table: row name -> the benchmark's variant
+    "SD frame by frame": "per_frame",
+    "frame by frame, one shared noise": "per_frame_shared_noise",
+    "Text2Video-Zero": "t2v_zero",
+    "Gen-L-Video": "gen_l_video",
+    "stages 1-2 (fusion only)": "stages_1_2",
+    "vidtune (four stages)": "full",
+    "ground truth": "ground_truth",
+}
+
+
+def test_the_readme_results_are_the_committed_benchmarks_with_the_honest_row():
+    """Every row of the README's table (the fusion-only row included) is the committed benchmark's mean."""
+    text = README.read_text()
+    table = text[text.index("| variant | flicker | background flicker | pose IoU |") :].split("\n\n")[0]
+    shown = {}
+    for line in table.splitlines()[2:]:
+        name, *cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        shown[name] = [float(c) for c in cells]
+    assert set(shown) == set(README_ROWS)
+    bench = (ROOT / "bench" / "results" / "benchmark.md").read_text()
+    head = "| variant | flicker | flicker bg |"
+    rows = bench[bench.index(head) :].split("\n\n")[0].splitlines()
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    columns = [header.index(k) for k in ("flicker", "flicker bg", "pose adh. pose_iou")]
+    means = {}
+    for line in rows[3:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        means[cells[0]] = [float(cells[i].split(" [")[0]) for i in columns]
+    for name, variant in README_ROWS.items():
+        assert shown[name] == pytest.approx(means[variant], rel=0.01, abs=0.006), name

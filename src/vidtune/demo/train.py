@@ -125,30 +125,7 @@ def train_demo(
     losses = _LossLog(out / "loss_log.csv")
 
     # 2. VAE (kept as it is on a warm start), then the latent cache and scaling factor
-    if not (out / "vae_done.json").exists():
-        if warm is None or cfg.vae_minutes > 0:
-            train_vae(
-                out,
-                cfg,
-                comps["vae"],
-                frames,
-                losses,
-                cfg.vae_lr if warm is None else cfg.warm_vae_lr,
-                np.load(out / "data" / "masks.npy"),
-                np.load(out / "data" / "details.npy"),
-            )
-        else:
-            _save_ckpt(out / "ckpt_vae.pt", {"vae": comps["vae"].state_dict(), "config": asdict(cfg)})
-        mean, std = encode_dataset(comps["vae"], frames)
-        scaling = float(1.0 / mean.astype(np.float32).std()) if warm is None else comps["vae"].config.scaling_factor
-        for name, arr in (("latents_mean", mean), ("latents_std", std)):
-            with atomic_path(out / f"{name}.npy") as tmp:
-                np.save(tmp, arr)
-        write_json(out / "vae_done.json", {"scaling_factor": scaling, "l1": _vae_l1(comps["vae"], frames)})
-    comps["vae"].load_state_dict(torch.load(out / "ckpt_vae.pt", weights_only=False)["vae"])
-    scaling = json.loads((out / "vae_done.json").read_text())["scaling_factor"]
-    comps["vae"].register_to_config(scaling_factor=scaling)
-    latents = (np.load(out / "latents_mean.npy"), np.load(out / "latents_std.npy"))
+    latents, scaling = _vae_phase(out, cfg, comps["vae"], frames, losses, warm is not None)
 
     # 3. UNet + adapter + text encoder
     def tok(texts: list[str]) -> torch.Tensor:
@@ -180,6 +157,29 @@ def train_demo(
 
     train_unet(out, cfg, comps, latents, poses, figure, detail, ids, empty_ids, scaling, losses, export_fn)
     return out / "model"
+
+
+def _vae_phase(
+    out: Path, cfg: DemoTrainConfig, vae: torch.nn.Module, frames: np.ndarray, losses: _LossLog, warm: bool
+) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """Train (or, on a warm start with 0 minutes, keep) the VAE, encode the dataset once and fix the
+    latents' scaling factor (a warm start keeps its own). Returns ((posterior means, stds), scaling)."""
+    if not (out / "vae_done.json").exists():
+        if not warm or cfg.vae_minutes > 0:
+            masks, details = np.load(out / "data" / "masks.npy"), np.load(out / "data" / "details.npy")
+            train_vae(out, cfg, vae, frames, losses, cfg.warm_vae_lr if warm else cfg.vae_lr, masks, details)
+        else:
+            _save_ckpt(out / "ckpt_vae.pt", {"vae": vae.state_dict(), "config": asdict(cfg)})
+        mean, std = encode_dataset(vae, frames)
+        scaling = vae.config.scaling_factor if warm else float(1.0 / mean.astype(np.float32).std())
+        for name, arr in (("latents_mean", mean), ("latents_std", std)):
+            with atomic_path(out / f"{name}.npy") as tmp:
+                np.save(tmp, arr)
+        write_json(out / "vae_done.json", {"scaling_factor": scaling, "l1": _vae_l1(vae, frames)})
+    vae.load_state_dict(torch.load(out / "ckpt_vae.pt", weights_only=False)["vae"])
+    scaling = json.loads((out / "vae_done.json").read_text())["scaling_factor"]
+    vae.register_to_config(scaling_factor=scaling)
+    return (np.load(out / "latents_mean.npy"), np.load(out / "latents_std.npy")), scaling
 
 
 @torch.no_grad()

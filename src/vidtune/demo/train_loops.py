@@ -257,7 +257,6 @@ def train_unet(
         ema, step, elapsed = state["ema"], state["step"], state["elapsed"]
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
-    mean_np, std_np = latents
     budget = cfg.unet_minutes * 60
     for n in names:
         comps[n].train()
@@ -281,11 +280,7 @@ def train_unet(
         idx, t, drop = _batch_layout(
             singles, pairs, len(poses), sched.config.num_train_timesteps, cfg.prompt_dropout, gen
         )
-        mu = torch.from_numpy(mean_np[idx.numpy()]).float()
-        sd = torch.from_numpy(std_np[idx.numpy()]).float()
-        z0 = (mu + sd * torch.randn(mu.shape, generator=gen)) * scaling
-        noise = torch.randn(z0.shape, generator=gen)
-        zt = sched.add_noise(z0, noise, t)
+        zt, noise = noised_latents(sched, latents, idx.numpy(), t, scaling, gen)
         tok = torch.where(drop[:, None], empty_ids[None], ids[idx])
         cond = comps["text_encoder"](tok)[0]
         feats = comps["adapter"](_to_unit(poses[idx.numpy()]))
@@ -300,14 +295,7 @@ def train_unet(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for n in names:
-                for k, v in comps[n].state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema[n][k].lerp_(v, 1 - decay)
-                    else:
-                        ema[n][k].copy_(v)
+        ema_update(ema, {n: comps[n] for n in names}, min(cfg.ema_decay, (1 + step) / (10 + step)))
         elapsed += time.monotonic() - t0
         mean = losses.add("unet", step, elapsed, loss.item(), lr)
         bar.update(int(min(elapsed, budget)) - bar.n)
@@ -328,6 +316,34 @@ def train_unet(
     if xattn is not None:
         xattn.remove()
     export_fn(ema, out / "model", {"unet_steps": step, "unet_minutes": elapsed / 60, "final": True})
+
+
+def noised_latents(
+    sched,
+    latents: tuple[np.ndarray, np.ndarray],
+    idx: np.ndarray,
+    t: torch.Tensor,
+    scaling: float,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z_t, eps) of the frames ``idx``: a latent drawn from each frame's VAE posterior (mean, std), scaled,
+    noised to the timesteps ``t`` by the forward process (`sched.add_noise`)."""
+    mu = torch.from_numpy(latents[0][idx]).float()
+    sd = torch.from_numpy(latents[1][idx]).float()
+    z0 = (mu + sd * torch.randn(mu.shape, generator=gen)) * scaling
+    noise = torch.randn(z0.shape, generator=gen)
+    return sched.add_noise(z0, noise, t), noise
+
+
+def ema_update(ema: dict[str, dict[str, torch.Tensor]], modules: dict[str, torch.nn.Module], decay: float) -> None:
+    """Move each module's EMA copy towards its weights by 1 - ``decay`` (buffers that are not floats: copied)."""
+    with torch.no_grad():
+        for n, module in modules.items():
+            for k, v in module.state_dict().items():
+                if v.dtype.is_floating_point:
+                    ema[n][k].lerp_(v, 1 - decay)
+                else:
+                    ema[n][k].copy_(v)
 
 
 def _batch_layout(

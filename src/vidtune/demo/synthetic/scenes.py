@@ -9,6 +9,8 @@ that the figure's saturated colours stay recognisable (see `adherence`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -59,6 +61,23 @@ def _blend(img: np.ndarray, mask: np.ndarray, colour: np.ndarray | tuple[int, in
     img[...] = img * (1 - m) + np.asarray(colour, np.float32) * m
 
 
+@dataclass
+class _Canvas:
+    """A scene being painted at supersampled size: the image, its pixel grids, the random stream every
+    part draws from in turn (so the same seed gives the same scene), the light and the horizon."""
+
+    img: np.ndarray
+    xx: np.ndarray
+    yy: np.ndarray
+    H: int
+    W: int
+    rng: np.random.Generator
+    light: np.ndarray
+    scene: str
+    time: str
+    horizon: int
+
+
 def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: int = 64, width: int = 64) -> np.ndarray:
     """A static background for scene type and time of day.
 
@@ -80,9 +99,22 @@ def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: i
     horizon = int(H * rng.uniform(0.40, 0.54))
     light = LIGHT[time]
 
-    # --- sky ---
+    c = _Canvas(None, xx, yy, H, W, rng, light, scene, time, horizon)
+    _sky(c)
+    c.horizon = _far_layer(c)
+    _ground(c)
+    _objects(c)
+    img = c.img
+    img = cv2.resize(np.clip(img, 0, 255), (width, height), interpolation=cv2.INTER_AREA)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _sky(c: _Canvas) -> None:
+    """The sky's gradient and noise, stars at night, the sun or moon with its glow, and clouds (into c.img)."""
+    xx, yy, H, W, rng, time, horizon = c.xx, c.yy, c.H, c.W, c.rng, c.time, c.horizon
+
     top, bottom = SKY[time]
-    img = _vgrad(H, W, top, bottom, 0, horizon)
+    img = c.img = _vgrad(H, W, top, bottom, 0, horizon)
     img += 6 * _noise(rng, H, W, (2, 3), 2)[..., None]
     if time == "night":
         n_stars = int(W * horizon / 180)
@@ -115,6 +147,22 @@ def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: i
                 puff |= ((xx - px_) / (0.06 * W * rng.uniform(0.8, 1.5))) ** 2 + ((yy - py_) / (0.03 * H)) ** 2 <= 1
             _blend(img, cv2.GaussianBlur(puff.astype(np.float32), (0, 0), 1.2), ccol, 0.85)
 
+
+def _far_layer(c: _Canvas) -> int:
+    """Hills, the sea or a city skyline behind the ground; returns the horizon (the sea's shore moves it)."""
+    img, xx, yy, H, W, rng, light, scene, time, horizon = (
+        c.img,
+        c.xx,
+        c.yy,
+        c.H,
+        c.W,
+        c.rng,
+        c.light,
+        c.scene,
+        c.time,
+        c.horizon,
+    )
+
     # --- far layer: hills / sea / skyline ---
     def ridge(base: float, amp: float, freq: float) -> np.ndarray:
         ph = rng.uniform(0, 2 * np.pi, 3)
@@ -130,7 +178,6 @@ def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: i
             / 1.75
         )
 
-    ground_col = np.asarray(GROUND[scene], np.float32)
     if scene in ("grass", "snow", "desert"):
         hill_col = {"grass": (84, 120, 88), "snow": (206, 214, 232), "desert": (196, 142, 94)}[scene]
         far = (104, 134, 150) if scene == "grass" else (176, 186, 210) if scene == "snow" else (180, 136, 112)
@@ -166,6 +213,13 @@ def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: i
                         _blend(img, (xx >= wx) & (xx < wx + 3) & (yy >= wy) & (yy < wy + 3), win_lit)
             x += bw + int(rng.uniform(0, 0.04) * W)
 
+    return horizon
+
+
+def _ground(c: _Canvas) -> None:
+    """The ground below the horizon, textured by scene (sand ripples, snow drifts, grass, dunes, a street)."""
+    img, xx, yy, H, W, rng, light, scene, horizon = c.img, c.xx, c.yy, c.H, c.W, c.rng, c.light, c.scene, c.horizon
+    ground_col = np.asarray(GROUND[scene], np.float32)
     # --- ground with texture ---
     gy = yy[horizon:]
     gx = xx[horizon:]
@@ -207,6 +261,22 @@ def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: i
         ground[dash] = (214, 206, 160)
     ground *= (0.92 + 0.12 * depth_t)[..., None]  # nearer ground slightly brighter
     img[horizon:] = ground * light
+
+
+def _objects(c: _Canvas) -> None:
+    """One to three objects on the far ground: trees and houses, cacti, palms or street lamps."""
+    img, xx, yy, H, W, rng, light, scene, time, horizon = (
+        c.img,
+        c.xx,
+        c.yy,
+        c.H,
+        c.W,
+        c.rng,
+        c.light,
+        c.scene,
+        c.time,
+        c.horizon,
+    )
 
     # --- objects on the far ground: trees, houses, cacti, palms, lamps ---
     def tree(x: float, base: float, size: float, snowy: bool) -> None:
@@ -282,6 +352,3 @@ def render_scene(attrs: PromptAttributes | tuple[str, str], seed: int, height: i
             if time == "night":
                 glow = np.clip(1 - np.hypot(xx - x, yy - (base - 1.3 * size)) / (0.6 * size), 0, 1) ** 2
                 _blend(img, glow, (250, 226, 150), 0.35)
-
-    img = cv2.resize(np.clip(img, 0, 255), (width, height), interpolation=cv2.INTER_AREA)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)

@@ -159,10 +159,68 @@ def render_figure(
     pts = (kp[:, :2] + 0.5) * ss - 0.5  # pixel centres -> subpixel coordinates
     torso_len = float(np.linalg.norm(pts[1] - (pts[8] + pts[11]) / 2))
     unit = max(torso_len / 0.30, 1e-3)  # pixels (subpixels) per body unit
-    r_arm, r_leg, r_torso = 0.05 * unit, 0.06 * unit, 0.105 * unit
-    r_head = 0.095 * unit
     z = np.zeros(18) if depth is None else np.asarray(depth, dtype=np.float64) / max(unit / ss, 1e-6)
 
+    parts = _figure_parts(kp, pts, colours, unit, z, depth)
+    shirt, trousers = colours.shirt, colours.trousers
+
+    colour_buf = np.zeros((H, W, 3), dtype=np.float32)
+    cover = np.zeros((H, W), dtype=bool)
+    cloth = np.zeros((H, W), dtype=bool)
+    label = np.zeros((H, W), dtype=np.int8)  # which identity detail painted a subpixel last
+    part_buf = np.zeros((H, W), dtype=np.int8)  # which body part painted a subpixel last
+    # clothes in the prompt's colour: the shirt, and the trousers when they are its darker shade
+    in_colour = {shirt} | ({trousers} if trousers == tuple(int(round(c * TROUSER_SHADE)) for c in shirt) else set())
+    light_dir = np.array([-0.45, -0.75])  # light from the upper left
+    for kind, geo, r, rgb, _, _, part in parts:
+        lo, hi = _part_box(kind, geo, r, colours.hat is not None)
+        x0, y0 = max(lo[0], 0), max(lo[1], 0)
+        x1, y1 = min(hi[0], W), min(hi[1], H)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        py, px = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+        inside, shade, lx = _part_shape(kind, geo, r, px, py, light_dir)
+        shade = np.clip(shade, 0.45, 1.15).astype(np.float32) * light
+        box = (y0, y1, x0, x1)
+        _paint(colour_buf, cover, cloth, inside, shade, rgb, box, rgb in in_colour, label, _PLAIN, part_buf, part)
+        if kind == "torso" and colours.stripes is not None:  # bands across the spine, neck to hips
+            spine = geo[5] - geo[4]
+            t = ((px - geo[4][0]) * spine[0] + (py - geo[4][1]) * spine[1]) / max(float(spine @ spine), 1e-6)
+            band = inside & (np.floor(np.clip(t, 0.0, 0.999) * STRIPE_BANDS).astype(int) % 2 == 1)
+            _paint(colour_buf, cover, cloth, band, shade, colours.stripes, box, False, label, _STRIPE)
+        if kind == "torso" and colours.two_tone is not None:  # the top half, neck to mid-torso
+            spine = geo[5] - geo[4]
+            t = ((px - geo[4][0]) * spine[0] + (py - geo[4][1]) * spine[1]) / max(float(spine @ spine), 1e-6)
+            top = inside & (t < TWO_TONE_SPLIT)
+            _paint(colour_buf, cover, cloth, top, shade, colours.two_tone, box, False, label, _STRIPE)
+        if kind == "head":  # hair: the top-back of the head
+            up = -geo[1] / (np.linalg.norm(geo[1]) + 1e-9)  # from head towards the neck is down
+            face_dir = geo[2] - geo[0]
+            toward = ((px - geo[0][0]) * -up[0] + (py - geo[0][1]) * -up[1]) / max(r, 1e-6)
+            facing = (px - geo[0][0]) * face_dir[0] + (py - geo[0][1]) * face_dir[1]
+            hair = inside & ((toward > 0.25) | ((facing < -0.1 * r * np.linalg.norm(face_dir)) & (toward > -0.3)))
+            _paint(colour_buf, cover, cloth, hair, shade, colours.hair, box, False, label, _PLAIN, part_buf, PART_HAIR)
+            if colours.hat is not None:  # a crown over the top of the head and a brim across it
+                v = -up
+                perp = np.array([-v[1], v[0]])
+                base = geo[0] + v * 0.2 * r
+                # a tall crown and a wide brim: a 64 px frame's hat must cover a latent pixel or two
+                crown = (np.hypot(px - geo[0][0], py - geo[0][1]) <= 1.35 * r) & (toward > 0.15)
+                brim = _segment_field(px, py, base - perp * 1.75 * r, base + perp * 1.75 * r) <= 0.22 * r
+                hat = crown | brim
+                hat_shade = np.clip(1.0 + 0.12 * lx, 0.45, 1.15).astype(np.float32) * light
+                _paint(
+                    colour_buf, cover, cloth, hat, hat_shade, colours.hat, box, False, label, _HAT, part_buf, PART_HAT
+                )
+
+    return _downsample(colour_buf, cover, cloth, label, part_buf, height, width, ss)
+
+
+def _figure_parts(kp: np.ndarray, pts: np.ndarray, colours: FigureColours, unit: float, z: np.ndarray, depth) -> list:
+    """The figure's parts in drawing order: (kind, endpoints / centre, radius, colour, depth, default order,
+    body part) for the limbs, shoes, hands, torso, neck and head (nearest last when ``depth`` is given)."""
+    r_arm, r_leg, r_torso = 0.05 * unit, 0.06 * unit, 0.105 * unit
+    r_head = 0.095 * unit
     # Head centre: from the ears when seen, else the nose/eyes, else above the neck.
     face = [i for i in (16, 17) if kp[i, 2] > 0]
     if len(face) == 2:
@@ -214,95 +272,74 @@ def render_figure(
     else:
         parts.sort(key=lambda p: p[4])
 
-    colour_buf = np.zeros((H, W, 3), dtype=np.float32)
-    cover = np.zeros((H, W), dtype=bool)
-    cloth = np.zeros((H, W), dtype=bool)
-    label = np.zeros((H, W), dtype=np.int8)  # which identity detail painted a subpixel last
-    part_buf = np.zeros((H, W), dtype=np.int8)  # which body part painted a subpixel last
-    # clothes in the prompt's colour: the shirt, and the trousers when they are its darker shade
-    in_colour = {shirt} | ({trousers} if trousers == tuple(int(round(c * TROUSER_SHADE)) for c in shirt) else set())
-    light_dir = np.array([-0.45, -0.75])  # light from the upper left
-    for kind, geo, r, rgb, _, _, part in parts:
-        if kind == "torso":
-            ctr = np.stack(geo[:4]).mean(0)
-            corners = np.stack(geo[:4])
-            corners = ctr + (corners - ctr) * 1.0
-            lo = np.floor(np.minimum(corners.min(0), np.minimum(geo[4], geo[5]) - r) - 1).astype(int)
-            hi = np.ceil(np.maximum(corners.max(0), np.maximum(geo[4], geo[5]) + r) + 2).astype(int)
-        elif kind == "head":
-            reach = r * 2.0 if colours.hat is not None else r  # the hat's brim reaches past the head
-            lo = np.floor(geo[0] - reach - 1).astype(int)
-            hi = np.ceil(geo[0] + reach + 2).astype(int)
-        else:
-            lo = np.floor(np.minimum(geo[0], geo[1]) - r - 1).astype(int)
-            hi = np.ceil(np.maximum(geo[0], geo[1]) + r + 2).astype(int)
-        x0, y0 = max(lo[0], 0), max(lo[1], 0)
-        x1, y1 = min(hi[0], W), min(hi[1], H)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        py, px = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-        if kind == "cap":
-            d = _segment_field(px, py, geo[0], geo[1])
-            inside = d <= r
-            rel = d / max(r, 1e-6)
-            # Side of the axis facing the light is brighter.
-            axis = geo[1] - geo[0]
-            nrm = np.array([-axis[1], axis[0]])
-            nrm = nrm / (np.linalg.norm(nrm) + 1e-9)
-            side = ((px - geo[0][0]) * nrm[0] + (py - geo[0][1]) * nrm[1]) / max(r, 1e-6)
-            if np.linalg.norm(axis) < 1e-6:
-                side = ((px - geo[0][0]) * light_dir[0] + (py - geo[0][1]) * light_dir[1]) / max(r, 1e-6)
-                sgn = 1.0
-            else:
-                sgn = float(np.sign(nrm @ light_dir) or 1.0)
-            shade = 1.0 - 0.3 * rel**2 + 0.12 * sgn * np.clip(side, -1, 1)
-        elif kind == "head":
-            d = np.hypot(px - geo[0][0], py - geo[0][1])
-            inside = d <= r
-            rel = d / max(r, 1e-6)
-            lx = ((px - geo[0][0]) * light_dir[0] + (py - geo[0][1]) * light_dir[1]) / max(r, 1e-6)
-            shade = 1.0 - 0.25 * rel**2 + 0.12 * lx
-        else:  # torso: filled quad of shoulders and hips, rounded by a capsule along the spine
-            quad = np.stack(geo[:4])
-            inside = _in_convex(px, py, quad)
-            d = _segment_field(px, py, geo[4], geo[5])
-            inside |= d <= r
-            rel = np.clip(d / max(r * 1.25, 1e-6), 0, 1)
-            lx = ((px - geo[4][0]) * light_dir[0] + (py - geo[4][1]) * light_dir[1]) / max(3 * r, 1e-6)
-            shade = 1.0 - 0.3 * rel**2 + 0.1 * np.clip(lx, -1, 1)
-        shade = np.clip(shade, 0.45, 1.15).astype(np.float32) * light
-        box = (y0, y1, x0, x1)
-        _paint(colour_buf, cover, cloth, inside, shade, rgb, box, rgb in in_colour, label, _PLAIN, part_buf, part)
-        if kind == "torso" and colours.stripes is not None:  # bands across the spine, neck to hips
-            spine = geo[5] - geo[4]
-            t = ((px - geo[4][0]) * spine[0] + (py - geo[4][1]) * spine[1]) / max(float(spine @ spine), 1e-6)
-            band = inside & (np.floor(np.clip(t, 0.0, 0.999) * STRIPE_BANDS).astype(int) % 2 == 1)
-            _paint(colour_buf, cover, cloth, band, shade, colours.stripes, box, False, label, _STRIPE)
-        if kind == "torso" and colours.two_tone is not None:  # the top half, neck to mid-torso
-            spine = geo[5] - geo[4]
-            t = ((px - geo[4][0]) * spine[0] + (py - geo[4][1]) * spine[1]) / max(float(spine @ spine), 1e-6)
-            top = inside & (t < TWO_TONE_SPLIT)
-            _paint(colour_buf, cover, cloth, top, shade, colours.two_tone, box, False, label, _STRIPE)
-        if kind == "head":  # hair: the top-back of the head
-            up = -geo[1] / (np.linalg.norm(geo[1]) + 1e-9)  # from head towards the neck is down
-            face_dir = geo[2] - geo[0]
-            toward = ((px - geo[0][0]) * -up[0] + (py - geo[0][1]) * -up[1]) / max(r, 1e-6)
-            facing = (px - geo[0][0]) * face_dir[0] + (py - geo[0][1]) * face_dir[1]
-            hair = inside & ((toward > 0.25) | ((facing < -0.1 * r * np.linalg.norm(face_dir)) & (toward > -0.3)))
-            _paint(colour_buf, cover, cloth, hair, shade, colours.hair, box, False, label, _PLAIN, part_buf, PART_HAIR)
-            if colours.hat is not None:  # a crown over the top of the head and a brim across it
-                v = -up
-                perp = np.array([-v[1], v[0]])
-                base = geo[0] + v * 0.2 * r
-                # a tall crown and a wide brim: a 64 px frame's hat must cover a latent pixel or two
-                crown = (np.hypot(px - geo[0][0], py - geo[0][1]) <= 1.35 * r) & (toward > 0.15)
-                brim = _segment_field(px, py, base - perp * 1.75 * r, base + perp * 1.75 * r) <= 0.22 * r
-                hat = crown | brim
-                hat_shade = np.clip(1.0 + 0.12 * lx, 0.45, 1.15).astype(np.float32) * light
-                _paint(
-                    colour_buf, cover, cloth, hat, hat_shade, colours.hat, box, False, label, _HAT, part_buf, PART_HAT
-                )
+    return parts
 
+
+def _part_box(kind: str, geo: tuple, r: float, hat: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) subpixel corners of the box a part can paint (a hat's brim reaches past the head)."""
+    if kind == "torso":
+        ctr = np.stack(geo[:4]).mean(0)
+        corners = np.stack(geo[:4])
+        corners = ctr + (corners - ctr) * 1.0
+        lo = np.floor(np.minimum(corners.min(0), np.minimum(geo[4], geo[5]) - r) - 1).astype(int)
+        hi = np.ceil(np.maximum(corners.max(0), np.maximum(geo[4], geo[5]) + r) + 2).astype(int)
+    elif kind == "head":
+        reach = r * 2.0 if hat else r  # the hat's brim reaches past the head
+        lo = np.floor(geo[0] - reach - 1).astype(int)
+        hi = np.ceil(geo[0] + reach + 2).astype(int)
+    else:
+        lo = np.floor(np.minimum(geo[0], geo[1]) - r - 1).astype(int)
+        hi = np.ceil(np.maximum(geo[0], geo[1]) + r + 2).astype(int)
+    return lo, hi
+
+
+def _part_shape(kind: str, geo: tuple, r: float, px: np.ndarray, py: np.ndarray, light_dir: np.ndarray):
+    """(inside, shade before light, lx) of a part over the subpixels (px, py): a capsule, the head's disc, or
+    the torso's quad rounded along the spine; lx (the light's direction across it) is None for a capsule."""
+    lx = None
+    if kind == "cap":
+        d = _segment_field(px, py, geo[0], geo[1])
+        inside = d <= r
+        rel = d / max(r, 1e-6)
+        # Side of the axis facing the light is brighter.
+        axis = geo[1] - geo[0]
+        nrm = np.array([-axis[1], axis[0]])
+        nrm = nrm / (np.linalg.norm(nrm) + 1e-9)
+        side = ((px - geo[0][0]) * nrm[0] + (py - geo[0][1]) * nrm[1]) / max(r, 1e-6)
+        if np.linalg.norm(axis) < 1e-6:
+            side = ((px - geo[0][0]) * light_dir[0] + (py - geo[0][1]) * light_dir[1]) / max(r, 1e-6)
+            sgn = 1.0
+        else:
+            sgn = float(np.sign(nrm @ light_dir) or 1.0)
+        shade = 1.0 - 0.3 * rel**2 + 0.12 * sgn * np.clip(side, -1, 1)
+    elif kind == "head":
+        d = np.hypot(px - geo[0][0], py - geo[0][1])
+        inside = d <= r
+        rel = d / max(r, 1e-6)
+        lx = ((px - geo[0][0]) * light_dir[0] + (py - geo[0][1]) * light_dir[1]) / max(r, 1e-6)
+        shade = 1.0 - 0.25 * rel**2 + 0.12 * lx
+    else:  # torso: filled quad of shoulders and hips, rounded by a capsule along the spine
+        quad = np.stack(geo[:4])
+        inside = _in_convex(px, py, quad)
+        d = _segment_field(px, py, geo[4], geo[5])
+        inside |= d <= r
+        rel = np.clip(d / max(r * 1.25, 1e-6), 0, 1)
+        lx = ((px - geo[4][0]) * light_dir[0] + (py - geo[4][1]) * light_dir[1]) / max(3 * r, 1e-6)
+        shade = 1.0 - 0.3 * rel**2 + 0.1 * np.clip(lx, -1, 1)
+    return inside, shade, lx
+
+
+def _downsample(
+    colour_buf: np.ndarray,
+    cover: np.ndarray,
+    cloth: np.ndarray,
+    label: np.ndarray,
+    part_buf: np.ndarray,
+    height: int,
+    width: int,
+    ss: int,
+) -> FigureLayer:
+    """Supersampled buffers -> the canvas' `FigureLayer`."""
     # Supersampled -> canvas: coverage >= 1/2 decides the mask; colour = mean of covered subpixels.
     cov = cover.reshape(height, ss, width, ss).astype(np.float32)
     count = cov.sum(axis=(1, 3))

@@ -2,6 +2,7 @@
 and the pipeline, `vidtune plan` and the API build (and count) the same inputs with the same checks."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ def loader_folder(source: str) -> str:
 
 def test_the_resume_key_lists_the_folder_the_loader_loads(tiny_model_dir):
     identity = fingerprint.source_identity(str(tiny_model_dir), "model_index.json")
-    assert identity["folder"] == str(models.Path(loader_folder(str(tiny_model_dir))).resolve())
+    assert identity["folder"] == str(Path(loader_folder(str(tiny_model_dir))).resolve())
 
 
 def test_offline_a_cached_hub_id_is_the_same_snapshot_for_both(tiny_model_dir, monkeypatch):
@@ -27,11 +28,7 @@ def test_offline_a_cached_hub_id_is_the_same_snapshot_for_both(tiny_model_dir, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: str(tiny_model_dir / name))
     identity = fingerprint.source_identity("someone/tiny-sd", "model_index.json")
-    assert (
-        identity["folder"]
-        == str(tiny_model_dir.resolve())
-        == str(models.Path(loader_folder("someone/tiny-sd")).resolve())
-    )
+    assert identity["folder"] == str(tiny_model_dir.resolve()) == str(Path(loader_folder("someone/tiny-sd")).resolve())
     assert models.local_folder("someone/tiny-sd", "unet/config.json") == tiny_model_dir  # the probe's depth
 
 

@@ -46,12 +46,12 @@ def components(tiny_dir):
 
 
 def make_run(root: Path, frames: int = FRAMES, masks: int | None = None) -> tuple[RunDir, VideoInputs]:
-    """A run folder with stage 1 masks (a centred box) and stage 2 fused latents, plus the inputs."""
+    """A run folder with stage 2's fused latents and its masks (a centred box), plus the inputs."""
     g = torch.Generator().manual_seed(0)
     rd = RunDir(root)
     fg = torch.zeros(masks or frames, 1, *LATENT[1:])
     fg[:, :, 2:6, 3:5] = 1.0
-    atomic.write_safetensors(rd.stage(1) / "latents.safetensors", {"fg": fg, "x0": torch.randn(frames, *LATENT)})
+    atomic.write_safetensors(rd.stage(2) / "masks.safetensors", {"fg": fg})
     x0 = torch.randn(frames, *LATENT, generator=g)
     atomic.write_safetensors(rd.stage(2) / "latents.safetensors", {"x0": x0, "z_fused": x0.clone()})
     atomic.write_json(rd.stage(2) / "weights.json", {})

@@ -19,6 +19,9 @@ from typing import Any
 
 from vidtune.errors import VidtuneError
 
+DEMO_ALIAS = "demo"  # the model string that names the embedded demo model (see `vidtune.model_choice`)
+DEMO_MODEL = Path(__file__).resolve().parent / "demo" / "model"  # data only: the library imports no demo code
+
 
 def _choice(*values: str) -> dict[str, Any]:
     return {"choices": values}
@@ -412,8 +415,6 @@ def portable(cfg: RunConfig, base: Path) -> RunConfig:
     (poses, model, adapter, SAM) relative to ``base`` (the run folder), so the folder's config.toml reruns
     on another machine or from another working folder (`load` resolves them against the file's folder).
     Hub ids and empty paths stay as they are."""
-    from vidtune.model_choice import DEMO_ALIAS, DEMO_MODEL
-
     root = Path(base).resolve()
 
     def rel(value: str) -> str:

@@ -18,12 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vidtune.config import DEMO_ALIAS, DEMO_MODEL
+
 if TYPE_CHECKING:
     from vidtune.config import RunConfig
 
 PRESETS_FILE = "vidtune.toml"
-DEMO_ALIAS = "demo"
-DEMO_MODEL = Path(__file__).resolve().parent / "demo" / "model"  # data only: the library imports no demo code
 
 
 def resolve_model_path(model: str | os.PathLike[str]) -> str:

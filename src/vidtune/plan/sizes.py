@@ -314,13 +314,13 @@ def unet_attention_widths(config: Mapping[str, Any]) -> list[int]:
 
 
 def trainable_parameters(config: Mapping[str, Any], trainable: str, lora_rank: int) -> int:
-    """Parameters stage 3 trains: the whole UNet (``full``), its attention projections (``attention``:
-    q, k, v, out of self- and cross-attention), or rank-r LoRA factors on them (``lora``: r x (in + out)
-    per projection)."""
+    """Parameters stage 3 trains: the whole UNet (``full``), the query projections of self- and
+    cross-attention (``attention``: attn1/attn2 to_q, c x c each, no bias, as Tune-A-Video), or rank-r
+    LoRA factors on q, k, v and out of both (``lora``: r x (in + out) per projection)."""
     if trainable == "full":
         return unet_parameters(config)
     cross = int(config.get("cross_attention_dim", 768))
     widths = unet_attention_widths(config)
     if trainable == "lora":
         return sum(lora_rank * (4 * 2 * c + 2 * c + 2 * (cross + c) + 2 * c) for c in widths)
-    return sum(4 * c * c + c + 2 * c * c + 2 * cross * c + c for c in widths)
+    return sum(2 * c * c for c in widths)

@@ -100,8 +100,7 @@ def gen_l_video_form(cfg4, comps, inputs, cond, s2) -> tuple[np.ndarray, list[tu
     from vidtune.method.segments import prompt_segments
     from vidtune.sampling import guided_eps, step_kwargs
     from vidtune.stages import codenoise
-    from vidtune.stages.common import background_plate
-    from vidtune.stages.separate import DECODE_BATCH, split_decode
+    from vidtune.stages.common import DECODE_BATCH, background_plate, split_decode
 
     c, s = cfg4.codenoise, cfg4.sampling
     if c.mode != "overlap" or c.attention == "global":

@@ -12,8 +12,8 @@ from vidtune.benchmark.scoring import bootstrap_interval, segment_cores, transit
 from vidtune.errors import VidtuneError
 from vidtune.method import fusion as F
 from vidtune.method.clips import reschedule_noise
+from vidtune.method.prompts import frame_prompts
 from vidtune.method.segments import prompt_segments, transition_frames, transition_weights
-from vidtune.method.windows import frame_prompts
 from vidtune.stages.common import x0_guide
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,12 @@
 (at any depth: inside functions and under TYPE_CHECKING too).
 
 Layers, lowest first; a module may import its own layer and those below, never one above:
-  library     everything at the top of `vidtune` and `vidtune.stages`
+  core        what no later layer claims: config, errors, atomic, artifacts, video, sampling, ...
+  method      `vidtune.method`: the stages' math, pure (tensors in, tensors out; no model, no I/O)
+  io, models  poses, pose extraction, inputs, models, segmenters, results, the run folder, torchrun
+  plan        `vidtune.plan`: sizes, memory and cost from the config and the math, never a runner
+  stages      `vidtune.stages`: the four runners (no runner imports another) and their helpers
+  run         `vidtune.pipeline`, `vidtune.api` and the package's lazy facade
   evaluation  `vidtune.evaluation`: metrics of any video; it knows nothing of the synthetic world
   demo        `vidtune.demo`: the synthetic world, its model and the demo command, which reports with
               the evaluation's metrics (so the arrow goes demo -> evaluation, never back)
@@ -24,13 +29,32 @@ import vidtune
 
 PACKAGE = Path(vidtune.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
-    (),  # the library: whatever no later layer claims
+    (),  # core: whatever no later layer claims
+    ("vidtune.method",),
+    (
+        "vidtune.poses",
+        "vidtune.pose_extract",
+        "vidtune.inputs",
+        "vidtune.models",
+        "vidtune.segment",
+        "vidtune.testing",
+        "vidtune.results",
+        "vidtune.rundir",
+        "vidtune.fingerprint",
+        "vidtune.distributed",
+    ),
+    ("vidtune.plan",),
+    ("vidtune.stages",),
+    ("vidtune.pipeline", "vidtune.api"),
     ("vidtune.evaluation",),
     ("vidtune.demo",),
     ("vidtune.benchmark",),
     ("vidtune.cli", "vidtune.app"),
 )
-UPPER = tuple(p for layer in LAYERS[1:] for p in layer)
+RUN = 5  # the package root `vidtune` is a lazy facade over the API: it sits with it
+LIBRARY = RUN  # layers up to here are the library; the upper ones must never load with it
+UPPER = tuple(p for layer in LAYERS[LIBRARY + 1 :] for p in layer)
+RUNNERS = ("separate", "fusion", "tuning", "codenoise")  # the four stages' runners
 
 
 def module_name(path: Path) -> str:
@@ -42,6 +66,8 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def layer_of(name: str) -> int:
+    if name == "vidtune":
+        return RUN
     for i, prefixes in reversed(list(enumerate(LAYERS))):
         if any(name == p or name.startswith(p + ".") for p in prefixes):
             return i
@@ -121,12 +147,28 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_module_imports_a_layer_above_its_own():
-    assert layer_of("vidtune.pipeline") == 0 and layer_of("vidtune.demo.synthetic.world") == 2
+    assert layer_of("vidtune.config") == 0 and layer_of("vidtune.method.fusion") == 1
+    assert layer_of("vidtune.pipeline") == RUN and layer_of("vidtune.demo.synthetic.world") == RUN + 2
     bad = {
         name: sorted(n for n in imported(path) if n.startswith("vidtune.") and layer_of(n) > layer_of(name))
         for name, path in MODULES.items()
     }
     assert not {k: v for k, v in bad.items() if v}
+
+
+def test_no_stage_runner_imports_another_and_plan_imports_none():
+    runners = {f"vidtune.stages.{r}" for r in RUNNERS}
+    for name in runners:
+        assert not (module_edges(MODULES[name], MODULES) & (runners - {name})), name
+    plan = {m for n, p in MODULES.items() if n.startswith("vidtune.plan") for m in module_edges(p, MODULES)}
+    assert not {n for n in plan if n.startswith("vidtune.stages")}
+    assert "vidtune.method.clips" in plan  # the walk sees what plan does import
+
+
+def test_the_math_imports_only_the_config_and_the_errors():
+    math = {m for n, p in MODULES.items() if n.startswith("vidtune.method") for m in module_edges(p, MODULES)}
+    outside = {m for m in math if not m.startswith("vidtune.method")}
+    assert outside <= {"vidtune.config", "vidtune.errors"}, outside
 
 
 def test_no_import_cycle_anywhere():
@@ -148,7 +190,7 @@ def test_the_walk_sees_imports_inside_functions(tmp_path):
 
 @pytest.mark.slow
 def test_importing_the_whole_library_loads_no_upper_layer():
-    names = [n for n, p in MODULES.items() if layer_of(n) == 0 and n != "vidtune"]
+    names = [n for n, p in MODULES.items() if layer_of(n) <= LIBRARY and n != "vidtune"]
     code = (
         "import sys, importlib\n"
         f"for n in {names!r}: importlib.import_module(n)\n"

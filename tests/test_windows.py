@@ -6,15 +6,13 @@ import pytest
 import torch
 
 from vidtune.errors import VidtuneError
+from vidtune.method.prompts import assign_prompts, frame_prompts, majority_prompts
 from vidtune.method.windows import (
     MERGE_WEIGHTS,
     MergeAccumulator,
-    assign_prompts,
     clip_position_weights,
     clip_windows,
     frame_merge_weights,
-    frame_prompts,
-    majority_prompts,
     merge_predictions,
     pixel_merge_weights,
     shift_offset,

@@ -16,6 +16,7 @@ from vidtune import artifacts as A
 from vidtune import atomic
 from vidtune.config import InputConfig
 from vidtune.errors import VidtuneError
+from vidtune.method.prompts import per_frame_prompts, prompt_schedule
 
 DEFAULT_FPS = 8.0
 
@@ -34,39 +35,6 @@ class VideoInputs:
     @property
     def num_frames(self) -> int:
         return int(self.pose_images.shape[0])
-
-
-def prompt_schedule(cfg: InputConfig) -> str | list[str] | dict[int, str]:
-    """The prompt schedule the config describes: ranges > per-clip list > one prompt."""
-    if cfg.prompts:
-        try:
-            return {int(k): v for k, v in cfg.prompts.items()}
-        except ValueError:
-            raise VidtuneError(f"inputs.prompts: keys must be first-frame numbers, got {list(cfg.prompts)}") from None
-    if cfg.clip_prompts:
-        return list(cfg.clip_prompts)
-    if not cfg.prompt:
-        raise VidtuneError("inputs.prompt is empty: pass --prompt TEXT or set [inputs] prompt in the config")
-    return cfg.prompt
-
-
-def per_frame_prompts(
-    num_frames: int, schedule: str | list[str] | dict[int, str], windows: list[tuple[int, int]] | None = None
-) -> list[str]:
-    """Each frame's prompt for the per-frame stages; a per-clip list maps a frame to the clip
-    whose centre is nearest (the windows must be given for that)."""
-    from vidtune.method.windows import frame_prompts
-
-    if isinstance(schedule, list):
-        if windows is None or len(windows) != len(schedule):
-            count = "?" if windows is None else len(windows)
-            raise VidtuneError(
-                f"inputs.clip_prompts has {len(schedule)} prompts but stage 4 makes {count} clips; "
-                "give one prompt per clip or use inputs.prompts ranges"
-            )
-        centres = np.array([(s + e - 1) / 2 for s, e in windows])
-        return [schedule[int(np.argmin(np.abs(centres - f)))] for f in range(num_frames)]
-    return frame_prompts(num_frames, schedule)
 
 
 def check(cfg: InputConfig) -> None:

@@ -70,9 +70,29 @@ def test_final_mp4_keeps_what_the_frames_have(demo_run, tmp_path):
     assert abs(scores["mp4"][1] - scores["frames"][1]) <= 0.01, scores
 
 
-def test_a_detail_the_shipped_model_never_saw_is_one_line_before_any_stage(tmp_path):
+def test_the_shipped_model_knows_every_word_of_the_grammar():
+    from vidtune.demo.synthetic import grammar
+
+    vocab = json.loads((DEMO_MODEL / "tokenizer" / "vocab.json").read_text())
+    words = {w for text in grammar.VOCABULARY_TEXTS for w in text.lower().split()}
+    assert words and not sorted(w for w in words if w + "</w>" not in vocab)
+
+
+def test_a_word_the_model_never_saw_is_one_line_before_any_stage(tmp_path, monkeypatch):
+    """A demo model trained before some words of the grammar (an older model folder) stops the demo in
+    one line naming them, before stage 1, instead of drawing letters it never learned."""
+    import shutil
+
+    from vidtune.demo import command
     from vidtune.errors import VidtuneError
 
+    old = tmp_path / "old_model"
+    shutil.copytree(DEMO_MODEL, old)
+    vocab = json.loads((old / "tokenizer" / "vocab.json").read_text())
+    for word in ("striped</w>", "shirt</w>"):
+        vocab.pop(word)
+    (old / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
+    monkeypatch.setattr(command, "demo_model_path", lambda: old)
     prompt = "a red figure in a striped shirt walking on a snowy field during the day"  # in the grammar
     with pytest.raises(VidtuneError, match="trained without the words 'striped', 'shirt'") as e:
         run_demo(out=str(tmp_path / "demo"), frames=8, prompt=prompt, progress=False)

@@ -129,7 +129,9 @@ def test_install_replaces_the_weights_and_keeps_readme_and_presets(tmp_path):
     (dest / "vidtune.toml").write_text("[inputs]\nheight = 64\n")
     (model / "unet").mkdir(parents=True)
     (model / "unet" / "new.safetensors").write_text("new")
+    (model / "unet" / "config.json").write_text('{"_name_or_path": "/home/me/train/model", "layers": 2}')
     demo_train.install_model(model, dest)
-    assert sorted(p.name for p in (dest / "unet").iterdir()) == ["new.safetensors"]
+    assert sorted(p.name for p in (dest / "unet").iterdir()) == ["config.json", "new.safetensors"]
+    assert json.loads((dest / "unet" / "config.json").read_text()) == {"layers": 2}  # no path of this machine
     assert (dest / "README.md").read_text() == "how it was made"
     assert (dest / "vidtune.toml").read_text() == "[inputs]\nheight = 64\n"

@@ -260,7 +260,7 @@ def _typed(value: Any, kind: type, key: str, where: str) -> Any:
 def _schedule(table: Any, frames: int, where: str) -> tuple[tuple[int, str], ...]:
     """A sequence's ``prompts`` table ({"first frame" = "prompt"}) as `SequenceSpec.prompts`, checked as
     `inputs.prompts` is (first key 0, keys inside the video, no empty prompt); () when absent."""
-    from vidtune.method.windows import schedule_segments
+    from vidtune.method.prompts import schedule_segments
 
     if table is None:
         return ()

@@ -169,7 +169,7 @@ def run_demo(
     start = time.perf_counter()
     text = prompt or DEFAULT_PROMPT
     cfg = demo_config(root, text, steps, seed, overrides or [])
-    from vidtune.inputs import prompt_schedule
+    from vidtune.method.prompts import prompt_schedule
 
     schedule = prompt_schedule(cfg.inputs) if cfg.inputs.prompts else None
     for words in [text, *(schedule or {}).values()]:

@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def install_model(model: Path, dest: Path) -> Path:
     """Replace the model folder ``dest`` with ``model``, atomically, keeping what training does not write:
-    the README and the presets (`vidtune.toml`)."""
+    the README and the presets (`vidtune.toml`). The configs lose diffusers' ``_name_or_path`` (the
+    folder the weights were saved from, a path of this machine)."""
     from vidtune.model_choice import PRESETS_FILE
 
     kept = {name: (dest / name).read_text() for name in ("README.md", PRESETS_FILE) if (dest / name).is_file()}
@@ -208,6 +209,10 @@ def install_model(model: Path, dest: Path) -> Path:
         shutil.copytree(model, tmp, dirs_exist_ok=True)
         for name, text in kept.items():
             (tmp / name).write_text(text)
+        for config in tmp.glob("*/config.json"):
+            data = json.loads(config.read_text())
+            if data.pop("_name_or_path", None) is not None:
+                config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return dest
 
 

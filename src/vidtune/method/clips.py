@@ -14,14 +14,13 @@ import torch
 
 from vidtune.config import CodenoiseConfig
 from vidtune.errors import VidtuneError
+from vidtune.method.prompts import assign_prompts, majority_prompts, per_frame_prompts
 from vidtune.method.segments import transition_weights
 from vidtune.method.windows import (
     Window,
-    assign_prompts,
     clip_merge_weights,
     clip_windows,
     frame_merge_weights,
-    majority_prompts,
     pixel_merge_weights,
     shifted_windows,
 )
@@ -96,8 +95,6 @@ def clip_schedule(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Ten
         return ClipSchedule.fixed(overlap_plan(cfg, num_frames, schedule, fg))
     if cfg.mode != "shifted":
         raise VidtuneError(f"codenoise.mode = {cfg.mode!r} is unknown; use 'shifted' or 'overlap'")
-    from vidtune.inputs import per_frame_prompts
-
     overlap = None
     if not isinstance(schedule, (str, dict)):  # a per-clip list names Gen-L-Video's clips
         overlap = clip_windows(num_frames, cfg.clip_length, cfg.stride, shrink_clip=cfg.shrink_clip)

@@ -200,7 +200,7 @@ def _device_dtype(cfg: ModelConfig) -> tuple[str, str]:
 
 def schedule_lines(cfg: RunConfig, num_frames: int) -> list[str]:
     """A prompt schedule's segments and the frames of each transition between them ([] for one prompt)."""
-    from vidtune.inputs import per_frame_prompts, prompt_schedule
+    from vidtune.method.prompts import per_frame_prompts, prompt_schedule
     from vidtune.method.segments import prompt_segments, transition_frames
 
     schedule = prompt_schedule(cfg.inputs)
@@ -239,8 +239,8 @@ def plan_report(cfg: RunConfig, seconds_per_eval: float | None = None) -> str:
     """The text `vidtune plan` prints: frames, clips, prompts, merge weights, UNet evaluations, memory,
     and with ``seconds_per_eval`` (`measure_unet_seconds`) a time estimate per stage."""
     from vidtune.inputs import count as count_inputs
-    from vidtune.inputs import prompt_schedule
     from vidtune.method.clips import clip_batches, plan_clips
+    from vidtune.method.prompts import prompt_schedule
     from vidtune.sampling import sdedit_start
     from vidtune.validate import check_run
 

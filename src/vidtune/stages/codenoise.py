@@ -43,16 +43,17 @@ from vidtune.sampling import (
     sdedit_start,
 )
 from vidtune.stages.common import (
+    DECODE_BATCH,
     Conditioning,
     Stage,
     StageCallback,
     StageContext,
     background_plate,
     build_scheduler,
+    split_decode,
     step_callback,
     x0_guide,
 )
-from vidtune.stages.separate import DECODE_BATCH, split_decode
 
 if TYPE_CHECKING:
     from diffusers import SchedulerMixin, UNet2DConditionModel
@@ -180,7 +181,7 @@ def prepare(
     cfg: CodenoiseStageConfig, components: Components, inputs: VideoInputs, s2: FusionResult | None
 ) -> CodenoiseSetup:
     """Stage 4's plan and starting point: clips, prompt banks, scheduler, initial latents, background targets."""
-    from vidtune.inputs import prompt_schedule
+    from vidtune.method.prompts import prompt_schedule
 
     c, s = cfg.codenoise, cfg.sampling
     if s2 is None and needs_fusion(c):

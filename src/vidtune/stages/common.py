@@ -1,8 +1,9 @@
-"""Helpers shared by the stages: scheduler from the config, conditioning, decoding, step callbacks, and
-what a stage runs with (`StageContext`)."""
+"""Helpers shared by the stages: scheduler from the config, conditioning, the video's eps and decoding
+split over torchrun ranks, step callbacks, and what a stage runs with (`StageContext`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +13,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vidtune import distributed as D
 from vidtune.config import FusionConfig, SamplingConfig
-from vidtune.sampling import FeatureBank, PromptBank, adapter_features, decode, make_prompt_bank
+from vidtune.sampling import EpsFn, FeatureBank, PromptBank, adapter_features, decode, frame_eps_fn, make_prompt_bank
 
 if TYPE_CHECKING:
-    from diffusers import SchedulerMixin
+    from diffusers import AutoencoderKL, SchedulerMixin, UNet2DConditionModel
 
     from vidtune.inputs import VideoInputs
     from vidtune.models import Components
@@ -101,6 +103,36 @@ def decode_frames(
 
 StageCallback = Callable[[int, int, int, torch.Tensor], "torch.Tensor | None"]
 """The user's per-step callback: (stage, step, timestep, latents) -> replacement latents or None."""
+
+
+DECODE_BATCH = 4  # `decode_frames`' chunk of frames
+
+
+def frame_block(batch_frames: int) -> int:
+    """The block of frames the ranks split by: whole UNet batches and whole decoding chunks, so that every
+    rank evaluates exactly the batches one process does (`distributed.parts`)."""
+    return math.lcm(max(1, batch_frames), DECODE_BATCH)
+
+
+def split_eps_fn(
+    unet: UNet2DConditionModel, cond: Conditioning, guidance: float, batch_frames: int, num_frames: int
+) -> EpsFn:
+    """Stages 1-2's eps of the whole video; under torchrun each rank evaluates its own frames (`D.part`)
+    and the frames are gathered every step, so every rank holds the eps of every frame."""
+    if not D.current().enabled:
+        return frame_eps_fn(unet, cond.prompts, cond.features, guidance, batch_frames)
+    align = frame_block(batch_frames)
+    rows = D.part(num_frames, align=align)
+    local = frame_eps_fn(unet, cond.prompts, cond.features, guidance, batch_frames, frames=list(rows))
+    return D.gathered_eps_fn(local, rows, num_frames, align)
+
+
+def split_decode(vae: AutoencoderKL, latents: torch.Tensor, batch_frames: int, progress: bool, desc: str) -> np.ndarray:
+    """`decode_frames` of the whole video, each rank decoding its own frames (gathered under torchrun)."""
+    align = frame_block(batch_frames)
+    rows = D.part(latents.shape[0], align=align)
+    frames = decode_frames(vae, latents[rows.start : rows.stop], batch=DECODE_BATCH, progress=progress, desc=desc)
+    return D.gather_array(frames, latents.shape[0], align)
 
 
 def step_callback(callback: StageCallback | None, stage: int):

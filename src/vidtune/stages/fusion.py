@@ -33,11 +33,12 @@ from vidtune.stages.common import (
     StageContext,
     background_plate,
     build_scheduler,
+    split_decode,
+    split_eps_fn,
     step_callback,
     vp_factor,
     x0_guide,
 )
-from vidtune.stages.separate import split_decode, split_eps_fn
 
 if TYPE_CHECKING:
     from diffusers import SchedulerMixin

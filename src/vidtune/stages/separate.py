@@ -11,7 +11,6 @@ and the ranges are gathered every step, so every rank steps the whole video as o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,20 +24,19 @@ from vidtune.config import SeparateStageConfig
 from vidtune.inputs import VideoInputs
 from vidtune.models import Components
 from vidtune.results import SeparateResult
-from vidtune.sampling import EpsFn, denoise, frame_eps_fn, fusion_index, initial_noise, prepare_scheduler
+from vidtune.sampling import denoise, fusion_index, initial_noise, prepare_scheduler
 from vidtune.stages.common import (
     Conditioning,
     Stage,
     StageCallback,
     StageContext,
     build_scheduler,
-    decode_frames,
+    split_decode,
+    split_eps_fn,
     step_callback,
 )
 
 if TYPE_CHECKING:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     from vidtune.segment import Segmenter
 
 
@@ -90,36 +88,6 @@ def generate(
         callback=step_callback(callback, 1),
     )
     return {"z_t": kept["z_t"], "timestep": kept["timestep"], "t_index": torch.tensor([t_index]), "x0": x0}
-
-
-DECODE_BATCH = 4  # `decode_frames`' chunk of frames
-
-
-def frame_block(batch_frames: int) -> int:
-    """The block of frames the ranks split by: whole UNet batches and whole decoding chunks, so that every
-    rank evaluates exactly the batches one process does (`distributed.parts`)."""
-    return math.lcm(max(1, batch_frames), DECODE_BATCH)
-
-
-def split_eps_fn(
-    unet: UNet2DConditionModel, cond: Conditioning, guidance: float, batch_frames: int, num_frames: int
-) -> EpsFn:
-    """Stages 1-2's eps of the whole video; under torchrun each rank evaluates its own frames (`D.part`)
-    and the frames are gathered every step, so every rank holds the eps of every frame."""
-    if not D.current().enabled:
-        return frame_eps_fn(unet, cond.prompts, cond.features, guidance, batch_frames)
-    align = frame_block(batch_frames)
-    rows = D.part(num_frames, align=align)
-    local = frame_eps_fn(unet, cond.prompts, cond.features, guidance, batch_frames, frames=list(rows))
-    return D.gathered_eps_fn(local, rows, num_frames, align)
-
-
-def split_decode(vae: AutoencoderKL, latents: torch.Tensor, batch_frames: int, progress: bool, desc: str) -> np.ndarray:
-    """`decode_frames` of the whole video, each rank decoding its own frames (gathered under torchrun)."""
-    align = frame_block(batch_frames)
-    rows = D.part(latents.shape[0], align=align)
-    frames = decode_frames(vae, latents[rows.start : rows.stop], batch=DECODE_BATCH, progress=progress, desc=desc)
-    return D.gather_array(frames, latents.shape[0], align)
 
 
 # Segmenters whose mask of a frame depends on that frame alone, so that ranks may split the frames.

@@ -232,7 +232,7 @@ def test_other_model_weights_start_the_sequences_over(tmp_path, tiny_model_dir):
 def test_every_variant_has_its_own_colour_and_the_ground_truth_is_grey():
     from vidtune.benchmark.report import GROUND_TRUTH_COLOUR, variant_colours
 
-    names = [f"v{i}" for i in range(8)] + ["ground_truth"]
+    names = [f"v{i}" for i in range(12)] + ["ground_truth"]  # the default suite has 11 variants
     colours = variant_colours(names)
     assert colours["ground_truth"] == GROUND_TRUTH_COLOUR
     assert len(set(colours.values())) == len(names) and "C7" not in colours.values()  # tab10's grey

@@ -373,8 +373,8 @@ GROUND_TRUTH_COLOUR = "#777777"
 
 def variant_colours(variants: Sequence[str]) -> dict[str, str]:
     """One colour per variant: the ground truth grey (and dashed in curves), the others matplotlib's
-    tab10 without its own grey (C7), so no method shares the truth's colour."""
-    palette = [f"C{i}" for i in range(10) if i != 7]
+    tab10 without its own grey (C7), then three darker ones: every suite's variants (up to 12) differ."""
+    palette = [f"C{i}" for i in range(10) if i != 7] + ["#000000", "#8b6508", "#00008b"]
     others = [v for v in variants if v != "ground_truth"]
     colours = {v: palette[i % len(palette)] for i, v in enumerate(others)}
     return {v: GROUND_TRUTH_COLOUR if v == "ground_truth" else colours[v] for v in variants}

@@ -14,7 +14,7 @@ from vidtune.errors import VidtuneError
 
 DEFAULT_FPS = 8.0  # vidtune.inputs.DEFAULT_FPS (that module imports numpy; the parser stays light)
 DEMO_PROMPT = "a red figure walking on a snowy field during the day"  # vidtune.demo.command.DEFAULT_PROMPT
-DEMO_STEPS = 20  # sampling.steps in src/vidtune/demo/model/vidtune.toml
+DEMO_STEPS = 16  # sampling.steps in src/vidtune/demo/model/vidtune.toml
 DEMO_MOTIONS = ("walk", "run", "wave", "jump", "dance", "squat", "turn")  # vidtune.demo.synthetic.MOTIONS
 
 

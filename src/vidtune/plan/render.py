@@ -40,7 +40,9 @@ MAX_PLOTTED_BLOCKS = 12  # ... and plot the first and last half of this many blo
 def _per_clip_weights(
     weights: torch.Tensor | Sequence[torch.Tensor], windows: Sequence[Window], num_frames: int
 ) -> list[torch.Tensor]:
-    """Merge weights as one (end - start,) float64 tensor per clip, from dense (clips, frames) or per-clip weights."""
+    """Merge weights as one (end - start,) tensor per clip, from dense (clips, frames) or per-clip weights.
+
+    Per-clip weights are returned as given, not copied: a million-frame plan holds 10^5 of them."""
     import torch
 
     if isinstance(weights, torch.Tensor):
@@ -50,7 +52,7 @@ def _per_clip_weights(
         return [w[k, s:e] for k, (s, e) in enumerate(windows)]
     if len(weights) != len(windows) or any(len(w) != e - s for w, (s, e) in zip(weights, windows)):
         raise ValueError(f"weights: need one tensor of the clip's length per clip ({len(windows)} clips)")
-    return [w.detach().to("cpu", torch.float64) for w in weights]
+    return list(weights)
 
 
 def _coverage(windows: Sequence[Window], num_frames: int) -> torch.Tensor:

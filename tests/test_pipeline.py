@@ -362,3 +362,24 @@ def test_a_rerun_with_another_output_reencodes_the_videos_and_reruns_no_stage(
     assert video_info(video).width == 32 and (tmp_path / "r" / "stage1" / "stage1.mkv").is_file()
     assert json.loads((tmp_path / "r" / "stage1" / "stage1.video.json").read_text())["upscale"] == 1
     assert any("re-encoded" in line for line in logs)
+
+
+def test_recompute_drops_the_stage_and_every_later_one_then_keeps_the_new_result_timed(monkeypatch):
+    """The one execution path of the run folder and the API: results after a rerun stage are stale."""
+    import dataclasses
+    import time
+
+    @dataclasses.dataclass(frozen=True)
+    class Done:
+        stage: int
+        seconds: float = 0.0
+
+    def compute(k, cache, *args):
+        time.sleep(0.01)
+        return Done(k)
+
+    cache = pipeline.StageCache(None, C.RunConfig(), components=None, inputs=None)
+    cache.results = {k: Done(k) for k in (1, 2, 3, 4)}
+    monkeypatch.setattr(pipeline, "compute_stage", compute)
+    out = cache.recompute(2, False, None, print)
+    assert set(cache.results) == {1, 2} and cache.results[2] is out and out.stage == 2 and out.seconds >= 0.01

@@ -44,3 +44,23 @@ def test_length_curve_runs_every_length_in_its_own_process(tmp_path):
     assert all(set(r["seconds"]) == {"1", "2", "3", "4"} and r["per_frame_124"] > 0 for r in rows)
     assert all(r["peak_over_model_mib"] >= 0 for r in rows)
     assert out.with_suffix(".png").stat().st_size > 0 and "| 16 |" in out.read_text()
+
+
+def test_compare_runs_pairs_two_runs_sequence_by_sequence(tmp_path):
+    """B - A is taken per sequence (a constant shift has a zero-width interval) over the sequences both ran."""
+    compare = _load("compare_runs")
+    runs = {}
+    for name, shift in (("a", 0.0), ("b", 0.5)):
+        per = {
+            s: {"full": {"flicker.mean_abs_diff": base + shift, "seconds": 10.0}}
+            for s, base in (("walk", 1.0), ("run", 3.0), ("wave", 8.0))
+        }
+        if name == "b":
+            per["only_b"] = {"full": {"flicker.mean_abs_diff": 100.0}}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ablation.json").write_text(json.dumps({"per_sequence": per}))
+        runs[name] = compare.per_sequence(tmp_path / name)
+    rows = compare.paired_rows(runs["a"], runs["b"], "full")
+    flicker = next(r for r in rows if "| flicker |" in r)
+    assert flicker == "| full | flicker | 4 | 4.5 | +0.5 [+0.5, +0.5] |"
+    assert any("| seconds | 10 | 10 | +0 [+0, +0] |" in r for r in rows)

@@ -88,6 +88,54 @@ def test_stage1_writes_frames_masks_latents_and_is_deterministic(tiny_model_dir,
     assert (tmp_path / "a" / "config.toml").is_file() and C.load(tmp_path / "a" / "config.toml") == cfg
 
 
+def _stage1_rows(cfg: C.RunConfig, folder: Path, components, stages=(1,)) -> int:
+    """UNet rows (frames x CFG branches) evaluated by a run of `stages`."""
+    rows: list[int] = []
+    hook = components.unet.register_forward_pre_hook(lambda mod, args: rows.append(args[0].shape[0]))
+    try:
+        pipeline.run(cfg, folder, stages=list(stages), progress=False, components=components, log=lambda s: None)
+    finally:
+        hook.remove()
+    return sum(rows)
+
+
+@pytest.mark.slow
+def test_stage1_can_stop_at_the_fusion_step_and_segment_the_prediction_there(
+    tiny_model_dir, tiny_components, poses_dir, tmp_path, monkeypatch
+):
+    """separate.stop = fusion: the same z_t as a full stage 1, the UNet rows `vidtune plan` counts (fewer),
+    x0 is the clean latent DDIM predicts at t, and stage 2 goes on from it as from a full stage 1."""
+    from diffusers import DDIMScheduler
+
+    from vidtune import plan
+
+    cfg = tiny_config(tiny_model_dir, poses_dir, **{"separate.segmenter": "grabcut", "sampling.steps": 6})
+    predicted: list[torch.Tensor] = []  # DDIM's pred_original_sample at every step of the full run
+    step = DDIMScheduler.step
+
+    def recording_step(self, *args, **kwargs):
+        out = step(self, *args, **kwargs)
+        predicted.append(out[1].cpu())
+        return out
+
+    rows = {}
+    for stop in ("end", "fusion"):
+        monkeypatch.setattr(DDIMScheduler, "step", recording_step if stop == "end" else step)
+        c = C.apply_overrides(cfg, [f"separate.stop={stop}"])
+        rows[stop] = _stage1_rows(c, tmp_path / stop, tiny_components)
+        assert rows[stop] == plan.unet_evaluations(c, N)["stage1"] * N, stop
+    assert rows["fusion"] == (3 + 1) * 2 * N < rows["end"] == 6 * 2 * N  # t_index 3 of 6 steps, CFG
+    full, early = (load_file(str(tmp_path / k / "stage1/latents.safetensors")) for k in ("end", "fusion"))
+    assert torch.equal(full["z_t"], early["z_t"]) and int(full["t_index"]) == int(early["t_index"]) == 3
+    assert len(list_image_files(tmp_path / "fusion/stage1/masks")) == N
+    assert not torch.equal(early["x0"], full["x0"]) and not torch.equal(early["x0"], early["z_t"])
+    assert torch.allclose(early["x0"], predicted[3], atol=1e-5)  # diffusers' DDIM's own x0-hat at step 3
+    stage2 = _stage1_rows(
+        C.apply_overrides(cfg, ["separate.stop=fusion"]), tmp_path / "fusion", tiny_components, (1, 2)
+    )
+    assert stage2 == plan.unet_evaluations(C.apply_overrides(cfg, ["separate.stop=fusion"]), N)["stage2"] * N
+
+
 @pytest.mark.slow
 def test_resume_rule_reruns_only_changed_stage_and_later(tiny_model_dir, poses_dir, tmp_path):
     from vidtune.models import load_components
@@ -314,3 +362,24 @@ def test_a_rerun_with_another_output_reencodes_the_videos_and_reruns_no_stage(
     assert video_info(video).width == 32 and (tmp_path / "r" / "stage1" / "stage1.mkv").is_file()
     assert json.loads((tmp_path / "r" / "stage1" / "stage1.video.json").read_text())["upscale"] == 1
     assert any("re-encoded" in line for line in logs)
+
+
+def test_recompute_drops_the_stage_and_every_later_one_then_keeps_the_new_result_timed(monkeypatch):
+    """The one execution path of the run folder and the API: results after a rerun stage are stale."""
+    import dataclasses
+    import time
+
+    @dataclasses.dataclass(frozen=True)
+    class Done:
+        stage: int
+        seconds: float = 0.0
+
+    def compute(k, cache, *args):
+        time.sleep(0.01)
+        return Done(k)
+
+    cache = pipeline.StageCache(None, C.RunConfig(), components=None, inputs=None)
+    cache.results = {k: Done(k) for k in (1, 2, 3, 4)}
+    monkeypatch.setattr(pipeline, "compute_stage", compute)
+    out = cache.recompute(2, False, None, print)
+    assert set(cache.results) == {1, 2} and cache.results[2] is out and out.stage == 2 and out.seconds >= 0.01

@@ -236,6 +236,10 @@ def test_plan_counts_the_unet_evaluations_of_every_stage_against_frame_by_frame(
         assert ev["total"] <= 2.5 * ev["frame_by_frame"]
     overlap = plan.unet_evaluations(C.apply_overrides(cfg, ["codenoise.mode=overlap"]), 64)
     assert overlap["stage4"] == pytest.approx(30 * (7 * 16) / 64)  # 7 clips of 16 frames cover 64 frames
+    early = C.apply_overrides(cfg, ["separate.stop=fusion"])  # stage 1 stops at the fusion step (index 25)
+    for n, bound in ((24, 2.0), (256, 1.5)):
+        ev = plan.unet_evaluations(early, n)
+        assert ev["stage1"] == (25 + 1) * 2 and ev["total"] <= bound * ev["frame_by_frame"]
     guided = plan.unet_evaluations(C.apply_overrides(cfg, ["codenoise.unguided_below=0"]), 64)
     assert guided["stage4"] == 20 * 2
     report = plan.plan_report(tiny_cfg(tiny_model_dir, shared_dir / POSES, "inputs.frames=40"))

@@ -284,15 +284,8 @@ class VidtunePipeline:
         return self._session
 
     def _compute(self, k: int, session: pipeline.StageCache, callback: StageCallback | None, progress: bool) -> Any:
-        import time
-
-        for later in [j for j in STAGES if j > k]:  # what followed stage k is stale once it reruns
-            session.results.pop(later, None)
         session.keep_base = self.keep_base
-        start = time.perf_counter()
-        result = pipeline.compute_stage(k, session, progress=progress, callback=callback, log=logger.info)
-        result = replace(result, seconds=time.perf_counter() - start)
-        session.results[k] = result
+        result = session.recompute(k, progress, callback, logger.info)
         logger.info(f"vidtune: stage {k} ({STAGES[k].title}) done in {result.seconds:.1f}s")
         return result
 

@@ -82,6 +82,10 @@ class SeparateConfig:
     # benchmark, README); independent: frame i from seed + i (the paper's per-frame generation)
     noise_mode: str = field(default="shared", metadata=_choice("independent", "shared"))
     fusion_step: float = 0.5
+    # end: every frame denoised to x0, the final frames segmented (stage 1 is a full per-frame video);
+    # fusion: stop at the fusion step and segment the predicted clean frame there (the paper: SAM on x0-hat
+    # at step t), so the steps after t are paid once, in stage 2; stage 1's video is then that prediction.
+    stop: str = field(default="end", metadata=_choice("end", "fusion"))
     segmenter: str = field(default="auto", metadata=_choice("auto", "sam", "grabcut"))
     batch_frames: int = 4
 

@@ -4,7 +4,8 @@ The config names paths; a pose file edited in place, or new weights saved at the
 leave the config (and so `config.stage_hash`) unchanged while the right result changes. The run
 folder therefore also keys its done markers on `inputs_key`: a hash of the prepared inputs
 (pose images, keypoints, per-frame prompts, fps) and of every model file's name, size and
-modification time (reading the weights themselves would take minutes for SD).
+modification time (reading the weights themselves would take minutes for SD); a model card's
+documents are left out.
 """
 
 from __future__ import annotations
@@ -39,13 +40,18 @@ def inputs_digest(inputs: VideoInputs) -> str:
     return h.hexdigest()
 
 
+# Files no loader reads: a model card, its tables and pictures. Editing them leaves every result as it was.
+DOCUMENT_SUFFIXES = frozenset({".md", ".csv", ".png", ".jpg", ".jpeg", ".gif"})
+
+
 def folder_identity(folder: Path) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime in ns) of every file under ``folder`` (links followed), sorted."""
+    """(relative path, size, mtime in ns) of every file under ``folder`` (links followed) but hidden ones and
+    documents (`DOCUMENT_SUFFIXES`), sorted."""
     entries = []
     for root, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
-            if name.startswith("."):
+            if name.startswith(".") or Path(name).suffix.lower() in DOCUMENT_SUFFIXES:
                 continue
             path = Path(root) / name
             try:

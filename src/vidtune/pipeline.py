@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -190,6 +190,16 @@ class StageCache:
     def done(self, k: int) -> bool:
         """Whether stage k has a result for this config (in memory, or done in the run folder)."""
         return k in self.results if self.rd is None else self.rd.is_done(k, self.cfg)
+
+    def recompute(self, k: int, progress: bool, callback: StageCallback | None, log: Callable[[str], None]) -> Result:
+        """Compute stage k again and keep it, with its seconds; the results of k and every later stage are
+        dropped first (stale once k reruns). The one execution path of the run folder and the Python API."""
+        for later in [j for j in STAGES if j >= k]:
+            self.results.pop(later, None)
+        start = time.perf_counter()
+        result = compute_stage(k, self, progress, callback, log)
+        self.results[k] = result = replace(result, seconds=time.perf_counter() - start)
+        return result
 
     def context(self, k: int, progress: bool, callback: StageCallback | None, log: Callable[[str], None]):
         """What stage k runs with (`StageContext`)."""
@@ -384,11 +394,8 @@ def _run_stage(
     main = D.current().is_main
     if main and rd.final_video in rd.begin(k):
         log(f"vidtune: removed {rd.final_video} (it no longer matches: stage {k} reruns)")
-    for later in [j for j in STAGES if j >= k]:
-        cache.results.pop(later, None)
     start = time.perf_counter()
-    result = compute_stage(k, cache, progress, callback, log)
-    cache.results[k] = result
+    result = cache.recompute(k, progress, callback, log)
     if not main:
         D.barrier()  # until rank 0 has saved the stage and marked it done
         summary.stages[k] = ("ran", time.perf_counter() - start)

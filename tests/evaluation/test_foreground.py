@@ -125,10 +125,10 @@ def test_colour_distance_is_the_gaussian_wasserstein_distance() -> None:
 
 def test_a_figure_that_only_moves_scores_zero() -> None:
     frames, masks = video(24)
-    out = F.compute_fg_appearance(frames, masks)
+    out = M.compute(F.FgAppearance(), frames, masks)
     assert all(v == pytest.approx(0.0, abs=1e-9) for v in out["metrics"].values()), out["metrics"]
     assert out["notes"] == []
-    grainy = F.compute_fg_appearance(noisy(frames, 2.0), masks)["metrics"]  # sensor-like noise: still small
+    grainy = M.compute(F.FgAppearance(), noisy(frames, 2.0), masks)["metrics"]  # sensor-like noise: still small
     assert grainy["color"] < 0.5 and grainy["texture"] < 0.1
 
 
@@ -136,28 +136,28 @@ def test_a_figure_that_only_moves_scores_zero() -> None:
 def test_a_shirt_pattern_that_flips_scores_worse(other: str) -> None:
     frames, masks = video(24)
     flipped, _ = video(24, pattern=flipping(other))
-    steady = F.compute_fg_appearance(noisy(frames, 2.0), masks)["metrics"]
-    flip = F.compute_fg_appearance(noisy(flipped, 2.0), masks)["metrics"]
+    steady = M.compute(F.FgAppearance(), noisy(frames, 2.0), masks)["metrics"]
+    flip = M.compute(F.FgAppearance(), noisy(flipped, 2.0), masks)["metrics"]
     # measured: colour 0.16 steady, 19 (stripes <-> plain) and 26 (stripes of another colour) flipped
     assert flip["color"] > 10.0 > 20 * steady["color"]
     assert flip["color_vs_first"] > 5.0  # half the frames differ from frame 0
     if other == "plain":  # stripes <-> plain changes the texture too (0.19 against 0.05)
         assert flip["texture"] > 2 * steady["texture"]
     # the flow-warped error inside the mask is WarpErrorDIS's fg: 0.0033 steady, 0.05-0.07 flipped
-    warp_steady = M.compute_warp_err_dis(frames, masks)["metrics"]
-    warp_flip = M.compute_warp_err_dis(flipped, masks)["metrics"]
+    warp_steady = M.compute(M.WarpErrorDIS(), frames, masks)["metrics"]
+    warp_flip = M.compute(M.WarpErrorDIS(), flipped, masks)["metrics"]
     assert warp_flip["fg"] > 10 * warp_steady["fg"]
     assert warp_flip["bg"] < 0.2 * warp_flip["fg"]  # the background did not change
 
 
 def test_a_slow_colour_drift_has_a_slope_against_frame_0() -> None:
     frames, masks = video(48, shift=lambda i: (-i, i // 2, i))  # the shirt turns from red to purple
-    out = F.compute_fg_appearance(frames, masks)["metrics"]
+    out = M.compute(F.FgAppearance(), frames, masks)["metrics"]
     # measured: frame to frame 0.36 Lab units, against frame 0 8.6 on average, slope 34 per 100 frames
     assert out["color"] < 1.0
     assert out["color_vs_first"] > 10 * out["color"]
     assert out["color_slope"] > 20.0
-    buckets = F.compute_fg_appearance(frames, masks)["buckets"]
+    buckets = M.compute(F.FgAppearance(), frames, masks)["buckets"]
     assert buckets[0]["metrics"]["color_vs_first"] < buckets[-1]["metrics"]["color_vs_first"]
 
 
@@ -168,14 +168,14 @@ def test_a_slow_colour_drift_has_a_slope_against_frame_0() -> None:
 
 def test_long_drift_is_zero_for_a_steady_480_frame_video() -> None:
     frames, masks = video(480)
-    out = F.compute_drift_long(frames, masks)
+    out = M.compute(F.DriftLong(), frames, masks)
     assert all(v == pytest.approx(0.0, abs=1e-9) for v in out["metrics"].values()), out["metrics"]
     assert out["notes"] == [] and len(out["buckets"]) == M.num_buckets(480, 16)
 
 
 def test_long_drift_of_the_figure_leaves_the_background_at_zero() -> None:
     frames, masks = video(480, shift=lambda i: (-(i // 4), i // 8, i // 4))
-    out = F.compute_drift_long(frames, masks)
+    out = M.compute(F.DriftLong(), frames, masks)
     m = out["metrics"]
     # measured: figure 17 Lab units on average, 28 at most, slope 5.7 per 100 frames; background 0
     assert m["fg_color_slope"] > 3.0 and m["fg_color_max"] > m["fg_color_mean"] > 5.0
@@ -187,7 +187,7 @@ def test_long_drift_of_the_figure_leaves_the_background_at_zero() -> None:
 
 def test_long_drift_of_the_background_has_the_slope_it_was_given() -> None:
     frames, masks = video(480, bg_offset=lambda i: i // 10)  # +0.1 level per frame: 10 per 100 frames
-    m = F.compute_drift_long(frames, masks)["metrics"]
+    m = M.compute(F.DriftLong(), frames, masks)["metrics"]
     assert m["bg_slope"] == pytest.approx(10.0, rel=0.05)
     assert m["fg_color_mean"] == m["fg_texture_mean"] == 0.0
 
@@ -214,20 +214,20 @@ def test_reading_the_result_mid_stream_changes_nothing() -> None:
 
 def test_no_masks_or_empty_masks_give_nan_and_a_note() -> None:
     frames, masks = video(40)
-    out = F.compute_fg_appearance(frames)
+    out = M.compute(F.FgAppearance(), frames)
     assert all(math.isnan(v) for v in out["metrics"].values()) and "--masks" in out["notes"][0]
-    long = F.compute_drift_long(frames)
+    long = M.compute(F.DriftLong(), frames)
     assert math.isnan(long["metrics"]["fg_color_mean"]) and math.isfinite(long["metrics"]["bg_mean"])
     assert any("whole frame" in n for n in long["notes"])
     empty = [np.zeros_like(m) for m in masks]
-    out = F.compute_fg_appearance(frames, empty)
+    out = M.compute(F.FgAppearance(), frames, empty)
     assert all(math.isnan(v) for v in out["metrics"].values()) and "40 of 40 frames" in out["notes"][0]
-    assert math.isnan(F.compute_drift_long(frames, empty)["metrics"]["fg_color_max"])
+    assert math.isnan(M.compute(F.DriftLong(), frames, empty)["metrics"]["fg_color_max"])
     # a few empty frames are skipped: the rest still scores 0 (the figure only moves)
     gaps = [np.zeros_like(m) if i in (5, 6, 30) else m for i, m in enumerate(masks)]
-    out = F.compute_fg_appearance(frames, gaps)
+    out = M.compute(F.FgAppearance(), frames, gaps)
     assert out["metrics"]["color"] == 0.0 and "3 of 40 frames" in out["notes"][0]
-    short = F.compute_drift_long(frames[:20], masks[:20])
+    short = M.compute(F.DriftLong(), frames[:20], masks[:20])
     assert math.isnan(short["metrics"]["bg_slope"]) and "slope needs 3" in short["notes"][0]
 
 
@@ -239,11 +239,11 @@ def test_evaluate_video_reports_the_figure_metrics(tmp_path: Path) -> None:
         cv2.imwrite(str(tmp_path / "masks" / f"mask_{i:03d}.png"), m)
     result = evaluate_video(str(tmp_path / "frames"), masks=str(tmp_path / "masks"))
     assert {"fg_appearance", "drift_long"} <= set(result["metrics"]) and set(M.WEIGHT_FREE) <= set(result["metrics"])
-    assert result["metrics"]["fg_appearance"] == pytest.approx(F.compute_fg_appearance(frames, masks)["metrics"])
+    assert result["metrics"]["fg_appearance"] == pytest.approx(M.compute(F.FgAppearance(), frames, masks)["metrics"])
     assert result["metrics"]["fg_appearance"]["color"] > 10.0
     assert result["metrics"]["drift_long"]["fg_color_slope"] is None  # 2 clips: no slope (null in JSON)
     json.dumps(result, allow_nan=False)
-    assert F.METRICS["fg_appearance"] is F.compute_fg_appearance
+    assert F.METRICS["fg_appearance"] is F.FgAppearance
 
 
 def test_evaluate_video_says_why_the_figure_metrics_are_null(tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def evaluate_demo(
     """
     from vidtune.demo.synthetic.adherence import frame_adherence, summarize
     from vidtune.demo.synthetic.world import make_sequence
-    from vidtune.evaluation.metrics import compute_flicker
+    from vidtune.evaluation.metrics import Flicker, compute
 
     comps = load_demo_components(model_dir)
     rng = np.random.default_rng(seed)
@@ -139,7 +139,7 @@ def evaluate_demo(
     )
 
     def flicker(x: np.ndarray) -> float:
-        return float(compute_flicker(x)["metrics"]["mean_abs_diff"])
+        return float(compute(Flicker(), x)["metrics"]["mean_abs_diff"])
 
     out.update(
         flicker_generated=flicker(gen),

@@ -18,34 +18,23 @@ import numpy as np
 
 from vidtune import atomic
 from vidtune.errors import VidtuneError
-from vidtune.evaluation.foreground import DriftLong, FgAppearance
+from vidtune.evaluation.foreground import METRICS as foreground_registry
+from vidtune.evaluation.metrics import METRICS as metrics_registry
 from vidtune.evaluation.metrics import (
     WEIGHT_FREE,
-    BgStability,
     ClipScores,
     DinoSubjectConsistency,
-    DriftBg,
-    DriftFgColor,
-    Flicker,
     LengthMismatch,
     Metric,
     MotionEPE,
     SeamRatio,
-    WarpErrorDIS,
     bucket_spans,
     run,
 )
 from vidtune.video import list_image_files, read_frames
 
-_WEIGHT_FREE_BUILDERS = {
-    "flicker": Flicker,
-    "warp_err_dis": WarpErrorDIS,
-    "bg_stability": BgStability,
-    "drift_bg": DriftBg,
-    "drift_fg_color": DriftFgColor,
-    "fg_appearance": FgAppearance,
-    "drift_long": DriftLong,
-}
+METRICS: dict[str, type[Metric]] = {**metrics_registry, **foreground_registry}
+"""Every accumulator by name: the pixel and embedded metrics and the figure metrics."""
 
 
 def mask_files(folder: str | Path) -> list[Path]:
@@ -85,10 +74,10 @@ def build_metrics(
 ) -> list[Metric]:
     """The accumulators that apply to these inputs (``names`` limits the weight-free ones)."""
     chosen = list(WEIGHT_FREE if names is None else names)
-    unknown = [n for n in chosen if n not in _WEIGHT_FREE_BUILDERS]
+    unknown = [n for n in chosen if n not in WEIGHT_FREE]
     if unknown:
-        raise VidtuneError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(_WEIGHT_FREE_BUILDERS)}")
-    out: list[Metric] = [_WEIGHT_FREE_BUILDERS[n](bucket) for n in chosen]
+        raise VidtuneError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(WEIGHT_FREE)}")
+    out: list[Metric] = [METRICS[n](bucket) for n in chosen]
     if windows:
         out.append(SeamRatio(windows, bucket))
     if reference:

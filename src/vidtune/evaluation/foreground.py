@@ -6,9 +6,7 @@ Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.evalu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -21,8 +19,6 @@ from vidtune.evaluation.metrics import (
     _Means,
     bucket_of_frame,
     bucket_of_pair,
-    bucket_spans,
-    run,
 )
 
 ORIENTATIONS = 8  # unsigned gradient orientation bins of 22.5 degrees, bin 0 centred on 0 degrees
@@ -352,41 +348,7 @@ class DriftLong(Metric):
         return out
 
 
-# ------------------------------------------------------------------------------------------
-# compute_<name> functions and their registry
-# ------------------------------------------------------------------------------------------
-
-
-def _compute(metric: FgAppearance | DriftLong, frames: Iterable, masks: Iterable | None) -> dict[str, Any]:
-    num_frames = run([metric], frames, masks)
-    spans = bucket_spans(num_frames, metric.bucket)
-    return {
-        "metrics": metric.result(),
-        "buckets": [{"start": s, "end": e, "metrics": v} for (s, e), v in zip(spans, metric.bucket_results())],
-        "notes": metric.notes(),
-    }
-
-
-def compute_fg_appearance(
-    frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16
-) -> dict[str, Any]:
-    """Figure colour (Lab units) and texture ([0, 1]) change frame to frame and against the first
-    frame, with drift slopes per 100 frames (see ``FgAppearance``); ``nan`` without masks."""
-    return _compute(FgAppearance(bucket), frames, masks)
-
-
-def compute_drift_long(
-    frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16, clip: int = 16
-) -> dict[str, Any]:
-    """Clip-to-clip drift of the figure (Lab units, [0, 1]) and background (0-255) against the
-    first clip: mean, max and slope per 100 frames (see ``DriftLong``)."""
-    return _compute(DriftLong(bucket, clip), frames, masks)
-
-
-METRICS: dict[str, Callable[..., dict[str, Any]]] = {
-    "fg_appearance": compute_fg_appearance,
-    "drift_long": compute_drift_long,
-}
+METRICS: dict[str, type[Metric]] = {"fg_appearance": FgAppearance, "drift_long": DriftLong}
 """The figure metrics by name, as ``metrics.METRICS`` (which cannot list them: this module imports
 ``metrics``' stream and helpers, and ``tests/test_layers.py`` forbids an import cycle). Both are in
-``metrics.WEIGHT_FREE``. Each returns ``{"metrics", "buckets", "notes"}``."""
+``metrics.WEIGHT_FREE``; ``metrics.compute(FgAppearance(), frames, masks)`` computes one."""

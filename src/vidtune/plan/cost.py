@@ -12,7 +12,8 @@ def unet_evaluations(cfg: RunConfig, num_frames: int) -> dict[str, float]:
     """UNet frame evaluations per video frame of each stage and in all, and of frame-by-frame generation
     (`sampling.steps` steps of one frame; classifier-free guidance counts twice). Pure: no model.
 
-    stage 1: every step; stage 2: the eps at the fusion step t, then the steps from t on; stage 3: its
+    stage 1: every step, or with ``separate.stop = "fusion"`` the steps before the fusion step t and the eps
+    at t (its x0 prediction); stage 2: the eps at the fusion step t, then the steps from t on; stage 3: its
     training samples x `TRAIN_STEP_EVALS`, spread over the frames; stage 4: its steps (from the SDEdit
     start with ``init = "fused"``) x the clips' frames per video frame (1 in ``shifted`` mode, about M / S in
     ``overlap`` mode) + the global anchor, its steps below ``codenoise.unguided_below`` without guidance."""
@@ -28,13 +29,20 @@ def unet_evaluations(cfg: RunConfig, num_frames: int) -> dict[str, float]:
     per_step += 1 if c.attention == "global" else 0
     out = {
         "frame_by_frame": float(s.steps * cfg_rows),
-        "stage1": float(s.steps * cfg_rows),
+        "stage1": float(stage1_steps(s.steps, cfg.separate) * cfg_rows),
         "stage2": float((1 + s.steps - fusion_index(s.steps, cfg.separate.fusion_step)) * cfg_rows),
         "stage3": TRAIN_STEP_EVALS * t.steps * t.batch_size * t.grad_accum / num_frames,
         "stage4": rows4 * per_step / num_frames,
     }
     out["total"] = out["stage1"] + out["stage2"] + out["stage3"] + out["stage4"]
     return out
+
+
+def stage1_steps(num_steps: int, separate) -> int:
+    """UNet evaluations of one frame in stage 1 (per CFG row): all steps, or those up to the fusion step."""
+    from vidtune.sampling import fusion_index
+
+    return fusion_index(num_steps, separate.fusion_step) + 1 if separate.stop == "fusion" else num_steps
 
 
 def _timesteps(s) -> list[int]:

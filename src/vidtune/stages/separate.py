@@ -1,8 +1,9 @@
 """Stage 1 — separate tuning: every frame generated on its own from its pose and prompt.
 
-Keeps z_t at the fusion step (what stage 2 fuses) and the final x0 latents, decodes the frames
-and splits each into foreground/background masks (SAM prompted by the pose keypoints, or the
-weight-free GrabCut fallback). docs/method.md, stage 1.
+Keeps z_t at the fusion step (what stage 2 fuses) and the final x0 latents (or, with
+``separate.stop = "fusion"``, the x0 predicted at that step), decodes the frames and splits each into
+foreground/background masks (SAM prompted by the pose keypoints, or the weight-free GrabCut fallback).
+docs/method.md, stage 1.
 
 Under torchrun (`vidtune.distributed`) each rank computes the eps of its contiguous range of frames
 and the ranges are gathered every step, so every rank steps the whole video as one process does
@@ -34,6 +35,7 @@ from vidtune.stages.common import (
     split_decode,
     split_eps_fn,
     step_callback,
+    vp_factor,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +50,8 @@ def generate(
     callback: StageCallback | None = None,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Per-frame sampling; returns z_t at the fusion step, its timestep index and the final latents."""
+    """Per-frame sampling; returns z_t at the fusion step, its timestep index and x0: the final latents, or
+    with ``separate.stop = "fusion"`` the clean latents predicted at the fusion step (no later step runs)."""
     s = cfg.sampling
     f = components.vae_scale_factor
     shape = (components.latent_channels, cfg.inputs.height // f, cfg.inputs.width // f)
@@ -75,10 +78,11 @@ def generate(
 
     eps_fn = split_eps_fn(components.unet, cond, s.guidance, cfg.separate.batch_frames, num_frames)
     generator = torch.Generator("cpu").manual_seed(cfg.separate.seed)
+    stop = cfg.separate.stop == "fusion"
     x0 = denoise(
         z,
         scheduler,
-        timesteps,
+        timesteps[:t_index] if stop else timesteps,
         eps_fn,
         hook=keep_z_t,
         eta=s.eta,
@@ -87,7 +91,23 @@ def generate(
         desc="stage 1: per-frame sampling",
         callback=step_callback(callback, 1),
     )
+    if stop:  # x0 is z_t: the latents before step t_index
+        t = timesteps[t_index]
+        keep_z_t(t_index, t, x0)
+        x0 = predicted_x0(scheduler, eps_fn, x0, t, t_index)
     return {"z_t": kept["z_t"], "timestep": kept["timestep"], "t_index": torch.tensor([t_index]), "x0": x0}
+
+
+def predicted_x0(scheduler, eps_fn, z_t: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
+    """DDIM's clean-latent prediction x0-hat(z_t) with the guided eps at t, in the variance-preserving
+    parametrisation whatever the sampler's scaling (`vp_factor`); in z_t's dtype."""
+    from vidtune.method.fusion import x0_from_eps
+
+    with torch.no_grad():
+        eps = eps_fn(scheduler.scale_model_input(z_t, t), t, step)
+    c = vp_factor(scheduler, t, z_t).float()
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=z_t.device, dtype=torch.float32)
+    return x0_from_eps(c * z_t.float(), eps.float(), alpha_bar).to(z_t.dtype)
 
 
 # Segmenters whose mask of a frame depends on that frame alone, so that ranks may split the frames.

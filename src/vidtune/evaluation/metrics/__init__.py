@@ -5,7 +5,7 @@ Design notes (formulas, layouts, why): docs/internals.md, section `vidtune.evalu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ from vidtune.evaluation.metrics.streaming import (
 )
 
 # ------------------------------------------------------------------------------------------
-# compute_<name> functions and the registry
+# One pass, one summary, and the registry
 # ------------------------------------------------------------------------------------------
 
 
@@ -75,25 +75,24 @@ def run(
 
 
 def summarize(metric: Metric, num_frames: int) -> dict[str, Any]:
-    """``{"metrics": {key: value}, "buckets": [{"start", "end", "metrics"}]}`` of one metric."""
+    """``{"metrics": {key: value}, "buckets": [{"start", "end", "metrics"}], "notes": [str]}`` of one metric."""
     spans = bucket_spans(num_frames, metric.bucket)
     return {
         "metrics": metric.result(),
         "buckets": [{"start": s, "end": e, "metrics": v} for (s, e), v in zip(spans, metric.bucket_results())],
+        "notes": metric.notes(),
     }
 
 
-def _compute(
-    metric: Metric, frames: Iterable, masks: Iterable | None = None, reference: Iterable | None = None
+def compute(
+    metric: Metric,
+    frames: Iterable[np.ndarray],
+    masks: Iterable[np.ndarray] | None = None,
+    reference: Iterable[np.ndarray] | None = None,
 ) -> dict[str, Any]:
+    """One metric over one video: ``compute(Flicker(), frames, masks)`` -> `summarize`'s dict. ``reference``
+    is the motion reference (`MotionEPE`: the pose images)."""
     return summarize(metric, run([metric], frames, masks, reference))
-
-
-def compute_flicker(
-    frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16
-) -> dict[str, Any]:
-    """VBench temporal flickering (see ``Flicker``): score in [0, 1], mean |dI| in [0, 255]."""
-    return _compute(Flicker(bucket), frames, masks)
 
 
 def flicker_curve(frames: Iterable[np.ndarray]) -> list[float]:
@@ -103,100 +102,20 @@ def flicker_curve(frames: Iterable[np.ndarray]) -> list[float]:
     return metric.curve
 
 
-def compute_warp_err_dis(
-    frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16
-) -> dict[str, Any]:
-    """Lai et al. 2018 warping error with DIS flow (see ``WarpErrorDIS``), colours in [0, 1]."""
-    return _compute(WarpErrorDIS(bucket), frames, masks)
-
-
-def compute_bg_stability(
-    frames: Iterable[np.ndarray],
-    masks: Iterable[np.ndarray] | None = None,
-    bucket: int = 16,
-    min_bg_fraction: float = 0.5,
-) -> dict[str, Any]:
-    """Mean per-pixel temporal std of the background, 0-255 (see ``BgStability``)."""
-    return _compute(BgStability(bucket, min_bg_fraction), frames, masks)
-
-
-def compute_drift_bg(
-    frames: Iterable[np.ndarray], masks: Iterable[np.ndarray] | None = None, bucket: int = 16
-) -> dict[str, Any]:
-    """Mean and slope of the background's distance to frame 0 (see ``DriftBg``)."""
-    return _compute(DriftBg(bucket), frames, masks)
-
-
-def compute_drift_fg_color(
-    frames: Iterable[np.ndarray],
-    masks: Iterable[np.ndarray] | None = None,
-    bucket: int = 16,
-    bins: Sequence[int] = (8, 16, 16),
-) -> dict[str, Any]:
-    """Mean and slope of the foreground's Lab-histogram Bhattacharyya distance to frame 0."""
-    return _compute(DriftFgColor(bucket, bins), frames, masks)
-
-
-def compute_seam_ratio(
-    frames: Iterable[np.ndarray],
-    windows: Iterable[Sequence[int]],
-    masks: Iterable[np.ndarray] | None = None,
-    bucket: int = 16,
-) -> dict[str, Any]:
-    """Mean |dI| across co-denoising clip boundaries / elsewhere (1 = seamless); windows [s, e)."""
-    return _compute(SeamRatio(windows, bucket), frames, masks)
-
-
-def compute_motion_epe(
-    frames: Iterable[np.ndarray],
-    reference: Iterable[np.ndarray],
-    masks: Iterable[np.ndarray] | None = None,
-    bucket: int = 16,
-    dilate: int = 9,
-) -> dict[str, Any]:
-    """End-point error (pixels) between the output's and the reference's DIS flow."""
-    return _compute(MotionEPE(bucket, dilate), frames, masks, reference)
-
-
-def compute_clip_consistency(
-    frames: Iterable[np.ndarray], clip: str, bucket: int = 16, batch_size: int = 8
-) -> dict[str, Any]:
-    """Tune-A-Video frame consistency, x100 (see ``ClipScores``); ``clip`` a local model folder."""
-    return _compute(ClipScores(clip, None, bucket, batch_size), frames)
-
-
-def compute_clip_text_alignment(
-    frames: Iterable[np.ndarray], prompt: str, clip: str, bucket: int = 16, batch_size: int = 8
-) -> dict[str, Any]:
-    """Tune-A-Video textual alignment (CLIP score), x100 (see ``ClipScores``)."""
-    out = _compute(ClipScores(clip, prompt, bucket, batch_size), frames)
-    keep = lambda d: {"text_alignment": d["text_alignment"]}  # noqa: E731
-    return {"metrics": keep(out["metrics"]), "buckets": [{**b, "metrics": keep(b["metrics"])} for b in out["buckets"]]}
-
-
-def compute_dino_subject_consistency(
-    frames: Iterable[np.ndarray], dino: str, bucket: int = 16, batch_size: int = 8
-) -> dict[str, Any]:
-    """VBench subject consistency with DINO CLS features, in [0, 1] (see ``DinoSubjectConsistency``)."""
-    return _compute(DinoSubjectConsistency(dino, bucket, batch_size), frames)
-
-
-METRICS: dict[str, Callable[..., dict[str, Any]]] = {
-    "flicker": compute_flicker,
-    "warp_err_dis": compute_warp_err_dis,
-    "bg_stability": compute_bg_stability,
-    "drift_bg": compute_drift_bg,
-    "drift_fg_color": compute_drift_fg_color,
-    "seam_ratio": compute_seam_ratio,
-    "motion_epe": compute_motion_epe,
-    "clip_consistency": compute_clip_consistency,
-    "clip_text_alignment": compute_clip_text_alignment,
-    "dino_subject_consistency": compute_dino_subject_consistency,
+METRICS: dict[str, type[Metric]] = {
+    "flicker": Flicker,
+    "warp_err_dis": WarpErrorDIS,
+    "bg_stability": BgStability,
+    "drift_bg": DriftBg,
+    "drift_fg_color": DriftFgColor,
+    "seam_ratio": SeamRatio,
+    "motion_epe": MotionEPE,
+    "clip_scores": ClipScores,
+    "dino_subject_consistency": DinoSubjectConsistency,
 }
-"""Every metric by name. All take a frame stream first and return
-``{"metrics": {key: float}, "buckets": [{"start", "end", "metrics"}]}``. (Adherence to a synthetic
-sequence's poses and prompt needs its ground truth: ``vidtune.demo.synthetic.adherence``. The figure
-metrics ``fg_appearance`` and ``drift_long`` are in ``foreground.METRICS``: that module builds on this one.)"""
+"""Every accumulator of this package by name (the figure metrics ``fg_appearance`` and ``drift_long``:
+``foreground.METRICS``, which builds on this module). Adherence to a synthetic sequence's poses and prompt
+needs its ground truth: ``vidtune.demo.synthetic.adherence``."""
 
 WEIGHT_FREE: tuple[str, ...] = (
     "flicker", "warp_err_dis", "bg_stability", "drift_bg", "drift_fg_color", "fg_appearance", "drift_long",
@@ -223,7 +142,7 @@ __all__ = [
     "_LineFit",
     "_Means",
     "_Welford",
-    "_compute",
+    "compute",
     "_features",
     "_local_model_dir",
     "as_frame",
@@ -232,16 +151,6 @@ __all__ = [
     "bucket_of_frame",
     "bucket_of_pair",
     "bucket_spans",
-    "compute_bg_stability",
-    "compute_clip_consistency",
-    "compute_clip_text_alignment",
-    "compute_dino_subject_consistency",
-    "compute_drift_bg",
-    "compute_drift_fg_color",
-    "compute_flicker",
-    "compute_motion_epe",
-    "compute_seam_ratio",
-    "compute_warp_err_dis",
     "dis_flow",
     "fb_consistent",
     "flicker_curve",

@@ -59,6 +59,10 @@ class Metric:
     def bucket_results(self) -> list[dict[str, float]]:
         return [self._values(b) for b in range(num_buckets(self.num_frames, self.bucket))]
 
+    def notes(self) -> list[str]:
+        """Caveats of the result worth a line in a report (frames it could not measure, ...)."""
+        return []
+
 
 class Flicker(Metric):
     """VBench temporal flickering: ``score = 1 - mean_t mean_px |I_t - I_{t+1}| / 255``.

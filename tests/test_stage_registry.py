@@ -84,3 +84,11 @@ def test_stage_4_requires_stage_2_exactly_when_its_config_reads_it():
         view = C.stage_config(C.apply_overrides(C.RunConfig(), overrides), 4)
         assert STAGES[4].requires(view) == ((2,) if needs_fusion(view.codenoise) else ())
     assert STAGES[4].requires(C.stage_config(C.RunConfig(), 4)) == (2,)  # the defaults start from stage 2
+
+
+def test_a_field_added_later_keeps_old_hashes_at_its_default_and_changes_them_when_set():
+    """`separate.stop` came after run folders were made: at "end" the hashes are the old ones (above), at
+    "fusion" every stage's hash changes (stage 1's result differs, and every later stage reads it)."""
+    base = C.RunConfig()
+    early = C.apply_overrides(base, ["separate.stop=fusion"])
+    assert all(C.stage_hash(early, k) != C.stage_hash(base, k) for k in (1, 2, 3, 4))

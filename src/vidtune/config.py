@@ -27,6 +27,12 @@ def _choice(*values: str) -> dict[str, Any]:
     return {"choices": values}
 
 
+def _added(since: str) -> dict[str, Any]:
+    """Metadata of a field added after run folders were made: at its default it is left out of
+    `stage_hash`, so those folders' finished stages stay done."""
+    return {"added": since}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which weights to load. `path` is a hub id, a local diffusers folder or a cached id."""
@@ -85,7 +91,7 @@ class SeparateConfig:
     # end: every frame denoised to x0, the final frames segmented (stage 1 is a full per-frame video);
     # fusion: stop at the fusion step and segment the predicted clean frame there (the paper: SAM on x0-hat
     # at step t), so the steps after t are paid once, in stage 2; stage 1's video is then that prediction.
-    stop: str = field(default="end", metadata=_choice("end", "fusion"))
+    stop: str = field(default="end", metadata={**_choice("end", "fusion"), **_added("0.1.1")})
     segmenter: str = field(default="auto", metadata=_choice("auto", "sam", "grabcut"))
     batch_frames: int = 4
 
@@ -504,8 +510,17 @@ def to_toml(cfg: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _hashed_fields(section: Any) -> dict[str, Any]:
+    """A section's fields as `stage_hash` sees them (an `_added` field at its default left out)."""
+    values = dataclasses.asdict(section)
+    return {
+        f.name: values[f.name]
+        for f in dataclasses.fields(section)
+        if not (f.metadata.get("added") and values[f.name] == f.default)
+    }
+
+
 def stage_hash(cfg: RunConfig, stage: int) -> str:
     """Hash of the config fields stage `stage` depends on (its sections and every earlier stage's)."""
-    data = to_dict(cfg)
-    relevant = {s: data[s] for s in stage_sections(stage)}
+    relevant = {s: _hashed_fields(getattr(cfg, s)) for s in stage_sections(stage)}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

@@ -70,10 +70,10 @@ def app_png(out: Path) -> Path:
     from playwright import sync_api
 
     port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="vidtune-app-") as runs:
+    with tempfile.TemporaryDirectory(prefix="vidtune-app-") as work:  # the page shows the relative runs/app
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-        cmd = [sys.executable, "-m", "vidtune.cli", "serve", "--port", str(port), "--runs", runs]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        cmd = [sys.executable, "-m", "vidtune.cli", "serve", "--port", str(port), "--runs", "runs/app"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=work)
         url = f"http://127.0.0.1:{port}/"
         try:
             for _ in range(180):

@@ -44,6 +44,18 @@ def vp_factor(scheduler: SchedulerMixin, t: torch.Tensor, like: torch.Tensor) ->
     return scheduler.scale_model_input(torch.ones_like(like[:1]), t).flatten()[0]
 
 
+def vp_x0(
+    scheduler: SchedulerMixin, t: torch.Tensor, latents: torch.Tensor, eps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DDIM's clean prediction x0 of ``latents`` at t given eps, in float32 and the variance-preserving
+    parametrisation whatever the sampler's scaling; returns (x0, c, alpha_bar) so the caller can re-noise."""
+    from vidtune.method import fusion as F
+
+    c = vp_factor(scheduler, t, latents).float()
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=latents.device, dtype=torch.float32)
+    return F.x0_from_eps(c * latents.float(), eps.float(), alpha_bar), c, alpha_bar
+
+
 def x0_guide(scheduler: SchedulerMixin, transform, first_step: int = 0, last_step: int | None = None):
     """A `sampling.StepGuide` applying ``transform`` to the predicted clean latents at every step
     in [first_step, last_step]: z_t -> x0 = x0(z_t, eps) -> transform -> z~_t = renoise(x0~, eps).
@@ -57,9 +69,7 @@ def x0_guide(scheduler: SchedulerMixin, transform, first_step: int = 0, last_ste
     def guide(step: int, t: torch.Tensor, latents: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         if step < first_step or (last_step is not None and step > last_step):
             return latents
-        c = vp_factor(scheduler, t, latents).float()
-        alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=latents.device, dtype=torch.float32)
-        x0 = F.x0_from_eps(c * latents.float(), eps.float(), alpha_bar)
+        x0, c, alpha_bar = vp_x0(scheduler, t, latents, eps)
         z = F.renoise(transform(x0), eps.float(), alpha_bar) / c
         return z.to(latents.dtype)
 

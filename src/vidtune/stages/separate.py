@@ -35,7 +35,7 @@ from vidtune.stages.common import (
     split_decode,
     split_eps_fn,
     step_callback,
-    vp_factor,
+    vp_x0,
 )
 
 if TYPE_CHECKING:
@@ -99,15 +99,10 @@ def generate(
 
 
 def predicted_x0(scheduler, eps_fn, z_t: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
-    """DDIM's clean-latent prediction x0-hat(z_t) with the guided eps at t, in the variance-preserving
-    parametrisation whatever the sampler's scaling (`vp_factor`); in z_t's dtype."""
-    from vidtune.method.fusion import x0_from_eps
-
+    """DDIM's clean-latent prediction x0-hat(z_t) with the guided eps at t (`vp_x0`), in z_t's dtype."""
     with torch.no_grad():
         eps = eps_fn(scheduler.scale_model_input(z_t, t), t, step)
-    c = vp_factor(scheduler, t, z_t).float()
-    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=z_t.device, dtype=torch.float32)
-    return x0_from_eps(c * z_t.float(), eps.float(), alpha_bar).to(z_t.dtype)
+    return vp_x0(scheduler, t, z_t, eps)[0].to(z_t.dtype)
 
 
 # Segmenters whose mask of a frame depends on that frame alone, so that ranks may split the frames.

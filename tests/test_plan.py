@@ -312,38 +312,35 @@ def test_plan_measure_times_one_unet_evaluation_and_estimates_each_stage(tiny_mo
     assert stages[0] == pytest.approx(4 * 2 * 16 * ms / 1000, rel=0.05, abs=0.1)  # 4 steps x CFG x 16 frames
 
 
-@pytest.mark.slow
-def test_plan_of_a_million_frames_stays_under_1_gb(tmp_path):
-    pose_dir = write_poses(tmp_path / "poses")
+def _plan_peak_mib(pose_dir, frames: int, model_dir) -> tuple[int, str]:
+    """Peak resident memory (MiB) of `vidtune plan` for `frames` overlapping-clip frames, and its output."""
     code = (
         "import resource, sys; from vidtune.cli import main; rc = main(sys.argv[1:]); "
         "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
     )
+    args = ["plan", "--poses", str(pose_dir), "--prompt", "a person", "--frames", str(frames)]
+    args += ["--model", str(model_dir), "--set", "codenoise.mode=overlap"]  # the larger plan (shifted: half the clips)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "plan",
-            "--poses",
-            str(pose_dir),
-            "--prompt",
-            "a person",
-            "--frames",
-            "1000000",
-            "--model",
-            str(tmp_path / "no_model"),
-            "--set",
-            "codenoise.mode=overlap",  # the larger plan: 124999 overlapping clips (shifted: 62500)
-        ],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
-    assert "1000000 frames, 124999 clips of 16 frames" in result.stdout
-    assert "clips not listed" in result.stdout and "not plotted" in result.stdout
-    assert "MiB of merge weights" in result.stdout
-    maxrss = int(result.stdout.split("maxrss_kib")[-1].split()[0]) * 1024
-    assert maxrss < 2**30, f"{maxrss / 2**20:.0f} MiB"
+    return int(result.stdout.split("maxrss_kib")[-1].split()[0]) // 1024, result.stdout
+
+
+@pytest.mark.slow
+def test_a_million_frame_plan_costs_little_more_memory_than_a_short_one(tmp_path):
+    """The plan's own data is O(K M + N): a million frames (124,999 clips) adds tens of MiB to what the
+    imported libraries take (a dense clips x frames matrix would take 466 GiB). Compared with a 1,000-frame
+    plan in the same environment, because the absolute peak differs between machines for the same code
+    (510 MiB on the 2-core EPYC, 1,041 MiB in CI)."""
+    pose_dir = write_poses(tmp_path / "poses")
+    short, _ = _plan_peak_mib(pose_dir, 1000, tmp_path / "no_model")
+    long, out = _plan_peak_mib(pose_dir, 1_000_000, tmp_path / "no_model")
+    assert "1000000 frames, 124999 clips of 16 frames" in out
+    assert "clips not listed" in out and "not plotted" in out
+    assert "MiB of merge weights" in out
+    assert long - short < 300, f"1,000 frames: {short} MiB, 1,000,000 frames: {long} MiB"

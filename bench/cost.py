@@ -1,9 +1,12 @@
 """The method's cost against frame-by-frame generation: UNet evaluations per stage (as `vidtune plan`
 counts them, at SD's defaults) and measured seconds per variant, before and after a setting.
 
-    vidtune ablate bench/stages.toml --out runs/before
+    vidtune ablate bench/stages.toml --out runs/before --set separate.stop=end
     vidtune ablate bench/stages.toml --out runs/after --set separate.stop=fusion
-    python bench/cost.py --set separate.stop=fusion --runs runs/before runs/after > bench/results/cost.md
+    python bench/cost.py --base separate.stop=end --set separate.stop=fusion \
+        --runs runs/before runs/after > bench/results/cost.md
+
+Before = the defaults with every --base setting, after = before with every --set setting.
 
 The counts are pure (`vidtune.plan.unet_evaluations`; tests/test_pipeline.py checks them against a real
 run's UNet hook count on the tiny model). The seconds are each variant's stages as `vidtune ablate`
@@ -26,11 +29,14 @@ FRAMES = (24, 256)
 STAGES = ("stage1", "stage2", "stage3", "stage4")
 
 
-def evaluation_rows(overrides: list[str], frames: tuple[int, ...] = FRAMES) -> list[str]:
-    """Markdown rows: frames | setting | each stage | all four | x frame-by-frame, before and after."""
+def evaluation_rows(
+    overrides: list[str], frames: tuple[int, ...] = FRAMES, base: tuple[str, ...] | list[str] = ()
+) -> list[str]:
+    """Markdown rows: frames | setting | each stage | all four | x frame-by-frame, before (the defaults
+    with `base`) and after (before with `overrides`)."""
     rows = []
     for n in frames:
-        for label, extra in (("before", []), ("after", overrides)):
+        for label, extra in (("before", list(base)), ("after", [*base, *overrides])):
             cfg = C.apply_overrides(C.RunConfig(), ["inputs.prompt=a person", *extra])
             ev = unet_evaluations(cfg, n)
             cells = [f"{ev[s]:.1f}" for s in STAGES]
@@ -63,12 +69,13 @@ def seconds_rows(before: Path, after: Path, variants: list[str]) -> list[str]:
     return rows
 
 
-def report(overrides: list[str], runs: list[Path] | None, variants: list[str]) -> str:
+def report(overrides: list[str], runs: list[Path] | None, variants: list[str], base: list[str] = ()) -> str:
+    flags = " ".join([*("--base " + o for o in base), *("--set " + o for o in overrides)])
     lines = [
         "# Cost: UNet evaluations and seconds, before and after",
         "",
-        f"After = `{' '.join('--set ' + o for o in overrides)}`. Regenerate: `python bench/cost.py "
-        f"{' '.join('--set ' + o for o in overrides)}"
+        f"Before = the defaults{' with `' + ' '.join(base) + '`' if base else ''}, after = "
+        f"`{' '.join(overrides)}`. Regenerate: `python bench/cost.py {flags}"
         + (f" --runs {' '.join(str(r) for r in runs)}" if runs else "")
         + "` (the runs: `vidtune ablate bench/stages.toml`, without and with the setting).",
         "",
@@ -76,7 +83,7 @@ def report(overrides: list[str], runs: list[Path] | None, variants: list[str]) -
         "",
         "| frames | | stage 1 | stage 2 | stage 3 | stage 4 | all four | x frame by frame |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
-        *evaluation_rows(overrides),
+        *evaluation_rows(overrides, base=base),
     ]
     if runs:
         lines += [
@@ -94,11 +101,12 @@ def report(overrides: list[str], runs: list[Path] | None, variants: list[str]) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", action="append", default=[], metavar="KEY=VALUE", help="a setting of before")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--runs", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
     parser.add_argument("--variants", nargs="+", default=["stages_1_2", "full"])
     args = parser.parse_args()
-    print(report(args.overrides, args.runs, args.variants), end="")
+    print(report(args.overrides, args.runs, args.variants, args.base), end="")
 
 
 if __name__ == "__main__":

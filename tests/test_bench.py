@@ -70,7 +70,30 @@ def test_cost_counts_the_plans_evaluations_before_and_after_a_setting():
     """The rows are `vidtune plan`'s counts: at SD's defaults stage 1 stopping at the fusion step brings the
     method from 2.19x frame-by-frame generation to 1.72x at 24 frames and from 1.86x to 1.38x at 256."""
     cost = _load("cost")
-    rows = cost.evaluation_rows(["separate.stop=fusion"])
+    rows = cost.evaluation_rows(["separate.stop=fusion"], base=["separate.stop=end"])
     ratios = [float(r.rsplit("|", 2)[-2].strip().rstrip("x")) for r in rows]
     assert ratios == [2.19, 1.72, 1.86, 1.38]
     assert rows[1].startswith("| 24 | after | 52.0 | 52.0 |")  # 25 steps + the eps at t, x 2 (CFG); stage 2 as before
+
+
+def test_long_drift_gives_the_slopes_per_100_frames_beside_the_ground_truth(tmp_path):
+    """Slopes are per frame in ablation.json and per 100 frames in the table; a missing metric is '-'."""
+    long_drift = _load("long_drift")
+    per = {
+        "walk_beach_480": {
+            "full": {"drift_bg.mean": 3.0, "drift_bg.slope": 0.0125, "drift_fg_color.slope": -0.0004, "seconds": 300},
+            "ground_truth": {"drift_bg.mean": 2.0, "drift_bg.slope": 0.001},
+        }
+    }
+    (tmp_path / "ablation.json").write_text(json.dumps({"per_sequence": per, "machine": "test machine"}))
+    text = long_drift.report(tmp_path)
+    assert "| walk_beach_480 | full | 3 | 1.25 | - | -0.04 | - | - | 300 |" in text
+    assert "| walk_beach_480 | ground_truth | 2 | 0.1 |" in text and "test machine" in text
+
+
+def test_the_long_suite_is_one_480_frame_video_frame_by_frame_against_the_method():
+    from vidtune.benchmark.spec import load_spec
+
+    spec = load_spec(None, "long")
+    assert [s.frames for s in spec.sequences] == [480]
+    assert {"per_frame_shared_noise", "full", "ground_truth"} <= set(spec.variants)

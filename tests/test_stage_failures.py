@@ -10,7 +10,7 @@ def test_nan_latents_stop_the_stage_unmarked(tiny_model_dir, tmp_path, capsys, m
     real = sampling.guided_eps
     monkeypatch.setattr(sampling, "guided_eps", lambda *a, **k: real(*a, **k) * float("nan"))
     line = one_line_error(run_args(tiny_model_dir, pose_dir, tmp_path / "run", "--stages", "1"), capsys)
-    assert "stage 1" in line and "NaN" in line and "step 1 of 2" in line
+    assert "stage 1" in line and "NaN" in line and "step 1 of 1" in line  # 2 steps; stage 1 stops at t after one
     assert not (tmp_path / "run" / "stage1" / "done.json").exists()
 
 

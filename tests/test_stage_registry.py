@@ -40,7 +40,8 @@ HASHES_BEFORE = {
 
 @pytest.mark.parametrize("overrides", list(HASHES_BEFORE), ids=lambda o: ",".join(o) or "defaults")
 def test_stage_hashes_are_those_of_old_run_folders(overrides):
-    cfg = C.apply_overrides(C.RunConfig(), list(overrides))
+    """Folders made before `separate.stop` existed computed what "end" computes: at "end" their hashes hold."""
+    cfg = C.apply_overrides(C.RunConfig(), ["separate.stop=end", *overrides])
     assert tuple(C.stage_hash(cfg, k) for k in (1, 2, 3, 4)) == HASHES_BEFORE[overrides]
 
 
@@ -86,9 +87,12 @@ def test_stage_4_requires_stage_2_exactly_when_its_config_reads_it():
     assert STAGES[4].requires(C.stage_config(C.RunConfig(), 4)) == (2,)  # the defaults start from stage 2
 
 
-def test_a_field_added_later_keeps_old_hashes_at_its_default_and_changes_them_when_set():
-    """`separate.stop` came after run folders were made: at "end" the hashes are the old ones (above), at
-    "fusion" every stage's hash changes (stage 1's result differs, and every later stage reads it)."""
-    base = C.RunConfig()
-    early = C.apply_overrides(base, ["separate.stop=fusion"])
-    assert all(C.stage_hash(early, k) != C.stage_hash(base, k) for k in (1, 2, 3, 4))
+def test_a_field_added_later_keeps_old_hashes_at_its_legacy_value_and_changes_them_elsewhere():
+    """`separate.stop` came after run folders were made: at "end" (what they computed) the hashes are the
+    old ones (above); at its default "fusion" every stage's hash changes (stage 1's result differs, and
+    every later stage reads it), so an old folder's stages rerun rather than mix two computations."""
+    early = C.RunConfig()
+    assert early.separate.stop == "fusion"
+    legacy = C.apply_overrides(early, ["separate.stop=end"])
+    assert all(C.stage_hash(early, k) != C.stage_hash(legacy, k) for k in (1, 2, 3, 4))
+    assert C.stage_hash(legacy, 1) == HASHES_BEFORE[()][0]

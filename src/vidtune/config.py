@@ -27,10 +27,11 @@ def _choice(*values: str) -> dict[str, Any]:
     return {"choices": values}
 
 
-def _added(since: str) -> dict[str, Any]:
-    """Metadata of a field added after run folders were made: at its default it is left out of
-    `stage_hash`, so those folders' finished stages stay done."""
-    return {"added": since}
+def _added(since: str, legacy: Any) -> dict[str, Any]:
+    """Metadata of a field added after run folders were made: at `legacy`, the value that computes what
+    those folders computed, it is left out of `stage_hash`, so their finished stages stay done (at any
+    other value, the default included, the hash changes and the stage reruns)."""
+    return {"added": since, "legacy": legacy}
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,11 @@ class SeparateConfig:
     # benchmark, README); independent: frame i from seed + i (the paper's per-frame generation)
     noise_mode: str = field(default="shared", metadata=_choice("independent", "shared"))
     fusion_step: float = 0.5
-    # end: every frame denoised to x0, the final frames segmented (stage 1 is a full per-frame video);
     # fusion: stop at the fusion step and segment the predicted clean frame there (the paper: SAM on x0-hat
     # at step t), so the steps after t are paid once, in stage 2; stage 1's video is then that prediction.
-    stop: str = field(default="end", metadata={**_choice("end", "fusion"), **_added("0.1.1")})
+    # end: every frame denoised to x0 and the final frames segmented (stage 1 is a full per-frame video,
+    # what the frame-by-frame baselines run); the same z_t, at the cost of the steps after t (docs/method.md).
+    stop: str = field(default="fusion", metadata={**_choice("end", "fusion"), **_added("0.1.1", legacy="end")})
     segmenter: str = field(default="auto", metadata=_choice("auto", "sam", "grabcut"))
     batch_frames: int = 4
 
@@ -168,6 +170,9 @@ class CodenoiseConfig:
     weighting: str = field(default="uniform", metadata=_choice("uniform", "triangular", "gaussian"))
     fg_gain: float = 0.0  # extra pixel-wise weight on the foreground (0 = off)
     attention: str = field(default="middle", metadata=_choice("none", "first", "sparse-causal", "middle", "global"))
+    # The frame `global` attention reads: the video's middle frame, or the medoid of stage 2's figures (the frame
+    # whose figure looks most like all the others', `vidtune.method.anchor`; needs stage 2).
+    anchor: str = field(default="middle", metadata={**_choice("middle", "medoid"), **_added("0.1.1", legacy="middle")})
     # fused: stage 2's frames noised to `strength` (SDEdit). Stage 4 refines the figure only (its background is
     # stage 2's), so a light start suffices: the committed benchmark (bench/results/benchmark.md, "full") runs
     # fused at 0.4, and it keeps the whole method within 2.5x the UNet evaluations of frame-by-frame
@@ -511,12 +516,12 @@ def to_toml(cfg: RunConfig) -> str:
 
 
 def _hashed_fields(section: Any) -> dict[str, Any]:
-    """A section's fields as `stage_hash` sees them (an `_added` field at its default left out)."""
+    """A section's fields as `stage_hash` sees them (an `_added` field at its legacy value left out)."""
     values = dataclasses.asdict(section)
     return {
         f.name: values[f.name]
         for f in dataclasses.fields(section)
-        if not (f.metadata.get("added") and values[f.name] == f.default)
+        if not ("added" in f.metadata and values[f.name] == f.metadata["legacy"])
     }
 
 

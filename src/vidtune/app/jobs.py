@@ -183,14 +183,16 @@ def place_upload(upload: str | Path, root: Path) -> str:
 
 def job_config(req: JobRequest, root: Path, poses_path: str):
     """The model's presets (`vidtune.model_choice.run_config`) + the form's settings, with the pose source
-    and prompt(s)."""
+    and prompt(s). Stage 1 runs to the end, as in `vidtune demo`: the page shows it as frame-by-frame
+    generation beside the result."""
     from dataclasses import replace
 
     from vidtune import config as C
+    from vidtune.demo.command import DEMO_STAGE1
     from vidtune.model_choice import run_config
 
     prompt, schedule = parse_prompt_schedule(req.prompt)
-    form = [f"model.path={req.model}", f"sampling.steps={int(req.steps)}", *C.seed_overrides(req.seed)]
+    form = [f"model.path={req.model}", f"sampling.steps={int(req.steps)}", *C.seed_overrides(req.seed), *DEMO_STAGE1]
     cfg = run_config([form, job_overrides(req)])
     return replace(cfg, inputs=replace(cfg.inputs, poses=poses_path, prompt=prompt, prompts=schedule))
 

@@ -362,9 +362,10 @@ def _add_ablate_command(command: Callable[..., argparse.ArgumentParser]) -> None
     p.add_argument(
         "--suite",
         default="default",
-        choices=["default", "benchmark"],
+        choices=["default", "benchmark", "long"],
         help="default: 3 sequences, every variant; benchmark: 12 sequences (24-96 frames, prompt "
-        "schedules), the baselines against the defaults, 95%% bootstrap intervals (default: %(default)s)",
+        "schedules), the baselines against the defaults, 95%% bootstrap intervals; long: one 480-frame "
+        "video, frame by frame against the method (default: %(default)s)",
     )
     p.add_argument(
         "--out",

@@ -233,6 +233,7 @@ def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print) 
         detail_weight=args.detail_weight,
         warm_start=args.warm_start,
         pair_share=args.pair_share,
+        name_prob=args.name_prob,
     )
     log(f"model written to {model}")
     if args.install:

@@ -141,6 +141,14 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "self-attention reading the first's keys and values (default: %(default)s; 0: single frames)",
     )
     ap.add_argument(
+        "--name-prob",
+        type=float,
+        default=DemoTrainConfig.name_prob,
+        metavar="P",
+        help="probability that a training prompt names each identity attribute (else it is left open for "
+        "the model to draw) (default: %(default)s)",
+    )
+    ap.add_argument(
         "--seed",
         type=int,
         default=DemoTrainConfig.seed,

@@ -51,15 +51,19 @@ def plan_clips(
     return clip_schedule(cfg, num_frames, schedule, fg).at(step)
 
 
-def overlap_plan(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None) -> ClipPlan:
-    """Gen-L-Video's overlapping clips [kS, kS + M) plus a tail clip, their prompts and merge weights."""
+def overlap_plan(
+    cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None, anchor: int | None = None
+) -> ClipPlan:
+    """Gen-L-Video's overlapping clips [kS, kS + M) plus a tail clip, their prompts and merge weights;
+    `anchor` the global anchor frame (None: the middle one)."""
     windows = clip_windows(num_frames, cfg.clip_length, cfg.stride, shrink_clip=cfg.shrink_clip)
     if cfg.fg_gain > 0 and fg is not None:  # per pixel: dense over the clips (opt-in, O(K N h w))
         dense = pixel_merge_weights(frame_merge_weights(num_frames, windows, cfg.weighting), windows, fg, cfg.fg_gain)
         weights = [dense[k, s:e] for k, (s, e) in enumerate(windows)]
     else:  # per clip: O(K M + N) memory, however long the video
         weights = clip_merge_weights(num_frames, windows, cfg.weighting)
-    return ClipPlan(windows=windows, prompts=assign_prompts(windows, schedule), weights=weights, anchor=num_frames // 2)
+    anchor = num_frames // 2 if anchor is None else anchor
+    return ClipPlan(windows=windows, prompts=assign_prompts(windows, schedule), weights=weights, anchor=anchor)
 
 
 @dataclass(frozen=True)
@@ -85,14 +89,18 @@ class ClipSchedule:
         return self._cache[step]
 
 
-def clip_schedule(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None) -> ClipSchedule:
-    """The clips of every step for ``codenoise.mode`` (see the module docstring; pure, no model).
+def clip_schedule(
+    cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Tensor | None = None, anchor: int | None = None
+) -> ClipSchedule:
+    """The clips of every step for ``codenoise.mode`` (see the module docstring; pure, no model); `anchor`
+    the global anchor frame (None: the middle one).
 
     Shifted clips take the prompt most of their frames have (`majority_prompts`; a per-clip prompt list
     gives each frame the prompt of the nearest overlapping clip first); each frame is in one clip per
     step, so its merge weight is 1 (``weighting`` and ``fg_gain`` matter in ``overlap`` mode only)."""
+    anchor = num_frames // 2 if anchor is None else anchor
     if cfg.mode == "overlap":
-        return ClipSchedule.fixed(overlap_plan(cfg, num_frames, schedule, fg))
+        return ClipSchedule.fixed(overlap_plan(cfg, num_frames, schedule, fg, anchor))
     if cfg.mode != "shifted":
         raise VidtuneError(f"codenoise.mode = {cfg.mode!r} is unknown; use 'shifted' or 'overlap'")
     overlap = None
@@ -104,7 +112,7 @@ def clip_schedule(cfg: CodenoiseConfig, num_frames: int, schedule, fg: torch.Ten
     def plan_at(step: int) -> ClipPlan:
         windows = shifted_windows(num_frames, cfg.clip_length, step, shrink_clip=cfg.shrink_clip)
         weights = [torch.ones(e - s) for s, e in windows]
-        return ClipPlan(windows, majority_prompts(windows, frames), weights, anchor=num_frames // 2)
+        return ClipPlan(windows, majority_prompts(windows, frames), weights, anchor=anchor)
 
     return ClipSchedule(plan_at=plan_at, prompts=tuple(dict.fromkeys(frames)), mode="shifted")
 

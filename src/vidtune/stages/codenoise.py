@@ -16,6 +16,7 @@ from vidtune import distributed as D
 from vidtune.config import CodenoiseConfig, CodenoiseStageConfig
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
+from vidtune.method.anchor import medoid_frame
 from vidtune.method.attention import CrossFrameAttention
 from vidtune.method.clips import (
     ClipPlan,
@@ -150,9 +151,14 @@ def keep_background_guide(scheduler: SchedulerMixin, targets: torch.Tensor, bg: 
 
 
 def needs_fusion(c: CodenoiseConfig) -> bool:
-    """Whether stage 4 reads stage 2's result: to start from it, keep its background or weigh by its masks
-    (a T2V-Zero-like run from noise with `background = "free"` does not)."""
-    return c.init == "fused" or c.background == "keep" or c.fg_gain > 0
+    """Whether stage 4 reads stage 2's result: to start from it, keep its background, weigh by its masks or
+    pick the anchor among its figures (a T2V-Zero-like run from noise with `background = "free"` does not)."""
+    return c.init == "fused" or c.background == "keep" or c.fg_gain > 0 or medoid_anchor(c)
+
+
+def medoid_anchor(c: CodenoiseConfig) -> bool:
+    """Whether the global anchor is chosen among stage 2's figures (`vidtune.method.anchor`)."""
+    return c.attention == "global" and c.anchor == "medoid"
 
 
 @dataclass
@@ -186,13 +192,14 @@ def prepare(
     c, s = cfg.codenoise, cfg.sampling
     if s2 is None and needs_fusion(c):
         raise VidtuneError(
-            "stage 4 with codenoise.init = 'fused', background = 'keep' or fg_gain > 0 needs stage 2's "
-            "result; run with --stages 1,2,3,4"
+            "stage 4 with codenoise.init = 'fused', background = 'keep', fg_gain > 0 or anchor = 'medoid' "
+            "needs stage 2's result; run with --stages 1,2,3,4"
         )
     device, dtype = components.device, components.unet.dtype
     fg = s2.fg if c.fg_gain > 0 else None
     schedule = prompt_schedule(cfg.inputs)
-    clips = clip_schedule(c, inputs.num_frames, schedule, fg)
+    anchor = medoid_frame(s2.x0, s2.fg) if medoid_anchor(c) else None
+    clips = clip_schedule(c, inputs.num_frames, schedule, fg, anchor)
     bank = lambda prompts: make_prompt_bank(  # noqa: E731
         components.tokenizer, components.text_encoder, prompts, cfg.inputs.negative_prompt
     )

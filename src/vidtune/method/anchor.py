@@ -1,0 +1,30 @@
+"""Stage 4's global anchor frame chosen by the fused result: the frame whose figure looks most typical.
+
+With ``codenoise.attention = "global"`` every frame reads its self-attention keys and values from one
+anchor frame, so the anchor's look spreads over the video. The middle frame is an arbitrary choice: when
+the figure's appearance drifts frame by frame, it may carry a look few frames share. The medoid carries
+the look most frames are closest to (docs/method.md, stage 4).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def figure_descriptors(x0: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
+    """Per frame, the mean and standard deviation of every latent channel inside the figure mask,
+    ``(N, 2 C)``; a frame with an empty mask uses the whole frame. x0: (N, C, h, w); fg: (N, 1, h, w) in [0, 1]."""
+    x0, fg = x0.float(), fg.float()
+    empty = fg.flatten(1).sum(1) == 0
+    w = torch.where(empty[:, None, None, None], torch.ones_like(fg), fg)
+    total = w.flatten(1).sum(1)[:, None]
+    mean = (x0 * w).flatten(2).sum(2) / total
+    var = ((x0 - mean[:, :, None, None]) ** 2 * w).flatten(2).sum(2) / total
+    return torch.cat([mean, var.clamp_min(0).sqrt()], 1)
+
+
+def medoid_frame(x0: torch.Tensor, fg: torch.Tensor) -> int:
+    """The frame whose figure descriptor has the least summed distance to every other frame's (the
+    earliest on a tie): the figure's most typical look in the fused video."""
+    d = figure_descriptors(x0, fg)
+    return int(torch.cdist(d[None], d[None])[0].sum(1).argmin())

@@ -1,0 +1,54 @@
+"""The global anchor chosen by the fused result (`vidtune.method.anchor`) and its wiring into stage 4."""
+
+from __future__ import annotations
+
+import torch
+
+from vidtune import config as C
+from vidtune.method.anchor import figure_descriptors, medoid_frame
+from vidtune.method.clips import clip_schedule
+from vidtune.stages.codenoise import needs_fusion
+
+
+def _video(figure_values: list[float], n_channels: int = 4, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents whose figure (a square, placed differently in every frame) has one value per frame, on a
+    background that differs too; and its masks."""
+    n = len(figure_values)
+    x0 = torch.randn(n, n_channels, size, size, generator=torch.Generator().manual_seed(0)) * 3
+    fg = torch.zeros(n, 1, size, size)
+    for i, v in enumerate(figure_values):
+        r = i % (size - 3)
+        fg[i, :, r : r + 3, 2:5] = 1
+        x0[i, :, r : r + 3, 2:5] = v
+    return x0, fg
+
+
+def test_descriptors_read_the_figure_only_and_the_whole_frame_without_one():
+    x0, fg = _video([1.0, -2.0])
+    d = figure_descriptors(x0, fg)
+    assert d.shape == (2, 8)
+    torch.testing.assert_close(d[:, :4], torch.tensor([[1.0] * 4, [-2.0] * 4]))  # the figure's mean
+    torch.testing.assert_close(d[:, 4:], torch.zeros(2, 4), atol=1e-6, rtol=0)  # a flat figure
+    empty = torch.zeros_like(fg)
+    torch.testing.assert_close(figure_descriptors(x0, empty)[:, :4], x0.mean((2, 3)))
+
+
+def test_the_medoid_is_the_figure_most_frames_look_like_not_the_middle_frame():
+    # frames 0, 1, 3, 4 draw the figure alike (1.0 +- 0.1), frame 2 (the middle one) draws another look
+    x0, fg = _video([1.0, 1.1, -3.0, 0.9, 1.0])
+    assert medoid_frame(x0, fg) in (0, 4)
+    assert medoid_frame(x0, fg) == 0  # the earliest on a tie
+    x0, fg = _video([0.0, 5.0, 5.1, 5.2, 9.0])
+    assert medoid_frame(x0, fg) == 2
+
+
+def test_the_schedule_carries_the_anchor_it_is_given_and_stage_4_then_needs_stage_2():
+    cfg = C.apply_overrides(C.RunConfig(), ["codenoise.attention=global", "codenoise.anchor=medoid"]).codenoise
+    for mode in ("shifted", "overlap"):
+        c = C.apply_overrides(C.RunConfig(), [f"codenoise.mode={mode}"]).codenoise
+        assert clip_schedule(c, 40, "a person").at(3).anchor == 20  # the middle frame
+        assert clip_schedule(c, 40, "a person", anchor=7).at(3).anchor == 7
+    free = C.apply_overrides(C.RunConfig(), ["codenoise.init=noise", "codenoise.background=free"]).codenoise
+    assert not needs_fusion(free)
+    assert needs_fusion(C.CodenoiseConfig(**{**vars(free), "attention": "global", "anchor": "medoid"}))
+    assert cfg.anchor == "medoid"

@@ -27,10 +27,11 @@ def test_sd_gpu_runs_every_stage_and_counts_the_unet_evaluations(tmp_path):
     assert [r["stage"] for r in rows] == ["1 separate", "2 fusion", "3 tuning", "4 co-denoising"]
     assert all(r["seconds"] > 0 and r["frames"] == 4 for r in rows)
     evals = {r["stage"][0]: r["evals"] for r in rows}
-    # --tiny: 4 DDIM steps with CFG (2 rows per frame); stage 2 from t = 0.5 after the eps at t; stage 4 from
+    # --tiny: 4 DDIM steps with CFG (2 rows per frame); stage 1 stops at t = 0.5 (2 steps and the eps at t);
+    # stage 2 from t after the eps at t; stage 4 from
     # strength 0.4 (the last 2 steps, t = 251 and 1) in shifted clips of 4 frames (every frame once per step),
     # guided at t >= 200 only (codenoise.unguided_below)
-    assert evals["1"] == 4 * 4 * 2 and evals["2"] == 4 * (2 + 1) * 2 and evals["4"] == 4 * 2 + 4 * 1
+    assert evals["1"] == 4 * (2 + 1) * 2 and evals["2"] == 4 * (2 + 1) * 2 and evals["4"] == 4 * 2 + 4 * 1
     assert "| 4 | 4 co-denoising |" in out.read_text()
 
 

@@ -175,8 +175,8 @@ class CodenoiseConfig:
     anchor: str = field(default="middle", metadata={**_choice("middle", "medoid"), **_added("0.1.1", legacy="middle")})
     # fused: stage 2's frames noised to `strength` (SDEdit). Stage 4 refines the figure only (its background is
     # stage 2's), so a light start suffices: the committed benchmark (bench/results/benchmark.md, "full") runs
-    # fused at 0.4, and it keeps the whole method within 2.5x the UNet evaluations of frame-by-frame
-    # generation at the SD defaults (`vidtune plan`; "noise" would be 2.9x at 24 frames).
+    # fused at 0.4, and it keeps the whole method at 1.72x the UNet evaluations of frame-by-frame generation
+    # at 24 frames and the SD defaults (`vidtune plan`; "noise" would be about 2.3x).
     init: str = field(default="fused", metadata=_choice("noise", "fused"))
     # rescheduled: FreeNoise's noise rescheduling (each window's noise a shuffle of the previous window's)
     noise_mode: str = field(default="independent", metadata=_choice("independent", "shared", "rescheduled"))

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from golden_data import GOLDEN_TOLERANCE, relative_error
-from vidtune.demo.command import DEFAULT_PROMPT, DEMO_STAGE1, write_source
+from vidtune import config as C
+from vidtune.demo.command import DEFAULT_PROMPT, write_source
 from vidtune.results import CodenoiseResult, FusionResult, SeparateResult, TuningResult
 
 pytestmark = pytest.mark.slow
-STEPS = ["sampling.steps=6", *DEMO_STAGE1]  # as `vidtune demo --steps 6`: stage 1 to the end
+STEPS = ["sampling.steps=6", *C.FRAME_BY_FRAME]  # as `vidtune demo --steps 6`: stage 1 to the end
 
 
 @pytest.fixture(scope="module")

@@ -98,6 +98,11 @@ class SeparateConfig:
     batch_frames: int = 4
 
 
+# Stage 1 as frame-by-frame generation: every frame denoised to the end. What the frame-by-frame
+# baselines run, and `vidtune demo` and the app, which show stage 1 beside the result.
+FRAME_BY_FRAME: tuple[str, ...] = ("separate.stop=end",)
+
+
 @dataclass(frozen=True)
 class FusionConfig:
     """Stage 2: average fusion of backgrounds at the fusion step (docs/method.md; the paper's eq. 10-11)."""

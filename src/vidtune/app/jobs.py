@@ -188,11 +188,15 @@ def job_config(req: JobRequest, root: Path, poses_path: str):
     from dataclasses import replace
 
     from vidtune import config as C
-    from vidtune.demo.command import DEMO_STAGE1
     from vidtune.model_choice import run_config
 
     prompt, schedule = parse_prompt_schedule(req.prompt)
-    form = [f"model.path={req.model}", f"sampling.steps={int(req.steps)}", *C.seed_overrides(req.seed), *DEMO_STAGE1]
+    form = [
+        f"model.path={req.model}",
+        f"sampling.steps={int(req.steps)}",
+        *C.seed_overrides(req.seed),
+        *C.FRAME_BY_FRAME,
+    ]
     cfg = run_config([form, job_overrides(req)])
     return replace(cfg, inputs=replace(cfg.inputs, poses=poses_path, prompt=prompt, prompts=schedule))
 

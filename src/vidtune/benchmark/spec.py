@@ -54,25 +54,20 @@ PUBLISHED = (
 )
 
 
-# Frame-by-frame generation denoises every frame to the end; the method's own stage 1 stops at the
-# fusion step (separate.stop = fusion), which gives stage 2 the same z_t.
-TO_THE_END = ("separate.stop=end",)
-
-
 def _variants() -> dict[str, Variant]:
     v = [
         Variant(
             "per_frame",
             "stage 1 only, independent noise per frame",
             "stage1",
-            overrides=("separate.noise_mode=independent", *TO_THE_END),
+            overrides=("separate.noise_mode=independent", *C.FRAME_BY_FRAME),
             own_folder=True,
         ),
         Variant(
             "per_frame_shared_noise",
             "stage 1 only, one shared initial noise",
             "stage1",
-            overrides=("separate.noise_mode=shared", *TO_THE_END),
+            overrides=("separate.noise_mode=shared", *C.FRAME_BY_FRAME),
             own_folder=True,
         ),
         Variant(

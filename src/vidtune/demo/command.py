@@ -28,9 +28,6 @@ DEFAULT_PROMPT = "a red figure walking on a snowy field during the day"
 # The demo presets (every value that differs from the SD defaults, and why: see the file) ship with the
 # model, so that the Python API's `VidtunePipeline.from_pretrained("demo")` starts from them too.
 DEMO_OVERRIDES = model_presets(DEMO_MODEL)
-# The demo shows frame-by-frame generation beside the method, so its stage 1 denoises every frame to the
-# end (`vidtune run` stops at the fusion step: the same z_t for stage 2, without the steps after it).
-DEMO_STAGE1 = ["separate.stop=end"]
 
 
 def demo_model_path() -> Path:
@@ -110,7 +107,7 @@ def check_model_knows(prompt: str, model: Path) -> None:
 
 def demo_config(out: Path, prompt: str, steps: int | None, seed: int, overrides: list[str]) -> C.RunConfig:
     """The demo presets on top of the defaults, then the user's --set overrides."""
-    base = C.apply_overrides(C.RunConfig(), DEMO_OVERRIDES + DEMO_STAGE1 + [f"model.path={demo_model_path()}"])
+    base = C.apply_overrides(C.RunConfig(), DEMO_OVERRIDES + [*C.FRAME_BY_FRAME, f"model.path={demo_model_path()}"])
     base = replace(base, inputs=replace(base.inputs, poses=str(out / "source" / "poses"), prompt=prompt))
     extra = [f"sampling.steps={steps}"] if steps else []
     extra += C.seed_overrides(seed)

@@ -11,7 +11,6 @@ from safetensors.torch import load_file
 from vidtune import config as C
 from vidtune import pipeline
 from vidtune.cli import main
-from vidtune.errors import VidtuneError
 from vidtune.video import list_image_files, video_info
 from walking import BODY25_STANDING
 
@@ -142,24 +141,20 @@ def test_resume_rule_reruns_only_changed_stage_and_later(tiny_model_dir, poses_d
 
     comps = load_components(tiny_model_dir)  # stage 3 tunes the UNet in place: use a private copy
     cfg = tiny_config(tiny_model_dir, poses_dir, **{"separate.segmenter": "grabcut"})
-    # keep_base: the reruns of stages 2 and 3 below start from the base UNet again, as one process must
-    first = pipeline.run(
-        cfg, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None, keep_base=True
-    )
+    first = pipeline.run(cfg, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None)
     assert [first.stages[k][0] for k in (1, 2, 3)] == ["ran"] * 3
-    assert comps.tuned_by == str((tmp_path / "r" / "stage3").resolve())
     again = pipeline.run(cfg, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None)
     assert [again.stages[k][0] for k in (1, 2, 3)] == ["skipped (done)"] * 3
     stage1_mtime = (tmp_path / "r/stage1/done.json").stat().st_mtime_ns
     changed = C.apply_overrides(cfg, ["tuning.lr=1e-4"])
     third = pipeline.run(
-        changed, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None, keep_base=True
+        changed, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None
     )
     assert [third.stages[k][0] for k in (1, 2, 3)] == ["skipped (done)", "skipped (done)", "ran"]
     assert (tmp_path / "r/stage1/done.json").stat().st_mtime_ns == stage1_mtime
     fusion = C.apply_overrides(changed, ["fusion.w_b=0.5"])
     fourth = pipeline.run(
-        fusion, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None, keep_base=True
+        fusion, tmp_path / "r", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None
     )
     assert [fourth.stages[k][0] for k in (1, 2, 3)] == ["skipped (done)", "ran", "ran"]
 
@@ -300,27 +295,26 @@ def test_sdxl_folder_is_refused_as_such(tiny_model_dir, poses_dir, tmp_path, cap
 
 
 @pytest.mark.slow
-def test_a_tuned_unet_is_never_used_as_the_base_model(tiny_model_dir, poses_dir, tmp_path):
-    """Stages 1-3 run the base UNet: with its base weights kept, a rerun after stage 3 gives the first
-    run's stage 1 bit for bit; without them (a one-shot run's full tuning) it is a clear error."""
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_a_tuned_unet_is_never_used_as_the_base_model(kind, tiny_model_dir, poses_dir, tmp_path):
+    """The tuned weights live only inside stage 3's and stage 4's scopes: after a run that tuned the UNet
+    (every weight, or a LoRA) it is the base model bit for bit, so a rerun gives the first run's stage 1."""
     from vidtune.models import load_components
     from vidtune.results import SeparateResult
 
-    cfg = tiny_config(tiny_model_dir, poses_dir, **{"separate.segmenter": "grabcut", "tuning.trainable": "full"})
+    cfg = tiny_config(tiny_model_dir, poses_dir, **{"separate.segmenter": "grabcut", "tuning.trainable": kind})
     comps = load_components(tiny_model_dir)
-    pipeline.run(
-        cfg, tmp_path / "a", stages=[1, 2, 3], progress=False, components=comps, log=lambda s: None, keep_base=True
+    base = {k: v.clone() for k, v in comps.unet.state_dict().items()}
+    summary = pipeline.run(
+        cfg, tmp_path / "a", stages=[1, 2, 3, 4], progress=False, components=comps, log=lambda s: None
     )
-    assert comps.tuned_by is not None
+    assert summary.stages[4][0] == "ran"
+    now = {k.replace(".base_layer", ""): v for k, v in comps.unet.state_dict().items()}  # peft's wrapper names
+    assert now.keys() == base.keys()  # no adapter weights left behind
+    assert all(torch.equal(v, now[k]) for k, v in base.items())
     pipeline.run(cfg, tmp_path / "b", stages=[1], progress=False, components=comps, log=lambda s: None)
-    assert comps.tuned_by is None  # the base weights were written back
     a, b = SeparateResult.load(tmp_path / "a" / "stage1"), SeparateResult.load(tmp_path / "b" / "stage1")
     assert torch.equal(a.x0, b.x0)
-
-    once = load_components(tiny_model_dir)
-    pipeline.run(cfg, tmp_path / "c", stages=[1, 2, 3], progress=False, components=once, log=lambda s: None)
-    with pytest.raises(VidtuneError, match="tuned by .*load the model again"):
-        pipeline.run(cfg, tmp_path / "d", stages=[1], progress=False, components=once, log=lambda s: None)
 
 
 @pytest.mark.slow

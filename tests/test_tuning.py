@@ -129,14 +129,16 @@ def test_attention_set_changes_only_attn_to_q(components, tmp_path):
     rd, inputs = make_run(tmp_path)
     before = state(components.unet)
     info = run3(config(trainable="attention"), components, inputs, rd)
-    changed = changed_names(before, state(components.unet))
-    assert changed, "nothing was trained"
-    assert all("to_q" in k and (".attn1." in k or ".attn2." in k) for k in changed), changed
-    assert info["trainable"] == "attention" and info["steps"] == 3
+    assert changed_names(before, state(components.unet)) == []  # the stage's scope gave the base weights back
     saved = rd.stage(3) / "unet_attention.safetensors"
     from safetensors.torch import load_file
 
-    assert sorted(load_file(str(saved))) == sorted(k for k in before if tuned_weights.ATTENTION_Q.search(k))
+    tuned = load_file(str(saved))
+    assert sorted(tuned) == sorted(k for k in before if tuned_weights.ATTENTION_Q.search(k))
+    changed = [k for k, v in tuned.items() if not torch.equal(v, before[k])]
+    assert changed, "nothing was trained"
+    assert all("to_q" in k and (".attn1." in k or ".attn2." in k) for k in changed), changed
+    assert info["trainable"] == "attention" and info["steps"] == 3
 
 
 def test_full_run_writes_its_files_and_leaves_frozen_parts_alone(components, tmp_path):
@@ -160,21 +162,27 @@ def test_full_run_writes_its_files_and_leaves_frozen_parts_alone(components, tmp
 @pytest.mark.parametrize("kind", ["lora", "full"])
 def test_saved_result_reloads_to_the_same_model(kind, components, tiny_dir, tmp_path):
     rd, inputs = make_run(tmp_path)
+    from vidtune.config import stage_config
+    from vidtune.results import SaveTo, TuningResult
+
     base_eps = eps_of(components, rd, inputs)
-    base = state(components.unet)
-    run3(config(trainable=kind, lora_rank=2), components, inputs, rd)
-    tuned_eps = eps_of(components, rd, inputs)
+    cfg = config(trainable=kind, lora_rank=2)
+    with components.tuning_unet(kind):  # stage 3's own computation, the UNet still tuned at the end
+        s2 = FusionResult.load(rd.stage(2), frames=False)
+        result = tuning.run(stage_config(cfg, 3), components, inputs, run_conditioning(cfg, components, inputs), s2)
+        tuned_eps = eps_of(components, rd, inputs)
     assert (tuned_eps - base_eps).abs().max() > 1e-4
-    if kind == "lora":  # the base weights stay; only the adapter learned
-        now = components.unet.state_dict()
-        assert all(torch.equal(v, now[k]) for k, v in base.items() if k in now)
-    fresh = load_components(tiny_dir)  # a new process: the base model, then the stage-3 result
-    tuning.apply_tuned(fresh, rd.stage(3))
-    torch.testing.assert_close(eps_of(fresh, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
-    tuning.apply_tuned(fresh, rd.stage(3))  # idempotent
-    torch.testing.assert_close(eps_of(fresh, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
-    tuning.apply_tuned(components, rd.stage(3))  # also on the UNet that run() tuned
-    torch.testing.assert_close(eps_of(components, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
+    torch.testing.assert_close(eps_of(components, rd, inputs), base_eps, atol=0, rtol=0)  # base again
+    with components.unet_with(result):  # the in-memory result (copies, not the UNet's own tensors)
+        torch.testing.assert_close(eps_of(components, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
+    result.save(rd.stage(3), SaveTo(unet=components.unet))
+    fresh = load_components(tiny_dir)  # a new process: the base model, then the saved stage-3 result
+    saved = TuningResult.load(rd.stage(3))
+    with fresh.unet_with(saved):
+        torch.testing.assert_close(eps_of(fresh, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
+        saved.apply(fresh.unet)  # idempotent
+        torch.testing.assert_close(eps_of(fresh, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
+    torch.testing.assert_close(eps_of(fresh, rd, inputs), base_eps, atol=1e-6, rtol=0)
 
 
 @pytest.mark.slow
@@ -244,6 +252,8 @@ def test_mask_count_must_match_frames(components, tmp_path):
         run3(config(), components, inputs, rd)
 
 
-def test_apply_tuned_without_a_finished_stage3(components, tmp_path):
+def test_loading_tuned_weights_without_a_finished_stage3(tmp_path):
+    from vidtune.results import TuningResult
+
     with pytest.raises(VidtuneError, match="tuning.json.*--stages 3"):
-        tuning.apply_tuned(components, tmp_path / "stage3")
+        TuningResult.load(tmp_path / "stage3")

@@ -47,12 +47,9 @@ class VidtuneOutput:
 class VidtunePipeline:
     """SD 1.x + T2I-Adapter (+ SAM) components and a base config; see the module docstring."""
 
-    def __init__(self, components: Components | None, config: RunConfig | None = None, keep_base: bool = True) -> None:
+    def __init__(self, components: Components | None, config: RunConfig | None = None) -> None:
         self._components = components
         self.config = config or RunConfig()
-        # Keep (in host memory) the base weights stage 3 changes, so that a later call starts from the base
-        # model again; a one-shot run (`vidtune run`) does without (`from_config`).
-        self.keep_base = keep_base
         self._session: pipeline.StageCache | None = None
 
     @property
@@ -66,8 +63,8 @@ class VidtunePipeline:
     @classmethod
     def from_config(cls, config: RunConfig) -> VidtunePipeline:
         """A one-shot pipeline for `config`'s model (`vidtune run`): it loads the model only when a stage
-        must run (a finished run folder loads nothing) and keeps no copy of the base weights."""
-        return cls(None, config, keep_base=False)
+        must run (a finished run folder loads nothing)."""
+        return cls(None, config)
 
     @classmethod
     def from_pretrained(
@@ -153,7 +150,6 @@ class VidtunePipeline:
                 callback=callback,
                 inputs=inputs,
                 results=results,
-                keep_base=self.keep_base,
             )
             timings = {k: secs for k, (_, secs) in summary.stages.items()}
             return VidtuneOutput(
@@ -284,7 +280,6 @@ class VidtunePipeline:
         return self._session
 
     def _compute(self, k: int, session: pipeline.StageCache, callback: StageCallback | None, progress: bool) -> Any:
-        session.keep_base = self.keep_base
         result = session.recompute(k, progress, callback, logger.info)
         logger.info(f"vidtune: stage {k} ({STAGES[k].title}) done in {result.seconds:.1f}s")
         return result

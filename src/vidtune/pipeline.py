@@ -164,10 +164,8 @@ class StageCache:
         cfg: RunConfig,
         components: Components,
         inputs: inputs_mod.VideoInputs,
-        keep_base: bool = False,
     ) -> None:
         self.rd, self.cfg, self.components, self.inputs = rd, cfg, components, inputs
-        self.keep_base = keep_base  # keep the base weights stage 3 changes (`Components.tuning_unet`)
         self.results: dict[int, Result] = {}
         self._cond: Conditioning | None = None
 
@@ -212,7 +210,6 @@ class StageCache:
             callback=callback,
             progress=progress,
             log=log,
-            keep_base=self.keep_base,
         )
 
 
@@ -292,7 +289,6 @@ def run(
     callback: StageCallback | None = None,
     inputs: inputs_mod.VideoInputs | None = None,
     results: dict[int, Result] | None = None,
-    keep_base: bool = False,
 ) -> RunSummary:
     """Run `stages` in order over the run folder, skipping those already done with this config and inputs.
 
@@ -302,8 +298,7 @@ def run(
     4. run each stage (invalidating what follows it), save its result, mark it done last.
 
     `results`, when given, receives every stage's typed result (those that ran, and those skipped,
-    loaded from the folder). `keep_base`: keep the base weights stage 3 changes, so that the same
-    components can later run the base model again (the Python API; costs a copy of them in host memory).
+    loaded from the folder).
     """
     validate.check_config(cfg)
     encoding.check_encoders(cfg.output)
@@ -316,7 +311,7 @@ def run(
     with RunLock(rd.root) if D.current().is_main else contextlib.nullcontext() as lock:
         if lock is not None and lock.took_over:
             log(f"vidtune: took over the lock of process {lock.took_over.get('pid', '?')}, which is gone")
-        return _run_locked(cfg, rd, inputs, stages, progress, components, log, callback, results, keep_base)
+        return _run_locked(cfg, rd, inputs, stages, progress, components, log, callback, results)
 
 
 def _run_locked(
@@ -329,7 +324,6 @@ def _run_locked(
     log: Callable[[str], None],
     callback: StageCallback | None,
     results: dict[int, Result] | None,
-    keep_base: bool = False,
 ) -> RunSummary:
     """Steps 2-4 of `run`, under the lock."""
     summary = RunSummary(root=rd.root)
@@ -358,7 +352,7 @@ def _run_locked(
         rd.save_config(cfg)
         if 1 in todo or not (rd.inputs / A.INPUT_KEYPOINTS).exists():
             inputs_mod.save(inputs, rd.inputs)
-    cache = StageCache(rd, cfg, components, inputs, keep_base=keep_base)
+    cache = StageCache(rd, cfg, components, inputs)
     for k in todo:
         _run_stage(k, cache, progress, callback, log, summary)
     if main:

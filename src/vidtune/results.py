@@ -10,7 +10,6 @@ are on the device they were computed on until saved.
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -213,8 +212,7 @@ class TuningResult:
     """Stage 3: what was tuned (`tuned_weights.TunedWeights`). kind: "full" | "lora" | "attention";
     state: the tuned tensors by parameter name (for "full" the whole UNet's); lora_rank; losses: the
     loss per optimizer step; record: what tuning.json records (steps, final loss, seconds per step,
-    config...); source: the stage3/ folder the weights are saved in ("" for a result only in memory);
-    uid: a random id of these tensors, kept by `dataclasses.replace` (an ``id()`` could be reused)."""
+    config...); source: the stage3/ folder the weights are saved in ("" for a result only in memory)."""
 
     kind: str
     state: dict[str, torch.Tensor] = field(repr=False)
@@ -223,12 +221,6 @@ class TuningResult:
     lora_rank: int = 0
     seconds: float = 0.0
     source: str = ""
-    uid: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False, compare=False)
-
-    @property
-    def key(self) -> str:
-        """What names these weights in what a UNet carries: their folder, or the in-memory result's uid."""
-        return self.source or f"memory:{self.uid}"
 
     @property
     def info(self) -> dict[str, Any]:

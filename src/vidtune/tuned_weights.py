@@ -1,7 +1,6 @@
 """Tuned UNet weights as a value: which tensors a tuning kind changes, and how they are saved, loaded,
-applied to a UNet and undone, and which of them a UNet carries (`UnetWeights`, kept by
-`vidtune.models.Components`). The library layer under stage 3 (`vidtune.stages.tuning`, which makes
-them) and `vidtune.results` (which stores them), so that neither imports the other for them.
+applied to a UNet and undone (within `vidtune.models.Components.unet_with`). The library layer under
+stage 3 (`vidtune.stages.tuning`, which makes them) and `vidtune.results` (which stores them).
 
 Kinds (`tuning.trainable`): ``full`` (every UNet weight, saved as a diffusers folder), ``lora`` (the
 peft adapter "vidtune" on the attention projections, saved in diffusers' LoRA file layout) and
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,27 +36,32 @@ def lora_config(rank: int) -> Any:
 
 
 def tuned_state(unet: UNet2DConditionModel, kind: str) -> dict[str, torch.Tensor]:
-    """The tuned tensors of `unet` by name (not copies): the whole UNet, the LoRA "vidtune" adapter's
-    weights (peft's names, without the adapter name) or the attn1/attn2 to_q weights."""
+    """Copies of the tuned tensors of `unet` by name: the whole UNet (in host memory: SD's is 3.4 GB),
+    the LoRA "vidtune" adapter's weights (peft's names, without the adapter name) or the attn1/attn2 to_q
+    weights. Copies, because the UNet goes back to its base weights when its tuning scope ends."""
     if kind == "full":
-        return {n: p.detach() for n, p in unet.state_dict().items()}
+        return {n: p.detach().to("cpu", copy=True) for n, p in unet.state_dict().items()}
     if kind == "lora":
         from peft.utils import get_peft_model_state_dict
 
-        return get_peft_model_state_dict(unet, adapter_name=LORA_ADAPTER)
-    return {n: p for n, p in unet.named_parameters() if ATTENTION_Q.search(n)}
+        return {n: p.detach().clone() for n, p in get_peft_model_state_dict(unet, adapter_name=LORA_ADAPTER).items()}
+    return {n: p.detach().clone() for n, p in unet.named_parameters() if ATTENTION_Q.search(n)}
 
 
 def save_state(
     kind: str, state: dict[str, torch.Tensor], lora_rank: int, stage_dir: Path, unet: UNet2DConditionModel | None = None
 ) -> Path:
-    """Write tuned weights (see the module docstring for the files). "full" needs the `unet` (its
-    config is saved with the weights, as a diffusers folder)."""
+    """Write tuned weights (see the module docstring for the files). "full" needs a `unet` of the same
+    architecture: its config is saved beside the weights, as a diffusers folder."""
     if kind == "full":
         if unet is None:
-            raise ValueError("saving a 'full' tuning result needs the tuned UNet")
+            raise ValueError("saving a 'full' tuning result needs the UNet's config")
+        from safetensors.torch import save_file
+
         with atomic.atomic_dir(stage_dir / A.TUNED_WEIGHTS["full"]) as tmp:
-            unet.save_pretrained(tmp, safe_serialization=True)
+            unet.save_config(tmp)
+            tensors = {k: v.contiguous() for k, v in state.items()}
+            save_file(tensors, str(Path(tmp) / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
     elif kind == "lora":
         atomic.write_safetensors(
             stage_dir / A.TUNED_WEIGHTS["lora"], {f"unet.{k}": v for k, v in state.items()}, metadata={"format": "pt"}
@@ -153,73 +156,10 @@ def restore_base(unet: UNet2DConditionModel, snapshot: dict[str, torch.Tensor]) 
     unet.eval()
 
 
-# --------------------------------------------------------------------------------------------
-# Which weights a UNet carries (`Components.carry` and `Components.tuning_unet` own this state)
-# --------------------------------------------------------------------------------------------
-
-UNFINISHED = "an unfinished tuning"  # what a UNet carries while stage 3 tunes it (and after a failed stage 3)
-
-
 class TunedWeights(Protocol):
-    """Tuned weights as a value (`vidtune.results.TuningResult`): their kind, tensors, LoRA rank and a
-    key naming them (the stage3/ folder they are saved in, or an in-memory result's id)."""
+    """Tuned weights as a value (`vidtune.results.TuningResult`): their kind, tensors and LoRA rank,
+    applied within `vidtune.models.Components.unet_with`."""
 
     kind: str
     state: dict[str, torch.Tensor]
     lora_rank: int
-
-    @property
-    def key(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class UnetWeights:
-    """What a UNet carries: `carries` names the tuned weights in it (a `TunedWeights.key`, `UNFINISHED`,
-    or None for the base model) of kind `kind`; `base` holds CPU copies of the base weights that tuning
-    replaced (`base_snapshot`), or None when they were not kept (then the tuned UNet stays tuned)."""
-
-    carries: str | None = None
-    kind: str | None = None
-    base: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-
-
-def switch_unet(
-    unet: UNet2DConditionModel, now: UnetWeights, tuned: TunedWeights | None, keep_base: bool = False
-) -> UnetWeights:
-    """Make `unet` carry `tuned` (or the base model, `tuned` None) and return what it carries then.
-
-    Nothing is done when it carries them already. Another tuning is undone from the kept base weights;
-    without them the base model cannot come back (an error: load the model again), and tuned weights of
-    another kind cannot replace it (they would mix). Going from the base model to `tuned` keeps the
-    base weights it replaces when `keep_base` (a LoRA always: removing the adapter costs no copy)."""
-    key = None if tuned is None else tuned.key
-    if now.carries == key:
-        return now
-    if now.carries is not None:
-        if now.base is not None:
-            restore_base(unet, now.base)
-            now = UnetWeights(base=now.base)
-        elif tuned is None:
-            raise VidtuneError(
-                f"the loaded UNet was tuned by {now.carries}; load the model again to run on the base model"
-            )
-        elif tuned.kind != now.kind:
-            raise VidtuneError(
-                f"the loaded UNet carries a {now.kind!r} tuning ({now.carries}) and its base weights were not "
-                f"kept, so a {tuned.kind!r} tuning cannot replace it; load the model again"
-            )
-    if tuned is None:
-        return now
-    base = now.base
-    if now.carries is None:
-        base = base_snapshot(unet, tuned.kind) if keep_base or tuned.kind == "lora" else None
-    apply_state(unet, tuned.kind, tuned.state, tuned.lora_rank)
-    return UnetWeights(carries=key, kind=tuned.kind, base=base)
-
-
-def begin_tuning(unet: UNet2DConditionModel, now: UnetWeights, kind: str, keep_base: bool) -> UnetWeights:
-    """The base model back in `unet` (`switch_unet`), about to be tuned in place as `kind`: its base
-    weights kept when `keep_base` (a LoRA always); it carries `UNFINISHED` until the tuning is done."""
-    now = switch_unet(unet, now, None)
-    base = base_snapshot(unet, kind) if keep_base or kind == "lora" else None
-    return UnetWeights(carries=UNFINISHED, kind=kind, base=base)

@@ -261,7 +261,7 @@ def run_job(
         seq = demo.write_source(root, req.motion, int(req.frames), prompt, req.seed)
         poses_path = str(root / "source" / "poses")
     cfg = job_config(req, root, poses_path)
-    summary = VidtunePipeline(components, cfg, keep_base=False)(config=cfg, run_dir=root, log=log).summary
+    summary = VidtunePipeline(components, cfg)(config=cfg, run_dir=root, log=log).summary
     log("vidtune: writing the side-by-side video, metrics and report")
     panels = [
         ("pose", root / A.INPUTS / A.INPUT_POSES),

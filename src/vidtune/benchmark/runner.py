@@ -117,9 +117,7 @@ def run_stages(cfg: C.RunConfig, folder: Path, stages, progress: bool, component
     no copy of the base weights: the ablation tunes a private UNet copy instead)."""
     from vidtune.api import VidtunePipeline
 
-    VidtunePipeline(components, cfg, keep_base=False)(
-        config=cfg, run_dir=folder, stages=stages, progress=progress, log=log
-    )
+    VidtunePipeline(components, cfg)(config=cfg, run_dir=folder, stages=stages, progress=progress, log=log)
 
 
 def run_sequence(

@@ -96,6 +96,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         metavar="N",
         help="frames per UNet training batch (default: %(default)s)",
     )
+    _add_loss_arguments(ap)
+    _add_run_arguments(ap)
+
+
+def _add_loss_arguments(ap: argparse.ArgumentParser) -> None:
+    """The UNet's learning rates and its loss weights."""
     ap.add_argument(
         "--unet-lr",
         type=float,
@@ -124,6 +130,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         metavar="LR",
         help="peak learning rate of the text encoder's token embeddings (default: %(default)s)",
     )
+
+
+def _add_run_arguments(ap: argparse.ArgumentParser) -> None:
+    """Where training starts from, what it draws, and what happens to its folder and result."""
     ap.add_argument(
         "--warm-start",
         default=DemoTrainConfig.warm_start,

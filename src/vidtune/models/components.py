@@ -1,15 +1,15 @@
-"""`Components`: the loaded models of one run, and which tuned weights its UNet carries."""
+"""`Components`: the loaded models of one run, and the scopes in which its UNet carries tuned weights."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from vidtune.tuned_weights import TunedWeights, UnetWeights, begin_tuning, switch_unet
+from vidtune.tuned_weights import TunedWeights, apply_state, base_snapshot, restore_base
 
 # --------------------------------------------------------------------------------------------
 # Components
@@ -32,37 +32,34 @@ class Components:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     sources: dict[str, str] = field(default_factory=dict)
-    # Which tuned weights the UNet carries and the base weights to go back to: changed only by `carry`
-    # and `tuning_unet` (a copy made with `dataclasses.replace` starts from the base model).
-    _weights: UnetWeights = field(default_factory=UnetWeights, init=False, repr=False, compare=False)
-
-    @property
-    def tuned_by(self) -> str | None:
-        """The key of the tuned weights the UNet carries (a stage3/ folder, an in-memory result's id, or
-        `tuned_weights.UNFINISHED`); None while it is the base model."""
-        return self._weights.carries
-
-    def carry(self, tuned: TunedWeights | None, keep_base: bool = False) -> Any:
-        """Make the UNet carry `tuned` (None: the base model) and return it. Not a scope: the UNet keeps
-        them until the next `carry`, and switching loads weights only when it carries others
-        (`tuned_weights.switch_unet`), so consecutive stages on one set pay nothing. `keep_base`: keep
-        the base weights a full or attention tuning replaces, so that a later ``carry(None)`` can restore
-        them (costs a copy in host memory)."""
-        self._weights = switch_unet(self.unet, self._weights, tuned, keep_base)
-        return self.unet
 
     @contextlib.contextmanager
-    def tuning_unet(self, kind: str, keep_base: bool = False) -> Iterator[Callable[[TunedWeights], None]]:
-        """``with components.tuning_unet(kind) as tuned:`` the base UNet, to tune in place as `kind` in the
-        block, which calls ``tuned(result)`` once the UNet carries the result; a block that stops before
-        leaves a UNet that carries an unfinished tuning (undone from the base weights when kept)."""
-        self._weights = begin_tuning(self.unet, self._weights, kind, keep_base)
-        base = self._weights.base
+    def unet_with(self, tuned: TunedWeights | None) -> Iterator[Any]:
+        """``with components.unet_with(tuned) as unet:`` the UNet carrying `tuned` (None: the base model)
+        within the block, and the base model again after it, however the block ends. Outside these
+        scopes the UNet is always the base model. Entering copies the base weights the tuning replaces
+        (`tuned_weights.base_snapshot`: none for a LoRA, the to_q weights for "attention", the whole
+        UNet for "full", to host memory) and leaving writes them back."""
+        if tuned is None:
+            yield self.unet
+            return
+        snapshot = base_snapshot(self.unet, tuned.kind)
+        try:
+            apply_state(self.unet, tuned.kind, tuned.state, tuned.lora_rank)
+            yield self.unet
+        finally:
+            restore_base(self.unet, snapshot)
 
-        def tuned(result: TunedWeights) -> None:
-            self._weights = UnetWeights(carries=result.key, kind=result.kind, base=base)
-
-        yield tuned
+    @contextlib.contextmanager
+    def tuning_unet(self, kind: str) -> Iterator[Any]:
+        """``with components.tuning_unet(kind) as unet:`` the base UNet, to tune in place as `kind` within
+        the block (which keeps copies of what it tuned, `tuned_weights.tuned_state`), and the base model
+        again after it, however the block ends."""
+        snapshot = base_snapshot(self.unet, kind)
+        try:
+            yield self.unet
+        finally:
+            restore_base(self.unet, snapshot)
 
     @property
     def vae_scale_factor(self) -> int:

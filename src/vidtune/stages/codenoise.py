@@ -247,7 +247,8 @@ def run(
     progress: bool = True,
 ) -> CodenoiseResult:
     """Stage 4: plan clips -> initial latents -> co-denoise -> decode. ``components.unet`` is the UNet
-    that runs (the caller loads stage 3's result into it first); `tuned` says which it is, for the record."""
+    that runs (the caller applies stage 3's result within `Components.unet_with`); `tuned` says which it is,
+    for the record."""
     c, s = cfg.codenoise, cfg.sampling
     setup = prepare(cfg, components, inputs, s2)
     plan = setup.clips.at(setup.start)
@@ -319,14 +320,14 @@ class CodenoiseStage(Stage):
             ctx.log(
                 f"vidtune: {n} frames < codenoise.clip_length {c.clip_length}: codenoise.shrink_clip uses one clip of {n} frames"
             )
-        ctx.components.carry(tuned, keep_base=ctx.keep_base)
-        return run(
-            ctx.cfg,
-            ctx.components,
-            ctx.inputs,
-            ctx.conditioning(),
-            previous.get(2),
-            tuned=tuned is not None,
-            callback=ctx.callback,
-            progress=ctx.progress,
-        )
+        with ctx.components.unet_with(tuned):
+            return run(
+                ctx.cfg,
+                ctx.components,
+                ctx.inputs,
+                ctx.conditioning(),
+                previous.get(2),
+                tuned=tuned is not None,
+                callback=ctx.callback,
+                progress=ctx.progress,
+            )

@@ -179,8 +179,7 @@ class StageContext:
     """What a stage runs with (`vidtune.stages.registry.Stage.run`): `cfg`, its config view; the loaded
     components; the inputs; `conditioning()`, the shared per-frame conditioning (computed on first use);
     `folder`, its folder in the run folder (None in memory); the user's step callback; whether to show
-    progress bars; where messages go; `keep_base`: keep the base weights a tuning replaces (so that the
-    same components can run the base model again later)."""
+    progress bars; where messages go."""
 
     cfg: Any
     components: Components
@@ -190,7 +189,6 @@ class StageContext:
     callback: StageCallback | None = None
     progress: bool = True
     log: Callable[[str], None] = print
-    keep_base: bool = False
 
 
 class Stage(Protocol):

@@ -197,7 +197,6 @@ class FusionStage(Stage):
         return (1,)
 
     def run(self, ctx: StageContext, previous: Mapping[int, Any]) -> FusionResult:
-        ctx.components.carry(None)
         return run(
             ctx.cfg,
             ctx.components,

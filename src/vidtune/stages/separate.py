@@ -169,5 +169,4 @@ class SeparateStage(Stage):
         return ()
 
     def run(self, ctx: StageContext, previous: Mapping[int, Any]) -> SeparateResult:
-        ctx.components.carry(None)
         return run(ctx.cfg, ctx.components, ctx.inputs, ctx.conditioning(), ctx.callback, ctx.progress)

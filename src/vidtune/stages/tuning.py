@@ -47,12 +47,6 @@ from vidtune.stages.tuning_data import (
 # --------------------------------------------------------------------------------------------
 
 
-def apply_tuned(components: Components, stage_dir: Path) -> None:
-    """Load a saved stage 3 (stage_dir = the run's stage3/) into ``components.unet`` in place (it keeps
-    carrying it after the call, see `Components.carry`)."""
-    components.carry(TuningResult.load(stage_dir))
-
-
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
@@ -122,7 +116,8 @@ def run(
 
 class TuningStage(Stage):
     """Stage 3 in the registry (`vidtune.stages.registry`): the base UNet tuned in place on stage 2's
-    frames; afterwards the components carry the result (`Components.tuning_unet`)."""
+    frames within `Components.tuning_unet`; its result holds copies of the tuned weights, and the UNet is
+    the base model again afterwards."""
 
     number, name, title, method = 3, "tuning", "combined tuning", "tune"
     view = TuningStageConfig  # the config it reads (`config.stage_view`): its resume hash
@@ -134,8 +129,7 @@ class TuningStage(Stage):
         return (2,)
 
     def run(self, ctx: StageContext, previous: Mapping[int, Any]) -> TuningResult:
-        keep = ctx.keep_base or ctx.cfg.tuning.trainable == "lora"  # a LoRA is undone by removing it
-        with ctx.components.tuning_unet(ctx.cfg.tuning.trainable, keep_base=keep) as tuned:
+        with ctx.components.tuning_unet(ctx.cfg.tuning.trainable):
             result = run(
                 ctx.cfg,
                 ctx.components,
@@ -146,9 +140,8 @@ class TuningStage(Stage):
                 callback=ctx.callback,
                 progress=ctx.progress,
             )
-            if ctx.folder is not None:
-                result = replace(result, source=str(ctx.folder.resolve()))
-            tuned(result)
+        if ctx.folder is not None:
+            result = replace(result, source=str(ctx.folder.resolve()))
         return result
 
     def finish(self, folder: Path, cfg: TuningStageConfig, log: Callable[[str], None]) -> None:
@@ -172,7 +165,6 @@ __all__ = [
     "_attention",
     "_full",
     "_lora",
-    "apply_tuned",
     "check_config",
     "drop_checkpoints",
     "load_data",

@@ -189,6 +189,12 @@ class CodenoiseConfig:
     # keep: at every step the background of the predicted x0 is pulled to stage 2's fused background (per
     # prompt segment), so stage 4 refines the figure without undoing stage 2; free: the model redraws it.
     background: str = field(default="keep", metadata=_choice("keep", "free"))
+    # The figure's look pulled to one frame's: each body part's (head, upper body, legs, from the pose) channel
+    # mean and spread in the predicted x0 move this far (0-1) to those of the medoid of stage 2's figures
+    # (`vidtune.method.appearance`; needs stage 2), in the first `figure_pull_steps` (a fraction) of stage 4's
+    # steps; the later steps redraw the detail on the pulled colours. 0: the figure is the model's alone.
+    figure_pull: float = field(default=0.0, metadata=_added("0.1.1", legacy=0.0))
+    figure_pull_steps: float = field(default=1.0, metadata=_added("0.1.1", legacy=1.0))
     transition: int = 8  # frames over which a prompt schedule moves from one segment to the next (0 = cut)
     # Classifier-free guidance only in an interval (Kynkaanniemi et al. 2024): the steps whose timestep is below
     # this fraction of the training schedule evaluate the conditional branch alone (one UNet row per frame, not

@@ -185,6 +185,10 @@ def check_codenoise(cfg: RunConfig) -> None:
     if not 0 <= c.unguided_below <= 1:
         raise _fail("codenoise.unguided_below", c.unguided_below, "must be in [0, 1]", "0 guides every step, e.g. 0.2")
     _at_least("codenoise.fg_gain", c.fg_gain, 0, "0 turns it off")
+    if not 0 <= c.figure_pull <= 1:
+        raise _fail("codenoise.figure_pull", c.figure_pull, "must be in [0, 1]", "0 turns it off, e.g. 0.5")
+    if not 0 < c.figure_pull_steps <= 1:
+        raise _fail("codenoise.figure_pull_steps", c.figure_pull_steps, "must be in (0, 1]", "1 pulls at every step")
     _at_least("codenoise.transition", c.transition, 0, "0 cuts between prompts, e.g. 8")
     _at_least("codenoise.max_batch_frames", c.max_batch_frames, 1, "e.g. 16")
 

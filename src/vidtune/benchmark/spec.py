@@ -50,6 +50,7 @@ PUBLISHED = (
     "codenoise.background=free",
     "codenoise.weighting=uniform",
     "codenoise.fg_gain=0.0",
+    "codenoise.figure_pull=0.0",
     "codenoise.unguided_below=0.0",
 )
 
@@ -97,26 +98,28 @@ def _variants() -> dict[str, Variant]:
         Variant(
             "stages_1_2_sdedit",
             "base UNet re-denoising the stage-2 frames with full's init (no tuning, "
-            "clips of 1 frame, no cross-frame attention): isolates stage 3",
+            "clips of 1 frame, nothing read from other frames): isolates stage 3",
             "stage4",
             overrides=(
                 "codenoise.clip_length=1",
                 "codenoise.stride=1",
                 "codenoise.attention=none",
                 "codenoise.fg_gain=0.0",
+                "codenoise.figure_pull=0.0",
                 "codenoise.init=fused",
             ),
             links=(1, 2),
         ),
         Variant(
             "stages_1_2_3",
-            "tuned UNet, clips of 1 frame, no cross-frame attention, full's init",
+            "tuned UNet, clips of 1 frame, nothing read from other frames, full's init",
             "stage4",
             overrides=(
                 "codenoise.clip_length=1",
                 "codenoise.stride=1",
                 "codenoise.attention=none",
                 "codenoise.fg_gain=0.0",
+                "codenoise.figure_pull=0.0",
             ),
             unet="tuned",
             links=(1, 2, 3),

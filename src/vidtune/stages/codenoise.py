@@ -16,6 +16,7 @@ from vidtune import distributed as D
 from vidtune.config import CodenoiseConfig, CodenoiseStageConfig
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
+from vidtune.method import appearance as P
 from vidtune.method.anchor import medoid_frame
 from vidtune.method.attention import CrossFrameAttention
 from vidtune.method.clips import (
@@ -150,10 +151,36 @@ def keep_background_guide(scheduler: SchedulerMixin, targets: torch.Tensor, bg: 
     return x0_guide(scheduler, lambda x0: x0 + bg * (targets - x0))
 
 
+@dataclass(frozen=True)
+class FigurePull:
+    """`codenoise.figure_pull`: every frame's body parts (N, P, h, w), the reference frame's part statistics
+    (`appearance.part_statistics`) and the weight the predicted x0's parts move to them by."""
+
+    parts: torch.Tensor
+    reference: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    weight: float
+
+    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
+        return P.pull_to_reference(x0, self.parts.to(x0), self.reference, self.weight)
+
+
+def figure_pull(c: CodenoiseConfig, inputs: VideoInputs, s2: FusionResult, image_size: tuple[int, int]) -> FigurePull:
+    """The parts of stage 2's figures (from the pose keypoints; the whole figure as one part without them)
+    and the statistics of the medoid figure's parts, the look every frame is pulled to."""
+    x0, fg = s2.x0.float(), s2.fg.float()
+    if inputs.keypoints is not None:
+        parts = P.part_masks(torch.as_tensor(inputs.keypoints), fg, image_size)
+    else:
+        parts = fg
+    ref = medoid_frame(x0, fg)
+    mean, std, ok = P.part_statistics(x0[ref : ref + 1], parts[ref : ref + 1])
+    return FigurePull(parts=parts, reference=(mean, std, ok), weight=c.figure_pull)
+
+
 def needs_fusion(c: CodenoiseConfig) -> bool:
     """Whether stage 4 reads stage 2's result: to start from it, keep its background, weigh by its masks or
     pick the anchor among its figures (a T2V-Zero-like run from noise with `background = "free"` does not)."""
-    return c.init == "fused" or c.background == "keep" or c.fg_gain > 0 or medoid_anchor(c)
+    return c.init == "fused" or c.background == "keep" or c.fg_gain > 0 or medoid_anchor(c) or c.figure_pull > 0
 
 
 def medoid_anchor(c: CodenoiseConfig) -> bool:
@@ -177,10 +204,20 @@ class CodenoiseSetup:
     frame_cond: torch.Tensor | None
     targets: torch.Tensor | None
     bg: torch.Tensor | None
+    figure: FigurePull | None = None
+    figure_until: int = 0  # the last step index the figure is pulled at
 
     @property
     def guide(self):
-        return None if self.targets is None else keep_background_guide(self.scheduler, self.targets, self.bg)
+        """Stage 2's background kept at every step (`keep_background_guide`) and, before it, the figure
+        pulled to the reference (`FigurePull`) up to `figure_until`; None when neither is on."""
+        keep = None if self.targets is None else keep_background_guide(self.scheduler, self.targets, self.bg)
+        if self.figure is None:
+            return keep
+        pull = x0_guide(self.scheduler, self.figure, last_step=self.figure_until)
+        if keep is None:
+            return pull
+        return lambda step, t, latents, eps: keep(step, t, pull(step, t, latents, eps), eps)
 
 
 def prepare(
@@ -192,7 +229,7 @@ def prepare(
     c, s = cfg.codenoise, cfg.sampling
     if s2 is None and needs_fusion(c):
         raise VidtuneError(
-            "stage 4 with codenoise.init = 'fused', background = 'keep', fg_gain > 0 or anchor = 'medoid' "
+            "stage 4 with codenoise.init = 'fused', background = 'keep', fg_gain > 0, anchor = 'medoid' or figure_pull > 0 "
             "needs stage 2's result; run with --stages 1,2,3,4"
         )
     device, dtype = components.device, components.unet.dtype
@@ -233,6 +270,8 @@ def prepare(
         frame_cond=frame_cond,
         targets=targets,
         bg=bg,
+        figure=figure_pull(c, inputs, s2, (cfg.inputs.height, cfg.inputs.width)) if c.figure_pull > 0 else None,
+        figure_until=start + max(1, round(c.figure_pull_steps * (s.steps - start))) - 1,
     )
 
 

@@ -35,14 +35,18 @@ def test_a_frame_without_visible_joints_has_no_parts():
     assert P.part_masks(kp, fg, (64, 64)).sum() == 0
 
 
-def test_full_pull_gives_each_part_the_references_mean_and_spread():
-    g = torch.Generator().manual_seed(0)
+def _two_frames(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two frames' random latents (2, 4, 16, 16) and the parts (2, 3, 16, 16) of one standing figure."""
     fg = torch.zeros(2, 1, 16, 16)
     fg[:, 0, 1:15, 6:10] = 1.0
-    parts = P.part_masks(_standing(2), fg, (64, 64))
-    x0 = torch.randn(2, 4, 16, 16, generator=g)
-    x0[1] = x0[1] * 0.8 + 2.0  # frame 1 looks different (its spread within SCALE_RANGE of frame 0's)
-    x0[1, :, 3:6, 6:10] = x0[0, :, 3:6, 6:10] * 0.8 + 2.0
+    return torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(seed)), P.part_masks(
+        _standing(2), fg, (64, 64)
+    )
+
+
+def test_full_pull_gives_each_part_the_references_mean_and_spread():
+    x0, parts = _two_frames(0)
+    x0[1] = x0[0] * 0.8 + 2.0  # frame 1 looks different (its spread within SCALE_RANGE of frame 0's)
     ref = P.part_statistics(x0[:1], parts[:1])
     out = P.pull_to_reference(x0, parts, ref, 1.0)
     mean, std, ok = P.part_statistics(out, parts)
@@ -54,11 +58,7 @@ def test_full_pull_gives_each_part_the_references_mean_and_spread():
 
 
 def test_zero_pull_changes_nothing_and_half_pull_goes_half_way():
-    g = torch.Generator().manual_seed(1)
-    fg = torch.zeros(2, 1, 16, 16)
-    fg[:, 0, 1:15, 6:10] = 1.0
-    parts = P.part_masks(_standing(2), fg, (64, 64))
-    x0 = torch.randn(2, 4, 16, 16, generator=g)
+    x0, parts = _two_frames(1)
     x0[1] += 1.0
     ref = P.part_statistics(x0[:1], parts[:1])
     assert torch.equal(P.pull_to_reference(x0, parts, ref, 0.0), x0)

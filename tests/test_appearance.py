@@ -89,9 +89,12 @@ def test_stage_4_pulls_to_the_medoid_figure_and_its_setting_is_checked():
     pull = figure_pull(cfg.codenoise, inputs, s2, (64, 64))
     m = medoid_frame(x0, fg)
     assert m in (0, 1)
-    torch.testing.assert_close(pull.reference[0], P.part_statistics(x0[m : m + 1], pull.parts[m : m + 1])[0])
+    want = P.part_statistics(x0[m : m + 1], pull.parts[m : m + 1])[0]
+    torch.testing.assert_close(pull.reference[0], want.expand(3, -1, -1))  # one scene: every frame, one reference
     mean, _, _ = P.part_statistics(pull(x0), pull.parts)
     torch.testing.assert_close(mean[2], mean[m], atol=1e-5, rtol=0)  # the odd frame now looks like the medoid
+    two_scenes = VideoInputs(inputs.pose_images, inputs.keypoints, ["p", "p", "q"], 8.0, "test")
+    torch.testing.assert_close(figure_pull(cfg.codenoise, two_scenes, s2, (64, 64))(x0)[2], x0[2])  # its own scene's
     assert needs_fusion(C.apply_overrides(cfg, ["codenoise.init=noise", "codenoise.background=free"]).codenoise)
     no_pose = figure_pull(cfg.codenoise, VideoInputs(inputs.pose_images, None, ["p"] * 3, 8.0, "t"), s2, (64, 64))
     assert no_pose.parts.shape == (3, 1, 16, 16)  # without keypoints the figure is one part

@@ -72,3 +72,22 @@ def test_demo_bad_arguments_exit_2_before_stage_1(args, words, tmp_path, capsys)
     line = one_line_error(["demo", "--out", str(tmp_path / "demo"), "--quiet", *args], capsys)
     assert words in line
     assert not (tmp_path / "demo" / "stage1").exists()
+
+
+@pytest.mark.parametrize("fraction", ["0.05", "0.95"])
+def test_a_fusion_step_outside_stage_1s_early_stop_names_both_keys(fraction, tiny_model_dir, tmp_path, capsys):
+    pose_dir = write_poses(tmp_path / "poses")
+    args = run_args(
+        tiny_model_dir, pose_dir, tmp_path / "run", "--steps", "4", "--set", f"separate.fusion_step={fraction}"
+    )
+    line = one_line_error(args, capsys)
+    assert "separate.fusion_step" in line and "sampling.steps" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fusion_step_at_the_end_is_fine_when_stage_1_runs_to_the_end():
+    from vidtune import config as C
+    from vidtune import validate
+
+    sets = ["sampling.steps=4", "separate.fusion_step=0.95"]
+    validate.check_config(C.apply_overrides(C.RunConfig(), [*sets, "separate.stop=end"]))

@@ -190,9 +190,9 @@ class CodenoiseConfig:
     # prompt segment), so stage 4 refines the figure without undoing stage 2; free: the model redraws it.
     background: str = field(default="keep", metadata=_choice("keep", "free"))
     # The figure's look pulled to one frame's: each body part's (head, upper body, legs, from the pose) channel
-    # mean and spread in the predicted x0 move this far (0-1) to those of the medoid of stage 2's figures
-    # (`vidtune.method.appearance`; needs stage 2), in the first `figure_pull_steps` (a fraction) of stage 4's
-    # steps; the later steps redraw the detail on the pulled colours. 0: the figure is the model's alone.
+    # mean and spread in the predicted x0 move this far (0-1) to those of the medoid of stage 2's figures in the
+    # frame's prompt segment (`vidtune.method.appearance`; needs stage 2), in the first `figure_pull_steps`
+    # (a fraction) of stage 4's steps; the later steps redraw the detail on the pulled colours. 0: off.
     figure_pull: float = field(default=0.0, metadata=_added("0.1.1", legacy=0.0))
     figure_pull_steps: float = field(default=1.0, metadata=_added("0.1.1", legacy=1.0))
     transition: int = 8  # frames over which a prompt schedule moves from one segment to the next (0 = cut)

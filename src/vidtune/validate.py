@@ -136,6 +136,15 @@ def check_separate(cfg: RunConfig) -> None:
             "the paper's is 0.5",
         )
     _at_least("separate.batch_frames", p.batch_frames, 1, "e.g. 4")
+    steps = cfg.sampling.steps
+    at = int(round(p.fusion_step * steps))  # `sampling.fusion_index` before it clamps
+    if p.stop == "fusion" and steps >= 1 and not 1 <= at <= steps - 1:
+        where = "before the first step" if at < 1 else "at or past the last step"
+        raise VidtuneError(
+            f"separate.fusion_step = {p.fusion_step:g} of sampling.steps = {steps} puts the fusion step {where}, "
+            f"so stage 1 (separate.stop = 'fusion') and stage 2 would not share it; choose a fusion step between "
+            f"{1 / steps:.2g} and {(steps - 1) / steps:.2g}, or more sampling.steps"
+        )
 
 
 def check_fusion(cfg: RunConfig) -> None:

@@ -69,7 +69,8 @@ def pull_to_reference(
     """x0 with each part's channel statistics moved to the reference's by ``weight`` in [0, 1]:
     x <- x + weight m_p ((x - mu_p) s + mu_ref - x), s = sigma_ref / sigma_p clamped to `SCALE_RANGE`,
     for every part both frames show. ``reference``: `part_statistics` of the reference frame, (1, P, C)
-    means and spreads and (1, P) presence. weight 0 returns x0 unchanged."""
+    means and spreads and (1, P) presence, or one reference per frame ((N, P, C), (N, P)). weight 0
+    returns x0 unchanged."""
     if weight == 0:
         return x0
     mean, std, ok = part_statistics(x0, parts)

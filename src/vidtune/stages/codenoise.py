@@ -166,15 +166,19 @@ class FigurePull:
 
 def figure_pull(c: CodenoiseConfig, inputs: VideoInputs, s2: FusionResult, image_size: tuple[int, int]) -> FigurePull:
     """The parts of stage 2's figures (from the pose keypoints; the whole figure as one part without them)
-    and the statistics of the medoid figure's parts, the look every frame is pulled to."""
+    and, for every frame, the part statistics of the medoid figure of its prompt segment: the look it is
+    pulled to. Per segment, because a scene's light is part of the figure's colours (one reference for a
+    snow scene and a sunset beach would paint the beach's light onto the snow)."""
     x0, fg = s2.x0.float(), s2.fg.float()
     if inputs.keypoints is not None:
         parts = P.part_masks(torch.as_tensor(inputs.keypoints), fg, image_size)
     else:
         parts = fg
-    ref = medoid_frame(x0, fg)
-    mean, std, ok = P.part_statistics(x0[ref : ref + 1], parts[ref : ref + 1])
-    return FigurePull(parts=parts, reference=(mean, std, ok), weight=c.figure_pull)
+    mean, std, ok = P.part_statistics(x0, parts)
+    refs = torch.zeros(len(x0), dtype=torch.long)
+    for start, end in prompt_segments(inputs.prompts):
+        refs[start:end] = start + medoid_frame(x0[start:end], fg[start:end])
+    return FigurePull(parts=parts, reference=(mean[refs], std[refs], ok[refs]), weight=c.figure_pull)
 
 
 def needs_fusion(c: CodenoiseConfig) -> bool:

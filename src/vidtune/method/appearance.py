@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from vidtune.method.anchor import medoid_frame
+
 # COCO-18 bones by part (the keypoint order of `vidtune.poses`): head, upper body (torso and arms), legs.
 PART_BONES: dict[str, tuple[tuple[int, int], ...]] = {
     "head": ((0, 1), (0, 14), (0, 15), (14, 16), (15, 17)),
@@ -81,3 +83,16 @@ def pull_to_reference(
     moved = (x - mean[..., None, None]) * s + ref_mean[..., None, None]
     delta = (use * parts[:, :, None] * (moved - x)).sum(1)
     return x0 + weight * delta.to(x0.dtype)
+
+
+def segment_references(
+    x0: torch.Tensor, fg: torch.Tensor, parts: torch.Tensor, segments: list[tuple[int, int]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per frame, the `part_statistics` of the medoid figure (`anchor.medoid_frame`) of its segment
+    ``(start, end)``: ``(N, P, C)`` means and spreads and ``(N, P)`` presence. Per segment, because a
+    scene's light is part of the figure's colours."""
+    mean, std, ok = part_statistics(x0, parts)
+    refs = torch.zeros(len(x0), dtype=torch.long)
+    for start, end in segments:
+        refs[start:end] = start + medoid_frame(x0[start:end], fg[start:end])
+    return mean[refs], std[refs], ok[refs]

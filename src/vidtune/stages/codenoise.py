@@ -161,24 +161,22 @@ class FigurePull:
     weight: float
 
     def __call__(self, x0: torch.Tensor) -> torch.Tensor:
-        return P.pull_to_reference(x0, self.parts.to(x0), self.reference, self.weight)
+        return P.pull_to_reference(x0, self.parts, self.reference, self.weight)
 
 
-def figure_pull(c: CodenoiseConfig, inputs: VideoInputs, s2: FusionResult, image_size: tuple[int, int]) -> FigurePull:
+def figure_pull(
+    c: CodenoiseConfig, inputs: VideoInputs, s2: FusionResult, image_size: tuple[int, int], device=None
+) -> FigurePull:
     """The parts of stage 2's figures (from the pose keypoints; the whole figure as one part without them)
-    and, for every frame, the part statistics of the medoid figure of its prompt segment: the look it is
-    pulled to. Per segment, because a scene's light is part of the figure's colours (one reference for a
-    snow scene and a sunset beach would paint the beach's light onto the snow)."""
+    and, for every frame, the part statistics of the medoid figure of its prompt segment
+    (`appearance.segment_references`): the look it is pulled to; on `device`, once."""
     x0, fg = s2.x0.float(), s2.fg.float()
     if inputs.keypoints is not None:
         parts = P.part_masks(torch.as_tensor(inputs.keypoints), fg, image_size)
     else:
         parts = fg
-    mean, std, ok = P.part_statistics(x0, parts)
-    refs = torch.zeros(len(x0), dtype=torch.long)
-    for start, end in prompt_segments(inputs.prompts):
-        refs[start:end] = start + medoid_frame(x0[start:end], fg[start:end])
-    return FigurePull(parts=parts, reference=(mean[refs], std[refs], ok[refs]), weight=c.figure_pull)
+    reference = P.segment_references(x0, fg, parts, prompt_segments(inputs.prompts))
+    return FigurePull(parts=parts.to(device), reference=tuple(r.to(device) for r in reference), weight=c.figure_pull)
 
 
 def needs_fusion(c: CodenoiseConfig) -> bool:
@@ -274,7 +272,7 @@ def prepare(
         frame_cond=frame_cond,
         targets=targets,
         bg=bg,
-        figure=figure_pull(c, inputs, s2, (cfg.inputs.height, cfg.inputs.width)) if c.figure_pull > 0 else None,
+        figure=figure_pull(c, inputs, s2, (cfg.inputs.height, cfg.inputs.width), device) if c.figure_pull > 0 else None,
         figure_until=start + max(1, round(c.figure_pull_steps * (s.steps - start))) - 1,
     )
 

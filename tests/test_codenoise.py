@@ -644,3 +644,44 @@ def test_steps_below_unguided_below_evaluate_the_conditional_branch_alone(comps,
     assert rows[-1] == frames  # below: one row per frame ...
     assert torch.equal(low, eps(1.0, 0.0, 499))  # ... the conditional prediction
     assert not torch.equal(low, eps(GUIDANCE, 0.0, 499))
+
+
+def test_a_trajectory_start_with_the_base_unet_ends_at_stage_2s_frames(comps, model_dir, tmp_path):
+    """`codenoise.init = "trajectory"` starts from stage 2's own latent at the step stage 4 starts at: with
+    the base UNet, one-frame clips, no attention, no guide and the same guidance, stage 4 repeats stage 2's
+    last steps and ends where stage 2 ended (so whatever a tuned UNet or the attention change is theirs);
+    `init = "fused"` re-noises with new noise and does not."""
+    from safetensors.torch import load_file
+
+    from run_helpers import write_poses
+    from vidtune import pipeline
+
+    poses = write_poses(tmp_path / "poses", n=6)
+    sets = [
+        f"model.path={model_dir}",
+        "model.adapter=",
+        f"inputs.poses={poses}",
+        f"inputs.prompt={PROMPT}",
+        f"inputs.height={SIZE}",
+        f"inputs.width={SIZE}",
+        "sampling.steps=6",
+        f"sampling.guidance={GUIDANCE}",
+        "separate.segmenter=grabcut",
+        "fusion.repeat=false",
+        "codenoise.clip_length=1",
+        "codenoise.stride=1",
+        "codenoise.attention=none",
+        "codenoise.background=free",
+        "codenoise.unguided_below=0",
+        "codenoise.strength=0.5",
+    ]
+    x0 = {}
+    for init in ("trajectory", "fused"):
+        cfg = C.apply_overrides(C.RunConfig(), [*sets, f"codenoise.init={init}"])
+        run = tmp_path / init
+        pipeline.run(cfg, run, stages=[1, 2, 4], progress=False, components=comps, log=lambda s: None)
+        s2 = load_file(str(run / "stage2/latents.safetensors"))
+        assert s2["trajectory"].shape[0] == 6 - 3  # the latents entering stage 2's steps 3, 4 and 5
+        x0[init] = load_file(str(run / "stage4/latents.safetensors"))["x0"]
+    torch.testing.assert_close(x0["trajectory"], s2["x0"], **TOL)
+    assert float((x0["fused"] - s2["x0"]).abs().mean()) > 100 * TOL["atol"]

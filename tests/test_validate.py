@@ -91,3 +91,19 @@ def test_a_fusion_step_at_the_end_is_fine_when_stage_1_runs_to_the_end():
 
     sets = ["sampling.steps=4", "separate.fusion_step=0.95"]
     validate.check_config(C.apply_overrides(C.RunConfig(), [*sets, "separate.stop=end"]))
+
+
+def test_a_trajectory_start_before_stage_2s_first_step_names_both_keys(tiny_model_dir, tmp_path, capsys):
+    """Stage 4 cannot start from stage 2's own latent at a step stage 2 never ran (before the fusion step)."""
+    pose_dir = write_poses(tmp_path / "poses")
+    sets = ["codenoise.init=trajectory", "codenoise.strength=0.8", "separate.fusion_step=0.5"]
+    args = run_args(
+        tiny_model_dir, pose_dir, tmp_path / "run", "--steps", "10", *[a for s in sets for a in ("--set", s)]
+    )
+    line = one_line_error(args, capsys)
+    assert "codenoise.strength" in line and "separate.fusion_step" in line
+    assert not (tmp_path / "run").exists()
+    from vidtune import config as C
+    from vidtune import validate
+
+    validate.check_config(C.apply_overrides(C.RunConfig(), [*sets[:2], "codenoise.strength=0.5"]))  # at the fusion step

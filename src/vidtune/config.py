@@ -182,10 +182,13 @@ class CodenoiseConfig:
     # stage 2's), so a light start suffices: the committed benchmark (bench/results/benchmark.md, "full") runs
     # fused at 0.4, and it keeps the whole method at 1.72x the UNet evaluations of frame-by-frame generation
     # at 24 frames and the SD defaults (`vidtune plan`; "noise" would be about 2.3x).
-    init: str = field(default="fused", metadata=_choice("noise", "fused"))
+    # trajectory: stage 2's own latent at that step (no new noise): with the base UNet and no guide it ends
+    # exactly at stage 2's frames, so every change is the tuned UNet's, the attention's and the pull's, and
+    # the figure's details are not redrawn by fresh noise (needs stage 2 from the fusion step on).
+    init: str = field(default="fused", metadata=_choice("noise", "fused", "trajectory"))
     # rescheduled: FreeNoise's noise rescheduling (each window's noise a shuffle of the previous window's)
     noise_mode: str = field(default="independent", metadata=_choice("independent", "shared", "rescheduled"))
-    strength: float = 0.4  # `fused` init: how far the stage-2 frames are noised (SDEdit)
+    strength: float = 0.4  # `fused` / `trajectory` init: how far the stage-2 frames are noised (SDEdit)
     # keep: at every step the background of the predicted x0 is pulled to stage 2's fused background (per
     # prompt segment), so stage 4 refines the figure without undoing stage 2; free: the model redraws it.
     background: str = field(default="keep", metadata=_choice("keep", "free"))

@@ -158,9 +158,11 @@ class SeparateResult:
 @dataclass(frozen=True)
 class FusionResult:
     """Stage 2: the fused video. x0: its final latents; z_fused: the latents right after the fusion at
-    step t; fg: the foreground masks it fused with (stage 1's); weights: the fusion weights used
-    (w_f, w_b, space, segments, ...); frames: the decoded frames; fg_pixel (N, H, W): stage 1's masks
-    at pixel resolution (the background plate's; None for a result built without them)."""
+        step t; fg: the foreground masks it fused with (stage 1's); weights: the fusion weights used
+        (w_f, w_b, space, segments, ...); frames: the decoded frames; fg_pixel (N, H, W): stage 1's masks
+        at pixel resolution (the background plate's; None for a result built without them); trajectory
+    (S, N, C, h, w): the latents entering each of its S last sampling steps (step index ``steps - S + k``),
+    what stage 4's ``codenoise.init = "trajectory"`` starts from (None for a result made without it)."""
 
     x0: torch.Tensor
     z_fused: torch.Tensor
@@ -169,6 +171,7 @@ class FusionResult:
     frames: np.ndarray
     seconds: float = 0.0
     fg_pixel: torch.Tensor | None = None
+    trajectory: torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -182,7 +185,10 @@ class FusionResult:
     def save(self, folder: str | Path, to: SaveTo = SaveTo()) -> None:
         folder = Path(folder)
         write_frames(self.frames, folder / A.FRAMES, to.video, to.fps, to.output)
-        atomic.write_safetensors(folder / A.LATENTS, {"x0": self.x0, "z_fused": self.z_fused})
+        latents = {"x0": self.x0, "z_fused": self.z_fused}
+        if self.trajectory is not None:
+            latents["trajectory"] = self.trajectory
+        atomic.write_safetensors(folder / A.LATENTS, latents)
         masks = {"fg": self.fg} if self.fg_pixel is None else {"fg": self.fg, "fg_pixel": self.fg_pixel}
         atomic.write_safetensors(folder / A.STAGE_MASKS, masks)
         atomic.write_json(folder / A.FUSION_WEIGHTS, self.weights)
@@ -201,6 +207,7 @@ class FusionResult:
             z_fused=t["z_fused"],
             fg=fg["fg"],
             fg_pixel=fg.get("fg_pixel"),
+            trajectory=t.get("trajectory"),
             weights=weights,
             frames=_read_frames(folder / A.FRAMES) if frames else np.zeros((0,)),
             seconds=float(_done_info(folder).get("seconds", 0.0)),

@@ -199,6 +199,16 @@ def check_codenoise(cfg: RunConfig) -> None:
     if not 0 < c.figure_pull_steps <= 1:
         raise _fail("codenoise.figure_pull_steps", c.figure_pull_steps, "must be in (0, 1]", "1 pulls at every step")
     _at_least("codenoise.transition", c.transition, 0, "0 cuts between prompts, e.g. 8")
+    steps = cfg.sampling.steps
+    if c.init == "trajectory" and steps >= 1:
+        start = min(steps - 1, int(round((1.0 - c.strength) * steps)))  # `sampling.sdedit_start`
+        fusion = min(steps - 1, max(0, int(round(cfg.separate.fusion_step * steps))))  # `sampling.fusion_index`
+        if start < fusion:
+            raise VidtuneError(
+                f"codenoise.init = 'trajectory' at codenoise.strength = {c.strength:g} starts stage 4 at step {start} "
+                f"of {steps}, before stage 2's first step {fusion} (separate.fusion_step = "
+                f"{cfg.separate.fusion_step:g}); use codenoise.strength <= {1 - fusion / steps:.2g} or a smaller fusion step"
+            )
     _at_least("codenoise.max_batch_frames", c.max_batch_frames, 1, "e.g. 16")
 
 

@@ -172,7 +172,7 @@ def run_sequence(
     def run_stage4(v: Variant, comps: Components) -> None:
         vcfg = variant_config(cfg, v, seq.frames)
         folder = root / v.name
-        links = tuple(v.links) + ((2,) if vcfg.codenoise.init == "fused" and 2 not in v.links else ())
+        links = tuple(v.links) + ((2,) if vcfg.codenoise.init != "noise" and 2 not in v.links else ())
         link_base(base_dir, folder, sorted(links))
         log(f"vidtune ablate [{seq.name}]: {v.name} (stage 4, {v.unet} UNet) in {folder}")
         run_stages(vcfg, folder, stages=[4], progress=progress, components=comps, log=quiet)

@@ -54,6 +54,19 @@ PUBLISHED = (
     "codenoise.unguided_below=0.0",
 )
 
+# Stage 3 alone (the stage table's control and stage-3 rows): stage 4's start and background kept, but one
+# frame per clip, nothing read from other frames (attention, fg_gain, the figure pull) and guidance at
+# every step as in stage 2, so that with `init = "trajectory"` the control ends at stage 2's own frames and
+# the tuned row differs from them by the tuned UNet alone.
+STAGE_3_ALONE = (
+    "codenoise.clip_length=1",
+    "codenoise.stride=1",
+    "codenoise.attention=none",
+    "codenoise.fg_gain=0.0",
+    "codenoise.figure_pull=0.0",
+    "codenoise.unguided_below=0.0",
+)
+
 
 def _variants() -> dict[str, Variant]:
     v = [
@@ -97,30 +110,17 @@ def _variants() -> dict[str, Variant]:
         Variant("stages_1_2", "stage-2 frames (background fusion at step t)", "stage2"),
         Variant(
             "stages_1_2_sdedit",
-            "base UNet re-denoising the stage-2 frames with full's init (no tuning, "
+            "base UNet re-denoising the stage-2 frames with full's init and stage 2's guidance (no tuning, "
             "clips of 1 frame, nothing read from other frames): isolates stage 3",
             "stage4",
-            overrides=(
-                "codenoise.clip_length=1",
-                "codenoise.stride=1",
-                "codenoise.attention=none",
-                "codenoise.fg_gain=0.0",
-                "codenoise.figure_pull=0.0",
-                "codenoise.init=fused",
-            ),
+            overrides=STAGE_3_ALONE,
             links=(1, 2),
         ),
         Variant(
             "stages_1_2_3",
-            "tuned UNet, clips of 1 frame, nothing read from other frames, full's init",
+            "tuned UNet, clips of 1 frame, nothing read from other frames, full's init, stage 2's guidance",
             "stage4",
-            overrides=(
-                "codenoise.clip_length=1",
-                "codenoise.stride=1",
-                "codenoise.attention=none",
-                "codenoise.fg_gain=0.0",
-                "codenoise.figure_pull=0.0",
-            ),
+            overrides=STAGE_3_ALONE,
             unet="tuned",
             links=(1, 2, 3),
         ),

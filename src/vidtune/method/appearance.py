@@ -1,4 +1,4 @@
-"""The figure's appearance pulled to one reference frame, part by part (stage 4's `codenoise.figure`).
+"""The figure's appearance pulled to one reference frame, part by part (stage 4's `codenoise.figure_pull`).
 
 Each figure pixel belongs to the body part of its nearest pose bone (head, upper body, legs); within
 every part the latent's per-channel mean and spread are moved to the reference frame's (AdaIN per part),
@@ -96,3 +96,17 @@ def segment_references(
     for start, end in segments:
         refs[start:end] = start + medoid_frame(x0[start:end], fg[start:end])
     return mean[refs], std[refs], ok[refs]
+
+
+def figure_reference(
+    x0: torch.Tensor,
+    fg: torch.Tensor,
+    keypoints: torch.Tensor | None,
+    image_size: tuple[int, int],
+    segments: list[tuple[int, int]],
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The parts of the figures ``fg`` (`part_masks`; the whole figure as one part without ``keypoints``)
+    and, per frame, the `segment_references` of ``x0`` (N, C, h, w): what `pull_to_reference` reads."""
+    x0, fg = x0.float(), fg.float()
+    parts = fg if keypoints is None else part_masks(torch.as_tensor(keypoints), fg, image_size)
+    return parts, segment_references(x0, fg, parts, segments)

@@ -15,13 +15,13 @@ def unet_evaluations(cfg: RunConfig, num_frames: int) -> dict[str, float]:
     stage 1: every step, or with ``separate.stop = "fusion"`` the steps before the fusion step t and the eps
     at t (its x0 prediction); stage 2: the eps at the fusion step t, then the steps from t on; stage 3: its
     training samples x `TRAIN_STEP_EVALS`, spread over the frames; stage 4: its steps (from the SDEdit
-    start with ``init = "fused"``) x the clips' frames per video frame (1 in ``shifted`` mode, about M / S in
+    start with ``init = "fused"`` or ``"trajectory"``) x the clips' frames per video frame (1 in ``shifted`` mode, about M / S in
     ``overlap`` mode) + the global anchor, its steps below ``codenoise.unguided_below`` without guidance."""
     from vidtune.sampling import fusion_index, sdedit_start
 
     s, c, t = cfg.sampling, cfg.codenoise, cfg.tuning
     cfg_rows = 2 if s.guidance > 1.0 else 1
-    start4 = sdedit_start(s.steps, c.strength) if c.init == "fused" else 0
+    start4 = sdedit_start(s.steps, c.strength) if c.init != "noise" else 0
     rows4 = sum(
         cfg_rows if float(ts) >= c.unguided_below * s.num_train_timesteps else 1 for ts in _timesteps(s)[start4:]
     )

@@ -251,7 +251,7 @@ def plan_report(cfg: RunConfig, seconds_per_eval: float | None = None) -> str:
     check_run(cfg, num_frames)
     guidance = s.guidance > 1.0
     steps = s.steps
-    if c.init == "fused":
+    if c.init != "noise":
         steps -= sdedit_start(s.steps, c.strength)
     plan = plan_clips(c, num_frames, prompt_schedule(cfg.inputs), step=s.steps - steps)
     lines = [

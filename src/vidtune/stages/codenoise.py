@@ -127,8 +127,21 @@ def initial_latents(
     device,
     dtype,
     fused_x0: torch.Tensor | None,
+    trajectory: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """z at the first step: seeded noise, or stage 2's frames noised to `strength` (SDEdit). Returns (z, start index)."""
+    """z at the first step: seeded noise, stage 2's frames noised to `strength` (SDEdit), or stage 2's own
+    latent at that step (`trajectory`, (S, N, C, h, w) entering its last S steps). Returns (z, start index)."""
+    if cfg.init == "trajectory":
+        start = sdedit_start(len(timesteps), cfg.strength)
+        first = len(timesteps) - len(trajectory)  # stage 2's fusion step index
+        if start < first:
+            raise VidtuneError(
+                f"codenoise.init = 'trajectory' at codenoise.strength = {cfg.strength:g} starts at step {start}, "
+                f"before stage 2's first step {first} (separate.fusion_step); lower codenoise.strength or use init = 'fused'"
+            )
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start * getattr(scheduler, "order", 1))
+        return trajectory[start - first].to(device=device, dtype=dtype), start
     noise = initial_noise(num_frames, shape, cfg.seed, shared=cfg.noise_mode == "shared", device=device, dtype=dtype)
     if cfg.noise_mode == "rescheduled":
         noise = reschedule_noise(
@@ -170,19 +183,15 @@ def figure_pull(
     """The parts of stage 2's figures (from the pose keypoints; the whole figure as one part without them)
     and, for every frame, the part statistics of the medoid figure of its prompt segment
     (`appearance.segment_references`): the look it is pulled to; on `device`, once."""
-    x0, fg = s2.x0.float(), s2.fg.float()
-    if inputs.keypoints is not None:
-        parts = P.part_masks(torch.as_tensor(inputs.keypoints), fg, image_size)
-    else:
-        parts = fg
-    reference = P.segment_references(x0, fg, parts, prompt_segments(inputs.prompts))
+    keypoints = None if inputs.keypoints is None else torch.as_tensor(inputs.keypoints)
+    parts, reference = P.figure_reference(s2.x0, s2.fg, keypoints, image_size, prompt_segments(inputs.prompts))
     return FigurePull(parts=parts.to(device), reference=tuple(r.to(device) for r in reference), weight=c.figure_pull)
 
 
 def needs_fusion(c: CodenoiseConfig) -> bool:
     """Whether stage 4 reads stage 2's result: to start from it, keep its background, weigh by its masks or
     pick the anchor among its figures (a T2V-Zero-like run from noise with `background = "free"` does not)."""
-    return c.init == "fused" or c.background == "keep" or c.fg_gain > 0 or medoid_anchor(c) or c.figure_pull > 0
+    return c.init != "noise" or c.background == "keep" or c.fg_gain > 0 or medoid_anchor(c) or c.figure_pull > 0
 
 
 def medoid_anchor(c: CodenoiseConfig) -> bool:
@@ -231,7 +240,7 @@ def prepare(
     c, s = cfg.codenoise, cfg.sampling
     if s2 is None and needs_fusion(c):
         raise VidtuneError(
-            "stage 4 with codenoise.init = 'fused', background = 'keep', fg_gain > 0, anchor = 'medoid' or figure_pull > 0 "
+            "stage 4 with codenoise.init = 'fused' or 'trajectory', background = 'keep', fg_gain > 0, anchor = 'medoid' or figure_pull > 0 "
             "needs stage 2's result; run with --stages 1,2,3,4"
         )
     device, dtype = components.device, components.unet.dtype
@@ -246,8 +255,21 @@ def prepare(
     f = components.vae_scale_factor
     shape = (components.latent_channels, cfg.inputs.height // f, cfg.inputs.width // f)
     all_steps = prepare_scheduler(scheduler, s.steps, device)
+    if c.init == "trajectory" and s2.trajectory is None:
+        raise VidtuneError(
+            "codenoise.init = 'trajectory': stage 2's result holds no trajectory (made by an older vidtune); "
+            "rerun stage 2 (--stages 2,3,4) or use codenoise.init = 'fused'"
+        )
     z, start = initial_latents(
-        c, scheduler, all_steps, inputs.num_frames, shape, device, dtype, s2.x0 if c.init == "fused" else None
+        c,
+        scheduler,
+        all_steps,
+        inputs.num_frames,
+        shape,
+        device,
+        dtype,
+        s2.x0 if c.init == "fused" else None,
+        trajectory=s2.trajectory if c.init == "trajectory" else None,
     )
     timesteps = prepare_scheduler(scheduler, s.steps, device, start=start)
     segments = prompt_segments(inputs.prompts)

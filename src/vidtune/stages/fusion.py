@@ -165,6 +165,15 @@ def run(
     if cfg.fusion.repeat:
         w_f, w_b = (torch.tensor(info[k]) if isinstance(info[k], list) else info[k] for k in ("w_f", "w_b"))
         guide = refuse_guide(scheduler, cfg.fusion, fg, segments, w_f, w_b, first_step=t_index)
+    trajectory = [z_fused]  # the latents entering each step from t on (stage 4's `init = "trajectory"`)
+    user = step_callback(callback, 2)
+
+    def record(step: int, t_: torch.Tensor, latents: torch.Tensor) -> torch.Tensor | None:
+        replaced = user(step, t_, latents) if user is not None else None
+        if step + 1 < s.steps:
+            trajectory.append((latents if replaced is None else replaced).detach().clone())
+        return replaced
+
     with torch.no_grad():
         x0 = denoise(
             z_fused,
@@ -177,11 +186,19 @@ def run(
             generator=generator,
             progress=progress,
             desc="stage 2: denoising fused frames",
-            callback=step_callback(callback, 2),
+            callback=record,
         )
     frames = split_decode(components.vae, x0, cfg.separate.batch_frames, progress, "stage 2: decoding")
     frames = background_plate(frames, s1.fg_pixel, s1.fg, cfg.fusion, segments)
-    return FusionResult(x0=x0, z_fused=z_fused, fg=s1.fg, weights=info, frames=frames, fg_pixel=s1.fg_pixel)
+    return FusionResult(
+        x0=x0,
+        z_fused=z_fused,
+        fg=s1.fg,
+        weights=info,
+        frames=frames,
+        fg_pixel=s1.fg_pixel,
+        trajectory=torch.stack(trajectory).cpu(),
+    )
 
 
 class FusionStage(Stage):

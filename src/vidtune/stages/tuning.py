@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vidtune import artifacts as A
 from vidtune import distributed as D
@@ -17,10 +17,6 @@ from vidtune.inputs import VideoInputs
 from vidtune.models import Components
 from vidtune.results import FusionResult, TuningResult
 from vidtune.stages.common import Conditioning, Stage, StageCallback, StageContext, build_scheduler
-from vidtune.tuned_weights import tuned_state
-
-if TYPE_CHECKING:
-    pass
 from vidtune.stages.train_loop import (
     KEEP_CHECKPOINTS,
     WEIGHT_DECAY,
@@ -41,6 +37,7 @@ from vidtune.stages.tuning_data import (
     load_data,
     select_trainable,
 )
+from vidtune.tuned_weights import tuned_state
 
 # --------------------------------------------------------------------------------------------
 # Results: save, plot, load back

@@ -70,7 +70,7 @@ def app_png(out: Path) -> Path:
     from playwright import sync_api
 
     port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="vidtune-app-") as work:  # the page shows the relative runs/app
+    with tempfile.TemporaryDirectory(prefix="vidtune-app-") as work:  # the page names the folder as given: runs/app
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
         cmd = [sys.executable, "-m", "vidtune.cli", "serve", "--port", str(port), "--runs", "runs/app"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=work)

@@ -140,7 +140,7 @@ def build(runs: str | Path = "runs/app", model: str = "demo"):
         gr.Markdown(
             "# vidtune\nPose-guided video with the four stages (separate tuning, average fusion, "
             f"combined tuning, co-denoising) on {which}. Every run is a normal run folder "
-            f"under `{runs_dir}`: `vidtune run <run>/config.toml --out <run>` resumes it."
+            f"under `{runs}` (as given to `vidtune serve --runs`): `vidtune run <run>/config.toml --out <run>` resumes it."
         )
         with gr.Row():
             with gr.Column(scale=1):

@@ -188,7 +188,7 @@ class CodenoiseConfig:
     init: str = field(default="fused", metadata=_choice("noise", "fused", "trajectory"))
     # rescheduled: FreeNoise's noise rescheduling (each window's noise a shuffle of the previous window's)
     noise_mode: str = field(default="independent", metadata=_choice("independent", "shared", "rescheduled"))
-    strength: float = 0.4  # `fused` / `trajectory` init: how far the stage-2 frames are noised (SDEdit)
+    strength: float = 0.4  # `fused` / `trajectory` init: how far from the end stage 4 starts (SDEdit's strength)
     # keep: at every step the background of the predicted x0 is pulled to stage 2's fused background (per
     # prompt segment), so stage 4 refines the figure without undoing stage 2; free: the model redraws it.
     background: str = field(default="keep", metadata=_choice("keep", "free"))

@@ -158,9 +158,9 @@ class SeparateResult:
 @dataclass(frozen=True)
 class FusionResult:
     """Stage 2: the fused video. x0: its final latents; z_fused: the latents right after the fusion at
-        step t; fg: the foreground masks it fused with (stage 1's); weights: the fusion weights used
-        (w_f, w_b, space, segments, ...); frames: the decoded frames; fg_pixel (N, H, W): stage 1's masks
-        at pixel resolution (the background plate's; None for a result built without them); trajectory
+    step t; fg: the foreground masks it fused with (stage 1's); weights: the fusion weights used
+    (w_f, w_b, space, segments, ...); frames: the decoded frames; fg_pixel (N, H, W): stage 1's masks
+    at pixel resolution (the background plate's; None for a result built without them); trajectory
     (S, N, C, h, w): the latents entering each of its S last sampling steps (step index ``steps - S + k``),
     what stage 4's ``codenoise.init = "trajectory"`` starts from (None for a result made without it)."""
 

@@ -229,3 +229,13 @@ def test_metrics_table_scales_small_values_and_hides_empty_columns():
     assert table["headers"] == ["video", "flicker |dI| (0-255)", "background flicker (0-255)", "warping error x1e3"]
     assert table["data"][0] == ["stage1", "5.51", "1.2", "0.242"]
     assert table["data"][1] == ["final", "2", "-", "0.00031"]  # small, never shown as 0
+
+
+def test_the_done_line_names_run_folders_as_the_user_would_type_them(tmp_path, monkeypatch):
+    """Paths under the folder `vidtune serve` started in are shown relative to it; others stay absolute."""
+    from vidtune.app.server import relative_to_cwd
+
+    monkeypatch.chdir(tmp_path)
+    here = tmp_path.resolve()
+    text = f"`{here}/runs/app/20261207-walk` -> {here}/runs/app/20261207-walk/final.mp4, /elsewhere/x.mp4"
+    assert relative_to_cwd(text) == "`runs/app/20261207-walk` -> runs/app/20261207-walk/final.mp4, /elsewhere/x.mp4"

@@ -129,6 +129,12 @@ def _path(p: Path | None) -> str | None:
     return None if p is None else str(p)
 
 
+def relative_to_cwd(text: str) -> str:
+    """``text`` with the paths under the folder the app was started in written relative to it (what a user
+    typed, `runs/app/...`, not the absolute path)."""
+    return text.replace(str(Path.cwd().resolve()) + "/", "")
+
+
 def build(runs: str | Path = "runs/app", model: str = "demo"):
     """The Gradio Blocks of the app (not launched); its jobs run on ``model`` (a model string)."""
     gr = _gradio()
@@ -286,9 +292,8 @@ def _run_handler(gr: Any, model: str, runs_dir: Path, empty: tuple) -> Callable[
             yield (_message(box["error"]),) + empty
             return
         result = box["result"]
-        yield _outputs(
-            result, f"**Done** in {time.perf_counter() - started:.0f} s: `{result.root}`\n\n{result.summary}"
-        )
+        done = f"**Done** in {time.perf_counter() - started:.0f} s: `{result.root}`\n\n{result.summary}"
+        yield _outputs(result, relative_to_cwd(done))
 
     return do_run
 

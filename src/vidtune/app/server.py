@@ -11,6 +11,7 @@ Bad input shows a one-line message in the page, never a stack trace.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -132,7 +133,7 @@ def _path(p: Path | None) -> str | None:
 def relative_to_cwd(text: str) -> str:
     """``text`` with the paths under the folder the app was started in written relative to it (what a user
     typed, `runs/app/...`, not the absolute path)."""
-    return text.replace(str(Path.cwd().resolve()) + "/", "")
+    return text.replace(str(Path.cwd().resolve()) + os.sep, "")
 
 
 def build(runs: str | Path = "runs/app", model: str = "demo"):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vidtune import config as C
-from vidtune.method.anchor import figure_descriptors, medoid_frame
+from vidtune.method.anchor import figure_descriptors, medoid_frame, typical_frames
+from vidtune.method.appearance import part_descriptors
 from vidtune.method.clips import clip_schedule
 from vidtune.stages.codenoise import needs_fusion
 
@@ -40,6 +42,29 @@ def test_the_medoid_is_the_figure_most_frames_look_like_not_the_middle_frame():
     assert medoid_frame(x0, fg) == 0  # the earliest on a tie
     x0, fg = _video([0.0, 5.0, 5.1, 5.2, 9.0])
     assert medoid_frame(x0, fg) == 2
+
+
+def test_typical_frames_are_the_look_most_frames_share_per_segment():
+    # segment 0-6: four frames draw one look (about (1, 0)), two others (-3, 0) and (4, 0); segment 6-10:
+    # three alike, one (7, 10) apart. Summed distances: frame 5 is segment 0's medoid, then 0, 2; 7 then 6.
+    rows = [[1.0, 0], [-3.0, 0], [1.1, 0.1], [0.9, 0.2], [4.0, 0], [1.0, 0.05], [7.0, 0], [7.1, 0], [7.0, 10], [7.3, 0]]
+    d = torch.tensor(rows)
+    assert typical_frames(d, [(0, 6), (6, 10)], 0.5).tolist() == [0, 2, 5, 6, 7]  # 3 of 6, 2 of 4
+    assert typical_frames(d, [(0, 10)], 1.0).tolist() == list(range(10))
+    assert typical_frames(d, [(0, 6), (6, 10)], 0.01).tolist() == [5, 7]  # at least one: each segment's medoid
+    with pytest.raises(ValueError, match="fraction"):
+        typical_frames(d, [(0, 10)], 0.0)
+
+
+def test_part_descriptors_compare_parts_and_zero_a_part_a_frame_lacks():
+    x0, fg = _video([1.0, -2.0])
+    parts = torch.cat([fg, torch.zeros_like(fg)], 1)  # the figure as part 0, part 1 shown by no frame
+    parts[0, 1, 0, 0] = 1  # part 1: one latent pixel in frame 0 (the min_area of part_statistics)
+    d = part_descriptors(x0, parts)
+    assert d.shape == (2, 2 * 2 * 4)  # per part: its channel means, then their spreads
+    torch.testing.assert_close(d[:, :4], torch.tensor([[1.0] * 4, [-2.0] * 4]))  # part 0's means
+    torch.testing.assert_close(d[:, 4:8], torch.zeros(2, 4), atol=1e-6, rtol=0)  # part 0: a flat figure
+    assert d[1, 8:].abs().sum() == 0 and d[0, 8:12].abs().sum() > 0  # part 1 (means, spreads): frame 1 lacks it
 
 
 def test_the_schedule_carries_the_anchor_it_is_given_and_stage_4_then_needs_stage_2():

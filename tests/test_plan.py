@@ -269,17 +269,20 @@ def test_plan_shows_the_prompt_schedule_its_transitions_and_counts_in_words(tiny
     assert re.search(r"the largest UNet batch: 8 clip frames x 2 \(CFG\) = 16 rows \(1 batch of clips", single)
 
 
-@pytest.mark.parametrize("trainable", ["full", "lora", "attention"])
-def test_the_trained_parameter_count_is_what_stage_3_trains(trainable):
+@pytest.mark.parametrize(
+    "trainable,targets",
+    [("full", "attention"), ("lora", "attention"), ("lora", "cross_kv"), ("attention", "attention")],
+)
+def test_the_trained_parameter_count_is_what_stage_3_trains(trainable, targets):
     from diffusers import UNet2DConditionModel
 
     from vidtune.stages.tuning import select_trainable
 
     config = tiny_configs()["unet"]
     unet = UNet2DConditionModel(**config)
-    cfg = C.TuningConfig(trainable=trainable, lora_rank=4)
+    cfg = C.TuningConfig(trainable=trainable, lora_rank=4, lora_targets=targets)
     trained = sum(p.numel() for p in select_trainable(unet, cfg).values())
-    assert plan.trainable_parameters(config, trainable, 4) == trained
+    assert plan.trainable_parameters(config, trainable, 4, targets) == trained
 
 
 def test_each_stage_has_a_peak_and_full_tuning_costs_more_than_lora(models_dir):

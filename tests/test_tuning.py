@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from vidtune import artifacts as A
 from vidtune import atomic, tuned_weights
 from vidtune.config import RunConfig, TuningConfig
 from vidtune.errors import VidtuneError
@@ -158,15 +160,48 @@ def test_full_run_writes_its_files_and_leaves_frozen_parts_alone(components, tmp
     print(f"tiny model, full UNet: {info['seconds_per_step'] * 1000:.0f} ms/step")
 
 
+def test_cross_kv_lora_trains_only_cross_attention_keys_and_values(components, tmp_path):
+    rd, inputs = make_run(tmp_path)
+    run3(config(trainable="lora", lora_targets="cross_kv"), components, inputs, rd)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(rd.stage(3) / A.TUNED_WEIGHTS["lora"]))
+    modules = tuned_weights.lora_modules(saved)
+    assert modules and all(m.endswith((".attn2.to_k", ".attn2.to_v")) for m in modules), modules
+    n_blocks = sum(1 for n, _ in components.unet.named_modules() if n.endswith(".attn2"))
+    assert len(modules) == 2 * n_blocks  # every cross-attention's k and v, nothing else
+    assert any(v.abs().max() > 0 for k, v in saved.items() if "lora_B" in k), "nothing was trained"
+
+
+def test_typical_fraction_trains_on_the_most_typical_figures_only(components, tmp_path, monkeypatch):
+    rd, inputs = make_run(tmp_path, frames=6)
+    x0 = FusionResult.load(rd.stage(2), frames=False).x0
+    x0[4, :, 2:6, 3:5] += 5.0  # frame 4's figure looks unlike the others'
+    atomic.write_safetensors(rd.stage(2) / "latents.safetensors", {"x0": x0, "z_fused": x0.clone()})
+    drawn: list[int] = []
+    draw = tuning.TrainLoop.next_batch
+
+    def record(loop):
+        batch = draw(loop)
+        drawn.extend(batch.frames.tolist())
+        return batch
+
+    monkeypatch.setattr(tuning.TrainLoop, "next_batch", record)
+    run3(config(trainable="lora", typical_fraction=0.5, batch_size=6, steps=2), components, inputs, rd)
+    chosen = json.loads((rd.stage(3) / A.TUNING_INFO).read_text())["train_frames"]
+    assert len(chosen) == 3 and 4 not in chosen  # half the frames, never the odd one out
+    assert sorted(set(drawn)) == chosen and len(drawn) == 2 * 3  # batches draw from them alone
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["lora", "full"])
-def test_saved_result_reloads_to_the_same_model(kind, components, tiny_dir, tmp_path):
+@pytest.mark.parametrize("kind,targets", [("lora", "attention"), ("lora", "cross_kv"), ("full", "attention")])
+def test_saved_result_reloads_to_the_same_model(kind, targets, components, tiny_dir, tmp_path):
     rd, inputs = make_run(tmp_path)
     from vidtune.config import stage_config
     from vidtune.results import SaveTo, TuningResult
 
     base_eps = eps_of(components, rd, inputs)
-    cfg = config(trainable=kind, lora_rank=2)
+    cfg = config(trainable=kind, lora_rank=2, lora_targets=targets)
     with components.tuning_unet(kind):  # stage 3's own computation, the UNet still tuned at the end
         s2 = FusionResult.load(rd.stage(2), frames=False)
         result = tuning.run(stage_config(cfg, 3), components, inputs, run_conditioning(cfg, components, inputs), s2)

@@ -35,6 +35,8 @@ def test_invalid_schedules_are_config_errors(sets, key, tiny_model_dir, tmp_path
         (["--set", "codenoise.clip_length=10"], "codenoise.clip_length"),  # 6 frames
         (["--set", "tuning.lr=0"], "tuning.lr"),
         (["--set", "tuning.lr=-1e-5"], "tuning.lr"),
+        (["--set", "tuning.typical_fraction=0"], "tuning.typical_fraction"),
+        (["--set", "tuning.lora_targets=unet"], "tuning.lora_targets"),
         (["--frames", "-3"], "inputs.frames"),  # names the setting, not the pose folder
         (["--steps", "0"], "sampling.steps"),
         (["--steps", "-1"], "sampling.steps"),

@@ -137,6 +137,12 @@ class TuningConfig:
 
     trainable: str = field(default="full", metadata=_choice("full", "lora", "attention"))
     lora_rank: int = 4
+    # The projections the LoRA adapts: "attention", q, k, v and out of self- and cross-attention; "cross_kv",
+    # the key and value projections of cross-attention alone (Custom Diffusion's choice: what the prompt's
+    # words draw changes, where the UNet draws it does not).
+    lora_targets: str = field(
+        default="attention", metadata={**_choice("attention", "cross_kv"), **_added("0.1.1", legacy="attention")}
+    )
     lr: float = 5e-6
     steps: int = 300
     batch_size: int = 1
@@ -155,6 +161,10 @@ class TuningConfig:
     # Tuned on the prompt alone, the two branches drift apart and guidance amplifies the gap: a washed-out,
     # translucent figure (measured, README).
     uncond_prob: float = 0.0
+    # The fraction of each prompt segment's frames stage 3 trains on: those whose figure is most typical of the
+    # segment (least summed part-wise distance to its other figures, `vidtune.method.anchor.typical_frames`).
+    # 1.0: every frame (the paper). Below 1 the UNet learns the look most frames share instead of their average.
+    typical_fraction: float = field(default=1.0, metadata=_added("0.1.1", legacy=1.0))
     checkpoint_every: int = 100
     keep_checkpoints: bool = False  # stage 3's checkpoints are removed once it is done (GBs for SD's full UNet)
     mixed_precision: str = field(default="auto", metadata=_choice("auto", "no", "fp16", "bf16"))

@@ -25,14 +25,25 @@ if TYPE_CHECKING:
 
 LORA_ADAPTER = "vidtune"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+# `tuning.lora_targets` -> peft target_modules (names match by suffix; a string is a full-name regex)
+LORA_TARGET_SETS: dict[str, list[str] | str] = {
+    "attention": list(LORA_TARGETS),
+    "cross_kv": r".*\.attn2\.(to_k|to_v)",
+}
 ATTENTION_Q = re.compile(r"\.attn[12]\.to_q\.weight$")
 
 
-def lora_config(rank: int) -> Any:
-    """peft LoraConfig of rank r with alpha = r (scale 1) on the attention projections."""
+def lora_config(rank: int, targets: list[str] | str = list(LORA_TARGETS)) -> Any:  # noqa: B006 (never mutated)
+    """peft LoraConfig of rank r with alpha = r (scale 1) on `targets` (peft's target_modules)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True, target_modules=list(LORA_TARGETS))
+    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True, target_modules=targets)
+
+
+def lora_modules(state: dict[str, torch.Tensor]) -> list[str]:
+    """The module names a LoRA state adapts (its keys up to ".lora_A" / ".lora_B"), so that a saved adapter
+    goes back onto exactly the projections it was trained on, whichever `tuning.lora_targets` made it."""
+    return sorted({re.split(r"\.lora_[AB]\b", k)[0] for k in state if ".lora_" in k})
 
 
 def tuned_state(unet: UNet2DConditionModel, kind: str) -> dict[str, torch.Tensor]:
@@ -67,7 +78,7 @@ def save_state(
             stage_dir / A.TUNED_WEIGHTS["lora"], {f"unet.{k}": v for k, v in state.items()}, metadata={"format": "pt"}
         )
         atomic.write_json(
-            stage_dir / A.LORA_CONFIG, {"r": lora_rank, "lora_alpha": lora_rank, "target_modules": list(LORA_TARGETS)}
+            stage_dir / A.LORA_CONFIG, {"r": lora_rank, "lora_alpha": lora_rank, "target_modules": lora_modules(state)}
         )
     else:
         atomic.write_safetensors(stage_dir / A.TUNED_WEIGHTS["attention"], state)
@@ -114,7 +125,7 @@ def apply_state(unet: UNet2DConditionModel, kind: str, state: dict[str, torch.Te
         from peft.utils import set_peft_model_state_dict
 
         if LORA_ADAPTER not in (getattr(unet, "peft_config", None) or {}):
-            unet.add_adapter(lora_config(lora_rank), adapter_name=LORA_ADAPTER)
+            unet.add_adapter(lora_config(lora_rank, lora_modules(state)), adapter_name=LORA_ADAPTER)
         result = set_peft_model_state_dict(unet, state, adapter_name=LORA_ADAPTER)
         if getattr(result, "unexpected_keys", None):
             raise VidtuneError(

@@ -168,6 +168,10 @@ def check_tuning(cfg: RunConfig) -> None:
         raise _fail("tuning.max_timestep", t.max_timestep, "must be in (0, 1]", "1.0 trains on the whole schedule")
     if not 0 <= t.uncond_prob <= 1:
         raise _fail("tuning.uncond_prob", t.uncond_prob, "must be in [0, 1]", "e.g. 0.5")
+    if not 0 < t.typical_fraction <= 1:
+        raise _fail(
+            "tuning.typical_fraction", t.typical_fraction, "must be in (0, 1]", "1 trains on every frame, e.g. 0.5"
+        )
     _positive("tuning.lr", t.lr, "SD's default is tuning.lr = 5e-6")
     if t.trainable == "lora":
         _at_least("tuning.lora_rank", t.lora_rank, 1, "e.g. 4")

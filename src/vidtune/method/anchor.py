@@ -28,3 +28,23 @@ def medoid_frame(x0: torch.Tensor, fg: torch.Tensor) -> int:
     earliest on a tie): the figure's most typical look in the fused video."""
     d = figure_descriptors(x0, fg)
     return int(torch.cdist(d[None], d[None])[0].sum(1).argmin())
+
+
+def typical_frames(descriptors: torch.Tensor, segments: list[tuple[int, int]], fraction: float) -> torch.Tensor:
+    """The indices (ascending) of each segment's ``fraction`` of frames (at least one) whose figure descriptor
+    has the least summed distance to the segment's others: its most typical looks, the segment's medoid first
+    among them. descriptors: (N, D), one row per frame; segments: ``(start, end)`` ranges covering the video.
+
+    Stage 3 trains on these (`tuning.typical_fraction`): tuned on every frame, the UNet learns the frames'
+    average figure, and where the frames disagree (one cap red, the next yellow) that average is a pale
+    blend; tuned on the frames that agree it learns one look."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    d = descriptors.float()
+    keep: list[torch.Tensor] = []
+    for start, end in segments:
+        seg = d[start:end]
+        k = max(1, round(fraction * len(seg)))
+        score = torch.cdist(seg[None], seg[None])[0].sum(1)
+        keep.append(start + torch.sort(score, stable=True).indices[:k])
+    return torch.sort(torch.cat(keep)).values

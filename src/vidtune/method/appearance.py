@@ -110,3 +110,12 @@ def figure_reference(
     x0, fg = x0.float(), fg.float()
     parts = fg if keypoints is None else part_masks(torch.as_tensor(keypoints), fg, image_size)
     return parts, segment_references(x0, fg, parts, segments)
+
+
+def part_descriptors(x0: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+    """Per frame, every part's channel means and spreads (`part_statistics`) in one row ``(N, 2 P C)``, zero
+    for a part the frame does not show: what `anchor.typical_frames` compares, part by part, so that a cap's
+    colour counts as much as it differs and is not averaged into the whole figure's."""
+    mean, std, ok = part_statistics(x0, parts)
+    present = ok.to(mean.dtype)[..., None]
+    return torch.cat([mean * present, std * present], 2).flatten(1)

@@ -88,7 +88,7 @@ def stage_peaks(
     t = cfg.tuning
     one = memory_estimate(sizes, num_frames, h, w, t.batch_size, False, 4)
     kept = 1.0 if (t.gradient_checkpointing and device.startswith("cuda")) else BACKWARD_ACTIVATIONS
-    trained = trainable_parameters(sizes.configs["unet"], t.trainable, t.lora_rank)
+    trained = trainable_parameters(sizes.configs["unet"], t.trainable, t.lora_rank, t.lora_targets)
     tune = (
         one.weights  # fp32: the UNet trains in fp32 (the other models' share is small)
         + OPTIMIZER_BYTES * trained

@@ -321,7 +321,9 @@ def plan_report(cfg: RunConfig, seconds_per_eval: float | None = None) -> str:
     ]
     peaks = stage_peaks(sizes, cfg, num_frames, largest, device, _DTYPE_BYTES[dtype])
     top = max(peaks, key=peaks.get)
-    trained = trainable_parameters(sizes.configs["unet"], cfg.tuning.trainable, cfg.tuning.lora_rank)
+    trained = trainable_parameters(
+        sizes.configs["unet"], cfg.tuning.trainable, cfg.tuning.lora_rank, cfg.tuning.lora_targets
+    )
     lines += [
         "",
         f"Estimated peak memory of each stage on {device}; the run's peak is stage {top}'s:",

@@ -313,14 +313,19 @@ def unet_attention_widths(config: Mapping[str, Any]) -> list[int]:
     return widths
 
 
-def trainable_parameters(config: Mapping[str, Any], trainable: str, lora_rank: int) -> int:
+def trainable_parameters(
+    config: Mapping[str, Any], trainable: str, lora_rank: int, lora_targets: str = "attention"
+) -> int:
     """Parameters stage 3 trains: the whole UNet (``full``), the query projections of self- and
     cross-attention (``attention``: attn1/attn2 to_q, c x c each, no bias, as Tune-A-Video), or rank-r
-    LoRA factors on q, k, v and out of both (``lora``: r x (in + out) per projection)."""
+    LoRA factors (``lora``: r x (in + out) per projection) on q, k, v and out of both attentions
+    (`lora_targets` "attention") or on cross-attention's k and v alone ("cross_kv")."""
     if trainable == "full":
         return unet_parameters(config)
     cross = int(config.get("cross_attention_dim", 768))
     widths = unet_attention_widths(config)
+    if trainable == "lora" and lora_targets == "cross_kv":
+        return sum(lora_rank * 2 * (cross + c) for c in widths)
     if trainable == "lora":
         return sum(lora_rank * (4 * 2 * c + 2 * c + 2 * (cross + c) + 2 * c) for c in widths)
     return sum(2 * c * c for c in widths)

@@ -160,9 +160,10 @@ class TrainLoop:
         return loss
 
     def next_batch(self) -> Batch:
-        """Draw min(batch_size, N) distinct frames, their timesteps and noise from the generator."""
-        n, g = self.data.num_frames, self.generator
-        frames = torch.randperm(n, generator=g)[: min(self.cfg.batch_size, n)]
+        """Draw min(batch_size, K) distinct frames of the K trained ones (`TuningData.pool`), their timesteps
+        and noise from the generator."""
+        pool, g = self.data.pool(), self.generator
+        frames = pool[torch.randperm(len(pool), generator=g)[: min(self.cfg.batch_size, len(pool))]]
         t = torch.randint(0, self.max_timestep, (len(frames),), generator=g)
         self.last_timestep = int(t.float().mean().round())
         eps = torch.randn((len(frames), *self.data.x0.shape[1:]), generator=g)

@@ -36,6 +36,7 @@ from vidtune.stages.tuning_data import (
     check_config,
     load_data,
     select_trainable,
+    typical_selection,
 )
 from vidtune.tuned_weights import tuned_state
 
@@ -81,6 +82,8 @@ def run(
     t = cfg.tuning
     check_config(t)
     data = load_data(s2, cond, inputs.num_frames, components.device)
+    chosen = typical_selection(s2, inputs, (cfg.inputs.height, cfg.inputs.width), t.typical_fraction)
+    data = data if chosen is None else replace(data, train_frames=chosen)
     noise_scheduler = build_scheduler(components.scheduler, replace(cfg.sampling, scheduler="ddpm"))
     unet = components.unet
     with training_mode(unet, t, components.device):
@@ -99,6 +102,7 @@ def run(
         "final_loss": round(loop.losses[-1], 6),
         "seconds_per_step": round(seconds, 4),
         "resumed_from": resumed_from,
+        "train_frames": data.pool().tolist(),
         "trainable_parameters": sum(p.numel() for p in params.values()),
         "config": asdict(t),
     }

@@ -15,10 +15,12 @@ from vidtune.errors import VidtuneError
 from vidtune.results import FusionResult
 from vidtune.sampling import FeatureBank, PromptBank
 from vidtune.stages.common import Conditioning
-from vidtune.tuned_weights import ATTENTION_Q, LORA_ADAPTER, lora_config
+from vidtune.tuned_weights import ATTENTION_Q, LORA_ADAPTER, LORA_TARGET_SETS, lora_config
 
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
+
+    from vidtune.inputs import VideoInputs
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -37,15 +39,20 @@ class TuningData:
     fg: torch.Tensor
     prompts: PromptBank
     features: FeatureBank
+    train_frames: torch.Tensor | None = None  # (K,) the frame indices a batch draws from; None: every frame
 
     @property
     def num_frames(self) -> int:
         return int(self.x0.shape[0])
 
+    def pool(self) -> torch.Tensor:
+        """The frame indices a batch draws from (`train_frames`, or every frame)."""
+        return torch.arange(self.num_frames) if self.train_frames is None else self.train_frames.cpu()
+
     def fingerprint(self) -> str:
-        """A hash of the latents and masks (a checkpoint only resumes on the same data)."""
+        """A hash of the latents, masks and trained frames (a checkpoint only resumes on the same data)."""
         h = hashlib.sha256()
-        for t in (self.x0, self.fg):
+        for t in (self.x0, self.fg) if self.train_frames is None else (self.x0, self.fg, self.train_frames):
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
@@ -71,6 +78,10 @@ def check_config(cfg: TuningConfig) -> None:
         raise VidtuneError(f"tuning.steps must be >= 1, got {cfg.steps}; set e.g. tuning.steps = 300")
     if not cfg.lr > 0:
         raise VidtuneError(f"tuning.lr must be > 0, got {cfg.lr}; SD's default is tuning.lr = 5e-6")
+    if not 0 < cfg.typical_fraction <= 1:
+        raise VidtuneError(
+            f"tuning.typical_fraction must be in (0, 1], got {cfg.typical_fraction}; 1 trains on every frame"
+        )
     if cfg.trainable == "lora" and cfg.lora_rank < 1:
         raise VidtuneError(f"tuning.lora_rank must be >= 1 for trainable = 'lora', got {cfg.lora_rank}; try 4")
     for name in ("batch_size", "grad_accum"):
@@ -81,6 +92,24 @@ def check_config(cfg: TuningConfig) -> None:
             f"tuning.warmup_steps and tuning.checkpoint_every must be >= 0, "
             f"got {cfg.warmup_steps} and {cfg.checkpoint_every}"
         )
+
+
+def typical_selection(
+    s2: FusionResult, inputs: VideoInputs, image_size: tuple[int, int], fraction: float
+) -> torch.Tensor | None:
+    """The frames stage 3 trains on at `tuning.typical_fraction` (None at 1.0: every frame): per prompt
+    segment, the most typical figures by the part-wise statistics of stage 2's fused latents
+    (`anchor.typical_frames`; the whole figure as one part without keypoints)."""
+    if fraction >= 1:
+        return None
+    from vidtune.method.anchor import typical_frames
+    from vidtune.method.appearance import part_descriptors, part_masks
+    from vidtune.method.segments import prompt_segments
+
+    x0, fg = s2.x0.float().cpu(), s2.fg.float().cpu()
+    keypoints = None if inputs.keypoints is None else torch.as_tensor(inputs.keypoints)
+    parts = fg if keypoints is None else part_masks(keypoints, fg, image_size)
+    return typical_frames(part_descriptors(x0, parts), prompt_segments(inputs.prompts), fraction)
 
 
 def load_data(s2: FusionResult, cond: Conditioning, num_frames: int, device: torch.device) -> TuningData:
@@ -130,7 +159,8 @@ def _lora(unet: UNet2DConditionModel, cfg: TuningConfig) -> dict[str, torch.nn.P
     """A fresh LoRA adapter "vidtune" (B = 0, so the UNet starts unchanged; A seeded by tuning.seed)."""
     if LORA_ADAPTER in (getattr(unet, "peft_config", None) or {}):
         unet.delete_adapters(LORA_ADAPTER)
-    unet.add_adapter(lora_config(cfg.lora_rank), adapter_name=LORA_ADAPTER)  # also makes it the active one
+    targets = LORA_TARGET_SETS[cfg.lora_targets]
+    unet.add_adapter(lora_config(cfg.lora_rank, targets), adapter_name=LORA_ADAPTER)  # also makes it the active one
     params = {n: p for n, p in unet.named_parameters() if f".{LORA_ADAPTER}." in n and "lora_" in n}
     # peft draws A from the global RNG; redraw it from our own generator (same kaiming-uniform bound).
     gen = torch.Generator("cpu").manual_seed(cfg.seed)

@@ -218,11 +218,12 @@ BENCHMARK_SEQUENCES: tuple[SequenceSpec, ...] = (
     ),
 )
 BENCHMARK_STEPS = 16  # every variant alike, as the demo presets
-# The long video (`vidtune ablate --suite long`): one 480-frame walk, one prompt; does the drift of figure
-# and background against frame 0 grow with the length? (`bench/long_drift.py` gives the slopes per 100
-# frames next to the ground truth's.)
+# The long videos (`vidtune ablate --suite long`): two 480-frame sequences, one prompt each (a walk, and a
+# dance, whose limbs cross the figure); does the drift of figure and background against frame 0 grow with
+# the length? (`bench/long_drift.py` gives the slopes per 100 frames next to the ground truth's.)
 LONG_SEQUENCES: tuple[SequenceSpec, ...] = (
     SequenceSpec("walk_beach_480", "walk", "a blue figure walking on a beach at sunset", 113, 480),
+    SequenceSpec("dance_city_480", "dance", "a green figure dancing in a city street at night", 114, 480),
 )
 LONG_VARIANTS: tuple[str, ...] = ("per_frame_shared_noise", "stages_1_2", "full", "ground_truth")
 BENCHMARK_VARIANTS: tuple[str, ...] = (

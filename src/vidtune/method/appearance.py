@@ -54,6 +54,12 @@ def part_masks(keypoints: torch.Tensor, fg: torch.Tensor, image_size: tuple[int,
     return out.view(n, len(PARTS), h, w)
 
 
+def figure_parts(fg: torch.Tensor, keypoints: object | None, image_size: tuple[int, int]) -> torch.Tensor:
+    """`part_masks` of the figures ``fg`` from the pose ``keypoints`` (any array-like, or None: the whole
+    figure as one part, ``fg`` itself)."""
+    return fg if keypoints is None else part_masks(torch.as_tensor(keypoints), fg, image_size)
+
+
 def part_statistics(x0: torch.Tensor, parts: torch.Tensor, min_area: float = 1.0) -> tuple[torch.Tensor, ...]:
     """Per frame and part, the mask-weighted mean and standard deviation of every channel, ``(N, P, C)``
     each, and whether the part covers at least ``min_area`` latent pixels ``(N, P)``.
@@ -108,7 +114,7 @@ def figure_reference(
     """The parts of the figures ``fg`` (`part_masks`; the whole figure as one part without ``keypoints``)
     and, per frame, the `segment_references` of ``x0`` (N, C, h, w): what `pull_to_reference` reads."""
     x0, fg = x0.float(), fg.float()
-    parts = fg if keypoints is None else part_masks(torch.as_tensor(keypoints), fg, image_size)
+    parts = figure_parts(fg, keypoints, image_size)
     return parts, segment_references(x0, fg, parts, segments)
 
 

@@ -103,12 +103,11 @@ def typical_selection(
     if fraction >= 1:
         return None
     from vidtune.method.anchor import typical_frames
-    from vidtune.method.appearance import part_descriptors, part_masks
+    from vidtune.method.appearance import figure_parts, part_descriptors
     from vidtune.method.segments import prompt_segments
 
     x0, fg = s2.x0.float().cpu(), s2.fg.float().cpu()
-    keypoints = None if inputs.keypoints is None else torch.as_tensor(inputs.keypoints)
-    parts = fg if keypoints is None else part_masks(keypoints, fg, image_size)
+    parts = figure_parts(fg, inputs.keypoints, image_size)
     return typical_frames(part_descriptors(x0, parts), prompt_segments(inputs.prompts), fraction)
 
 

@@ -92,9 +92,10 @@ def test_long_drift_gives_the_slopes_per_100_frames_beside_the_ground_truth(tmp_
     assert "| walk_beach_480 | ground_truth | 2 | 0.1 |" in text and "test machine" in text
 
 
-def test_the_long_suite_is_one_480_frame_video_frame_by_frame_against_the_method():
+def test_the_long_suite_is_two_480_frame_videos_frame_by_frame_against_each_stage():
     from vidtune.benchmark.spec import load_spec
 
     spec = load_spec(None, "long")
-    assert [s.frames for s in spec.sequences] == [480]
-    assert {"per_frame_shared_noise", "full", "ground_truth"} <= set(spec.variants)
+    assert [s.frames for s in spec.sequences] == [480, 480]
+    assert len({s.motion for s in spec.sequences}) == 2 and len({s.seed for s in spec.sequences}) == 2
+    assert {"per_frame_shared_noise", "stages_1_2", "stages_1_2_3", "full", "ground_truth"} <= set(spec.variants)

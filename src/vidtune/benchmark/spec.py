@@ -225,7 +225,7 @@ LONG_SEQUENCES: tuple[SequenceSpec, ...] = (
     SequenceSpec("walk_beach_480", "walk", "a blue figure walking on a beach at sunset", 113, 480),
     SequenceSpec("dance_city_480", "dance", "a green figure dancing in a city street at night", 114, 480),
 )
-LONG_VARIANTS: tuple[str, ...] = ("per_frame_shared_noise", "stages_1_2", "full", "ground_truth")
+LONG_VARIANTS: tuple[str, ...] = ("per_frame_shared_noise", "stages_1_2", "stages_1_2_3", "full", "ground_truth")
 BENCHMARK_VARIANTS: tuple[str, ...] = (
     "per_frame",
     "per_frame_shared_noise",

@@ -26,18 +26,20 @@ if TYPE_CHECKING:
 LORA_ADAPTER = "vidtune"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 # `tuning.lora_targets` -> peft target_modules (names match by suffix; a string is a full-name regex)
-LORA_TARGET_SETS: dict[str, list[str] | str] = {
-    "attention": list(LORA_TARGETS),
+LORA_TARGET_SETS: dict[str, tuple[str, ...] | str] = {
+    "attention": LORA_TARGETS,
     "cross_kv": r".*\.attn2\.(to_k|to_v)",
 }
 ATTENTION_Q = re.compile(r"\.attn[12]\.to_q\.weight$")
 
 
-def lora_config(rank: int, targets: list[str] | str = list(LORA_TARGETS)) -> Any:  # noqa: B006 (never mutated)
-    """peft LoraConfig of rank r with alpha = r (scale 1) on `targets` (peft's target_modules)."""
+def lora_config(rank: int, targets: tuple[str, ...] | list[str] | str = LORA_TARGETS) -> Any:
+    """peft LoraConfig of rank r with alpha = r (scale 1) on `targets` (peft's target_modules: names matched
+    by suffix, or one full-name regex)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True, target_modules=targets)
+    modules = targets if isinstance(targets, str) else list(targets)
+    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True, target_modules=modules)
 
 
 def lora_modules(state: dict[str, torch.Tensor]) -> list[str]:

@@ -96,6 +96,11 @@ def report(overrides: list[str], runs: list[Path] | None, variants: list[str], b
             "|---|---:|---:|---:|---:|---:|",
             *seconds_rows(runs[0], runs[1], variants),
         ]
+    lines += [
+        "",
+        "`vidtune demo`'s method against frame-by-frame generation, timed side by side in one process: "
+        "[demo_cost.md](demo_cost.md) (`python bench/demo_cost.py`).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,21 @@ def test_length_curve_runs_every_length_in_its_own_process(tmp_path):
     assert out.with_suffix(".png").stat().st_size > 0 and "| 16 |" in out.read_text()
 
 
+@pytest.mark.slow
+def test_demo_cost_times_the_method_and_frame_by_frame_in_one_process(capsys):
+    """Both rows come from one loaded model: frame by frame runs stage 1 alone, the method all four stages,
+    and the ratio is the method's median wall time over frame by frame's."""
+    demo_cost = _load("demo_cost")
+    demo_cost.main(["--repeats", "2", "--frames", "8", "--set", "sampling.steps=4", "--set", "tuning.steps=2"])
+    rows = [
+        r for r in capsys.readouterr().out.splitlines() if r.startswith("| frame by frame") or r.startswith("| method")
+    ]
+    fbf, method = ([c.strip() for c in r.strip("|").split("|")] for r in rows)
+    assert fbf[2:5] == ["-", "-", "-"] and all(float(c) > 0 for c in method[1:7])
+    assert fbf[-1] == "1.00x"
+    assert float(method[-1].rstrip("x")) == pytest.approx(float(method[6]) / float(fbf[6]), abs=0.02)
+
+
 def test_compare_runs_pairs_two_runs_sequence_by_sequence(tmp_path):
     """B - A is taken per sequence (a constant shift has a zero-width interval) over the sequences both ran."""
     compare = _load("compare_runs")

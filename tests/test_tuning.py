@@ -210,6 +210,12 @@ def test_saved_result_reloads_to_the_same_model(kind, targets, components, tiny_
     torch.testing.assert_close(eps_of(components, rd, inputs), base_eps, atol=0, rtol=0)  # base again
     with components.unet_with(result):  # the in-memory result (copies, not the UNet's own tensors)
         torch.testing.assert_close(eps_of(components, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
+    with components.unet_with(result, scale=0.0):  # none of the tuning's change: the base model
+        torch.testing.assert_close(eps_of(components, rd, inputs), base_eps, atol=1e-5, rtol=0)
+    with components.unet_with(result, scale=0.5):  # part of it: neither the base nor the tuned model
+        half_eps = eps_of(components, rd, inputs)
+    assert min((half_eps - base_eps).abs().max(), (half_eps - tuned_eps).abs().max()) > 1e-5
+    torch.testing.assert_close(eps_of(components, rd, inputs), base_eps, atol=0, rtol=0)  # base after the scope
     result.save(rd.stage(3), SaveTo(unet=components.unet))
     fresh = load_components(tiny_dir)  # a new process: the base model, then the saved stage-3 result
     saved = TuningResult.load(rd.stage(3))
@@ -218,6 +224,18 @@ def test_saved_result_reloads_to_the_same_model(kind, targets, components, tiny_
         saved.apply(fresh.unet)  # idempotent
         torch.testing.assert_close(eps_of(fresh, rd, inputs), tuned_eps, atol=1e-6, rtol=0)
     torch.testing.assert_close(eps_of(fresh, rd, inputs), base_eps, atol=1e-6, rtol=0)
+
+
+def test_scaled_state_scales_a_loras_up_projection_and_interpolates_full_weights():
+    lora = {"a.lora_A.weight": torch.ones(2, 3), "a.lora_B.weight": torch.full((3, 2), 4.0)}
+    half = tuned_weights.scaled_state("lora", lora, {}, 0.5)
+    assert torch.equal(half["a.lora_A.weight"], lora["a.lora_A.weight"])  # B A x scaled once, not twice
+    assert torch.equal(half["a.lora_B.weight"], torch.full((3, 2), 2.0))
+    tuned, base = {"w": torch.tensor([3.0, 5.0])}, {"w": torch.tensor([1.0, 1.0])}
+    assert torch.equal(tuned_weights.scaled_state("full", tuned, base, 0.25)["w"], torch.tensor([1.5, 2.0]))
+    assert tuned_weights.scaled_state("full", tuned, {}, 1.0) is tuned  # scale 1: the result as trained
+    with pytest.raises(VidtuneError, match="no base weight"):
+        tuned_weights.scaled_state("attention", tuned, {}, 0.5)
 
 
 @pytest.mark.slow

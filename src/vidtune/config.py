@@ -208,6 +208,11 @@ class CodenoiseConfig:
     # (a fraction) of stage 4's steps; the later steps redraw the detail on the pulled colours. 0: off.
     figure_pull: float = field(default=0.0, metadata=_added("0.1.1", legacy=0.0))
     figure_pull_steps: float = field(default=1.0, metadata=_added("0.1.1", legacy=1.0))
+    # How much of stage 3's change the UNet carries here (`tuned_weights.scaled_state`: a LoRA's output scaled,
+    # full weights interpolated from the base). Classifier-free guidance multiplies the tuned conditional
+    # branch's change by the guidance scale (the LoRA learns the video in that branch), so a scale below 1
+    # keeps its pull toward this video's figure without overshooting its colours (docs/method.md, stage 4).
+    tuned_scale: float = field(default=1.0, metadata=_added("0.1.1", legacy=1.0))
     transition: int = 8  # frames over which a prompt schedule moves from one segment to the next (0 = cut)
     # Classifier-free guidance only in an interval (Kynkaanniemi et al. 2024): the steps whose timestep is below
     # this fraction of the training schedule evaluate the conditional branch alone (one UNet row per frame, not

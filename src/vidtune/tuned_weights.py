@@ -146,6 +146,23 @@ def apply_state(unet: UNet2DConditionModel, kind: str, state: dict[str, torch.Te
     unet.eval()
 
 
+def scaled_state(
+    kind: str, state: dict[str, torch.Tensor], base: dict[str, torch.Tensor], scale: float
+) -> dict[str, torch.Tensor]:
+    """The tuned tensors with `scale` of the tuning's change: a LoRA's up-projections (lora_B) times
+    `scale` (its output W x + scale B A x, diffusers' LoRA scale), full or to_q weights interpolated from
+    the base ones, base + scale (tuned - base) (WiSE-FT's weight interpolation). `base`: the
+    `base_snapshot` of the same UNet (unused for a LoRA). Scale 1 returns `state` itself."""
+    if scale == 1.0:
+        return state
+    if kind == "lora":
+        return {k: v * scale if ".lora_B" in k else v for k, v in state.items()}
+    missing = [k for k in state if k not in base]
+    if missing:
+        raise VidtuneError(f"stage 3's weight {missing[0]} has no base weight to scale from; rerun with --stages 3")
+    return {k: base[k].to(v.device, v.dtype) + scale * (v - base[k].to(v.device, v.dtype)) for k, v in state.items()}
+
+
 def base_snapshot(unet: UNet2DConditionModel, kind: str) -> dict[str, torch.Tensor]:
     """Copies (on the CPU) of the base weights that tuning `kind` will change, so that `restore_base` can
     give the base model back: every weight for "full", the to_q weights for "attention", none for "lora"

@@ -200,6 +200,10 @@ def check_codenoise(cfg: RunConfig) -> None:
     _at_least("codenoise.fg_gain", c.fg_gain, 0, "0 turns it off")
     if not 0 <= c.figure_pull <= 1:
         raise _fail("codenoise.figure_pull", c.figure_pull, "must be in [0, 1]", "0 turns it off, e.g. 0.5")
+    if not 0 <= c.tuned_scale <= 2:
+        raise _fail(
+            "codenoise.tuned_scale", c.tuned_scale, "must be in [0, 2]", "1 applies stage 3's tuning as trained"
+        )
     if not 0 < c.figure_pull_steps <= 1:
         raise _fail("codenoise.figure_pull_steps", c.figure_pull_steps, "must be in (0, 1]", "1 pulls at every step")
     _at_least("codenoise.transition", c.transition, 0, "0 cuts between prompts, e.g. 8")

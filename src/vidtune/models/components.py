@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from vidtune.tuned_weights import TunedWeights, apply_state, base_snapshot, restore_base
+from vidtune.tuned_weights import TunedWeights, apply_state, base_snapshot, restore_base, scaled_state
 
 # --------------------------------------------------------------------------------------------
 # Components
@@ -34,18 +34,20 @@ class Components:
     sources: dict[str, str] = field(default_factory=dict)
 
     @contextlib.contextmanager
-    def unet_with(self, tuned: TunedWeights | None) -> Iterator[Any]:
+    def unet_with(self, tuned: TunedWeights | None, scale: float = 1.0) -> Iterator[Any]:
         """``with components.unet_with(tuned) as unet:`` the UNet carrying `tuned` (None: the base model)
         within the block, and the base model again after it, however the block ends. Outside these
         scopes the UNet is always the base model. Entering copies the base weights the tuning replaces
         (`tuned_weights.base_snapshot`: none for a LoRA, the to_q weights for "attention", the whole
-        UNet for "full", to host memory) and leaving writes them back."""
+        UNet for "full", to host memory) and leaving writes them back. `scale`: how much of the tuning's
+        change the UNet carries (`tuned_weights.scaled_state`; 1 = all of it)."""
         if tuned is None:
             yield self.unet
             return
         snapshot = base_snapshot(self.unet, tuned.kind)
         try:
-            apply_state(self.unet, tuned.kind, tuned.state, tuned.lora_rank)
+            state = scaled_state(tuned.kind, tuned.state, snapshot, scale)
+            apply_state(self.unet, tuned.kind, state, tuned.lora_rank)
             yield self.unet
         finally:
             restore_base(self.unet, snapshot)

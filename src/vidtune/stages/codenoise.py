@@ -383,7 +383,7 @@ class CodenoiseStage(Stage):
             ctx.log(
                 f"vidtune: {n} frames < codenoise.clip_length {c.clip_length}: codenoise.shrink_clip uses one clip of {n} frames"
             )
-        with ctx.components.unet_with(tuned):
+        with ctx.components.unet_with(tuned, c.tuned_scale):
             return run(
                 ctx.cfg,
                 ctx.components,

@@ -685,3 +685,13 @@ def test_a_trajectory_start_with_the_base_unet_ends_at_stage_2s_frames(comps, mo
         x0[init] = load_file(str(run / "stage4/latents.safetensors"))["x0"]
     torch.testing.assert_close(x0["trajectory"], s2["x0"], **TOL)
     assert float((x0["fused"] - s2["x0"]).abs().mean()) > 100 * TOL["atol"]
+
+
+def test_the_figure_pull_joins_at_the_first_step_below_its_timestep() -> None:
+    from vidtune.stages.codenoise import first_step_below
+
+    schedule = torch.tensor([937, 875, 812, 750, 687, 625, 562, 500, 437, 375, 312, 250, 187, 125, 62, 0])
+    tail = schedule[6:]  # stage 4 starting at step index 6
+    assert first_step_below(tail, 6, 1000.0) == 6  # the default: from stage 4's first step
+    assert first_step_below(tail, 6, 400.0) == 9  # 375 is the first timestep below 400
+    assert first_step_below(tail, 6, 0.0) == 16  # none below: past the last step, the guide never acts

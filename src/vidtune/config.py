@@ -208,6 +208,10 @@ class CodenoiseConfig:
     # (a fraction) of stage 4's steps; the later steps redraw the detail on the pulled colours. 0: off.
     figure_pull: float = field(default=0.0, metadata=_added("0.1.1", legacy=0.0))
     figure_pull_steps: float = field(default=1.0, metadata=_added("0.1.1", legacy=1.0))
+    # The pull joins only at the steps whose timestep is below this fraction of the training schedule (1: from
+    # stage 4's first step). With a start from more noise, where the (tuned) UNet redraws the figure, a pull at
+    # high noise spreads one part's colour over the whole figure; joining at low noise it only recolours parts.
+    figure_pull_below: float = field(default=1.0, metadata=_added("0.1.1", legacy=1.0))
     # How much of stage 3's change the UNet carries here (`tuned_weights.scaled_state`: a LoRA's output scaled,
     # full weights interpolated from the base). Classifier-free guidance multiplies the tuned conditional
     # branch's change by the guidance scale (the LoRA learns the video in that branch), so a scale below 1

@@ -206,6 +206,10 @@ def check_codenoise(cfg: RunConfig) -> None:
         )
     if not 0 < c.figure_pull_steps <= 1:
         raise _fail("codenoise.figure_pull_steps", c.figure_pull_steps, "must be in (0, 1]", "1 pulls at every step")
+    if not 0 < c.figure_pull_below <= 1:
+        raise _fail(
+            "codenoise.figure_pull_below", c.figure_pull_below, "must be in (0, 1]", "1 pulls from the first step"
+        )
     _at_least("codenoise.transition", c.transition, 0, "0 cuts between prompts, e.g. 8")
     steps = cfg.sampling.steps
     if c.init == "trajectory" and steps >= 1:

@@ -216,6 +216,7 @@ class CodenoiseSetup:
     targets: torch.Tensor | None
     bg: torch.Tensor | None
     figure: FigurePull | None = None
+    figure_from: int = 0  # the first step index the figure is pulled at
     figure_until: int = 0  # the last step index the figure is pulled at
 
     @property
@@ -225,10 +226,18 @@ class CodenoiseSetup:
         keep = None if self.targets is None else keep_background_guide(self.scheduler, self.targets, self.bg)
         if self.figure is None:
             return keep
-        pull = x0_guide(self.scheduler, self.figure, last_step=self.figure_until)
+        pull = x0_guide(self.scheduler, self.figure, first_step=self.figure_from, last_step=self.figure_until)
         if keep is None:
             return pull
         return lambda step, t, latents, eps: keep(step, t, pull(step, t, latents, eps), eps)
+
+
+def first_step_below(timesteps: torch.Tensor, start: int, below: float) -> int:
+    """The step index of the first of ``timesteps`` (the schedule from step index ``start`` on) below ``below``
+    (in timesteps; at or above the schedule's length: ``start`` itself); past the last step when none is, so
+    that a guide starting there never acts."""
+    later = [j for j, t in enumerate(timesteps.tolist()) if t < below]
+    return start + (later[0] if later else len(timesteps))
 
 
 def prepare(
@@ -295,6 +304,7 @@ def prepare(
         targets=targets,
         bg=bg,
         figure=figure_pull(c, inputs, s2, (cfg.inputs.height, cfg.inputs.width), device) if c.figure_pull > 0 else None,
+        figure_from=first_step_below(timesteps, start, c.figure_pull_below * s.num_train_timesteps),
         figure_until=start + max(1, round(c.figure_pull_steps * (s.steps - start))) - 1,
     )
 

@@ -211,6 +211,7 @@ class CodenoiseConfig:
     # The pull joins only at the steps whose timestep is below this fraction of the training schedule (1: from
     # stage 4's first step). With a start from more noise, where the (tuned) UNet redraws the figure, a pull at
     # high noise spreads one part's colour over the whole figure; joining at low noise it only recolours parts.
+    # `figure_pull_steps` still counts from stage 4's first step: the pull acts at the steps both allow.
     figure_pull_below: float = field(default=1.0, metadata=_added("0.1.1", legacy=1.0))
     # How much of stage 3's change the UNet carries here (`tuned_weights.scaled_state`: a LoRA's output scaled,
     # full weights interpolated from the base). Classifier-free guidance multiplies the tuned conditional

@@ -695,3 +695,53 @@ def test_the_figure_pull_joins_at_the_first_step_below_its_timestep() -> None:
     assert first_step_below(tail, 6, 1000.0) == 6  # the default: from stage 4's first step
     assert first_step_below(tail, 6, 400.0) == 9  # 375 is the first timestep below 400
     assert first_step_below(tail, 6, 0.0) == 16  # none below: past the last step, the guide never acts
+
+
+def test_stage_1s_noise_with_the_base_unet_redraws_stage_1s_frames(comps, model_dir, tmp_path):
+    """`codenoise.noise_mode = "stage1"` starts stage 4 from stage 1's own initial noise: from noise, with the
+    base UNet, one-frame clips, no attention, no guide and stage 1's steps and guidance, stage 4 repeats stage 1
+    and ends at its frames (the layout stage 1 drew to the pose comes back); stage 4's own seed does not, and
+    `codenoise.steps` runs stage 4 on a schedule of its own."""
+    from safetensors.torch import load_file
+
+    from run_helpers import write_poses
+    from vidtune import pipeline
+
+    poses = write_poses(tmp_path / "poses", n=4)
+    sets = [
+        f"model.path={model_dir}",
+        "model.adapter=",
+        f"inputs.poses={poses}",
+        f"inputs.prompt={PROMPT}",
+        f"inputs.height={SIZE}",
+        f"inputs.width={SIZE}",
+        "sampling.steps=4",
+        f"sampling.guidance={GUIDANCE}",
+        "separate.segmenter=grabcut",
+        "separate.stop=end",
+        "separate.noise_mode=independent",
+        "separate.seed=11",
+        "fusion.repeat=false",
+        "codenoise.init=noise",
+        "codenoise.clip_length=1",
+        "codenoise.stride=1",
+        "codenoise.attention=none",
+        "codenoise.background=free",
+        "codenoise.unguided_below=0",
+        "codenoise.seed=0",
+    ]
+    x0 = {}
+    for name, extra in (
+        ("stage1", []),
+        ("own", ["codenoise.noise_mode=independent"]),
+        ("steps", ["codenoise.steps=3"]),
+    ):
+        mode = [] if extra and "noise_mode" in extra[0] else ["codenoise.noise_mode=stage1"]
+        cfg = C.apply_overrides(C.RunConfig(), [*sets, *mode, *extra])
+        run = tmp_path / name
+        pipeline.run(cfg, run, stages=[1, 2, 4], progress=False, components=comps, log=lambda s: None)
+        s1 = load_file(str(run / "stage1/latents.safetensors"))["x0"]
+        x0[name] = load_file(str(run / "stage4/latents.safetensors"))["x0"]
+    torch.testing.assert_close(x0["stage1"], s1, **TOL)
+    assert float((x0["own"] - s1).abs().mean()) > 100 * TOL["atol"]
+    assert float((x0["steps"] - s1).abs().mean()) > 100 * TOL["atol"]

@@ -243,6 +243,11 @@ def test_plan_counts_the_unet_evaluations_of_every_stage_against_frame_by_frame(
     assert overlap["stage4"] == pytest.approx(30 * (7 * 16) / 64)  # 7 clips of 16 frames cover 64 frames
     guided = plan.unet_evaluations(C.apply_overrides(cfg, ["codenoise.unguided_below=0"]), 64)
     assert guided["stage4"] == 20 * 2
+    # stage 4 redrawing from noise on a schedule of its own: 20 steps (t = 951, 901, ..., 1), 16 of them guided
+    own = C.apply_overrides(cfg, ["codenoise.init=fused", "codenoise.strength=1.0", "codenoise.steps=20"])
+    for n, bound in ((24, 2.0), (256, 1.5)):
+        ev = plan.unet_evaluations(own, n)
+        assert ev["stage4"] == 16 * 2 + 4 and ev["total"] <= bound * ev["frame_by_frame"]
     report = plan.plan_report(tiny_cfg(tiny_model_dir, shared_dir / POSES, "inputs.frames=40"))
     assert "all four stages" in report and "x frame-by-frame generation" in report
 

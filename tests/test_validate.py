@@ -48,6 +48,8 @@ def test_invalid_schedules_are_config_errors(sets, key, tiny_model_dir, tmp_path
         (["--set", "codenoise.strength=2.0"], "codenoise.strength"),
         (["--set", "codenoise.tuned_scale=-0.5"], "codenoise.tuned_scale"),
         (["--set", "codenoise.figure_pull_below=0"], "codenoise.figure_pull_below"),
+        (["--set", "codenoise.steps=-1"], "codenoise.steps"),
+        (["--set", "codenoise.init=trajectory", "--set", "codenoise.steps=3"], "codenoise.steps"),
     ],
 )
 def test_bad_values_exit_2_before_anything_is_written(extra, key, tiny_model_dir, tmp_path, capsys):

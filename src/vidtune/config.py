@@ -196,9 +196,14 @@ class CodenoiseConfig:
     # exactly at stage 2's frames, so every change is the tuned UNet's, the attention's and the pull's, and
     # the figure's details are not redrawn by fresh noise (needs stage 2 from the fusion step on).
     init: str = field(default="fused", metadata=_choice("noise", "fused", "trajectory"))
-    # rescheduled: FreeNoise's noise rescheduling (each window's noise a shuffle of the previous window's)
-    noise_mode: str = field(default="independent", metadata=_choice("independent", "shared", "rescheduled"))
+    # rescheduled: FreeNoise's noise rescheduling (each window's noise a shuffle of the previous window's);
+    # stage1: stage 1's own initial noise (`separate.seed`, `separate.noise_mode`): from `strength` 1 stage 4 starts
+    # where stage 1 did, so the layout stage 1 drew to the pose comes back while the look is redrawn.
+    noise_mode: str = field(default="independent", metadata=_choice("independent", "shared", "rescheduled", "stage1"))
     strength: float = 0.4  # `fused` / `trajectory` init: how far from the end stage 4 starts (SDEdit's strength)
+    # Stage 4's own number of sampler steps (0: `sampling.steps`). A stage 4 that redraws the figure from much
+    # noise needs fewer steps than the frame-by-frame stages for the same cost (`vidtune plan` counts them).
+    steps: int = field(default=0, metadata=_added("0.1.1", legacy=0))
     # keep: at every step the background of the predicted x0 is pulled to stage 2's fused background (per
     # prompt segment), so stage 4 refines the figure without undoing stage 2; free: the model redraws it.
     background: str = field(default="keep", metadata=_choice("keep", "free"))

@@ -211,7 +211,13 @@ def check_codenoise(cfg: RunConfig) -> None:
             "codenoise.figure_pull_below", c.figure_pull_below, "must be in (0, 1]", "1 pulls from the first step"
         )
     _at_least("codenoise.transition", c.transition, 0, "0 cuts between prompts, e.g. 8")
+    _at_least("codenoise.steps", c.steps, 0, "0 uses sampling.steps")
     steps = cfg.sampling.steps
+    if c.init == "trajectory" and c.steps not in (0, steps):
+        raise VidtuneError(
+            f"codenoise.steps = {c.steps} with codenoise.init = 'trajectory': stage 2's trajectory is on "
+            f"sampling.steps = {steps}'s steps; use codenoise.steps = 0 or init = 'fused'"
+        )
     if c.init == "trajectory" and steps >= 1:
         start = min(steps - 1, int(round((1.0 - c.strength) * steps)))  # `sampling.sdedit_start`
         fusion = min(steps - 1, max(0, int(round(cfg.separate.fusion_step * steps))))  # `sampling.fusion_index`

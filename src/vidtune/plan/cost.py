@@ -14,16 +14,18 @@ def unet_evaluations(cfg: RunConfig, num_frames: int) -> dict[str, float]:
 
     stage 1: every step, or with ``separate.stop = "fusion"`` the steps before the fusion step t and the eps
     at t (its x0 prediction); stage 2: the eps at the fusion step t, then the steps from t on; stage 3: its
-    training samples x `TRAIN_STEP_EVALS`, spread over the frames; stage 4: its steps (from the SDEdit
-    start with ``init = "fused"`` or ``"trajectory"``) x the clips' frames per video frame (1 in ``shifted`` mode, about M / S in
+    training samples x `TRAIN_STEP_EVALS`, spread over the frames; stage 4: its steps (``codenoise.steps``
+    of its own or `sampling.steps`, from the SDEdit start with ``init = "fused"`` or ``"trajectory"``) x the clips' frames per video frame (1 in ``shifted`` mode, about M / S in
     ``overlap`` mode) + the global anchor, its steps below ``codenoise.unguided_below`` without guidance."""
     from vidtune.sampling import fusion_index, sdedit_start
 
     s, c, t = cfg.sampling, cfg.codenoise, cfg.tuning
     cfg_rows = 2 if s.guidance > 1.0 else 1
-    start4 = sdedit_start(s.steps, c.strength) if c.init != "noise" else 0
+    steps4 = c.steps or s.steps
+    start4 = sdedit_start(steps4, c.strength) if c.init != "noise" else 0
     rows4 = sum(
-        cfg_rows if float(ts) >= c.unguided_below * s.num_train_timesteps else 1 for ts in _timesteps(s)[start4:]
+        cfg_rows if float(ts) >= c.unguided_below * s.num_train_timesteps else 1
+        for ts in _timesteps(s, steps4)[start4:]
     )
     per_step = float(num_frames) if c.mode == "shifted" else float(_overlap_frames(c, num_frames))
     per_step += 1 if c.attention == "global" else 0
@@ -45,14 +47,14 @@ def stage1_steps(num_steps: int, separate) -> int:
     return fusion_index(num_steps, separate.fusion_step) + 1 if separate.stop == "fusion" else num_steps
 
 
-def _timesteps(s) -> list[int]:
-    """The sampler's timesteps at `sampling.steps` on SD's schedule (what a run's scheduler gives)."""
+def _timesteps(s, steps: int) -> list[int]:
+    """The sampler's timesteps at ``steps`` steps on SD's schedule (what a run's scheduler gives)."""
     from vidtune.models import make_scheduler, sd_schedule_config
 
     scheduler = make_scheduler(
         s.scheduler, sd_schedule_config(s.beta_start, s.beta_end, s.beta_schedule, s.num_train_timesteps)
     )
-    scheduler.set_timesteps(s.steps)
+    scheduler.set_timesteps(steps)
     order = getattr(scheduler, "order", 1)
     return [int(ts) for ts in scheduler.timesteps[::order]]
 

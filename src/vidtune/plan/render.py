@@ -250,14 +250,15 @@ def plan_report(cfg: RunConfig, seconds_per_eval: float | None = None) -> str:
     num_frames, fps, summary = count_inputs(cfg.inputs)
     check_run(cfg, num_frames)
     guidance = s.guidance > 1.0
-    steps = s.steps
+    all_steps = c.steps or s.steps
+    steps = all_steps
     if c.init != "noise":
-        steps -= sdedit_start(s.steps, c.strength)
-    plan = plan_clips(c, num_frames, prompt_schedule(cfg.inputs), step=s.steps - steps)
+        steps -= sdedit_start(all_steps, c.strength)
+    plan = plan_clips(c, num_frames, prompt_schedule(cfg.inputs), step=all_steps - steps)
     lines = [
         f"Pose source: {summary}",
         f"Video: {num_frames} frames at {fps:g} fps, {cfg.inputs.width}x{cfg.inputs.height} px; "
-        f"{steps} of {s.steps} {s.scheduler} steps in stage 4 (init {c.init!r}), attention {c.attention!r}, "
+        f"{steps} of {all_steps} {s.scheduler} steps in stage 4 (init {c.init!r}), attention {c.attention!r}, "
         f"weighting {c.weighting!r}",
     ]
     if num_frames < c.clip_length:

@@ -128,9 +128,11 @@ def initial_latents(
     dtype,
     fused_x0: torch.Tensor | None,
     trajectory: torch.Tensor | None = None,
+    stage1_noise: tuple[int, bool] = (0, True),
 ) -> tuple[torch.Tensor, int]:
     """z at the first step: seeded noise, stage 2's frames noised to `strength` (SDEdit), or stage 2's own
-    latent at that step (`trajectory`, (S, N, C, h, w) entering its last S steps). Returns (z, start index)."""
+    latent at that step (`trajectory`, (S, N, C, h, w) entering its last S steps). Returns (z, start index).
+    `stage1_noise`: stage 1's (seed, shared), the noise of ``noise_mode = "stage1"``."""
     if cfg.init == "trajectory":
         start = sdedit_start(len(timesteps), cfg.strength)
         first = len(timesteps) - len(trajectory)  # stage 2's fusion step index
@@ -142,7 +144,8 @@ def initial_latents(
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start * getattr(scheduler, "order", 1))
         return trajectory[start - first].to(device=device, dtype=dtype), start
-    noise = initial_noise(num_frames, shape, cfg.seed, shared=cfg.noise_mode == "shared", device=device, dtype=dtype)
+    seed, shared = stage1_noise if cfg.noise_mode == "stage1" else (cfg.seed, cfg.noise_mode == "shared")
+    noise = initial_noise(num_frames, shape, seed, shared=shared, device=device, dtype=dtype)
     if cfg.noise_mode == "rescheduled":
         noise = reschedule_noise(
             noise, min(cfg.clip_length, num_frames), cfg.stride, torch.Generator("cpu").manual_seed(cfg.seed)
@@ -263,7 +266,8 @@ def prepare(
     scheduler = build_scheduler(components.scheduler, s)
     f = components.vae_scale_factor
     shape = (components.latent_channels, cfg.inputs.height // f, cfg.inputs.width // f)
-    all_steps = prepare_scheduler(scheduler, s.steps, device)
+    steps = c.steps or s.steps
+    all_steps = prepare_scheduler(scheduler, steps, device)
     if c.init == "trajectory" and s2.trajectory is None:
         raise VidtuneError(
             "codenoise.init = 'trajectory': stage 2's result holds no trajectory (made by an older vidtune); "
@@ -279,8 +283,9 @@ def prepare(
         dtype,
         s2.x0 if c.init == "fused" else None,
         trajectory=s2.trajectory if c.init == "trajectory" else None,
+        stage1_noise=(cfg.separate.seed, cfg.separate.noise_mode == "shared"),
     )
-    timesteps = prepare_scheduler(scheduler, s.steps, device, start=start)
+    timesteps = prepare_scheduler(scheduler, steps, device, start=start)
     segments = prompt_segments(inputs.prompts)
     mix = transition_weights(inputs.num_frames, segments, c.transition)
     frame_cond = None
@@ -305,7 +310,7 @@ def prepare(
         bg=bg,
         figure=figure_pull(c, inputs, s2, (cfg.inputs.height, cfg.inputs.width), device) if c.figure_pull > 0 else None,
         figure_from=first_step_below(timesteps, start, c.figure_pull_below * s.num_train_timesteps),
-        figure_until=start + max(1, round(c.figure_pull_steps * (s.steps - start))) - 1,
+        figure_until=start + max(1, round(c.figure_pull_steps * (steps - start))) - 1,
     )
 
 

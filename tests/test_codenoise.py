@@ -646,6 +646,29 @@ def test_steps_below_unguided_below_evaluate_the_conditional_branch_alone(comps,
     assert not torch.equal(low, eps(GUIDANCE, 0.0, 499))
 
 
+def _frame_alone_sets(model_dir, poses, steps: int) -> list[str]:
+    """A small run on `poses` whose stage 4 redraws each frame on its own with the base model's guidance at
+    every step (one-frame clips, no attention, no background guide): with the start a test gives it, it
+    repeats an earlier stage's steps exactly."""
+    return [
+        f"model.path={model_dir}",
+        "model.adapter=",
+        f"inputs.poses={poses}",
+        f"inputs.prompt={PROMPT}",
+        f"inputs.height={SIZE}",
+        f"inputs.width={SIZE}",
+        f"sampling.steps={steps}",
+        f"sampling.guidance={GUIDANCE}",
+        "separate.segmenter=grabcut",
+        "fusion.repeat=false",
+        "codenoise.clip_length=1",
+        "codenoise.stride=1",
+        "codenoise.attention=none",
+        "codenoise.background=free",
+        "codenoise.unguided_below=0",
+    ]
+
+
 def test_a_trajectory_start_with_the_base_unet_ends_at_stage_2s_frames(comps, model_dir, tmp_path):
     """`codenoise.init = "trajectory"` starts from stage 2's own latent at the step stage 4 starts at: with
     the base UNet, one-frame clips, no attention, no guide and the same guidance, stage 4 repeats stage 2's
@@ -657,24 +680,7 @@ def test_a_trajectory_start_with_the_base_unet_ends_at_stage_2s_frames(comps, mo
     from vidtune import pipeline
 
     poses = write_poses(tmp_path / "poses", n=6)
-    sets = [
-        f"model.path={model_dir}",
-        "model.adapter=",
-        f"inputs.poses={poses}",
-        f"inputs.prompt={PROMPT}",
-        f"inputs.height={SIZE}",
-        f"inputs.width={SIZE}",
-        "sampling.steps=6",
-        f"sampling.guidance={GUIDANCE}",
-        "separate.segmenter=grabcut",
-        "fusion.repeat=false",
-        "codenoise.clip_length=1",
-        "codenoise.stride=1",
-        "codenoise.attention=none",
-        "codenoise.background=free",
-        "codenoise.unguided_below=0",
-        "codenoise.strength=0.5",
-    ]
+    sets = [*_frame_alone_sets(model_dir, poses, steps=6), "codenoise.strength=0.5"]
     x0 = {}
     for init in ("trajectory", "fused"):
         cfg = C.apply_overrides(C.RunConfig(), [*sets, f"codenoise.init={init}"])
@@ -709,25 +715,11 @@ def test_stage_1s_noise_with_the_base_unet_redraws_stage_1s_frames(comps, model_
 
     poses = write_poses(tmp_path / "poses", n=4)
     sets = [
-        f"model.path={model_dir}",
-        "model.adapter=",
-        f"inputs.poses={poses}",
-        f"inputs.prompt={PROMPT}",
-        f"inputs.height={SIZE}",
-        f"inputs.width={SIZE}",
-        "sampling.steps=4",
-        f"sampling.guidance={GUIDANCE}",
-        "separate.segmenter=grabcut",
+        *_frame_alone_sets(model_dir, poses, steps=4),
         "separate.stop=end",
         "separate.noise_mode=independent",
         "separate.seed=11",
-        "fusion.repeat=false",
         "codenoise.init=noise",
-        "codenoise.clip_length=1",
-        "codenoise.stride=1",
-        "codenoise.attention=none",
-        "codenoise.background=free",
-        "codenoise.unguided_below=0",
         "codenoise.seed=0",
     ]
     x0 = {}

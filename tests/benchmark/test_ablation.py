@@ -235,3 +235,15 @@ def test_every_variant_has_its_own_colour_and_the_ground_truth_is_grey():
     colours = variant_colours(names)
     assert colours["ground_truth"] == GROUND_TRUTH_COLOUR
     assert len(set(colours.values())) == len(names) and "C7" not in colours.values()  # tab10's grey
+
+
+def test_the_published_baselines_run_the_whole_schedule_whatever_the_presets_stage_4():
+    """The demo presets give stage 4 a schedule of its own (`codenoise.steps`); the published baselines
+    (T2V-Zero, Gen-L-Video, FreeNoise) draw from noise over every sampling step, as their papers do."""
+    from vidtune import config as C
+
+    base = C.apply_overrides(C.RunConfig(), ["codenoise.steps=6", "sampling.steps=16"])
+    for name in ("t2v_zero", "gen_l_video", "freenoise"):
+        cfg = spec.variant_config(base, spec.VARIANTS[name], 24)
+        assert (cfg.codenoise.steps or cfg.sampling.steps) == 16, name
+    assert spec.variant_config(base, spec.VARIANTS["full"], 24).codenoise.steps == 6  # the method keeps its own

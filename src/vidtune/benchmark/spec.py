@@ -43,10 +43,11 @@ class Variant:
 
 
 # The published video baselines run stage 4 on the base UNet as their papers do: from noise, overlapping
-# clips, no stage-2 background, flat merge weights, classifier-free guidance at every step.
+# clips, no stage-2 background, flat merge weights, classifier-free guidance at every step, every sampling step.
 PUBLISHED = (
     "codenoise.mode=overlap",
     "codenoise.init=noise",
+    "codenoise.steps=0",  # the whole sampling schedule, whatever stage 4's own in the presets
     "codenoise.background=free",
     "codenoise.weighting=uniform",
     "codenoise.fg_gain=0.0",

@@ -508,6 +508,12 @@ def as_overrides(partial: dict[str, dict[str, Any]]) -> list[str]:
 SEEDED_SECTIONS = ("separate", "fusion", "tuning", "codenoise")
 
 
+def codenoise_steps(cfg: Any) -> int:
+    """Stage 4's sampler steps: `codenoise.steps`, or `sampling.steps` where it is 0 (any config with both
+    sections: the run config or stage 4's view)."""
+    return cfg.codenoise.steps or cfg.sampling.steps
+
+
 def seed_overrides(seed: int) -> list[str]:
     """The overrides that give every stage the seed ``seed`` (`--seed`, the demo, the ablation)."""
     return [f"{section}.seed={seed}" for section in SEEDED_SECTIONS]

@@ -3,7 +3,7 @@ measured UNet evaluation (`vidtune plan --measure`)."""
 
 from __future__ import annotations
 
-from vidtune.config import STAGE_NUMBERS, RunConfig
+from vidtune.config import STAGE_NUMBERS, RunConfig, codenoise_steps
 
 TRAIN_STEP_EVALS = 3  # a training sample of stage 3: forward + backward ~ 3 forward evaluations
 
@@ -21,7 +21,7 @@ def unet_evaluations(cfg: RunConfig, num_frames: int) -> dict[str, float]:
 
     s, c, t = cfg.sampling, cfg.codenoise, cfg.tuning
     cfg_rows = 2 if s.guidance > 1.0 else 1
-    steps4 = c.steps or s.steps
+    steps4 = codenoise_steps(cfg)
     start4 = sdedit_start(steps4, c.strength) if c.init != "noise" else 0
     rows4 = sum(
         cfg_rows if float(ts) >= c.unguided_below * s.num_train_timesteps else 1

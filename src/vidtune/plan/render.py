@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from vidtune.config import ModelConfig, RunConfig
+from vidtune.config import ModelConfig, RunConfig, codenoise_steps
 from vidtune.plan.cost import _overlap_frames, evaluations_text, time_lines
 from vidtune.plan.memory import (
     _DTYPE_BYTES,
@@ -250,7 +250,7 @@ def plan_report(cfg: RunConfig, seconds_per_eval: float | None = None) -> str:
     num_frames, fps, summary = count_inputs(cfg.inputs)
     check_run(cfg, num_frames)
     guidance = s.guidance > 1.0
-    all_steps = c.steps or s.steps
+    all_steps = codenoise_steps(cfg)
     steps = all_steps
     if c.init != "noise":
         steps -= sdedit_start(all_steps, c.strength)

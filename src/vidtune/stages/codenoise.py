@@ -13,7 +13,7 @@ import torch
 
 from vidtune import artifacts as A
 from vidtune import distributed as D
-from vidtune.config import CodenoiseConfig, CodenoiseStageConfig
+from vidtune.config import CodenoiseConfig, CodenoiseStageConfig, codenoise_steps
 from vidtune.errors import VidtuneError
 from vidtune.inputs import VideoInputs
 from vidtune.method import appearance as P
@@ -266,7 +266,7 @@ def prepare(
     scheduler = build_scheduler(components.scheduler, s)
     f = components.vae_scale_factor
     shape = (components.latent_channels, cfg.inputs.height // f, cfg.inputs.width // f)
-    steps = c.steps or s.steps
+    steps = codenoise_steps(cfg)
     all_steps = prepare_scheduler(scheduler, steps, device)
     if c.init == "trajectory" and s2.trajectory is None:
         raise VidtuneError(

@@ -119,6 +119,24 @@ def test_stage4_targets_keep_every_frame_in_its_own_segments_scene():
     assert torch.equal(bg, 1.0 - fg)
 
 
+def test_stage4_keep_margin_leaves_a_ring_around_the_figure_to_stage_4():
+    """`codenoise.background_margin = m`: the keep weight is 0 on the mask and on m pixels around it (stage 4
+    draws them), 1 beyond; the targets are the same as without a margin."""
+    from vidtune.method.clips import background_targets
+
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    fg = torch.zeros(2, 1, 8, 8)
+    fg[:, :, 3:5, 3:5] = 1.0
+    t0, bg0 = background_targets(x, fg, [(0, 2)], dilate=1)
+    for m in (1, 2):
+        t, bg = background_targets(x, fg, [(0, 2)], dilate=1, margin=m)
+        assert torch.equal(t, t0)
+        ring = torch.zeros(8, 8, dtype=torch.bool)
+        ring[3 - m : 5 + m, 3 - m : 5 + m] = True
+        assert (bg[:, 0][:, ring] == 0).all() and (bg[:, 0][:, ~ring] == 1).all()
+        assert (bg <= bg0).all() and bg.sum() < bg0.sum()
+
+
 # --------------------------------------------------------------------------------------------
 # Step guides
 

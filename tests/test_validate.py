@@ -49,6 +49,7 @@ def test_invalid_schedules_are_config_errors(sets, key, tiny_model_dir, tmp_path
         (["--set", "codenoise.tuned_scale=-0.5"], "codenoise.tuned_scale"),
         (["--set", "codenoise.figure_pull_below=0"], "codenoise.figure_pull_below"),
         (["--set", "codenoise.steps=-1"], "codenoise.steps"),
+        (["--set", "codenoise.background_margin=-1"], "codenoise.background_margin"),
         (["--set", "codenoise.init=trajectory", "--set", "codenoise.steps=3"], "codenoise.steps"),
     ],
 )

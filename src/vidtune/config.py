@@ -207,6 +207,10 @@ class CodenoiseConfig:
     # keep: at every step the background of the predicted x0 is pulled to stage 2's fused background (per
     # prompt segment), so stage 4 refines the figure without undoing stage 2; free: the model redraws it.
     background: str = field(default="keep", metadata=_choice("keep", "free"))
+    # Latent pixels around stage 2's figure mask that `keep` leaves to stage 4 (0: it keeps everything outside
+    # the mask): the figure stage 4 draws is not always stage 2's shape (a hat, a limb a pixel further out), and
+    # kept there stage 2's own edge is pasted onto it every step.
+    background_margin: int = field(default=0, metadata=_added("0.1.1", legacy=0))
     # The figure's look pulled to one frame's: each body part's (head, upper body, legs, from the pose) channel
     # mean and spread in the predicted x0 move this far (0-1) to those of the medoid of stage 2's figures in the
     # frame's prompt segment (`vidtune.method.appearance`; needs stage 2), in the first `figure_pull_steps`

@@ -198,6 +198,7 @@ def check_codenoise(cfg: RunConfig) -> None:
     if not 0 <= c.unguided_below <= 1:
         raise _fail("codenoise.unguided_below", c.unguided_below, "must be in [0, 1]", "0 guides every step, e.g. 0.2")
     _at_least("codenoise.fg_gain", c.fg_gain, 0, "0 turns it off")
+    _at_least("codenoise.background_margin", c.background_margin, 0, "0 keeps everything outside the figure")
     if not 0 <= c.figure_pull <= 1:
         raise _fail("codenoise.figure_pull", c.figure_pull, "must be in [0, 1]", "0 turns it off, e.g. 0.5")
     if not 0 <= c.tuned_scale <= 2:

@@ -55,7 +55,8 @@ PUBLISHED = (
     "codenoise.unguided_below=0.0",
 )
 
-# Stage 3 alone (the stage table's control and stage-3 rows): stage 4's start and background kept, but one
+# Stage 3 alone (the stage table's control and stage-3 rows): stage 4's start and background kept (up to the
+# figure's mask: the margin around it is stage 4's to draw, with its attention), but one
 # frame per clip, nothing read from other frames (attention, fg_gain, the figure pull) and guidance at
 # every step as in stage 2, so that with `init = "trajectory"` the control ends at stage 2's own frames and
 # the tuned row differs from them by the tuned UNet alone.
@@ -66,6 +67,7 @@ STAGE_3_ALONE = (
     "codenoise.fg_gain=0.0",
     "codenoise.figure_pull=0.0",
     "codenoise.unguided_below=0.0",
+    "codenoise.background_margin=0",
 )
 
 

@@ -147,6 +147,7 @@ def background_targets(
     fg: torch.Tensor,
     segments: list[tuple[int, int]],
     dilate: int,
+    margin: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What `keep_background_guide` pulls the predicted x0 to, and how hard: (targets, M_b = 1 - M_f),
     both per frame (N, C, h, w) / (N, 1, h, w).
@@ -167,4 +168,4 @@ def background_targets(
     seg_bg = F.segment_backgrounds(stage2_x0, 1.0 - wide, segments)
     own = transition_weights(stage2_x0.shape[0], segments, 0)
     targets = wide * stage2_x0 + (1.0 - wide) * F.background_targets(stage2_x0, seg_bg, own)
-    return targets, 1.0 - fg
+    return targets, 1.0 - F.dilate(fg, margin)

@@ -295,7 +295,7 @@ def prepare(
     targets = bg = None
     if c.background == "keep":
         targets, bg = background_targets(
-            s2.x0.to(device).float(), s2.fg.to(device).float(), segments, cfg.fusion.dilate
+            s2.x0.to(device).float(), s2.fg.to(device).float(), segments, cfg.fusion.dilate, c.background_margin
         )
     return CodenoiseSetup(
         clips=clips,

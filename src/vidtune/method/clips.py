@@ -149,8 +149,10 @@ def background_targets(
     dilate: int,
     margin: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """What `keep_background_guide` pulls the predicted x0 to, and how hard: (targets, M_b = 1 - M_f),
-    both per frame (N, C, h, w) / (N, 1, h, w).
+    """What `keep_background_guide` pulls the predicted x0 to, and how hard: (targets, M_b = 1 - M_f, or
+    with a ``margin`` of m latent pixels 1 - M_f dilated by m), both per frame (N, C, h, w) / (N, 1, h, w).
+    The margin is left to stage 4 (`codenoise.background_margin`): kept, it pastes stage 2's own edge of the
+    figure onto the figure stage 4 draws.
 
     The target is, away from the figure (outside its dilated mask), the average background of stage
     2's frames over the frame's own prompt segment (eq. 10 over the segment); on the ring between the

@@ -245,5 +245,5 @@ def test_the_published_baselines_run_the_whole_schedule_whatever_the_presets_sta
     base = C.apply_overrides(C.RunConfig(), ["codenoise.steps=6", "sampling.steps=16"])
     for name in ("t2v_zero", "gen_l_video", "freenoise"):
         cfg = spec.variant_config(base, spec.VARIANTS[name], 24)
-        assert (cfg.codenoise.steps or cfg.sampling.steps) == 16, name
+        assert C.codenoise_steps(cfg) == 16, name
     assert spec.variant_config(base, spec.VARIANTS["full"], 24).codenoise.steps == 6  # the method keeps its own

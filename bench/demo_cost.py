@@ -8,7 +8,8 @@ method with the defaults (stage 1 stopping at the fusion step, stages 2-4), in a
 neither gets the warmer caches. In memory, no run folder: the seconds are the stages' computation, not
 video encoding. The ratio is the median over the repeats of the method's time over frame-by-frame's in
 the same repeat (issue 33's bound: at most 2x): a shared machine's speed drifts by 20-30% between
-minutes, which paired ratios divide out and a ratio of two medians does not. `--set` applies to both (e.g. `tuning.steps=40`).
+minutes, which paired ratios divide out and a ratio of two medians does not. `--set` applies to both
+(e.g. `tuning.steps=40`).
 """
 
 from __future__ import annotations

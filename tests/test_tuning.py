@@ -193,6 +193,33 @@ def test_typical_fraction_trains_on_the_most_typical_figures_only(components, tm
     assert sorted(set(drawn)) == chosen and len(drawn) == 2 * 3  # batches draw from them alone
 
 
+def test_uncond_prob_trains_that_share_of_samples_on_the_negative_prompt(components, tmp_path):
+    """uncond_prob = p: a sample's text embedding is the negative prompt's with probability p (the
+    unconditional branch of CFG learns the video too), else its frame's prompt."""
+    rd, inputs = make_run(tmp_path)
+    seen = {}
+    for p in (0.0, 0.3, 1.0):
+        cfg = config(trainable="lora", uncond_prob=p, batch_size=FRAMES)
+        data = load_data(cfg, components, inputs, rd)
+        noise = build_scheduler(components.scheduler, replace(RunConfig().sampling, scheduler="ddpm"))
+        params = tuning.select_trainable(components.unet, cfg.tuning)
+        loop = tuning.TrainLoop(components.unet, data, noise, cfg.tuning, params)
+        draws = [loop.next_batch() for _ in range(500)]
+        share = torch.cat([torch.zeros(FRAMES, dtype=torch.bool) if b.uncond is None else b.uncond for b in draws])
+        seen[p] = float(share.float().mean())
+        contexts: list[torch.Tensor] = []
+        loop.model = lambda z_t, t, encoder_hidden_states, log=contexts, **kw: (
+            log.append(encoder_hidden_states) or (torch.zeros_like(z_t),)
+        )
+        loop.loss(draws[0])
+        uncond, prompts = data.prompts.uncond.float()[0], data.prompts.take(draws[0].frames).float()
+        for row, prompt, is_uncond in zip(contexts[0], prompts, share[:FRAMES], strict=True):
+            assert torch.equal(row, uncond if is_uncond else prompt)
+        assert not torch.equal(uncond, prompts[0])  # the two embeddings differ, so the check can fail
+    assert seen[0.0] == 0.0 and seen[1.0] == 1.0
+    assert abs(seen[0.3] - 0.3) < 0.03  # 2000 draws: the share's standard error is 0.01
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,targets", [("lora", "attention"), ("lora", "cross_kv"), ("full", "attention")])
 def test_saved_result_reloads_to_the_same_model(kind, targets, components, tiny_dir, tmp_path):

@@ -28,10 +28,10 @@ def test_sd_gpu_runs_every_stage_and_counts_the_unet_evaluations(tmp_path):
     assert all(r["seconds"] > 0 and r["frames"] == 4 for r in rows)
     evals = {r["stage"][0]: r["evals"] for r in rows}
     # --tiny: 4 DDIM steps with CFG (2 rows per frame); stage 1 stops at t = 0.5 (2 steps and the eps at t);
-    # stage 2 from t after the eps at t; stage 4 from
+    # stage 2 from t (the eps at t recovered from stage 1's x0 prediction); stage 4 from
     # strength 0.4 (the last 2 steps, t = 251 and 1) in shifted clips of 4 frames (every frame once per step),
     # guided at t >= 200 only (codenoise.unguided_below)
-    assert evals["1"] == 4 * (2 + 1) * 2 and evals["2"] == 4 * (2 + 1) * 2 and evals["4"] == 4 * 2 + 4 * 1
+    assert evals["1"] == 4 * (2 + 1) * 2 and evals["2"] == 4 * 2 * 2 and evals["4"] == 4 * 2 + 4 * 1
     assert "| 4 | 4 co-denoising |" in out.read_text()
 
 
@@ -103,12 +103,13 @@ def test_compare_runs_pairs_two_runs_sequence_by_sequence(tmp_path):
 
 def test_cost_counts_the_plans_evaluations_before_and_after_a_setting():
     """The rows are `vidtune plan`'s counts: at SD's defaults stage 1 stopping at the fusion step brings the
-    method from 2.19x frame-by-frame generation to 1.72x at 24 frames and from 1.86x to 1.38x at 256."""
+    method from 2.19x frame-by-frame generation to 1.70x at 24 frames and from 1.86x to 1.36x at 256."""
     cost = _load("cost")
     rows = cost.evaluation_rows(["separate.stop=fusion"], base=["separate.stop=end"])
     ratios = [float(r.rsplit("|", 2)[-2].strip().rstrip("x")) for r in rows]
-    assert ratios == [2.19, 1.72, 1.86, 1.38]
-    assert rows[1].startswith("| 24 | after | 52.0 | 52.0 |")  # 25 steps + the eps at t, x 2 (CFG); stage 2 as before
+    assert ratios == [2.19, 1.70, 1.86, 1.36]
+    # stage 1: 25 steps + the eps at t, x 2 (CFG); stage 2: its 25 steps, the eps at t given back by stage 1's x0
+    assert rows[0].startswith("| 24 | before | 100.0 | 52.0 |") and rows[1].startswith("| 24 | after | 52.0 | 50.0 |")
 
 
 def test_long_drift_gives_the_slopes_per_100_frames_beside_the_ground_truth(tmp_path):

@@ -14,7 +14,7 @@ from vidtune.method import fusion as F
 from vidtune.method.clips import reschedule_noise
 from vidtune.method.prompts import frame_prompts
 from vidtune.method.segments import prompt_segments, transition_frames, transition_weights
-from vidtune.stages.common import x0_guide
+from vidtune.stages.common import vp_eps, vp_x0, x0_guide
 
 # --------------------------------------------------------------------------------------------
 # Segments and transitions
@@ -173,6 +173,22 @@ def test_a_guide_acts_only_in_its_step_range():
     assert torch.equal(guide(2, torch.tensor(400), z, eps), z)
     assert not torch.equal(guide(3, torch.tensor(400), z, eps), z)
     assert torch.equal(guide(6, torch.tensor(400), z, eps), z)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler"])
+def test_vp_eps_gives_back_the_eps_vp_x0_turned_into_x0(sampler):
+    """Stage 2 takes the eps at the fusion step back from stage 1's x0 prediction (no second UNet pass): the
+    inverse must hold whatever the sampler's scaling (Euler's latents are sigma-scaled, c != 1)."""
+    from vidtune.models import make_scheduler, sd_schedule_config
+
+    scheduler = make_scheduler(sampler, sd_schedule_config(0.00085, 0.012, "scaled_linear", 1000))
+    scheduler.set_timesteps(16)
+    t = scheduler.timesteps[8]
+    z = torch.randn(3, 4, 8, 8) * (scheduler.init_noise_sigma if sampler == "euler" else 1.0)
+    eps = torch.randn(3, 4, 8, 8)
+    x0 = vp_x0(scheduler, t, z, eps)[0]
+    assert torch.allclose(vp_eps(scheduler, t, z, x0), eps, atol=1e-4)
+    assert not torch.allclose(vp_eps(scheduler, t, z, x0 + 0.1), eps, atol=1e-2)
 
 
 # --------------------------------------------------------------------------------------------

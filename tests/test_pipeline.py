@@ -129,10 +129,24 @@ def test_stage1_can_stop_at_the_fusion_step_and_segment_the_prediction_there(
     assert len(list_image_files(tmp_path / "fusion/stage1/masks")) == N
     assert not torch.equal(early["x0"], full["x0"]) and not torch.equal(early["x0"], early["z_t"])
     assert torch.allclose(early["x0"], predicted[3], atol=1e-5)  # diffusers' DDIM's own x0-hat at step 3
+    # Stage 2 takes the eps at t back from stage 1's x0 instead of evaluating it again: the eps the UNet gives
+    # there, and no UNet row for it (the steps from t on only).
+    from vidtune.stages import fusion as fusion_stage
+
+    made, recovered = [], []
+    split = fusion_stage.split_eps_fn
+    vp_eps = fusion_stage.vp_eps
+    monkeypatch.setattr(fusion_stage, "split_eps_fn", lambda *a, **k: made.append(split(*a, **k)) or made[-1])
+    monkeypatch.setattr(fusion_stage, "vp_eps", lambda *a: recovered.append((a, vp_eps(*a))) or recovered[-1][1])
     stage2 = _stage1_rows(
         C.apply_overrides(cfg, ["separate.stop=fusion"]), tmp_path / "fusion", tiny_components, (1, 2)
     )
     assert stage2 == plan.unet_evaluations(C.apply_overrides(cfg, ["separate.stop=fusion"]), N)["stage2"] * N
+    assert stage2 == (6 - 3) * 2 * N and len(recovered) == 1
+    (scheduler, t, z_t, _x0), eps = recovered[0]
+    with torch.no_grad():
+        evaluated = made[0](scheduler.scale_model_input(z_t, t), t, 3)
+    assert torch.allclose(eps, evaluated.float(), atol=1e-5) and eps.abs().mean() > 0.1
 
 
 @pytest.mark.slow

@@ -230,11 +230,13 @@ def test_plan_counts_the_unet_evaluations_of_every_stage_against_frame_by_frame(
     for n, bound in ((24, 2.0), (256, 1.5)):
         ev = plan.unet_evaluations(cfg, n)
         assert ev["stage1"] == (25 + 1) * 2 and ev["total"] <= bound * ev["frame_by_frame"]
+        assert ev["stage2"] == 25 * 2  # the eps at t comes back from stage 1's x0 prediction
     to_the_end = C.apply_overrides(cfg, ["separate.stop=end"])
     for n in (16, 24, 64, 256):
         ev = plan.unet_evaluations(to_the_end, n)
         assert ev["frame_by_frame"] == ev["stage1"] == 100  # 50 steps x 2 (CFG)
-        # stage 4: 20 of 50 steps (t = 381, 361, ..., 1), each frame once; guided at t >= 200 only
+        # stage 2 evaluates the eps at t itself; stage 4: 20 of 50 steps (t = 381, 361, ..., 1), each frame
+        # once; guided at t >= 200 only
         assert ev["stage2"] == (1 + 25) * 2 and ev["stage4"] == 10 * 2 + 10 * 1
         assert ev["stage3"] == pytest.approx(3 * 300 / n)
         assert ev["total"] == pytest.approx(sum(ev[f"stage{k}"] for k in (1, 2, 3, 4)))

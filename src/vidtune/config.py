@@ -190,7 +190,7 @@ class CodenoiseConfig:
     anchor: str = field(default="middle", metadata={**_choice("middle", "medoid"), **_added("0.1.1", legacy="middle")})
     # fused: stage 2's frames noised to `strength` (SDEdit). Stage 4 refines the figure only (its background is
     # stage 2's), so a light start suffices: the committed benchmark (bench/results/benchmark.md, "full") runs
-    # fused at 0.4, and it keeps the whole method at 1.72x the UNet evaluations of frame-by-frame generation
+    # fused at 0.4, and it keeps the whole method at 1.70x the UNet evaluations of frame-by-frame generation
     # at 24 frames and the SD defaults (`vidtune plan`; "noise" would be about 2.3x).
     # trajectory: stage 2's own latent at that step (no new noise): with the base UNet and no guide it ends
     # exactly at stage 2's frames, so every change is the tuned UNet's, the attention's and the pull's, and

@@ -13,7 +13,8 @@ def unet_evaluations(cfg: RunConfig, num_frames: int) -> dict[str, float]:
     (`sampling.steps` steps of one frame; classifier-free guidance counts twice). Pure: no model.
 
     stage 1: every step, or with ``separate.stop = "fusion"`` the steps before the fusion step t and the eps
-    at t (its x0 prediction); stage 2: the eps at the fusion step t, then the steps from t on; stage 3: its
+    at t (its x0 prediction); stage 2: the steps from the fusion step t on, after the eps at t when stage 1 ran
+    to the end (stopped at t, stage 1's x0 prediction gives that eps back, `stages.common.vp_eps`); stage 3: its
     training samples x `TRAIN_STEP_EVALS`, spread over the frames; stage 4: its steps (``codenoise.steps``
     of its own or `sampling.steps`, from the SDEdit start with ``init = "fused"`` or ``"trajectory"``) x the clips' frames per video frame (1 in ``shifted`` mode, about M / S in
     ``overlap`` mode) + the global anchor, its steps below ``codenoise.unguided_below`` without guidance."""
@@ -27,12 +28,13 @@ def unet_evaluations(cfg: RunConfig, num_frames: int) -> dict[str, float]:
         cfg_rows if float(ts) >= c.unguided_below * s.num_train_timesteps else 1
         for ts in _timesteps(s, steps4)[start4:]
     )
+    eps_at_t = 0 if cfg.separate.stop == "fusion" else 1  # stage 2's eps at t: recovered or evaluated
     per_step = float(num_frames) if c.mode == "shifted" else float(_overlap_frames(c, num_frames))
     per_step += 1 if c.attention == "global" else 0
     out = {
         "frame_by_frame": float(s.steps * cfg_rows),
         "stage1": float(stage1_steps(s.steps, cfg.separate) * cfg_rows),
-        "stage2": float((1 + s.steps - fusion_index(s.steps, cfg.separate.fusion_step)) * cfg_rows),
+        "stage2": float((s.steps - fusion_index(s.steps, cfg.separate.fusion_step) + eps_at_t) * cfg_rows),
         "stage3": TRAIN_STEP_EVALS * t.steps * t.batch_size * t.grad_accum / num_frames,
         "stage4": rows4 * per_step / num_frames,
     }

@@ -56,6 +56,17 @@ def vp_x0(
     return F.x0_from_eps(c * latents.float(), eps.float(), alpha_bar), c, alpha_bar
 
 
+def vp_eps(scheduler: SchedulerMixin, t: torch.Tensor, latents: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The eps that `vp_x0` turned into ``x0`` at t, recovered from ``latents`` and ``x0`` (float32): its
+    inverse, so that a stage handed a clean prediction and the latents it came from does not evaluate the
+    UNet again to get the eps back."""
+    from vidtune.method import fusion as F
+
+    c = vp_factor(scheduler, t, latents).float()
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=latents.device, dtype=torch.float32)
+    return F.eps_from_x0(c * latents.float(), x0.to(latents.device).float(), alpha_bar)
+
+
 def x0_guide(scheduler: SchedulerMixin, transform, first_step: int = 0, last_step: int | None = None):
     """A `sampling.StepGuide` applying ``transform`` to the predicted clean latents at every step
     in [first_step, last_step]: z_t -> x0 = x0(z_t, eps) -> transform -> z~_t = renoise(x0~, eps).

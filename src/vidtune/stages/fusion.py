@@ -36,6 +36,7 @@ from vidtune.stages.common import (
     split_decode,
     split_eps_fn,
     step_callback,
+    vp_eps,
     vp_factor,
     x0_guide,
 )
@@ -138,7 +139,8 @@ def run(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> FusionResult:
-    """Stage 2: stage 1's z_t -> eps at t -> fuse -> denoise t..0 -> decode."""
+    """Stage 2: stage 1's z_t -> eps at t (recovered from stage 1's x0 when it stopped at t) -> fuse -> denoise
+    t..0 -> decode."""
     if s1.z_t.shape[0] != inputs.num_frames or s1.fg.shape[0] != inputs.num_frames:
         raise VidtuneError(
             f"stage 1 has {s1.z_t.shape[0]} frames and {s1.fg.shape[0]} masks but the inputs have "
@@ -153,8 +155,13 @@ def run(
     eps_fn = split_eps_fn(components.unet, cond, s.guidance, cfg.separate.batch_frames, inputs.num_frames)
     z_t = s1.z_t.to(device=device, dtype=dtype)
     c = vp_factor(scheduler, t, z_t)
-    with torch.no_grad():
-        eps = eps_fn(scheduler.scale_model_input(z_t, t), t, t_index)
+    if cfg.separate.stop == "fusion":
+        # Stage 1 stopped here and predicted its x0 from the guided eps at t (`separate.predicted_x0`), which
+        # is what fusion needs: recovered from (z_t, x0), not evaluated again (one UNet pass of every frame).
+        eps = vp_eps(scheduler, t, z_t, s1.x0)
+    else:
+        with torch.no_grad():
+            eps = eps_fn(scheduler.scale_model_input(z_t, t), t, t_index)
     alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=device, dtype=torch.float32)
     fg = s1.fg.to(device).float()
     segments = prompt_segments(inputs.prompts)

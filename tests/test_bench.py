@@ -134,3 +134,24 @@ def test_the_long_suite_is_two_480_frame_videos_frame_by_frame_against_each_stag
     assert [s.frames for s in spec.sequences] == [480, 480]
     assert len({s.motion for s in spec.sequences}) == 2 and len({s.seed for s in spec.sequences}) == 2
     assert {"per_frame_shared_noise", "stages_1_2", "stages_1_2_3", "full", "ground_truth"} <= set(spec.variants)
+
+
+def test_pose_parts_reports_each_variants_means_and_the_stages_paired_differences():
+    """The table's means are over the sequences, the paired rows b - a per sequence (a constant shift has a
+    zero-width interval); a pair whose variant did not run has no row."""
+    pose_parts = _load("pose_parts")
+    keys = pose_parts.KEYS
+    per = {
+        s: {
+            "stages_1_2": {k: base for k in keys},
+            "stages_1_2_3": {k: base + (-0.05 if k.startswith("iou") else 12.0) for k in keys},
+        }
+        for s, base in (("walk", 0.4), ("run", 0.6))
+    }
+    text = pose_parts.report(per, ["stages_1_2", "stages_1_2_3"])
+    assert "| stages_1_2 | 0.500 | 0.500 | 0.5 |" in text
+    assert (
+        "| stages_1_2_3 - stages_1_2 | -0.050 [-0.050, -0.050] | -0.050 [-0.050, -0.050] | +12.0 [+12.0, +12.0] |"
+        in text
+    )
+    assert "full - " not in text and "stages_1_2_sdedit -" not in text

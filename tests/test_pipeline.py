@@ -131,28 +131,39 @@ def test_stage1_can_stop_at_the_fusion_step_and_segment_the_prediction_there(
     assert torch.allclose(early["x0"], predicted[3], atol=1e-5)  # diffusers' DDIM's own x0-hat at step 3
     # Stage 2 takes the eps at t back from stage 1's x0 instead of evaluating it again: the eps the UNet gives
     # there, and no UNet row for it (the steps from t on only).
+    check = _record_stage2_eps(monkeypatch)
+    stage2 = _stage1_rows(
+        C.apply_overrides(cfg, ["separate.stop=fusion"]), tmp_path / "fusion", tiny_components, (1, 2)
+    )
+    assert stage2 == plan.unet_evaluations(C.apply_overrides(cfg, ["separate.stop=fusion"]), N)["stage2"] * N
+    assert stage2 == (6 - 3) * 2 * N
+    check(step=3, atol=1e-5)
+
+
+def _record_stage2_eps(monkeypatch):
+    """Record what stage 2 recovers at t (`vp_eps`) and its eps function; returns a check that the recovered
+    eps is the one the UNet gives at t, on the input stage 2's scheduler scales then (Euler: by its sigma)."""
     from vidtune.stages import fusion as fusion_stage
 
     made, recovered = [], []
-    split = fusion_stage.split_eps_fn
-    vp_eps = fusion_stage.vp_eps
+    split, vp_eps = fusion_stage.split_eps_fn, fusion_stage.vp_eps
     monkeypatch.setattr(fusion_stage, "split_eps_fn", lambda *a, **k: made.append(split(*a, **k)) or made[-1])
-    monkeypatch.setattr(  # the UNet's input at t as stage 2's scheduler scales it then (Euler: by its sigma)
+    monkeypatch.setattr(
         fusion_stage,
         "vp_eps",
         lambda sch, t, z, x0: (
             recovered.append((sch.scale_model_input(z, t), t, vp_eps(sch, t, z, x0))) or recovered[-1][2]
         ),
     )
-    stage2 = _stage1_rows(
-        C.apply_overrides(cfg, ["separate.stop=fusion"]), tmp_path / "fusion", tiny_components, (1, 2)
-    )
-    assert stage2 == plan.unet_evaluations(C.apply_overrides(cfg, ["separate.stop=fusion"]), N)["stage2"] * N
-    assert stage2 == (6 - 3) * 2 * N and len(recovered) == 1
-    model_input, t, eps = recovered[0]
-    with torch.no_grad():
-        evaluated = made[0](model_input, t, 3)
-    assert torch.allclose(eps, evaluated.float(), atol=1e-5) and eps.abs().mean() > 0.1
+
+    def check(step: int, atol: float) -> None:
+        assert len(recovered) == 1 and len(made) == 1
+        model_input, t, eps = recovered[0]
+        with torch.no_grad():
+            evaluated = made[0](model_input, t, step)
+        assert torch.allclose(eps, evaluated.float(), atol=atol) and eps.abs().mean() > 0.1
+
+    return check
 
 
 @pytest.mark.slow
@@ -163,30 +174,17 @@ def test_stage2_takes_the_eps_at_t_back_from_stage1_with_every_sampler(
     """Whatever the sampler's scaling (Euler's sigma-scaled latents, DPM-Solver's multistep state), the eps
     stage 2 recovers from stage 1's x0 at t is the UNet's there, and stage 2 evaluates its steps from t only."""
     from vidtune import plan
-    from vidtune.stages import fusion as fusion_stage
 
     cfg = tiny_config(
         tiny_model_dir,
         poses_dir,
         **{"separate.segmenter": "grabcut", "sampling.steps": 6, "sampling.scheduler": sampler},
     )
-    made, recovered = [], []
-    split, vp_eps = fusion_stage.split_eps_fn, fusion_stage.vp_eps
-    monkeypatch.setattr(fusion_stage, "split_eps_fn", lambda *a, **k: made.append(split(*a, **k)) or made[-1])
-    monkeypatch.setattr(  # the UNet's input at t as stage 2's scheduler scales it then (Euler: by its sigma)
-        fusion_stage,
-        "vp_eps",
-        lambda sch, t, z, x0: (
-            recovered.append((sch.scale_model_input(z, t), t, vp_eps(sch, t, z, x0))) or recovered[-1][2]
-        ),
-    )
+    check = _record_stage2_eps(monkeypatch)
     _stage1_rows(cfg, tmp_path / "run", tiny_components)
     rows = _stage1_rows(cfg, tmp_path / "run", tiny_components, (1, 2))
-    assert rows == plan.unet_evaluations(cfg, N)["stage2"] * N == (6 - 3) * 2 * N and len(recovered) == 1
-    model_input, t, eps = recovered[0]
-    with torch.no_grad():
-        evaluated = made[0](model_input, t, 3)
-    assert torch.allclose(eps, evaluated.float(), atol=1e-4) and eps.abs().mean() > 0.1
+    assert rows == plan.unet_evaluations(cfg, N)["stage2"] * N == (6 - 3) * 2 * N
+    check(step=3, atol=1e-4)
 
 
 @pytest.mark.slow

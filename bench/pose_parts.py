@@ -109,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vidtune-pose-parts-") as tmp:
         for seq in spec.sequences:
             truth = write_source(
-                Path(tmp) / seq.name, seq, cfg.inputs.height, cfg.inputs.width, 8.0, cfg.codenoise.transition
+                Path(tmp) / seq.name,
+                seq,
+                cfg.inputs.height,
+                cfg.inputs.width,
+                cfg.inputs.fps or 8.0,  # as `vidtune ablate` renders it (`benchmark.runner.run_sequence`)
+                cfg.codenoise.transition,
             )
             for v in variants:
                 folder = frames_dir(args.run, seq.name, v)

@@ -51,8 +51,7 @@ def vp_x0(
     parametrisation whatever the sampler's scaling; returns (x0, c, alpha_bar) so the caller can re-noise."""
     from vidtune.method import fusion as F
 
-    c = vp_factor(scheduler, t, latents).float()
-    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=latents.device, dtype=torch.float32)
+    c, alpha_bar = _vp_terms(scheduler, t, latents)
     return F.x0_from_eps(c * latents.float(), eps.float(), alpha_bar), c, alpha_bar
 
 
@@ -62,9 +61,14 @@ def vp_eps(scheduler: SchedulerMixin, t: torch.Tensor, latents: torch.Tensor, x0
     UNet again to get the eps back."""
     from vidtune.method import fusion as F
 
-    c = vp_factor(scheduler, t, latents).float()
-    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=latents.device, dtype=torch.float32)
+    c, alpha_bar = _vp_terms(scheduler, t, latents)
     return F.eps_from_x0(c * latents.float(), x0.to(latents.device).float(), alpha_bar)
+
+
+def _vp_terms(scheduler: SchedulerMixin, t: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c, alpha_bar) at t in float32 on the latents' device: c z is the VP latent (`vp_factor`)."""
+    c = vp_factor(scheduler, t, latents).float()
+    return c, scheduler.alphas_cumprod[int(t)].to(device=latents.device, dtype=torch.float32)
 
 
 def x0_guide(scheduler: SchedulerMixin, transform, first_step: int = 0, last_step: int | None = None):
